@@ -1,0 +1,275 @@
+"""``mlops-pack``: the command line for people and for step containers.
+
+Every step command writes ``result.json`` in its ``--out`` directory, whatever happens:
+``status`` (ok, rejected, bad_input, champion_moved, error), the exit code, the step's
+record or the error's payload. Exit codes: 0 ok, 2 bad input, 3 challenger rejected,
+4 champion moved during promotion, 1 internal error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from mlops_pack.errors import (
+    EXIT_BAD_INPUT,
+    EXIT_INTERNAL,
+    EXIT_OK,
+    EXIT_REJECTED,
+    BadInputError,
+    MlopsPackError,
+)
+from mlops_pack.records import write_json
+
+STATUS = {EXIT_OK: "ok", EXIT_REJECTED: "rejected", EXIT_BAD_INPUT: "bad_input",
+          4: "champion_moved", EXIT_INTERNAL: "error"}
+
+
+def _overrides(args: argparse.Namespace):
+    from pydantic import ValidationError
+
+    from mlops_pack.errors import SpecError
+    from mlops_pack.spec import RunOverrides, format_validation_error
+
+    raw: dict[str, Any] = {}
+    if getattr(args, "overrides", None):
+        text = args.overrides
+        if not text.lstrip().startswith("{"):
+            text = Path(text).read_text(encoding="utf-8")
+        try:
+            raw = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise SpecError(f"--overrides: invalid JSON ({exc.msg})") from None
+    if getattr(args, "data", None):
+        raw["data_path"] = str(args.data)
+    if getattr(args, "reason", None):
+        raw["reason"] = args.reason
+    try:
+        return RunOverrides.model_validate(raw)
+    except ValidationError as exc:
+        raise SpecError(format_validation_error("run overrides", exc)) from None
+
+
+def _context(args: argparse.Namespace):
+    from mlops_pack.steps.context import StepContext
+
+    out = Path(args.out) if args.out else Path(".mlops") / "runs" / f"{Path(args.spec).stem}-{time.strftime('%Y%m%dT%H%M%S')}"
+    return StepContext.load(args.spec, out, overrides=_overrides(args), dag_run_id=args.run_id)
+
+
+# Commands: each returns (exit code, record) ------------------------------------------
+
+
+def cmd_check_spec(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
+    from mlops_pack.spec import load_spec
+
+    checked = {}
+    for path in args.specs:
+        spec = load_spec(path)
+        checked[spec.name] = spec.sha256()
+        print(f"{path}: ok (sha256 {spec.sha256()[:12]})")
+    return EXIT_OK, {"specs": checked}
+
+
+def cmd_schema(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
+    from mlops_pack.spec import spec_json_schema
+
+    text = json.dumps(spec_json_schema(), indent=2, sort_keys=True) + "\n"
+    if args.output:
+        Path(args.output).write_text(text, encoding="utf-8")
+    else:
+        sys.stdout.write(text)
+    return EXIT_OK, {}
+
+
+def cmd_generate(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
+    if args.dataset == "diabetes":
+        from mlops_pack.datagen import diabetes
+
+        path = diabetes.write(args.output)
+    else:
+        from mlops_pack.datagen import churn
+
+        cfg = churn.ChurnConfig(rows=args.rows, month=args.month, seed=args.seed,
+                                covariate_drift=args.covariate_drift, concept_drift=args.concept_drift,
+                                label_noise=args.label_noise)
+        path = churn.write(cfg, args.output)
+    print(f"wrote {path}")
+    return EXIT_OK, {"path": str(path)}
+
+
+def cmd_validate(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
+    from mlops_pack.steps.validate import validate
+
+    report = validate(_context(args))
+    print(f"validation {report['status']}: {report['rows']} rows, {len(report['warnings'])} warnings")
+    for warning in report["warnings"]:
+        print(f"  warn: {warning}")
+    return EXIT_OK, report
+
+
+def cmd_train(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
+    from mlops_pack.steps.train import train
+
+    result = train(_context(args))
+    print(f"trained {result['model']} v{result['version']} on {result['train_rows']} rows "
+          f"in {result['fit_seconds']}s (sha256 {result['artifact_sha256'][:12]})")
+    return EXIT_OK, result
+
+
+def cmd_evaluate(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
+    from mlops_pack.steps.evaluate import evaluate
+
+    version = args.challenger
+    if args.train_result:
+        version = json.loads(Path(args.train_result).read_text(encoding="utf-8"))["version"]
+    if not version:
+        raise BadInputError("evaluate needs --challenger VERSION or --train-result FILE")
+    record = evaluate(_context(args), str(version))
+    champion = record["champion"]
+    print(f"evaluated v{record['challenger']['version']} against "
+          f"{'v' + champion['version'] if champion else 'no champion'} on "
+          f"{record['holdout_rows']} holdout rows in {record['seconds']}s")
+    return EXIT_OK, record
+
+
+def cmd_gate(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
+    from mlops_pack.gate import decision_table
+    from mlops_pack.steps.decide import decision_json, gate
+
+    decision = gate(_context(args), Path(args.evaluation))
+    print(decision_table(decision))
+    return (EXIT_OK if decision.verdict == "promote" else EXIT_REJECTED), decision_json(decision)
+
+
+def cmd_promote(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
+    from mlops_pack.steps.decide import promote
+
+    record = promote(_context(args), Path(args.decision), args.approved_by)
+    print(f"{record['outcome']}: {record['model']} champion is v{record['champion']} "
+          f"(previous v{record['previous']})")
+    return EXIT_OK, record
+
+
+def cmd_retrain(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
+    from mlops_pack.gate import decision_table
+    from mlops_pack.records import DecisionRecord
+    from mlops_pack.steps.retrain import retrain
+
+    ctx = _context(args)
+    result = retrain(ctx, args.approved_by)
+    print(decision_table(DecisionRecord.model_validate(result["decision"])))
+    steps = ", ".join(f"{k} {v:.2f}s" for k, v in result["timings"].items())
+    print(f"\n{result['model']}: {result['verdict']} in {result['seconds']:.2f}s ({steps}); "
+          f"results in {ctx.out_dir}")
+    return (EXIT_OK if result["verdict"] == "promote" else EXIT_REJECTED), result
+
+
+def cmd_holdout_refresh(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
+    from mlops_pack.steps.holdout_refresh import refresh_and_rescore
+
+    record = refresh_and_rescore(_context(args), args.reason)
+    print(f"holdout refreshed: {record['old_holdout_sha256'] and record['old_holdout_sha256'][:12]} -> "
+          f"{record['holdout_sha256'][:12]} ({record['rows']} rows); champion re-scored: "
+          f"{record['champion_metrics']}")
+    return EXIT_OK, record
+
+
+def cmd_history(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
+    from mlops_pack.registry import Registry
+    from mlops_pack.spec import load_spec
+
+    name = load_spec(args.spec).name
+    events = Registry().history(name)
+    for event in events:
+        fields = ", ".join(f"{k}={v}" for k, v in event.items() if k not in ("event_id", "kind"))
+        print(f"{event['kind']:<18} {fields}")
+    return EXIT_OK, {"model": name, "events": events}
+
+
+# Parser ------------------------------------------------------------------------------
+
+
+def _step(sub, name: str, func, help_text: str) -> argparse.ArgumentParser:
+    parser = sub.add_parser(name, help=help_text)
+    parser.add_argument("--spec", required=True, help="model spec YAML (include/models/<name>.yaml)")
+    parser.add_argument("--out", help="work directory for result files (default .mlops/runs/...)")
+    parser.add_argument("--run-id", help="the orchestrator's run id, recorded in every record")
+    parser.add_argument("--overrides", help="run overrides as JSON text or a JSON file")
+    parser.set_defaults(func=func, writes_result=True)
+    return parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mlops-pack", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("check-spec", help="validate model spec files")
+    p.add_argument("specs", nargs="+")
+    p.set_defaults(func=cmd_check_spec, writes_result=False)
+
+    p = sub.add_parser("schema", help="print the model spec JSON schema")
+    p.add_argument("--output")
+    p.set_defaults(func=cmd_schema, writes_result=False)
+
+    p = sub.add_parser("generate", help="write example data")
+    p.add_argument("dataset", choices=["churn", "diabetes"])
+    p.add_argument("--output", required=True, help=".csv or .parquet (churn), .csv (diabetes)")
+    p.add_argument("--rows", type=int, default=20_000)
+    p.add_argument("--month", type=int, default=1)
+    p.add_argument("--seed", type=int, default=2026)
+    p.add_argument("--covariate-drift", type=float, default=0.0)
+    p.add_argument("--concept-drift", type=float, default=0.0)
+    p.add_argument("--label-noise", type=float, default=0.0)
+    p.set_defaults(func=cmd_generate, writes_result=False)
+
+    for name, func, text in (("validate", cmd_validate, "validate a data batch"),
+                             ("train", cmd_train, "train and register a challenger"),
+                             ("retrain", cmd_retrain, "validate, train, evaluate, gate, promote")):
+        p = _step(sub, name, func, text)
+        p.add_argument("--data", help="data file, overriding the spec's data.path")
+        if name == "retrain":
+            p.add_argument("--approved-by", help="approver, when the spec requires approval")
+    p = _step(sub, "evaluate", cmd_evaluate, "score challenger and champion on the holdout")
+    p.add_argument("--challenger", help="challenger model version")
+    p.add_argument("--train-result", help="train.json from the train step")
+    p = _step(sub, "gate", cmd_gate, "decide from an evaluation record")
+    p.add_argument("--evaluation", required=True)
+    p.add_argument("--reason", help="why this run happens, recorded in the decision")
+    p = _step(sub, "promote", cmd_promote, "move the champion alias (compare-and-set)")
+    p.add_argument("--decision", required=True)
+    p.add_argument("--approved-by")
+    p = _step(sub, "refresh-holdout", cmd_holdout_refresh, "replace the pinned holdout (recorded)")
+    p.add_argument("--data", required=True, help="data to carve the new holdout from")
+    p.add_argument("--reason", required=True)
+    p = sub.add_parser("history", help="print the model's decision and alias history")
+    p.add_argument("--spec", required=True)
+    p.set_defaults(func=cmd_history, writes_result=False)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    code, record, error = EXIT_INTERNAL, {}, None
+    try:
+        code, record = args.func(args)
+    except MlopsPackError as exc:
+        code, record, error = exc.exit_code, exc.payload, str(exc)
+        print(f"error: {exc}", file=sys.stderr)
+    except Exception as exc:  # an internal error: keep the traceback for the log
+        traceback.print_exc()
+        error = f"{type(exc).__name__}: {exc}"
+    if args.writes_result and getattr(args, "out", None):
+        write_json(Path(args.out) / "result.json", {
+            "step": args.command, "status": STATUS.get(code, "error"), "exit_code": code,
+            "error": error, "result": record})
+    return code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Data generators for the examples, the tests and the benchmarks."""

@@ -1,0 +1,197 @@
+"""The registry: MLflow tracking and model registry, plus the promotion lock and history.
+
+MLflow's alias update is last-writer-wins, so compare-and-set is built here: read the
+alias and move it only while holding a per-model lock. The alias history is append-only:
+each event is an MLflow run in the model's history experiment, never edited afterwards.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mlops_pack.errors import ChampionMovedError, MlopsPackError
+from mlops_pack.settings import Settings
+
+CHAMPION = "champion"
+PREVIOUS = "previous"
+TAG = "mlops."
+
+
+@dataclass(frozen=True)
+class Version:
+    name: str
+    version: str
+    run_id: str | None
+    source: str
+    tags: dict[str, str]
+
+
+@dataclass(frozen=True)
+class PromotionResult:
+    outcome: str  # "promoted" | "noop"
+    model: str
+    champion: str
+    previous: str | None
+    decision_id: str
+
+
+class Registry:
+    """A thin, explicit layer over MlflowClient; mlflow is imported only when used."""
+
+    def __init__(self, settings: Settings | None = None) -> None:
+        self.settings = settings or Settings.from_env()
+        self._client = None
+
+    # Plumbing -----------------------------------------------------------------------
+    @property
+    def client(self):
+        if self._client is None:
+            # Progress bars are noise in task logs and result files.
+            os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+            from mlflow.tracking import MlflowClient
+
+            self.settings.home.mkdir(parents=True, exist_ok=True)
+            self._client = MlflowClient(self.settings.tracking_uri, self.settings.registry_uri)
+        return self._client
+
+    def experiment_id(self, name: str) -> str:
+        found = self.client.get_experiment_by_name(name)
+        if found is not None:
+            return found.experiment_id
+        try:
+            return self.client.create_experiment(name, artifact_location=self._artifacts_for(name))
+        except Exception:  # created concurrently by another process
+            found = self.client.get_experiment_by_name(name)
+            if found is None:
+                raise
+            return found.experiment_id
+
+    def _artifacts_for(self, experiment: str) -> str | None:
+        if self.settings.artifact_root.startswith("file:") and self.settings.tracking_uri.startswith("sqlite"):
+            return f"{self.settings.artifact_root}/{experiment.replace('/', '_')}"
+        return None
+
+    @contextlib.contextmanager
+    def lock(self, model: str, timeout: float = 120.0) -> Iterator[None]:
+        from filelock import FileLock, Timeout
+
+        self.settings.lock_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            with FileLock(str(self.settings.lock_dir / f"{model}.lock"), timeout=timeout):
+                yield
+        except Timeout:
+            raise MlopsPackError(f"model {model}: promotion lock busy for {timeout:.0f}s") from None
+
+    def ensure_model(self, name: str) -> None:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self.client.get_registered_model(name)
+        except MlflowException:
+            with contextlib.suppress(MlflowException):  # lost a creation race: fine
+                self.client.create_registered_model(name, tags={f"{TAG}managed": "true"})
+
+    # Versions and aliases -----------------------------------------------------------
+    def version(self, name: str, version: str) -> Version:
+        mv = self.client.get_model_version(name, str(version))
+        return Version(mv.name, str(mv.version), mv.run_id, mv.source, dict(mv.tags))
+
+    def alias(self, name: str, alias: str) -> Version | None:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            mv = self.client.get_model_version_by_alias(name, alias)
+        except MlflowException:
+            return None
+        return Version(mv.name, str(mv.version), mv.run_id, mv.source, dict(mv.tags))
+
+    def model_tags(self, name: str) -> dict[str, str]:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return dict(self.client.get_registered_model(name).tags)
+        except MlflowException:
+            return {}
+
+    def set_model_tag(self, name: str, key: str, value: str) -> None:
+        self.client.set_registered_model_tag(name, key, value)
+
+    def download(self, uri: str, dst: Path) -> Path:
+        import mlflow.artifacts
+
+        return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dst),
+                                                        tracking_uri=self.settings.tracking_uri))
+
+    def log_json(self, run_id: str, record: dict[str, Any], artifact_path: str, filename: str) -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / filename
+            path.write_text(json.dumps(record, indent=2, sort_keys=True), encoding="utf-8")
+            self.client.log_artifact(run_id, str(path), artifact_path)
+
+    # History ------------------------------------------------------------------------
+    def append_event(self, model: str, kind: str, fields: dict[str, Any]) -> str:
+        """Append one event to the model's history; returns the event's id."""
+        experiment = self.experiment_id(f"mlops-pack/{model}/history")
+        tags = {f"{TAG}event": kind, **{f"{TAG}{k}": str(v) for k, v in fields.items() if v is not None}}
+        run = self.client.create_run(experiment, run_name=f"{kind}-{time.time_ns()}", tags=tags)
+        self.log_json(run.info.run_id, {"kind": kind, **fields}, "", "event.json")
+        self.client.set_terminated(run.info.run_id)
+        return run.info.run_id
+
+    def history(self, model: str, kind: str | None = None) -> list[dict[str, str]]:
+        """Events oldest first, as flat dicts of their fields."""
+        found = self.client.get_experiment_by_name(f"mlops-pack/{model}/history")
+        if found is None:
+            return []
+        query = f"tags.`{TAG}event` = '{kind}'" if kind else ""
+        runs = self.client.search_runs([found.experiment_id], filter_string=query,
+                                       order_by=["attributes.start_time ASC"], max_results=10_000)
+        events = []
+        for run in runs:
+            tags = {k.removeprefix(TAG): v for k, v in run.data.tags.items() if k.startswith(TAG)}
+            events.append({"event_id": run.info.run_id, "kind": tags.pop("event", ""), **tags})
+        return events
+
+    # Promotion ----------------------------------------------------------------------
+    def promote(self, model: str, challenger: str, expected_champion: str | None,
+                decision_id: str, extra: dict[str, Any] | None = None) -> PromotionResult:
+        """Compare-and-set ``champion`` from ``expected_champion`` to ``challenger``.
+
+        Safe to retry: if the alias already points at the challenger because of this
+        decision, the call completes any missing history entry and reports ``noop``.
+        """
+        with self.lock(model):
+            current = self.alias(model, CHAMPION)
+            current_version = current.version if current else None
+            if current_version == str(challenger):
+                done = [e for e in self.history(model, "promotion") if e.get("decision_id") == decision_id]
+                if not done:  # alias moved but history was not written (crash): repair
+                    self._record_promotion(model, challenger, expected_champion, decision_id, extra)
+                previous = self.alias(model, PREVIOUS)
+                return PromotionResult("noop", model, str(challenger),
+                                       previous.version if previous else None, decision_id)
+            if current_version != (str(expected_champion) if expected_champion else None):
+                raise ChampionMovedError(
+                    f"model {model}: champion moved to v{current_version} since the gate "
+                    f"evaluated v{expected_champion}; re-run the evaluation against the new champion",
+                    {"expected": expected_champion, "actual": current_version},
+                )
+            if current_version:
+                self.client.set_registered_model_alias(model, PREVIOUS, current_version)
+            self.client.set_registered_model_alias(model, CHAMPION, str(challenger))
+            self._record_promotion(model, challenger, current_version, decision_id, extra)
+            return PromotionResult("promoted", model, str(challenger), current_version, decision_id)
+
+    def _record_promotion(self, model: str, to: str, previous: str | None, decision_id: str,
+                          extra: dict[str, Any] | None) -> None:
+        self.client.set_model_version_tag(model, str(to), f"{TAG}promoted_by_decision", decision_id)
+        self.append_event(model, "promotion", {"from_version": previous, "to_version": str(to),
+                                               "decision_id": decision_id, **(extra or {})})

@@ -1,0 +1,393 @@
+"""The model spec: one YAML file per model, parsed into typed, validated objects.
+
+Pydantic gives us typed objects, precise error locations and the published JSON schema
+from one definition, so the schema editors see and the rules the code enforces cannot
+drift apart. Unknown keys are errors everywhere (``extra="forbid"``): a typo such as
+``margn`` must fail loudly instead of silently leaving the default in force.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from mlops_pack.errors import SpecError
+
+NAME_PATTERN = r"^[a-z][a-z0-9_]{0,62}$"
+
+# Estimators must come from these module prefixes: the model loader only trusts types it
+# has reviewed, so an estimator outside this list could be trained but never loaded again.
+TRUSTED_ESTIMATOR_PREFIXES = ("sklearn.",)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataSource(_Strict):
+    """Where the training data comes from; a run may override ``path``."""
+
+    path: str = Field(description="CSV or Parquet file, relative to MLOPS_PACK_DATA_DIR.")
+    format: Literal["csv", "parquet"] = "csv"
+    delimiter: str = Field(",", min_length=1, max_length=1)
+    encoding: str = "utf-8"
+    key: list[str] = Field(
+        default_factory=list,
+        description="Columns that identify a row; duplicates over the key are a check.",
+    )
+
+
+class Column(_Strict):
+    """One input column with its type and role."""
+
+    name: str = Field(min_length=1)
+    type: Literal["numeric", "categorical"]
+    role: Literal["feature", "id", "slice"] = Field(
+        "feature",
+        description="feature: used for training; id: identifies rows, never trained on; "
+        "slice: used only to slice metrics.",
+    )
+    min: float | None = None
+    max: float | None = None
+    values: list[str] | None = Field(None, description="Allowed categories (categorical).")
+    max_null_fraction: float = Field(0.0, ge=0.0, le=1.0)
+
+    @model_validator(mode="after")
+    def _check_bounds(self) -> Column:
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min ({self.min}) is greater than max ({self.max})")
+        if self.type == "numeric" and self.values is not None:
+            raise ValueError("'values' applies to categorical columns; use min/max")
+        return self
+
+
+class Estimator(_Strict):
+    """The scikit-learn estimator at the end of the training Pipeline."""
+
+    class_path: str = Field(alias="class", description="Import path, e.g. sklearn.linear_model.Ridge")
+    params: dict[str, Any] = Field(default_factory=dict)
+    numeric_preprocessing: Literal["standard_scaler", "passthrough"] = "standard_scaler"
+    categorical_preprocessing: Literal["one_hot", "ordinal"] = "one_hot"
+    seed: int = 42
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @field_validator("class_path")
+    @classmethod
+    def _trusted(cls, value: str) -> str:
+        if not value.startswith(TRUSTED_ESTIMATOR_PREFIXES) or value.count(".") < 2:
+            raise ValueError(
+                f"expected an estimator import path under {', '.join(TRUSTED_ESTIMATOR_PREFIXES)} "
+                f"(e.g. sklearn.linear_model.LogisticRegression), got {value!r}"
+            )
+        return value
+
+
+class Validation(_Strict):
+    suite: str | None = Field(None, description="GX suite JSON, relative to the include dir.")
+    min_rows: int = Field(100, ge=1)
+    chunk_rows: int = Field(500_000, ge=1_000, description="Rows per chunk; bounds memory.")
+    severity: dict[
+        Literal[
+            "min_rows", "columns", "dtypes", "label_not_null", "label_values", "duplicates",
+            "leakage", "nulls", "ranges", "categories", "expectations",
+        ],
+        Literal["error", "warn"],
+    ] = Field(default_factory=dict, description="Per-check severity; the default is error.")
+
+
+class Holdout(_Strict):
+    """The shared holdout: created once, pinned by sha256, reused by every evaluation."""
+
+    strategy: Literal["split", "file"] = "split"
+    fraction: float = Field(0.2, gt=0.0, lt=0.9)
+    stratify: bool = True
+    path: str | None = None
+    seed: int = 7
+
+    @model_validator(mode="after")
+    def _file_needs_path(self) -> Holdout:
+        if self.strategy == "file" and not self.path:
+            raise ValueError("strategy 'file' needs 'path'")
+        return self
+
+
+class Primary(_Strict):
+    metric: str
+    mode: Literal["superiority", "non_inferiority"] = "superiority"
+    margin: float = 0.0
+    margin_type: Literal["absolute", "relative"] = "absolute"
+
+
+class Uncertainty(_Strict):
+    """Paired bootstrap of the metric delta; the gate uses the CI's lower bound."""
+
+    enabled: bool = True
+    resamples: int = Field(1000, ge=100, le=100_000)
+    confidence: float = Field(0.95, gt=0.5, lt=1.0)
+    seed: int = 0
+
+
+class Guardrail(_Strict):
+    metric: str
+    tolerance: float = Field(0.0, ge=0.0)
+    tolerance_type: Literal["absolute", "relative"] = "absolute"
+
+
+class Slices(_Strict):
+    columns: list[str] = Field(default_factory=list)
+    metric: str | None = None
+    tolerance: float = Field(0.02, ge=0.0)
+    min_size: int = Field(200, ge=1)
+
+
+class Budgets(_Strict):
+    max_model_bytes: int | None = Field(None, ge=1)
+    max_latency_ms_p95: float | None = Field(None, gt=0, description="Single-row predict p95.")
+
+
+class Approval(_Strict):
+    required: bool = False
+    timeout_hours: float = Field(24.0, gt=0)
+    default: Literal["approve", "reject"] = "reject"
+
+
+class Gate(_Strict):
+    primary: Primary
+    uncertainty: Uncertainty = Uncertainty()
+    guardrails: list[Guardrail] = Field(default_factory=list)
+    floors: dict[str, float] = Field(
+        default_factory=dict,
+        description="Absolute bounds: at least this for higher-is-better metrics, at most "
+        "this for lower-is-better ones.",
+    )
+    slices: Slices = Slices()
+    budgets: Budgets = Budgets()
+    first_run: Literal["promote", "reject"] = Field(
+        "promote", description="With no champion: promote if floors and budgets pass, or reject."
+    )
+    approval: Approval = Approval()
+
+
+class Schedule(_Strict):
+    cron: str | None = None
+    asset: str | None = Field(None, description="Asset URI; an update triggers retraining.")
+
+    @model_validator(mode="after")
+    def _one_of(self) -> Schedule:
+        if self.cron and self.asset:
+            raise ValueError("set either 'cron' or 'asset', not both")
+        return self
+
+
+class ModelSpec(_Strict):
+    """A model: its data, features, estimator, checks, holdout, metrics and gate."""
+
+    name: Annotated[str, Field(pattern=NAME_PATTERN)]
+    description: str = ""
+    task: Literal["classification", "regression"]
+    data: DataSource
+    target: str
+    positive_class: str | int | None = Field(
+        None, description="Binary classification: the label value scored as positive."
+    )
+    classes: list[str | int] | None = Field(None, description="Allowed label values.")
+    columns: list[Column] = Field(min_length=1)
+    estimator: Estimator
+    validation: Validation = Validation()
+    holdout: Holdout = Holdout()
+    metrics: list[str] = Field(min_length=1)
+    gate: Gate
+    schedule: Schedule = Schedule()
+
+    @model_validator(mode="after")
+    def _cross_field(self) -> ModelSpec:
+        # Imported here: metrics is a tiny pure-Python module, but spec must load first.
+        from mlops_pack.metric_catalog import metric_info
+
+        names = [c.name for c in self.columns]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"columns: duplicated names {dupes}")
+        if self.target in names:
+            raise ValueError(f"target {self.target!r} must not also be listed in columns")
+        if not any(c.role == "feature" for c in self.columns):
+            raise ValueError("columns: at least one column needs role 'feature'")
+        for key in self.data.key:
+            if key not in names:
+                raise ValueError(f"data.key: {key!r} is not a declared column")
+        for column in self.gate.slices.columns:
+            if column not in names:
+                raise ValueError(f"gate.slices.columns: {column!r} is not a declared column")
+        if self.task == "classification":
+            if not self.classes or len(self.classes) != 2:
+                raise ValueError(
+                    "classes: binary classification needs exactly two label values "
+                    "(multiclass is not supported yet)"
+                )
+            if self.positive_class is None or self.positive_class not in self.classes:
+                raise ValueError("positive_class: must be one of 'classes'")
+        for metric in self.metrics:
+            metric_info(metric, self.task)
+        used = [self.gate.primary.metric, *(g.metric for g in self.gate.guardrails)]
+        used += list(self.gate.floors)
+        if self.gate.slices.metric:
+            used.append(self.gate.slices.metric)
+        for metric in used:
+            if metric not in self.metrics:
+                raise ValueError(f"gate uses metric {metric!r}, which is not listed in 'metrics'")
+        return self
+
+    # Convenience views -------------------------------------------------------------
+    def features(self) -> list[Column]:
+        return [c for c in self.columns if c.role == "feature"]
+
+    def column(self, name: str) -> Column:
+        return next(c for c in self.columns if c.name == name)
+
+    def expected_columns(self) -> list[str]:
+        return [*(c.name for c in self.columns), self.target]
+
+    def canonical_json(self) -> str:
+        return json.dumps(self.model_dump(mode="json", by_alias=True), sort_keys=True)
+
+    def sha256(self) -> str:
+        """Hash of the parsed spec, so comments and formatting do not change it."""
+        return hashlib.sha256(self.canonical_json().encode()).hexdigest()
+
+
+# Loading ---------------------------------------------------------------------------
+
+_EXPECTED = {
+    "float_parsing": "a number",
+    "float_type": "a number",
+    "int_parsing": "an integer",
+    "int_type": "an integer",
+    "int_from_float": "an integer",
+    "bool_parsing": "true or false",
+    "bool_type": "true or false",
+    "string_type": "a string",
+    "list_type": "a list",
+    "dict_type": "a mapping",
+    "model_type": "a mapping",
+    "missing": "a value (the field is required)",
+    "extra_forbidden": "no such field (unknown key; check the spelling)",
+}
+
+
+def _loc(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif "[" in str(part) or str(part).startswith("function-"):
+            continue  # pydantic's union/validator tags are noise to a reader
+        else:
+            out += ("." if out else "") + str(part)
+    return out or "(top level)"
+
+
+def format_validation_error(source: str, error: ValidationError) -> str:
+    lines = []
+    for item in error.errors(include_url=False):
+        where = _loc(item["loc"])
+        kind = item["type"]
+        if kind in _EXPECTED and kind != "extra_forbidden" and kind != "missing":
+            got = item.get("input")
+            lines.append(f"{source}: {where}: expected {_EXPECTED[kind]}, got {got!r}")
+        elif kind in _EXPECTED:
+            lines.append(f"{source}: {where}: expected {_EXPECTED[kind]}")
+        else:
+            message = str(item["msg"]).removeprefix("Value error, ")
+            lines.append(f"{source}: {where}: {message}")
+    return "\n".join(lines)
+
+
+def parse_spec(raw: Any, source: str) -> ModelSpec:
+    if not isinstance(raw, dict):
+        raise SpecError(f"{source}: (top level): expected a mapping, got {type(raw).__name__}")
+    try:
+        return ModelSpec.model_validate(raw)
+    except ValidationError as exc:
+        message = format_validation_error(source, exc)
+        raise SpecError(message, {"file": source, "errors": message.splitlines()}) from None
+
+
+def load_spec(path: str | os.PathLike[str]) -> ModelSpec:
+    """Read and validate a spec file; every failure names the file and the field."""
+    source = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SpecError(f"{source}: file not found") from None
+    except UnicodeDecodeError as exc:
+        raise SpecError(f"{source}: not valid UTF-8 ({exc.reason} at byte {exc.start})") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        raise SpecError(f"{source}: {where}invalid YAML ({getattr(exc, 'problem', exc)})") from None
+    spec = parse_spec(raw, source)
+    stem = Path(path).stem
+    if spec.name != stem:
+        raise SpecError(f"{source}: name: expected {stem!r} (the file name), got {spec.name!r}")
+    return spec
+
+
+def spec_json_schema() -> dict[str, Any]:
+    schema = ModelSpec.model_json_schema(by_alias=True)
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["$id"] = "https://github.com/airflow-mlops-pack/schema/model_spec.schema.json"
+    return schema
+
+
+# Per-run overrides -------------------------------------------------------------------
+
+
+class GateOverrides(_Strict):
+    """What a single run may change about the gate, within bounds."""
+
+    mode: Literal["superiority", "non_inferiority"] | None = None
+    margin: float | None = Field(None, ge=-0.2, le=0.2)
+    confidence: float | None = Field(None, ge=0.8, le=0.999)
+    first_run: Literal["promote", "reject"] | None = None
+
+
+class RunOverrides(_Strict):
+    """Per-run knobs (the Airflow trigger form and REST ``conf`` map onto these)."""
+
+    data_path: str | None = Field(None, min_length=1, max_length=1024)
+    gate: GateOverrides = GateOverrides()
+    reason: str = Field("", max_length=500)
+
+    @field_validator("data_path")
+    @classmethod
+    def _no_traversal(cls, value: str | None) -> str | None:
+        if value is not None and (".." in Path(value).parts or re.search(r"[\x00-\x1f]", value)):
+            raise ValueError("must not contain '..' or control characters")
+        return value
+
+
+def apply_overrides(spec: ModelSpec, overrides: RunOverrides) -> ModelSpec:
+    """Return a new spec with the run's overrides applied (the original is untouched)."""
+    data = spec.model_dump(by_alias=True)
+    if overrides.data_path:
+        data["data"]["path"] = overrides.data_path
+    gate = overrides.gate
+    if gate.mode is not None:
+        data["gate"]["primary"]["mode"] = gate.mode
+    if gate.margin is not None:
+        data["gate"]["primary"]["margin"] = gate.margin
+    if gate.confidence is not None:
+        data["gate"]["uncertainty"]["confidence"] = gate.confidence
+    if gate.first_run is not None:
+        data["gate"]["first_run"] = gate.first_run
+    return parse_spec(data, f"{spec.name} (with run overrides)")

@@ -1,0 +1,1 @@
+"""The step world: validate, train, evaluate, gate, promote. Never imports Airflow."""

@@ -1,0 +1,50 @@
+"""What every step needs: the spec (with run overrides applied), paths and the registry."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mlops_pack.registry import Registry
+from mlops_pack.spec import ModelSpec, RunOverrides, apply_overrides, load_spec
+
+
+@dataclass
+class StepContext:
+    spec: ModelSpec
+    spec_path: Path
+    out_dir: Path
+    registry: Registry = field(default_factory=Registry)
+    overrides: RunOverrides = field(default_factory=RunOverrides)
+    dag_run_id: str | None = None
+
+    @classmethod
+    def load(cls, spec_path: str | os.PathLike[str], out_dir: str | os.PathLike[str],
+             overrides: RunOverrides | None = None, registry: Registry | None = None,
+             dag_run_id: str | None = None) -> StepContext:
+        spec = load_spec(spec_path)
+        overrides = overrides or RunOverrides()
+        if overrides.data_path or overrides.gate.model_fields_set:
+            spec = apply_overrides(spec, overrides)
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        return cls(spec=spec, spec_path=Path(spec_path), out_dir=out,
+                   registry=registry or Registry(), overrides=overrides,
+                   dag_run_id=dag_run_id or os.environ.get("MLOPS_PACK_DAG_RUN_ID"))
+
+    @property
+    def include_dir(self) -> Path:
+        # Specs live in include/models/, so include/ is two levels up.
+        return self.spec_path.resolve().parent.parent
+
+    def data_path(self) -> Path:
+        path = Path(self.spec.data.path)
+        if path.is_absolute():
+            return path
+        base = self.registry.settings.data_dir or self.include_dir / "data"
+        return base / path
+
+    def include_path(self, relative: str) -> Path:
+        path = Path(relative)
+        return path if path.is_absolute() else self.include_dir / path

@@ -1,0 +1,193 @@
+"""Reading training data: typed, chunked, with errors that name the file and the fix.
+
+Files are read through pyarrow with the column types the spec declares, so a bad value
+surfaces as a conversion error that names the column and the value, instead of pandas
+silently turning a numeric column into strings. Chunked reading keeps memory bounded for
+files larger than RAM.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from mlops_pack.errors import BadInputError
+from mlops_pack.spec import ModelSpec
+
+
+class DataProblem(BadInputError):
+    """A file that cannot be read as the spec describes; ``rule`` names the broken rule."""
+
+    def __init__(self, path: Path | str, rule: str, message: str, fix: str) -> None:
+        text = f"{path}: {rule}: {message}. Fix: {fix}"
+        super().__init__(text, {"file": str(path), "rule": rule, "message": message, "fix": fix})
+        self.rule = rule
+
+
+@dataclass(frozen=True)
+class Header:
+    columns: list[str]
+    missing: list[str]
+    extra: list[str]
+
+
+def _label_type(spec: ModelSpec) -> pa.DataType:
+    if spec.task == "regression":
+        return pa.float64()
+    if all(isinstance(c, int) for c in spec.classes or []):
+        return pa.int64()
+    return pa.string()
+
+
+def arrow_types(spec: ModelSpec) -> dict[str, pa.DataType]:
+    types = {c.name: pa.float64() if c.type == "numeric" else pa.string() for c in spec.columns}
+    types[spec.target] = _label_type(spec)
+    return types
+
+
+def read_header(path: Path, spec: ModelSpec) -> Header:
+    """Check the column set before reading a row: missing and extra columns are errors."""
+    if not path.exists():
+        raise DataProblem(path, "file", "file not found", "check data.path or the run's data_path")
+    if path.stat().st_size == 0:
+        raise DataProblem(path, "file", "file is empty (0 bytes)", "write a header and rows")
+    if spec.data.format == "parquet":
+        try:
+            names = pq.ParquetFile(path).schema_arrow.names
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise DataProblem(path, "format", f"not a Parquet file ({exc})", "set data.format") from None
+    else:
+        with path.open("rb") as handle:
+            first = handle.readline(1 << 20)
+        try:
+            line = first.decode(spec.data.encoding)
+        except UnicodeDecodeError as exc:
+            raise DataProblem(
+                path, "encoding", f"header is not valid {spec.data.encoding} (byte {exc.start})",
+                "re-save the file as UTF-8 or set data.encoding",
+            ) from None
+        names = next(csv.reader(io.StringIO(line.lstrip("\ufeff")), delimiter=spec.data.delimiter))
+    expected = spec.expected_columns()
+    missing = [c for c in expected if c not in names]
+    extra = [c for c in names if c not in expected]
+    if len(names) == 1 and missing:
+        other = next((d for d in ";\t|," if d != spec.data.delimiter and d in names[0]), None)
+        if other:
+            raise DataProblem(
+                path, "columns", f"the header has one column {names[0][:60]!r}: it looks "
+                f"delimited by {other!r}, not {spec.data.delimiter!r}",
+                f"re-save with {spec.data.delimiter!r} as delimiter or set data.delimiter",
+            )
+    return Header(columns=names, missing=missing, extra=extra)
+
+
+_CONVERSION = re.compile(r"CSV column #(\d+): Row #(\d+): CSV conversion error to (\w+): (.*)")
+
+
+def iter_chunks(path: Path, spec: ModelSpec, chunk_rows: int, columns: list[str]) -> Iterator[pd.DataFrame]:
+    """Yield DataFrames of at most ``chunk_rows`` rows with the spec's dtypes."""
+    types = {name: t for name, t in arrow_types(spec).items() if name in columns}
+    try:
+        if spec.data.format == "parquet":
+            handle = pq.ParquetFile(path)
+            for batch in handle.iter_batches(batch_size=chunk_rows, columns=columns):
+                yield _typed_parquet(batch, types, path)
+            return
+        read = pacsv.ReadOptions(block_size=_block_size(path, chunk_rows), encoding="utf8")
+        parse = pacsv.ParseOptions(delimiter=spec.data.delimiter)
+        convert = pacsv.ConvertOptions(column_types=types, include_columns=columns, strings_can_be_null=True)
+        if spec.data.encoding.lower().replace("-", "") != "utf8":
+            read = pacsv.ReadOptions(block_size=read.block_size, encoding=spec.data.encoding)
+        reader = pacsv.open_csv(path, read_options=read, parse_options=parse, convert_options=convert)
+        pending: list[pa.RecordBatch] = []
+        pending_rows = 0
+        for batch in reader:
+            pending.append(batch)
+            pending_rows += batch.num_rows
+            if pending_rows >= chunk_rows:
+                yield from _split(pa.Table.from_batches(pending), chunk_rows)
+                pending, pending_rows = [], 0
+        if pending:
+            yield from _split(pa.Table.from_batches(pending), chunk_rows)
+    except pa.ArrowInvalid as exc:
+        raise _explain(path, str(exc), columns, spec) from None
+
+
+def _split(table: pa.Table, chunk_rows: int) -> Iterator[pd.DataFrame]:
+    for offset in range(0, table.num_rows, chunk_rows):
+        yield table.slice(offset, chunk_rows).to_pandas()
+
+
+def _block_size(path: Path, chunk_rows: int) -> int:
+    # Estimate bytes per row from the first KiB so a block holds roughly one chunk.
+    with path.open("rb") as handle:
+        sample = handle.read(64 * 1024)
+    per_row = max(16, len(sample) // max(1, sample.count(b"\n")))
+    return int(min(max(per_row * chunk_rows, 1 << 20), 256 << 20))
+
+
+def _typed_parquet(batch: pa.RecordBatch, types: dict[str, pa.DataType], path: Path) -> pd.DataFrame:
+    arrays = {}
+    for name in batch.schema.names:
+        column = batch.column(name)
+        try:
+            arrays[name] = column.cast(types[name]) if column.type != types[name] else column
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+            raise DataProblem(
+                path, "dtypes", f"column {name!r} has type {column.type}, expected {types[name]} ({exc})",
+                "fix the column's values or its declared type in the spec",
+            ) from None
+    return pa.table(arrays).to_pandas()
+
+
+def _explain(path: Path, message: str, columns: list[str], spec: ModelSpec) -> DataProblem:
+    if "invalid UTF8" in message or "UTF-8" in message or "decode" in message.lower():
+        return DataProblem(path, "encoding", "the file is not valid UTF-8",
+                           "re-save it as UTF-8 or set data.encoding")
+    if "Empty CSV file" in message:
+        return DataProblem(path, "file", "file is empty", "write a header and rows")
+    match = _CONVERSION.search(message)
+    if match:
+        index, row, kind, detail = match.groups()
+        name = columns[int(index)] if int(index) < len(columns) else f"#{index}"
+        return DataProblem(
+            path, "dtypes", f"column {name!r} row {row}: expected {kind}, got {detail}",
+            "fix the value or declare the column's type correctly in the spec",
+        )
+    if "Expected" in message and "columns" in message:
+        return DataProblem(path, "format", f"rows do not match the header ({message.strip()})",
+                           f"check the delimiter (spec says {spec.data.delimiter!r}) and quoting")
+    return DataProblem(path, "format", f"cannot parse the file ({message.strip()})",
+                       "check data.format, data.delimiter and data.encoding")
+
+
+def read_frame(path: Path, spec: ModelSpec) -> pd.DataFrame:
+    """Read a whole file (training, holdout) with the spec's columns and dtypes."""
+    header = read_header(path, spec)
+    if header.missing:
+        raise DataProblem(path, "columns", f"missing columns {header.missing}",
+                          "add them or fix the spec's columns")
+    chunks = list(iter_chunks(path, spec, 1_000_000, spec.expected_columns()))
+    if not chunks:
+        return pd.DataFrame({c: pd.Series(dtype="float64") for c in spec.expected_columns()})
+    frame = pd.concat(chunks, ignore_index=True) if len(chunks) > 1 else chunks[0]
+    return frame[spec.expected_columns()]
+
+
+def row_hashes(frame: pd.DataFrame, spec: ModelSpec) -> pd.Series:
+    """A 64-bit hash of each row's feature and label values (ids excluded).
+
+    Used to keep holdout rows out of training: an id column would make a copied row look
+    new, so only the values a model sees count.
+    """
+    cols = [c.name for c in spec.columns if c.role != "id"] + [spec.target]
+    return pd.util.hash_pandas_object(frame[cols], index=False)

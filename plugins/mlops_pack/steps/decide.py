@@ -1,0 +1,84 @@
+"""The gate and promotion steps: apply the policy, record the decision, move the alias."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from mlops_pack.errors import BadInputError, HoldoutMismatchError
+from mlops_pack.gate import decide
+from mlops_pack.records import DecisionRecord, EvaluationRecord, to_json, write_json
+from mlops_pack.registry import TAG
+from mlops_pack.steps import holdout as holdouts
+from mlops_pack.steps.context import StepContext
+
+DECISION = "decision.json"
+PROMOTION = "promotion.json"
+
+
+def _read(path: Path, model: type, what: str):
+    try:
+        return model.model_validate_json(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise BadInputError(f"{path}: {what} file not found") from None
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise BadInputError(f"{path}: not a valid {what} record: {where}: {first['msg']}") from None
+
+
+def gate(ctx: StepContext, evaluation_path: Path) -> DecisionRecord:
+    evaluation: EvaluationRecord = _read(evaluation_path, EvaluationRecord, "evaluation")
+    if evaluation.model != ctx.spec.name:
+        raise BadInputError(f"{evaluation_path}: evaluation is for model {evaluation.model!r}, "
+                            f"not {ctx.spec.name!r}")
+    pin = holdouts.pinned(ctx)
+    decision = decide(evaluation, ctx.spec.gate, pinned_holdout_sha256=pin.sha256 if pin else None,
+                      dag_run_id=ctx.dag_run_id, reason=ctx.overrides.reason)
+    path = write_json(ctx.out_dir / DECISION, decision)
+    registry = ctx.registry
+    version = registry.version(ctx.spec.name, decision.challenger_version)
+    registry.client.set_model_version_tag(ctx.spec.name, version.version, f"{TAG}verdict", decision.verdict)
+    registry.client.set_model_version_tag(ctx.spec.name, version.version, f"{TAG}decision_id", decision.decision_id)
+    registry.client.set_model_version_tag(ctx.spec.name, version.version, f"{TAG}summary", decision.summary[:5000])
+    if version.run_id:
+        registry.client.log_artifact(version.run_id, str(path), f"decisions/{decision.decision_id}")
+    registry.append_event(ctx.spec.name, "decision", {
+        "decision_id": decision.decision_id, "verdict": decision.verdict,
+        "challenger_version": decision.challenger_version, "champion_version": decision.champion_version,
+        "holdout_sha256": decision.holdout_sha256, "dag_run_id": ctx.dag_run_id})
+    return decision
+
+
+def promote(ctx: StepContext, decision_path: Path, approver: str | None = None) -> dict[str, Any]:
+    decision: DecisionRecord = _read(decision_path, DecisionRecord, "decision")
+    name = ctx.spec.name
+    if decision.model != name:
+        raise BadInputError(f"{decision_path}: decision is for model {decision.model!r}, not {name!r}")
+    if decision.verdict != "promote":
+        raise BadInputError(f"{decision_path}: the gate rejected v{decision.challenger_version}; "
+                            f"nothing to promote ({decision.summary})")
+    if decision.approval_required and not approver:
+        raise BadInputError(f"model {name}: the spec requires approval before promotion "
+                            "(gate.approval.required); pass the approver")
+    pin = holdouts.pinned(ctx)
+    if pin is None or pin.sha256 != decision.holdout_sha256:
+        raise HoldoutMismatchError(
+            f"model {name}: the holdout was refreshed since this decision "
+            f"({decision.holdout_sha256[:12]} -> {pin.sha256[:12] if pin else 'none'}); re-evaluate")
+    result = ctx.registry.promote(name, decision.challenger_version, decision.champion_version,
+                                  decision.decision_id,
+                                  {"dag_run_id": ctx.dag_run_id, "approver": approver,
+                                   "holdout_sha256": decision.holdout_sha256})
+    record = {"schema": "mlops_pack.promotion/1", "model": name, "outcome": result.outcome,
+              "champion": result.champion, "previous": result.previous,
+              "decision_id": decision.decision_id, "approver": approver}
+    write_json(ctx.out_dir / PROMOTION, record)
+    return record
+
+
+def decision_json(decision: DecisionRecord) -> dict[str, Any]:
+    return json.loads(to_json(decision))

@@ -1,0 +1,142 @@
+"""Evaluation: champion and challenger scored on the pinned holdout in one pass.
+
+The holdout is read once; both models predict on the same rows; the paired bootstrap
+draws each resample once and applies it to both models' predictions.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from mlops_pack.errors import BadInputError
+from mlops_pack.metric_catalog import metric_info
+from mlops_pack.records import EvaluationRecord, MetricDelta, ModelScore, SliceScore, write_json
+from mlops_pack.registry import CHAMPION, TAG, Version
+from mlops_pack.spec import ModelSpec
+from mlops_pack.steps import holdout as holdouts
+from mlops_pack.steps import metrics
+from mlops_pack.steps.context import StepContext
+from mlops_pack.steps.model_io import MODEL_FILE, load_model
+
+RESULT = "evaluation.json"
+LATENCY_CALLS = 50
+
+
+def fetch_model(ctx: StepContext, version: Version, workdir: Path) -> tuple[Any, int]:
+    """Download a version's model and load it safely; returns (model, size in bytes)."""
+    local = ctx.registry.download(f"{version.source}/{MODEL_FILE}", workdir / f"v{version.version}")
+    return load_model(local, version.tags.get(f"{TAG}artifact_sha256")), local.stat().st_size
+
+
+def predict(spec: ModelSpec, model: Any, frame: pd.DataFrame) -> np.ndarray:
+    if spec.task == "classification":
+        column = list(model.classes_).index(spec.positive_class)
+        return model.predict_proba(frame)[:, column]
+    return np.asarray(model.predict(frame), dtype=float)
+
+
+def _latency(spec: ModelSpec, model: Any, frame: pd.DataFrame) -> tuple[float, float]:
+    rows = [frame.iloc[[i % len(frame)]] for i in range(LATENCY_CALLS)]
+    timings = []
+    for row in rows:
+        started = time.perf_counter()
+        predict(spec, model, row)
+        timings.append((time.perf_counter() - started) * 1000)
+    return float(np.percentile(timings, 50)), float(np.percentile(timings, 95))
+
+
+def _score(spec: ModelSpec, version: Version, model: Any, size: int, frame: pd.DataFrame,
+           y: np.ndarray, pin_sha: str) -> tuple[ModelScore, np.ndarray]:
+    started = time.perf_counter()
+    prediction = predict(spec, model, frame)
+    batch_seconds = time.perf_counter() - started
+    p50, p95 = _latency(spec, model, frame)
+    values = {name: metrics.score(name, y, prediction) for name in spec.metrics}
+    return ModelScore(
+        version=version.version, artifact_sha256=version.tags.get(f"{TAG}artifact_sha256", ""),
+        holdout_sha256=pin_sha, metrics=values, size_bytes=size, latency_ms_p50=p50,
+        latency_ms_p95=p95, batch_rows_per_s=len(frame) / max(batch_seconds, 1e-9),
+    ), prediction
+
+
+def labels(spec: ModelSpec, frame: pd.DataFrame) -> np.ndarray:
+    if spec.task == "classification":
+        return (frame[spec.target] == spec.positive_class).to_numpy(dtype=float)
+    return frame[spec.target].to_numpy(dtype=float)
+
+
+def _slices(spec: ModelSpec, frame: pd.DataFrame, y: np.ndarray, champion: np.ndarray | None,
+            challenger: np.ndarray) -> list[SliceScore]:
+    metric = spec.gate.slices.metric or spec.gate.primary.metric
+    out = []
+    for column in spec.gate.slices.columns:
+        values = frame[column].astype(str).to_numpy()
+        for value in sorted(set(values)):
+            mask = values == value
+            out.append(SliceScore(
+                column=column, value=value, rows=int(mask.sum()), metric=metric,
+                champion=None if champion is None else _finite(metrics.score(metric, y[mask], champion[mask])),
+                challenger=_finite(metrics.score(metric, y[mask], challenger[mask]))))
+    return out
+
+
+def _finite(value: float) -> float | None:
+    return value if np.isfinite(value) else None
+
+
+def evaluate(ctx: StepContext, challenger_version: str) -> dict[str, Any]:
+    started = time.perf_counter()
+    spec, registry = ctx.spec, ctx.registry
+    pin = holdouts.pinned(ctx)
+    if pin is None:
+        raise BadInputError(f"model {spec.name}: no pinned holdout; train a model first")
+    challenger = registry.version(spec.name, challenger_version)
+    if challenger.tags.get(f"{TAG}holdout_sha256") != pin.sha256:
+        raise BadInputError(
+            f"model {spec.name} v{challenger_version} was trained against holdout "
+            f"{challenger.tags.get(f'{TAG}holdout_sha256', '?')[:12]}, but the pinned holdout is "
+            f"{pin.sha256[:12]}; its training rows may overlap the holdout: retrain it")
+    champion = registry.alias(spec.name, CHAMPION)
+    if champion is not None and champion.version == challenger.version:
+        raise BadInputError(f"model {spec.name}: v{challenger_version} is already the champion")
+    frame = holdouts.load(ctx, pin)
+    y = labels(spec, frame)
+    with tempfile.TemporaryDirectory() as tmp:
+        new_model, new_size = fetch_model(ctx, challenger, Path(tmp))
+        new_score, new_pred = _score(spec, challenger, new_model, new_size, frame, y, pin.sha256)
+        old_score, old_pred = None, None
+        if champion is not None:
+            old_model, old_size = fetch_model(ctx, champion, Path(tmp))
+            old_score, old_pred = _score(spec, champion, old_model, old_size, frame, y, pin.sha256)
+    deltas = []
+    unc = spec.gate.uncertainty
+    if old_pred is not None:
+        direction = {m: metric_info(m).higher_is_better for m in spec.metrics}
+        samples = (metrics.paired_bootstrap(spec.metrics, y, old_pred, new_pred, unc.resamples, unc.seed, direction)
+                   if unc.enabled else {})
+        for name in spec.metrics:
+            new, old = new_score.metrics[name], old_score.metrics[name]
+            diff = (new - old) if direction[name] else (old - new)
+            boot = samples.get(name)
+            deltas.append(MetricDelta(
+                metric=name, higher_is_better=direction[name], improvement=_finite(diff),
+                bootstrap=[] if boot is None else [float(v) for v in boot[np.isfinite(boot)].round(8)]))
+    record = EvaluationRecord(
+        model=spec.name, holdout_sha256=pin.sha256, holdout_rows=len(frame), spec_sha256=spec.sha256(),
+        data_sha256=challenger.tags.get(f"{TAG}data_sha256"), champion=old_score, challenger=new_score,
+        deltas=deltas, slices=_slices(spec, frame, y, old_pred, new_pred),
+        bootstrap_resamples=unc.resamples if old_pred is not None and unc.enabled else 0,
+        bootstrap_seed=unc.seed, seconds=round(time.perf_counter() - started, 3))
+    path = write_json(ctx.out_dir / RESULT, record)
+    if challenger.run_id:
+        registry.client.log_artifact(challenger.run_id, str(path), "evaluations")
+        for name, value in new_score.metrics.items():
+            if value is not None and np.isfinite(value):
+                registry.client.log_metric(challenger.run_id, f"holdout_{name}", value)
+    return record.model_dump(mode="json", by_alias=True)
