@@ -1,0 +1,60 @@
+"""Shared fixtures: a fresh embedded MLflow store per test and generated data per session."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+CHURN_SPEC = ROOT / "include" / "models" / "churn.yaml"
+DIABETES_SPEC = ROOT / "include" / "models" / "diabetes.yaml"
+
+os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory) -> Path:
+    """Churn months 1-2, a label-noised batch and the diabetes CSV, generated once."""
+    from mlops_pack.datagen import churn, diabetes
+
+    root = tmp_path_factory.mktemp("data")
+    for name, cfg in {
+        "churn_month_01.csv": churn.ChurnConfig(rows=8_000, month=1),
+        "churn_month_02.csv": churn.ChurnConfig(rows=8_000, month=2),
+        "churn_noisy.csv": churn.ChurnConfig(rows=8_000, month=3, label_noise=0.35),
+    }.items():
+        churn.write(cfg, root / "churn" / name)
+    diabetes.write(root / "diabetes" / "diabetes.csv")
+    return root
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch, data_dir) -> Path:
+    """A fresh MLflow store and lock dir for one test, with the session's data."""
+    home = tmp_path / "mlops-home"
+    monkeypatch.setenv("MLOPS_PACK_HOME", str(home))
+    monkeypatch.setenv("MLOPS_PACK_DATA_DIR", str(data_dir))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    return home
+
+
+def run_cli(*args: str | Path) -> tuple[int, dict]:
+    """Run one CLI command in-process; return its exit code and result.json."""
+    from mlops_pack.cli import main
+
+    argv = [str(a) for a in args]
+    code = main(argv)
+    out = Path(argv[argv.index("--out") + 1]) if "--out" in argv else None
+    result = json.loads((out / "result.json").read_text()) if out else {}
+    return code, result
+
+
+@pytest.fixture
+def registry(store):
+    from mlops_pack.registry import Registry
+
+    return Registry()
