@@ -90,7 +90,7 @@ def read_header(path: Path, spec: ModelSpec) -> Header:
     return Header(columns=names, missing=missing, extra=extra)
 
 
-_CONVERSION = re.compile(r"CSV column #(\d+): Row #(\d+): CSV conversion error to (\w+): (.*)")
+_CONVERSION = re.compile(r"CSV column #(\d+): (?:Row #(\d+): )?CSV conversion error to (\w+): (.*)")
 
 
 def iter_chunks(path: Path, spec: ModelSpec, chunk_rows: int, columns: list[str]) -> Iterator[pd.DataFrame]:
@@ -159,8 +159,9 @@ def _explain(path: Path, message: str, columns: list[str], spec: ModelSpec) -> D
     if match:
         index, row, kind, detail = match.groups()
         name = columns[int(index)] if int(index) < len(columns) else f"#{index}"
+        at = f" row {row}" if row else ""
         return DataProblem(
-            path, "dtypes", f"column {name!r} row {row}: expected {kind}, got {detail}",
+            path, "dtypes", f"column {name!r}{at}: expected {kind}, got {detail}",
             "fix the value or declare the column's type correctly in the spec",
         )
     if "Expected" in message and "columns" in message:

@@ -98,7 +98,11 @@ class _GxRunner:
         for key, entry in self.totals.items():
             rule = entry["meta"].get("rule", "expectations")
             level = entry["meta"].get("severity") or severity.get(rule, "error")
-            message = entry["exception"] or f"{entry['unexpected']} unexpected values"
+            where = f" on column {entry['column']!r}" if entry["column"] else ""
+            fix = "the spec's column bounds" if rule in ("ranges", "categories") else "the suite"
+            message = entry["exception"] or (
+                f"{entry['type']}{where}: {entry['unexpected']} unexpected values, e.g. "
+                f"{entry['examples'][:3]}; fix the data or {fix}")
             out.append(CheckResult(key, rule, entry["success"], message, entry["unexpected"],
                                    entry["examples"], source="great_expectations", severity=level))
         return out
@@ -130,7 +134,9 @@ def validate(ctx: StepContext) -> dict[str, Any]:
             scanned, rows = _scan(ctx, path, severity)
             checks += scanned
     except DataProblem as problem:
-        checks.append(CheckResult(problem.rule, problem.rule, False, str(problem)))
+        detail = problem.payload
+        checks.append(CheckResult(problem.rule, problem.rule, False,
+                                  f"{detail['message']}. Fix: {detail['fix']}"))
     for check in checks:
         if check.source == "spec":
             check.severity = severity.get(check.rule, "error")

@@ -1,0 +1,413 @@
+"""Validation throughput of the churn spec, library versus plain pandas, and peak memory.
+
+For each size in --rows this script generates (or reuses) a churn CSV with the library's
+generator, then validates it twice, each time in a fresh child process:
+
+- library: ``mlops_pack.steps.validate.validate`` through a ``StepContext`` (header, sha256,
+  chunked typed read, spec checks, the GX suite with Data Docs, the JSON report and the
+  MLflow 'validate' run), with a fresh MLOPS_PACK_HOME;
+- pandas: the same checks written directly in pandas (bench/pandas_checks.py), reading the
+  CSV with ``read_csv(chunksize=...)``.
+
+Throughput is rows divided by the wall time of the validation call; imports are timed
+separately and excluded (they are a fixed cost, reported on their own). The library's
+time is also broken down (read, spec checks, GX, Data Docs, MLflow) by wrapping the
+library's functions from the child process (the library is not modified).
+
+Then the memory section validates the largest file with the library in a child process
+under a memory cap smaller than the file: first RLIMIT_AS (address space), then a memory
+cgroup (v2 or v1) created under this process's own cgroup, if possible. The child's peak
+RSS comes from wait4() (ru_maxrss); the cgroup's own peak and OOM counters are read too.
+
+    .venv/bin/python bench/bench_validation.py                      # 1M and 10M rows
+    .venv/bin/python bench/bench_validation.py --rows 100000 --mem-rows 1000000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import _common  # noqa: E402
+
+SUITE = _common.ROOT / "include" / "expectations" / "churn.json"
+
+
+# Child side ---------------------------------------------------------------------------
+
+
+def _rss_now_mb() -> float:
+    with open("/proc/self/statm", encoding="ascii") as handle:
+        return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def _vm_peak_mb() -> float:
+    for line in Path("/proc/self/status").read_text(encoding="ascii").splitlines():
+        if line.startswith("VmPeak:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _instrument(parts: dict[str, float], counters: dict[str, Any]) -> None:
+    """Wrap library functions (in this child only) to time where validation goes."""
+    import great_expectations.checkpoint.actions as gx_actions
+
+    from mlops_pack.steps import validate as v
+
+    def wrap(owner: Any, name: str, key: str) -> None:
+        original = getattr(owner, name)
+
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                parts[key] = parts.get(key, 0.0) + time.perf_counter() - started
+
+        setattr(owner, name, timed)
+
+    original_chunks = v.iter_chunks
+
+    def iter_chunks(*args: Any, **kwargs: Any):
+        source = original_chunks(*args, **kwargs)
+        while True:
+            started = time.perf_counter()
+            try:
+                chunk = next(source)
+            except StopIteration:
+                parts["read+parse (arrow -> pandas)"] = (
+                    parts.get("read+parse (arrow -> pandas)", 0.0) + time.perf_counter() - started)
+                return
+            parts["read+parse (arrow -> pandas)"] = (
+                parts.get("read+parse (arrow -> pandas)", 0.0) + time.perf_counter() - started)
+            counters["chunks"].append(len(chunk))
+            counters["rss_mb"] = max(counters["rss_mb"], _rss_now_mb())
+            yield chunk
+
+    v.iter_chunks = iter_chunks
+    wrap(v, "sha256_file", "sha256 of the file")
+    wrap(v.SpecChecks, "update", "spec checks")
+    wrap(v._GxRunner, "__init__", "GX context + suite setup")
+    wrap(v._GxRunner, "run", "GX checkpoint runs (incl. Data Docs)")
+    wrap(gx_actions.UpdateDataDocsAction, "run", "  of which Data Docs rebuilds")
+    wrap(v, "_log_to_mlflow", "MLflow run + artifacts")
+
+
+def child_library(data: Path, result: Path, instrument: bool) -> None:
+    started = time.perf_counter()
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    import great_expectations  # noqa: F401
+    import mlflow.tracking  # noqa: F401
+
+    from mlops_pack.spec import RunOverrides
+    from mlops_pack.steps.context import StepContext
+    from mlops_pack.steps.validate import validate
+
+    imports = time.perf_counter() - started
+    parts: dict[str, float] = {}
+    counters: dict[str, Any] = {"chunks": [], "rss_mb": 0.0}
+    if instrument:
+        _instrument(parts, counters)
+    out = Path(tempfile.mkdtemp(prefix="bench-validate-out-"))
+    ctx = StepContext.load(_common.SPEC, out, overrides=RunOverrides(data_path=str(data)))
+    started = time.perf_counter()
+    report = validate(ctx)
+    seconds = time.perf_counter() - started
+    failed = {c["name"]: c["unexpected_count"] for c in report["checks"] if not c["success"]}
+    result.write_text(json.dumps({
+        "rows": report["rows"], "status": report["status"], "seconds": seconds,
+        "report_seconds": report["seconds"], "imports": imports, "parts": parts,
+        "chunks": counters["chunks"], "rss_max_during_scan_mb": counters["rss_mb"],
+        "maxrss_mb": _common.peak_rss_mb(), "vm_peak_mb": _vm_peak_mb(), "failed": failed,
+        "nulls": {c["name"].removeprefix("nulls in "): c["unexpected_count"]
+                  for c in report["checks"] if c["rule"] == "nulls"},
+        "data_docs_bytes": sum(p.stat().st_size for p in (out / "data_docs").rglob("*") if p.is_file())
+        if (out / "data_docs").exists() else 0,
+    }), encoding="utf-8")
+    shutil.rmtree(out, ignore_errors=True)
+
+
+def child_pandas(data: Path, result: Path, chunk_rows: int) -> None:
+    started = time.perf_counter()
+    import pandas  # noqa: F401
+
+    import pandas_checks
+    from mlops_pack.spec import load_spec
+
+    imports = time.perf_counter() - started
+    spec = load_spec(_common.SPEC)
+    started = time.perf_counter()
+    out = pandas_checks.validate_with_pandas(data, spec, SUITE, chunk_rows or spec.validation.chunk_rows)
+    seconds = time.perf_counter() - started
+    result.write_text(json.dumps({
+        "rows": out["rows"], "status": "failed" if out["failed"] else "passed", "seconds": seconds,
+        "imports": imports, "failed": out["failed"], "nulls": out.get("nulls", {}),
+        "skipped": out.get("skipped_expectations", []), "maxrss_mb": _common.peak_rss_mb(),
+        "vm_peak_mb": _vm_peak_mb()}), encoding="utf-8")
+
+
+# Parent side --------------------------------------------------------------------------
+
+
+def run_child(kind: str, data: Path, *, chunk_rows: int = 0, instrument: bool = True,
+              preexec=None, timeout: float = 3600) -> dict[str, Any]:
+    """Run one validation in a fresh process; returns its figures plus exit information."""
+    work = Path(tempfile.mkdtemp(prefix=f"bench-validation-{kind}-"))
+    result = work / "result.json"
+    log = work / "child.log"
+    env = dict(os.environ, MLOPS_PACK_HOME=str(work / "home"), GX_ANALYTICS_ENABLED="false",
+               MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false")
+    argv = [sys.executable, __file__, "--child", kind, "--data", str(data), "--result", str(result),
+            "--chunk-rows", str(chunk_rows)]
+    if not instrument:
+        argv.append("--no-instrument")
+    started = time.perf_counter()
+    with log.open("wb") as handle:
+        proc = subprocess.Popen(argv, stdout=handle, stderr=subprocess.STDOUT, env=env,
+                                preexec_fn=preexec, cwd=work)
+    deadline = started + timeout
+    while True:
+        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        if pid:
+            break
+        if time.perf_counter() > deadline:
+            proc.kill()
+            pid, status, usage = os.wait4(proc.pid, 0)
+            break
+        time.sleep(0.05)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    wall = time.perf_counter() - started
+    out: dict[str, Any] = {}
+    if result.exists():
+        out = json.loads(result.read_text(encoding="utf-8"))
+    out.update({"exit_code": proc.returncode, "process_wall": wall,
+                "child_maxrss_mb": usage.ru_maxrss / 1024,
+                "log_tail": log.read_text(encoding="utf-8", errors="replace")[-1500:]})
+    if proc.returncode < 0:
+        out["signal"] = signal.Signals(-proc.returncode).name
+    shutil.rmtree(work, ignore_errors=True)
+    return out
+
+
+def _describe_failure(run: dict[str, Any]) -> str:
+    if run["exit_code"] == 0:
+        return "ok"
+    tail = [line for line in run["log_tail"].splitlines() if line.strip()]
+    last = tail[-1][:160] if tail else ""
+    return f"exit {run['exit_code']}{' (' + run['signal'] + ')' if 'signal' in run else ''}: {last}"
+
+
+def throughput(rows_list: list[int], chunk_rows: int) -> list[dict[str, Any]]:
+    table = []
+    for rows in rows_list:
+        path = _common.churn_file(rows)
+        size_mb = path.stat().st_size / 1e6
+        print(f"\n-- {rows:,} rows, {size_mb:,.0f} MB CSV")
+        lib = run_child("library", path)
+        if lib["exit_code"] != 0:
+            raise SystemExit(f"library validation failed: {_describe_failure(lib)}")
+        pan = run_child("pandas", path, chunk_rows=chunk_rows)
+        if pan["exit_code"] != 0:
+            raise SystemExit(f"pandas validation failed: {_describe_failure(pan)}")
+        lib_rate, pan_rate = rows / lib["seconds"], rows / pan["seconds"]
+        scan = lib["report_seconds"] - lib["parts"].get("sha256 of the file", 0.0)
+        print(f"   library validate(): {lib['seconds']:8.2f} s  {lib_rate:12,.0f} rows/s   "
+              f"(imports {lib['imports']:.2f} s excluded; peak RSS {lib['child_maxrss_mb']:,.0f} MB)")
+        print(f"   plain pandas      : {pan['seconds']:8.2f} s  {pan_rate:12,.0f} rows/s   "
+              f"(imports {pan['imports']:.2f} s excluded; peak RSS {pan['child_maxrss_mb']:,.0f} MB)")
+        print(f"   ratio             : pandas is {pan_rate / lib_rate:.2f}x the library's rows/s "
+              f"(library takes {lib['seconds'] / pan['seconds']:.2f}x as long)")
+        print(f"   library status {lib['status']}, pandas status {pan['status']}; "
+              f"null counts agree: {lib['nulls'] == pan['nulls']}; "
+              f"library failed checks {lib['failed'] or 'none'}, pandas {pan['failed'] or 'none'}")
+        print(f"   library breakdown (s): report 'seconds' {lib['report_seconds']:.2f} "
+              f"(scan without sha256 {scan:.2f})")
+        for name, value in lib["parts"].items():
+            print(f"      {name:<40} {value:8.2f}")
+        sizes = lib["chunks"]
+        small = [s for s in sizes if s < chunk_rows // 10]
+        print(f"   library chunks: {len(sizes)} ({len(small)} of them under {chunk_rows // 10:,} rows: "
+              f"{small[:6]}{' ...' if len(small) > 6 else ''}); Data Docs copied: "
+              f"{lib['data_docs_bytes'] / 1e6:.1f} MB")
+        table.append({"rows": rows, "file_mb": size_mb, "library": lib, "pandas": pan,
+                      "library_rows_per_s": lib_rate, "pandas_rows_per_s": pan_rate,
+                      "ratio_pandas_over_library": pan_rate / lib_rate})
+    return table
+
+
+# Memory cap -------------------------------------------------------------------------
+
+
+def _own_cgroup() -> tuple[str, Path] | None:
+    """(version, directory) of this process's memory cgroup, if it is writable."""
+    lines = Path("/proc/self/cgroup").read_text(encoding="ascii").splitlines()
+    v2_root = Path("/sys/fs/cgroup")
+    if (v2_root / "cgroup.controllers").exists():
+        for line in lines:
+            if line.startswith("0::"):
+                base = v2_root / line[3:].lstrip("/")
+                if "memory" in (base / "cgroup.subtree_control").read_text(encoding="ascii").split() \
+                        or "memory" in (v2_root / "cgroup.controllers").read_text(encoding="ascii"):
+                    return "v2", base
+    for line in lines:
+        _, controllers, rel = line.split(":", 2)
+        if "memory" in controllers.split(","):
+            base = Path("/sys/fs/cgroup/memory") / rel.lstrip("/")
+            if base.exists():
+                return "v1", base
+    return None
+
+
+def _make_cgroup(limit_bytes: int) -> tuple[str, Path] | tuple[None, str]:
+    found = _own_cgroup()
+    if found is None:
+        return None, "no memory cgroup controller found"
+    version, base = found
+    group = base / f"bench-validation-{os.getpid()}"
+    try:
+        group.mkdir()
+        if version == "v2":
+            (group / "memory.max").write_text(str(limit_bytes), encoding="ascii")
+            if (group / "memory.swap.max").exists():
+                (group / "memory.swap.max").write_text("0", encoding="ascii")
+        else:
+            (group / "memory.limit_in_bytes").write_text(str(limit_bytes), encoding="ascii")
+            if (group / "memory.memsw.limit_in_bytes").exists():
+                (group / "memory.memsw.limit_in_bytes").write_text(str(limit_bytes), encoding="ascii")
+    except OSError as exc:
+        if group.exists():
+            group.rmdir()
+        return None, f"cannot create a {version} memory cgroup under {base}: {exc}"
+    return version, group
+
+
+def _cgroup_stats(version: str, group: Path) -> dict[str, Any]:
+    def read(name: str) -> str:
+        path = group / name
+        return path.read_text(encoding="ascii") if path.exists() else ""
+
+    if version == "v2":
+        events = dict(line.split() for line in read("memory.events").splitlines() if line)
+        peak = read("memory.peak").strip()
+        return {"peak_mb": int(peak) / 2**20 if peak else None,
+                "oom_kills": int(events.get("oom_kill", 0)), "max_hits": int(events.get("max", 0))}
+    oom = dict(line.split() for line in read("memory.oom_control").splitlines() if line)
+    stat = dict(line.split() for line in read("memory.stat").splitlines() if line)
+    return {"peak_mb": int(read("memory.max_usage_in_bytes") or 0) / 2**20,
+            "limit_hits": int(read("memory.failcnt") or 0), "oom_kills": int(oom.get("oom_kill", 0)),
+            "max_rss_in_stat_mb": int(stat.get("total_rss", 0)) / 2**20}
+
+
+def memory_cap(rows: int, cap_mb: int | None, uncapped: dict[str, Any] | None) -> dict[str, Any]:
+    path = _common.churn_file(rows)
+    file_mib = path.stat().st_size / 2**20
+    cap = cap_mb or int(file_mib * 0.85)
+    print(f"\n-- memory: library validate() of {rows:,} rows ({file_mib:,.0f} MiB CSV), cap {cap} MiB")
+    out: dict[str, Any] = {"rows": rows, "file_mib": file_mib, "cap_mib": cap}
+    if uncapped is None:
+        uncapped = run_child("library", path, instrument=False)
+    out["uncapped"] = {k: uncapped.get(k) for k in ("child_maxrss_mb", "vm_peak_mb", "seconds",
+                                                     "exit_code")}
+    print(f"   uncapped: peak RSS {uncapped['child_maxrss_mb']:,.0f} MiB = "
+          f"{uncapped['child_maxrss_mb'] / file_mib:.2f}x the file; peak address space (VmPeak) "
+          f"{uncapped.get('vm_peak_mb', float('nan')):,.0f} MiB")
+
+    limit = cap * 2**20
+
+    def rlimit() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+    capped = run_child("library", path, instrument=False, preexec=rlimit, timeout=1800)
+    out["rlimit_as"] = {"exit_code": capped["exit_code"], "outcome": _describe_failure(capped),
+                        "child_maxrss_mb": capped["child_maxrss_mb"], "seconds": capped.get("seconds")}
+    print(f"   RLIMIT_AS={cap} MiB: {_describe_failure(capped)}; peak RSS "
+          f"{capped['child_maxrss_mb']:,.0f} MiB")
+
+    version, group = _make_cgroup(limit)
+    if version is None:
+        out["cgroup"] = {"error": group}
+        print(f"   cgroup: not available ({group})")
+        return out
+    procs = group / "cgroup.procs"
+
+    def join() -> None:
+        procs.write_text(str(os.getpid()), encoding="ascii")
+
+    try:
+        capped = run_child("library", path, instrument=False, preexec=join, timeout=3600)
+        stats = _cgroup_stats(version, group)
+    finally:
+        for _ in range(50):
+            try:
+                group.rmdir()
+                break
+            except OSError:
+                time.sleep(0.1)
+    out["cgroup"] = {"version": version, "exit_code": capped["exit_code"],
+                     "outcome": _describe_failure(capped), "child_maxrss_mb": capped["child_maxrss_mb"],
+                     "seconds": capped.get("seconds"), **stats}
+    print(f"   cgroup {version} memory limit {cap} MiB: {_describe_failure(capped)}; child peak RSS "
+          f"{capped['child_maxrss_mb']:,.0f} MiB; cgroup peak (RSS + page cache) "
+          f"{stats['peak_mb']:,.0f} MiB; {stats}")
+    if capped["exit_code"] == 0:
+        print(f"   validated {rows:,} rows in {capped['seconds']:.1f}s under the cap "
+              f"({rows / capped['seconds']:,.0f} rows/s)")
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rows", type=int, nargs="+", default=[1_000_000, 10_000_000])
+    parser.add_argument("--chunk-rows", type=int, default=0,
+                        help="pandas read_csv chunk size (default: the spec's validation.chunk_rows)")
+    parser.add_argument("--mem-rows", type=int, default=None,
+                        help="rows of the file for the memory-cap run (default: the largest --rows)")
+    parser.add_argument("--mem-cap-mb", type=int, default=None,
+                        help="memory cap in MiB (default: 85%% of the file size)")
+    parser.add_argument("--skip-memory", action="store_true")
+    parser.add_argument("--child", choices=["library", "pandas"], help=argparse.SUPPRESS)
+    parser.add_argument("--data", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--no-instrument", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child == "library":
+        child_library(args.data, args.result, not args.no_instrument)
+        return
+    if args.child == "pandas":
+        child_pandas(args.data, args.result, args.chunk_rows)
+        return
+
+    from mlops_pack.spec import load_spec
+
+    chunk_rows = args.chunk_rows or load_spec(_common.SPEC).validation.chunk_rows
+    _common.header("bench_validation: churn spec validation, library vs plain pandas")
+    print(f"   {_common.versions()}")
+    table = throughput(sorted(args.rows), chunk_rows)
+    payload: dict[str, Any] = {"throughput": table, "machine": _common.machine()}
+    if not args.skip_memory:
+        mem_rows = args.mem_rows or max(args.rows)
+        # Reuse the throughput run's uncapped figures when it used the same file.
+        same = next((t["library"] for t in table if t["rows"] == mem_rows), None)
+        payload["memory"] = memory_cap(mem_rows, args.mem_cap_mb, same)
+    print("\nsummary:")
+    for row in table:
+        print(f"   {row['rows']:>11,} rows: library {row['library_rows_per_s']:>10,.0f} rows/s, "
+              f"pandas {row['pandas_rows_per_s']:>10,.0f} rows/s, pandas/library "
+              f"{row['ratio_pandas_over_library']:.2f}x")
+    print(f"   figures saved to {_common.write_json_result('bench_validation', payload)}")
+
+
+if __name__ == "__main__":
+    main()
