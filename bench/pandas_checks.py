@@ -36,7 +36,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-
 from mlops_pack.spec import ModelSpec
 
 SUPPORTED = {
