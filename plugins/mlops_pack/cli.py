@@ -26,8 +26,13 @@ from mlops_pack.errors import (
 )
 from mlops_pack.records import write_json
 
-STATUS = {EXIT_OK: "ok", EXIT_REJECTED: "rejected", EXIT_BAD_INPUT: "bad_input",
-          4: "champion_moved", EXIT_INTERNAL: "error"}
+STATUS = {
+    EXIT_OK: "ok",
+    EXIT_REJECTED: "rejected",
+    EXIT_BAD_INPUT: "bad_input",
+    4: "champion_moved",
+    EXIT_INTERNAL: "error",
+}
 
 
 def _overrides(args: argparse.Namespace):
@@ -58,7 +63,11 @@ def _overrides(args: argparse.Namespace):
 def _context(args: argparse.Namespace):
     from mlops_pack.steps.context import StepContext
 
-    out = Path(args.out) if args.out else Path(".mlops") / "runs" / f"{Path(args.spec).stem}-{time.strftime('%Y%m%dT%H%M%S')}"
+    out = (
+        Path(args.out)
+        if args.out
+        else Path(".mlops") / "runs" / f"{Path(args.spec).stem}-{time.strftime('%Y%m%dT%H%M%S')}"
+    )
     return StepContext.load(args.spec, out, overrides=_overrides(args), dag_run_id=args.run_id)
 
 
@@ -95,9 +104,14 @@ def cmd_generate(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
     else:
         from mlops_pack.datagen import churn
 
-        cfg = churn.ChurnConfig(rows=args.rows, month=args.month, seed=args.seed,
-                                covariate_drift=args.covariate_drift, concept_drift=args.concept_drift,
-                                label_noise=args.label_noise)
+        cfg = churn.ChurnConfig(
+            rows=args.rows,
+            month=args.month,
+            seed=args.seed,
+            covariate_drift=args.covariate_drift,
+            concept_drift=args.concept_drift,
+            label_noise=args.label_noise,
+        )
         path = churn.write(cfg, args.output)
     print(f"wrote {path}")
     return EXIT_OK, {"path": str(path)}
@@ -107,7 +121,9 @@ def cmd_validate(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
     from mlops_pack.steps.validate import validate
 
     report = validate(_context(args))
-    print(f"validation {report['status']}: {report['rows']} rows, {len(report['warnings'])} warnings")
+    print(
+        f"validation {report['status']}: {report['rows']} rows, {len(report['warnings'])} warnings"
+    )
     for warning in report["warnings"]:
         print(f"  warn: {warning}")
     return EXIT_OK, report
@@ -117,8 +133,10 @@ def cmd_train(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
     from mlops_pack.steps.train import train
 
     result = train(_context(args))
-    print(f"trained {result['model']} v{result['version']} on {result['train_rows']} rows "
-          f"in {result['fit_seconds']}s (sha256 {result['artifact_sha256'][:12]})")
+    print(
+        f"trained {result['model']} v{result['version']} on {result['train_rows']} rows "
+        f"in {result['fit_seconds']}s (sha256 {result['artifact_sha256'][:12]})"
+    )
     return EXIT_OK, result
 
 
@@ -132,9 +150,11 @@ def cmd_evaluate(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
         raise BadInputError("evaluate needs --challenger VERSION or --train-result FILE")
     record = evaluate(_context(args), str(version))
     champion = record["champion"]
-    print(f"evaluated v{record['challenger']['version']} against "
-          f"{'v' + champion['version'] if champion else 'no champion'} on "
-          f"{record['holdout_rows']} holdout rows in {record['seconds']}s")
+    print(
+        f"evaluated v{record['challenger']['version']} against "
+        f"{'v' + champion['version'] if champion else 'no champion'} on "
+        f"{record['holdout_rows']} holdout rows in {record['seconds']}s"
+    )
     return EXIT_OK, record
 
 
@@ -151,8 +171,10 @@ def cmd_promote(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
     from mlops_pack.steps.decide import promote
 
     record = promote(_context(args), Path(args.decision), args.approved_by)
-    print(f"{record['outcome']}: {record['model']} champion is v{record['champion']} "
-          f"(previous v{record['previous']})")
+    print(
+        f"{record['outcome']}: {record['model']} champion is v{record['champion']} "
+        f"(previous v{record['previous']})"
+    )
     return EXIT_OK, record
 
 
@@ -165,8 +187,10 @@ def cmd_retrain(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
     result = retrain(ctx, args.approved_by)
     print(decision_table(DecisionRecord.model_validate(result["decision"])))
     steps = ", ".join(f"{k} {v:.2f}s" for k, v in result["timings"].items())
-    print(f"\n{result['model']}: {result['verdict']} in {result['seconds']:.2f}s ({steps}); "
-          f"results in {ctx.out_dir}")
+    print(
+        f"\n{result['model']}: {result['verdict']} in {result['seconds']:.2f}s ({steps}); "
+        f"results in {ctx.out_dir}"
+    )
     return (EXIT_OK if result["verdict"] == "promote" else EXIT_REJECTED), result
 
 
@@ -174,9 +198,11 @@ def cmd_holdout_refresh(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
     from mlops_pack.steps.holdout_refresh import refresh_and_rescore
 
     record = refresh_and_rescore(_context(args), args.reason)
-    print(f"holdout refreshed: {record['old_holdout_sha256'] and record['old_holdout_sha256'][:12]} -> "
-          f"{record['holdout_sha256'][:12]} ({record['rows']} rows); champion re-scored: "
-          f"{record['champion_metrics']}")
+    print(
+        f"holdout refreshed: {(record['old_holdout_sha256'] or 'none')[:12]} -> "
+        f"{record['holdout_sha256'][:12]} ({record['rows']} rows); champion re-scored: "
+        f"{record['champion_metrics']}"
+    )
     return EXIT_OK, record
 
 
@@ -197,7 +223,9 @@ def cmd_history(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
 
 def _step(sub, name: str, func, help_text: str) -> argparse.ArgumentParser:
     parser = sub.add_parser(name, help=help_text)
-    parser.add_argument("--spec", required=True, help="model spec YAML (include/models/<name>.yaml)")
+    parser.add_argument(
+        "--spec", required=True, help="model spec YAML (include/models/<name>.yaml)"
+    )
     parser.add_argument("--out", help="work directory for result files (default .mlops/runs/...)")
     parser.add_argument("--run-id", help="the orchestrator's run id, recorded in every record")
     parser.add_argument("--overrides", help="run overrides as JSON text or a JSON file")
@@ -228,9 +256,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--label-noise", type=float, default=0.0)
     p.set_defaults(func=cmd_generate, writes_result=False)
 
-    for name, func, text in (("validate", cmd_validate, "validate a data batch"),
-                             ("train", cmd_train, "train and register a challenger"),
-                             ("retrain", cmd_retrain, "validate, train, evaluate, gate, promote")):
+    for name, func, text in (
+        ("validate", cmd_validate, "validate a data batch"),
+        ("train", cmd_train, "train and register a challenger"),
+        ("retrain", cmd_retrain, "validate, train, evaluate, gate, promote"),
+    ):
         p = _step(sub, name, func, text)
         p.add_argument("--data", help="data file, overriding the spec's data.path")
         if name == "retrain":
@@ -265,9 +295,16 @@ def main(argv: list[str] | None = None) -> int:
         traceback.print_exc()
         error = f"{type(exc).__name__}: {exc}"
     if args.writes_result and getattr(args, "out", None):
-        write_json(Path(args.out) / "result.json", {
-            "step": args.command, "status": STATUS.get(code, "error"), "exit_code": code,
-            "error": error, "result": record})
+        write_json(
+            Path(args.out) / "result.json",
+            {
+                "step": args.command,
+                "status": STATUS.get(code, "error"),
+                "exit_code": code,
+                "error": error,
+                "result": record,
+            },
+        )
     return code
 
 

@@ -40,7 +40,10 @@ def _fmt(value: float | None) -> str:
 
 def check_holdouts(evaluation: EvaluationRecord, pinned_sha256: str | None) -> Check:
     """Refuse to compare metrics that came from different data."""
-    hashes = {"evaluation": evaluation.holdout_sha256, "challenger": evaluation.challenger.holdout_sha256}
+    hashes = {
+        "evaluation": evaluation.holdout_sha256,
+        "challenger": evaluation.challenger.holdout_sha256,
+    }
     if evaluation.champion is not None:
         hashes["champion"] = evaluation.champion.holdout_sha256
     if pinned_sha256 is not None:
@@ -52,8 +55,12 @@ def check_holdouts(evaluation: EvaluationRecord, pinned_sha256: str | None) -> C
             f"holdouts ({listing}); re-run the evaluation on the pinned holdout",
             {"holdouts": hashes},
         )
-    return Check(name="shared holdout", kind="holdout", verdict="pass",
-                 detail=f"all scores on holdout {evaluation.holdout_sha256[:12]}")
+    return Check(
+        name="shared holdout",
+        kind="holdout",
+        verdict="pass",
+        detail=f"all scores on holdout {evaluation.holdout_sha256[:12]}",
+    )
 
 
 def _floor_checks(policy: Gate, challenger: ModelScore) -> list[Check]:
@@ -67,8 +74,18 @@ def _floor_checks(policy: Gate, challenger: ModelScore) -> list[Check]:
         else:
             ok = value >= bound if higher else value <= bound
             verdict, detail = ("pass" if ok else "fail"), ""
-        checks.append(Check(name=f"floor {metric}", kind="floor", metric=metric, value=value,
-                            threshold=bound, comparator=comparator, verdict=verdict, detail=detail))
+        checks.append(
+            Check(
+                name=f"floor {metric}",
+                kind="floor",
+                metric=metric,
+                value=value,
+                threshold=bound,
+                comparator=comparator,
+                verdict=verdict,
+                detail=detail,
+            )
+        )
     return checks
 
 
@@ -77,15 +94,31 @@ def _budget_checks(policy: Gate, challenger: ModelScore) -> list[Check]:
     budgets = policy.budgets
     if budgets.max_model_bytes is not None:
         ok = challenger.size_bytes <= budgets.max_model_bytes
-        checks.append(Check(name="model size", kind="budget", value=float(challenger.size_bytes),
-                            threshold=float(budgets.max_model_bytes), comparator="<=",
-                            verdict="pass" if ok else "fail", detail="bytes"))
+        checks.append(
+            Check(
+                name="model size",
+                kind="budget",
+                value=float(challenger.size_bytes),
+                threshold=float(budgets.max_model_bytes),
+                comparator="<=",
+                verdict="pass" if ok else "fail",
+                detail="bytes",
+            )
+        )
     if budgets.max_latency_ms_p95 is not None:
         value = challenger.latency_ms_p95
         ok = _usable(value) and value <= budgets.max_latency_ms_p95
-        checks.append(Check(name="latency p95", kind="budget", value=value,
-                            threshold=budgets.max_latency_ms_p95, comparator="<=",
-                            verdict="pass" if ok else "fail", detail="ms, single-row predict"))
+        checks.append(
+            Check(
+                name="latency p95",
+                kind="budget",
+                value=value,
+                threshold=budgets.max_latency_ms_p95,
+                comparator="<=",
+                verdict="pass" if ok else "fail",
+                detail="ms, single-row predict",
+            )
+        )
     return checks
 
 
@@ -95,7 +128,9 @@ def _margin(value: float, margin_type: str, baseline: float | None) -> float:
     return value
 
 
-def _primary_check(policy: Gate, evaluation: EvaluationRecord, deltas: dict[str, MetricDelta]) -> Check:
+def _primary_check(
+    policy: Gate, evaluation: EvaluationRecord, deltas: dict[str, MetricDelta]
+) -> Check:
     primary = policy.primary
     metric = primary.metric
     delta = deltas.get(metric)
@@ -108,34 +143,64 @@ def _primary_check(policy: Gate, evaluation: EvaluationRecord, deltas: dict[str,
     name = f"primary {metric} ({primary.mode.replace('_', '-')})"
     if delta is None or not _usable(delta.improvement):
         shown = "missing" if delta is None else _fmt(delta.improvement)
-        return Check(name=name, kind="primary", metric=metric, threshold=threshold,
-                     comparator=comparator, verdict="fail",
-                     detail=f"improvement in {metric} is {shown}")
+        return Check(
+            name=name,
+            kind="primary",
+            metric=metric,
+            threshold=threshold,
+            comparator=comparator,
+            verdict="fail",
+            detail=f"improvement in {metric} is {shown}",
+        )
     if math.isnan(threshold):
-        return Check(name=name, kind="primary", metric=metric, value=delta.improvement,
-                     comparator=comparator, verdict="fail",
-                     detail=f"relative margin needs a champion {metric}, which is {_fmt(baseline)}")
+        return Check(
+            name=name,
+            kind="primary",
+            metric=metric,
+            value=delta.improvement,
+            comparator=comparator,
+            verdict="fail",
+            detail=f"relative margin needs a champion {metric}, which is {_fmt(baseline)}",
+        )
     unc = policy.uncertainty
     if unc.enabled:
         if not delta.bootstrap:
-            return Check(name=name, kind="primary", metric=metric, value=delta.improvement,
-                         threshold=threshold, comparator=comparator, verdict="fail",
-                         detail="uncertainty is enabled but the evaluation has no bootstrap samples")
+            return Check(
+                name=name,
+                kind="primary",
+                metric=metric,
+                value=delta.improvement,
+                threshold=threshold,
+                comparator=comparator,
+                verdict="fail",
+                detail="uncertainty is enabled but the evaluation has no bootstrap samples",
+            )
         alpha = 1.0 - unc.confidence
         statistic = quantile(delta.bootstrap, alpha / 2)
         upper = quantile(delta.bootstrap, 1 - alpha / 2)
-        detail = (f"improvement {delta.improvement:+.4f}, {unc.confidence:.0%} CI "
-                  f"[{statistic:+.4f}, {upper:+.4f}]; gated on the lower bound")
+        detail = (
+            f"improvement {delta.improvement:+.4f}, {unc.confidence:.0%} CI "
+            f"[{statistic:+.4f}, {upper:+.4f}]; gated on the lower bound"
+        )
     else:
         statistic = delta.improvement
         detail = f"improvement {delta.improvement:+.4f} (point estimate)"
     ok = statistic > threshold if primary.mode == "superiority" else statistic >= threshold
-    return Check(name=name, kind="primary", metric=metric, value=statistic, threshold=threshold,
-                 comparator=comparator, verdict="pass" if ok and _usable(statistic) else "fail",
-                 detail=detail)
+    return Check(
+        name=name,
+        kind="primary",
+        metric=metric,
+        value=statistic,
+        threshold=threshold,
+        comparator=comparator,
+        verdict="pass" if ok and _usable(statistic) else "fail",
+        detail=detail,
+    )
 
 
-def _guardrail_checks(policy: Gate, evaluation: EvaluationRecord, deltas: dict[str, MetricDelta]) -> list[Check]:
+def _guardrail_checks(
+    policy: Gate, evaluation: EvaluationRecord, deltas: dict[str, MetricDelta]
+) -> list[Check]:
     checks = []
     for guard in policy.guardrails:
         delta = deltas.get(guard.metric)
@@ -144,14 +209,32 @@ def _guardrail_checks(policy: Gate, evaluation: EvaluationRecord, deltas: dict[s
         name = f"guardrail {guard.metric}"
         improvement = delta.improvement if delta else None
         if not _usable(improvement) or math.isnan(allowed):
-            checks.append(Check(name=name, kind="guardrail", metric=guard.metric, value=improvement,
-                                threshold=None if math.isnan(allowed) else allowed, comparator=">=",
-                                verdict="fail", detail=f"improvement is {_fmt(improvement)}"))
+            checks.append(
+                Check(
+                    name=name,
+                    kind="guardrail",
+                    metric=guard.metric,
+                    value=improvement,
+                    threshold=None if math.isnan(allowed) else allowed,
+                    comparator=">=",
+                    verdict="fail",
+                    detail=f"improvement is {_fmt(improvement)}",
+                )
+            )
             continue
         ok = improvement >= allowed
-        checks.append(Check(name=name, kind="guardrail", metric=guard.metric, value=improvement,
-                            threshold=allowed, comparator=">=", verdict="pass" if ok else "fail",
-                            detail="may not regress beyond the tolerance"))
+        checks.append(
+            Check(
+                name=name,
+                kind="guardrail",
+                metric=guard.metric,
+                value=improvement,
+                threshold=allowed,
+                comparator=">=",
+                verdict="pass" if ok else "fail",
+                detail="may not regress beyond the tolerance",
+            )
+        )
     return checks
 
 
@@ -167,19 +250,44 @@ def _slice_checks(policy: Gate, evaluation: EvaluationRecord) -> list[Check]:
             continue
         name = f"slice {item.column}={item.value}"
         if item.rows < slices.min_size:
-            checks.append(Check(name=name, kind="slice", metric=metric, value=float(item.rows),
-                                threshold=float(slices.min_size), comparator=">=", verdict="skip",
-                                detail=f"only {item.rows} rows; below min_size {slices.min_size}"))
+            checks.append(
+                Check(
+                    name=name,
+                    kind="slice",
+                    metric=metric,
+                    value=float(item.rows),
+                    threshold=float(slices.min_size),
+                    comparator=">=",
+                    verdict="skip",
+                    detail=f"only {item.rows} rows; below min_size {slices.min_size}",
+                )
+            )
             continue
         if not (_usable(item.champion) and _usable(item.challenger)):
-            checks.append(Check(name=name, kind="slice", metric=metric, verdict="skip",
-                                detail=f"{metric} undefined on this slice (e.g. a single class)"))
+            checks.append(
+                Check(
+                    name=name,
+                    kind="slice",
+                    metric=metric,
+                    verdict="skip",
+                    detail=f"{metric} undefined on this slice (e.g. a single class)",
+                )
+            )
             continue
         improvement = item.challenger - item.champion if higher else item.champion - item.challenger
         ok = improvement >= -slices.tolerance
-        checks.append(Check(name=name, kind="slice", metric=metric, value=improvement,
-                            threshold=-slices.tolerance, comparator=">=",
-                            verdict="pass" if ok else "fail", detail=f"{item.rows} rows"))
+        checks.append(
+            Check(
+                name=name,
+                kind="slice",
+                metric=metric,
+                value=improvement,
+                threshold=-slices.tolerance,
+                comparator=">=",
+                verdict="pass" if ok else "fail",
+                detail=f"{item.rows} rows",
+            )
+        )
     return checks
 
 
@@ -191,7 +299,8 @@ def _summary(model: str, verdict: str, evaluation: EvaluationRecord, checks: lis
     if verdict == "promote":
         primary = next((c for c in checks if c.kind == "primary"), None)
         why = f"; {primary.name}: {primary.detail}" if primary else "; first model for this spec"
-        return f"PROMOTE {model} {challenger} over {champion}: {len(counted)}/{len(counted)} checks passed{why}"
+        passed = f"{len(counted)}/{len(counted)} checks passed"
+        return f"PROMOTE {model} {challenger} over {champion}: {passed}{why}"
     reasons = "; ".join(
         f"{c.name}: {_fmt(c.value) if c.value is not None else c.detail} "
         f"{'fails' if c.value is not None else ''} {c.comparator or ''} "
@@ -218,8 +327,14 @@ def decide(
     deltas = {d.metric: d for d in evaluation.deltas}
     if evaluation.champion is None:
         ok = policy.first_run == "promote"
-        checks.append(Check(name="first run", kind="first_run", verdict="pass" if ok else "fail",
-                            detail=f"no champion yet; first_run policy is {policy.first_run!r}"))
+        checks.append(
+            Check(
+                name="first run",
+                kind="first_run",
+                verdict="pass" if ok else "fail",
+                detail=f"no champion yet; first_run policy is {policy.first_run!r}",
+            )
+        )
     else:
         checks.append(_primary_check(policy, evaluation, deltas))
         checks += _guardrail_checks(policy, evaluation, deltas)

@@ -116,7 +116,9 @@ def _finite(value: Any) -> Any:
 
 
 def to_json(record: BaseModel | dict[str, Any]) -> str:
-    data = record.model_dump(mode="json", by_alias=True) if isinstance(record, BaseModel) else record
+    data = (
+        record.model_dump(mode="json", by_alias=True) if isinstance(record, BaseModel) else record
+    )
     return json.dumps(_finite(data), indent=2, sort_keys=True, allow_nan=False)
 
 

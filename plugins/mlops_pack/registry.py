@@ -75,7 +75,9 @@ class Registry:
             return found.experiment_id
 
     def _artifacts_for(self, experiment: str) -> str | None:
-        if self.settings.artifact_root.startswith("file:") and self.settings.tracking_uri.startswith("sqlite"):
+        if self.settings.artifact_root.startswith(
+            "file:"
+        ) and self.settings.tracking_uri.startswith("sqlite"):
             return f"{self.settings.artifact_root}/{experiment.replace('/', '_')}"
         return None
 
@@ -127,10 +129,15 @@ class Registry:
     def download(self, uri: str, dst: Path) -> Path:
         import mlflow.artifacts
 
-        return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dst),
-                                                        tracking_uri=self.settings.tracking_uri))
+        return Path(
+            mlflow.artifacts.download_artifacts(
+                artifact_uri=uri, dst_path=str(dst), tracking_uri=self.settings.tracking_uri
+            )
+        )
 
-    def log_json(self, run_id: str, record: dict[str, Any], artifact_path: str, filename: str) -> None:
+    def log_json(
+        self, run_id: str, record: dict[str, Any], artifact_path: str, filename: str
+    ) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / filename
             path.write_text(json.dumps(record, indent=2, sort_keys=True), encoding="utf-8")
@@ -140,7 +147,10 @@ class Registry:
     def append_event(self, model: str, kind: str, fields: dict[str, Any]) -> str:
         """Append one event to the model's history; returns the event's id."""
         experiment = self.experiment_id(f"mlops-pack/{model}/history")
-        tags = {f"{TAG}event": kind, **{f"{TAG}{k}": str(v) for k, v in fields.items() if v is not None}}
+        tags = {
+            f"{TAG}event": kind,
+            **{f"{TAG}{k}": str(v) for k, v in fields.items() if v is not None},
+        }
         run = self.client.create_run(experiment, run_name=f"{kind}-{time.time_ns()}", tags=tags)
         self.log_json(run.info.run_id, {"kind": kind, **fields}, "", "event.json")
         self.client.set_terminated(run.info.run_id)
@@ -152,8 +162,12 @@ class Registry:
         if found is None:
             return []
         query = f"tags.`{TAG}event` = '{kind}'" if kind else ""
-        runs = self.client.search_runs([found.experiment_id], filter_string=query,
-                                       order_by=["attributes.start_time ASC"], max_results=10_000)
+        runs = self.client.search_runs(
+            [found.experiment_id],
+            filter_string=query,
+            order_by=["attributes.start_time ASC"],
+            max_results=10_000,
+        )
         events = []
         for run in runs:
             tags = {k.removeprefix(TAG): v for k, v in run.data.tags.items() if k.startswith(TAG)}
@@ -161,8 +175,14 @@ class Registry:
         return events
 
     # Promotion ----------------------------------------------------------------------
-    def promote(self, model: str, challenger: str, expected_champion: str | None,
-                decision_id: str, extra: dict[str, Any] | None = None) -> PromotionResult:
+    def promote(
+        self,
+        model: str,
+        challenger: str,
+        expected_champion: str | None,
+        decision_id: str,
+        extra: dict[str, Any] | None = None,
+    ) -> PromotionResult:
         """Compare-and-set ``champion`` from ``expected_champion`` to ``challenger``.
 
         Safe to retry: if the alias already points at the challenger because of this
@@ -172,16 +192,26 @@ class Registry:
             current = self.alias(model, CHAMPION)
             current_version = current.version if current else None
             if current_version == str(challenger):
-                done = [e for e in self.history(model, "promotion") if e.get("decision_id") == decision_id]
+                done = [
+                    e
+                    for e in self.history(model, "promotion")
+                    if e.get("decision_id") == decision_id
+                ]
                 if not done:  # alias moved but history was not written (crash): repair
                     self._record_promotion(model, challenger, expected_champion, decision_id, extra)
                 previous = self.alias(model, PREVIOUS)
-                return PromotionResult("noop", model, str(challenger),
-                                       previous.version if previous else None, decision_id)
+                return PromotionResult(
+                    "noop",
+                    model,
+                    str(challenger),
+                    previous.version if previous else None,
+                    decision_id,
+                )
             if current_version != (str(expected_champion) if expected_champion else None):
                 raise ChampionMovedError(
                     f"model {model}: champion moved to v{current_version} since the gate "
-                    f"evaluated v{expected_champion}; re-run the evaluation against the new champion",
+                    f"evaluated v{expected_champion}; re-run the evaluation against the new "
+                    "champion",
                     {"expected": expected_champion, "actual": current_version},
                 )
             if current_version:
@@ -190,8 +220,22 @@ class Registry:
             self._record_promotion(model, challenger, current_version, decision_id, extra)
             return PromotionResult("promoted", model, str(challenger), current_version, decision_id)
 
-    def _record_promotion(self, model: str, to: str, previous: str | None, decision_id: str,
-                          extra: dict[str, Any] | None) -> None:
+    def _record_promotion(
+        self,
+        model: str,
+        to: str,
+        previous: str | None,
+        decision_id: str,
+        extra: dict[str, Any] | None,
+    ) -> None:
         self.client.set_model_version_tag(model, str(to), f"{TAG}promoted_by_decision", decision_id)
-        self.append_event(model, "promotion", {"from_version": previous, "to_version": str(to),
-                                               "decision_id": decision_id, **(extra or {})})
+        self.append_event(
+            model,
+            "promotion",
+            {
+                "from_version": previous,
+                "to_version": str(to),
+                "decision_id": decision_id,
+                **(extra or {}),
+            },
+        )

@@ -19,6 +19,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from mlops_pack.errors import SpecError
+from mlops_pack.metric_catalog import metric_info
 
 NAME_PATTERN = r"^[a-z][a-z0-9_]{0,62}$"
 
@@ -71,7 +72,9 @@ class Column(_Strict):
 class Estimator(_Strict):
     """The scikit-learn estimator at the end of the training Pipeline."""
 
-    class_path: str = Field(alias="class", description="Import path, e.g. sklearn.linear_model.Ridge")
+    class_path: str = Field(
+        alias="class", description="Import path, e.g. sklearn.linear_model.Ridge"
+    )
     params: dict[str, Any] = Field(default_factory=dict)
     numeric_preprocessing: Literal["standard_scaler", "passthrough"] = "standard_scaler"
     categorical_preprocessing: Literal["one_hot", "ordinal"] = "one_hot"
@@ -96,8 +99,17 @@ class Validation(_Strict):
     chunk_rows: int = Field(500_000, ge=1_000, description="Rows per chunk; bounds memory.")
     severity: dict[
         Literal[
-            "min_rows", "columns", "dtypes", "label_not_null", "label_values", "duplicates",
-            "leakage", "nulls", "ranges", "categories", "expectations",
+            "min_rows",
+            "columns",
+            "dtypes",
+            "label_not_null",
+            "label_values",
+            "duplicates",
+            "leakage",
+            "nulls",
+            "ranges",
+            "categories",
+            "expectations",
         ],
         Literal["error", "warn"],
     ] = Field(default_factory=dict, description="Per-check severity; the default is error.")
@@ -208,10 +220,7 @@ class ModelSpec(_Strict):
     schedule: Schedule = Schedule()
 
     @model_validator(mode="after")
-    def _cross_field(self) -> ModelSpec:
-        # Imported here: metrics is a tiny pure-Python module, but spec must load first.
-        from mlops_pack.metric_catalog import metric_info
-
+    def _check_columns(self) -> ModelSpec:
         names = [c.name for c in self.columns]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
@@ -226,6 +235,10 @@ class ModelSpec(_Strict):
         for column in self.gate.slices.columns:
             if column not in names:
                 raise ValueError(f"gate.slices.columns: {column!r} is not a declared column")
+        return self
+
+    @model_validator(mode="after")
+    def _check_labels_and_metrics(self) -> ModelSpec:
         if self.task == "classification":
             if not self.classes or len(self.classes) != 2:
                 raise ValueError(
@@ -299,7 +312,7 @@ def format_validation_error(source: str, error: ValidationError) -> str:
     for item in error.errors(include_url=False):
         where = _loc(item["loc"])
         kind = item["type"]
-        if kind in _EXPECTED and kind != "extra_forbidden" and kind != "missing":
+        if kind in _EXPECTED and kind not in {"extra_forbidden", "missing"}:
             got = item.get("input")
             lines.append(f"{source}: {where}: expected {_EXPECTED[kind]}, got {got!r}")
         elif kind in _EXPECTED:

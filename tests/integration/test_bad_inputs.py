@@ -7,14 +7,14 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
 from conftest import CHURN_SPEC, run_cli
 from mlops_pack.errors import EXIT_BAD_INPUT
 
 
 def _good(data_dir: Path) -> pd.DataFrame:
-    return pd.read_csv(data_dir / "churn" / "churn_month_01.csv", nrows=3_000, keep_default_na=False,
-                       dtype=str)
+    return pd.read_csv(
+        data_dir / "churn" / "churn_month_01.csv", nrows=3_000, keep_default_na=False, dtype=str
+    )
 
 
 def _csv(frame: pd.DataFrame, path: Path, **kwargs) -> None:
@@ -87,10 +87,14 @@ CORPUS = {
 
 
 @pytest.mark.parametrize("kind", sorted(CORPUS))
-def test_bad_data_fails_with_its_rule_and_nothing_is_registered(kind, store, registry, data_dir, tmp_path):
+def test_bad_data_fails_with_its_rule_and_nothing_is_registered(
+    kind, store, registry, data_dir, tmp_path
+):
     path = tmp_path / "bad.csv"
     _write(kind, data_dir, path)
-    code, result = run_cli("retrain", "--spec", CHURN_SPEC, "--data", path, "--out", tmp_path / "run")
+    code, result = run_cli(
+        "retrain", "--spec", CHURN_SPEC, "--data", path, "--out", tmp_path / "run"
+    )
     rule, phrase = CORPUS[kind]
     assert code == EXIT_BAD_INPUT, result
     assert result["status"] == "bad_input"
@@ -116,7 +120,9 @@ def test_a_bad_spec_names_the_field_and_registers_nothing(store, registry, tmp_p
     assert registry.client.search_registered_models() == []
 
 
-def test_a_bad_batch_after_a_champion_leaves_the_champion_alone(store, registry, data_dir, tmp_path):
+def test_a_bad_batch_after_a_champion_leaves_the_champion_alone(
+    store, registry, data_dir, tmp_path
+):
     assert run_cli("retrain", "--spec", CHURN_SPEC, "--out", tmp_path / "r1")[0] == 0
     path = tmp_path / "bad.csv"
     _write("NaN labels", data_dir, path)
@@ -127,13 +133,16 @@ def test_a_bad_batch_after_a_champion_leaves_the_champion_alone(store, registry,
 
 
 def test_warn_severity_reports_without_failing(store, data_dir, tmp_path):
-    text = CHURN_SPEC.read_text().replace("severity: {duplicates: error}", "severity: {duplicates: warn}")
+    text = CHURN_SPEC.read_text().replace(
+        "severity: {duplicates: error}", "severity: {duplicates: warn}"
+    )
     spec = tmp_path / "models" / "churn.yaml"
     spec.parent.mkdir()
     spec.write_text(text)
     suite = json.loads((CHURN_SPEC.parents[1] / "expectations" / "churn.json").read_text())
-    suite["expectations"] = [e for e in suite["expectations"]
-                             if e["type"] != "expect_column_values_to_be_unique"]
+    suite["expectations"] = [
+        e for e in suite["expectations"] if e["type"] != "expect_column_values_to_be_unique"
+    ]
     (tmp_path / "expectations").mkdir()
     (tmp_path / "expectations" / "churn.json").write_text(json.dumps(suite))
     path = tmp_path / "dupes.csv"

@@ -8,7 +8,6 @@ from urllib.parse import urlparse
 
 import pytest
 import skops.io as sio
-
 from conftest import CHURN_SPEC, run_cli
 from mlops_pack.errors import EXIT_BAD_INPUT, UntrustedArtifactError
 from mlops_pack.hashing import sha256_file
@@ -62,7 +61,9 @@ def test_a_pickle_payload_is_refused_and_never_runs(champion, registry, tmp_path
     marker = tmp_path / "payload-ran"
     champion.write_bytes(pickle.dumps(_Payload(marker)))
     # The attacker also rewrote the recorded hash: the format check must still refuse it.
-    registry.client.set_model_version_tag("churn", "1", "mlops.artifact_sha256", sha256_file(champion))
+    registry.client.set_model_version_tag(
+        "churn", "1", "mlops.artifact_sha256", sha256_file(champion)
+    )
     code, result = _evaluate_v1_as_challenger(registry, tmp_path)
     assert code == EXIT_BAD_INPUT
     assert "not a skops archive" in result["error"]

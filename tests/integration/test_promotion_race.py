@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import subprocess
@@ -16,28 +17,67 @@ LENIENT = json.dumps({"gate": {"mode": "non_inferiority", "margin": 0.2}})
 
 
 def _challenger(data: str, tmp_path, tag: str) -> str:
-    assert run_cli("validate", "--spec", CHURN_SPEC, "--data", data, "--out", tmp_path / f"v{tag}")[0] == 0
-    code, trained = run_cli("train", "--spec", CHURN_SPEC, "--data", data, "--out", tmp_path / f"t{tag}")
+    assert (
+        run_cli("validate", "--spec", CHURN_SPEC, "--data", data, "--out", tmp_path / f"v{tag}")[0]
+        == 0
+    )
+    code, trained = run_cli(
+        "train", "--spec", CHURN_SPEC, "--data", data, "--out", tmp_path / f"t{tag}"
+    )
     assert code == EXIT_OK, trained
-    run_cli("evaluate", "--spec", CHURN_SPEC, "--challenger", trained["result"]["version"],
-            "--out", tmp_path / f"e{tag}")
-    code, gated = run_cli("gate", "--spec", CHURN_SPEC, "--overrides", LENIENT,
-                          "--evaluation", tmp_path / f"e{tag}" / "evaluation.json", "--out", tmp_path / f"g{tag}")
+    run_cli(
+        "evaluate",
+        "--spec",
+        CHURN_SPEC,
+        "--challenger",
+        trained["result"]["version"],
+        "--out",
+        tmp_path / f"e{tag}",
+    )
+    code, gated = run_cli(
+        "gate",
+        "--spec",
+        CHURN_SPEC,
+        "--overrides",
+        LENIENT,
+        "--evaluation",
+        tmp_path / f"e{tag}" / "evaluation.json",
+        "--out",
+        tmp_path / f"g{tag}",
+    )
     assert code == EXIT_OK, gated
     return str(tmp_path / f"g{tag}" / "decision.json")
 
 
 def test_two_promotions_race_and_exactly_one_wins(store, registry, tmp_path):
     assert run_cli("retrain", "--spec", CHURN_SPEC, "--out", tmp_path / "r1")[0] == EXIT_OK
-    decisions = [_challenger("churn/churn_month_02.csv", tmp_path, "a"),
-                 _challenger("churn/churn_month_01.csv", tmp_path, "b")]
+    decisions = [
+        _challenger("churn/churn_month_02.csv", tmp_path, "a"),
+        _challenger("churn/churn_month_01.csv", tmp_path, "b"),
+    ]
     # Both decisions were made against champion v1; promote them at the same time from
     # two processes, as two Airflow workers would.
     env = dict(os.environ)
     procs = [
-        subprocess.Popen([sys.executable, "-m", "mlops_pack.steps", "promote", "--spec", str(CHURN_SPEC),
-                          "--decision", decision, "--out", str(tmp_path / f"p{i}")],
-                         env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "mlops_pack.steps",
+                "promote",
+                "--spec",
+                str(CHURN_SPEC),
+                "--decision",
+                decision,
+                "--out",
+                str(tmp_path / f"p{i}"),
+            ],
+            env=env,
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         for i, decision in enumerate(decisions)
     ]
     codes = [p.wait(timeout=300) for p in procs]
@@ -46,11 +86,16 @@ def test_two_promotions_race_and_exactly_one_wins(store, registry, tmp_path):
     loser_result = json.loads((tmp_path / f"p{loser}" / "result.json").read_text())
     assert loser_result["status"] == "champion_moved"
     assert "champion moved" in loser_result["error"]
-    winner_version = json.loads((tmp_path / f"p{1 - loser}" / "result.json").read_text())["result"]["champion"]
+    winner_version = json.loads((tmp_path / f"p{1 - loser}" / "result.json").read_text())["result"][
+        "champion"
+    ]
     assert registry.alias("churn", CHAMPION).version == winner_version
     assert registry.alias("churn", PREVIOUS).version == "1"
     promotions = registry.history("churn", "promotion")
-    assert [(e.get("from_version"), e["to_version"]) for e in promotions] == [(None, "1"), ("1", winner_version)]
+    assert [(e.get("from_version"), e["to_version"]) for e in promotions] == [
+        (None, "1"),
+        ("1", winner_version),
+    ]
     # Every promotion starts where the previous one ended.
-    for before, after in zip(promotions, promotions[1:], strict=False):
+    for before, after in itertools.pairwise(promotions):
         assert after["from_version"] == before["to_version"]

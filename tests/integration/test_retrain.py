@@ -10,28 +10,46 @@ from mlops_pack.registry import CHAMPION, PREVIOUS
 
 
 def test_churn_twice_then_a_worse_challenger_is_rejected(store, registry, tmp_path):
-    code, first = run_cli("retrain", "--spec", CHURN_SPEC, "--out", tmp_path / "r1", "--run-id", "run-1")
+    code, first = run_cli(
+        "retrain", "--spec", CHURN_SPEC, "--out", tmp_path / "r1", "--run-id", "run-1"
+    )
     assert code == EXIT_OK, first
     assert first["result"]["verdict"] == "promote"
     assert registry.alias("churn", CHAMPION).version == "1"
     pin = registry.model_tags("churn")["mlops.holdout_sha256"]
     train1 = json.loads((tmp_path / "r1" / "train.json").read_text())
     # The holdout was carved from month 1, so exactly its rows were kept out of training.
-    assert train1["holdout_rows_excluded"] == int(registry.model_tags("churn")["mlops.holdout_rows"])
+    assert train1["holdout_rows_excluded"] == int(
+        registry.model_tags("churn")["mlops.holdout_rows"]
+    )
 
-    code, second = run_cli("retrain", "--spec", CHURN_SPEC, "--data", "churn/churn_month_02.csv",
-                           "--out", tmp_path / "r2")
+    code, second = run_cli(
+        "retrain",
+        "--spec",
+        CHURN_SPEC,
+        "--data",
+        "churn/churn_month_02.csv",
+        "--out",
+        tmp_path / "r2",
+    )
     assert code in (EXIT_OK, EXIT_REJECTED), second
     evaluation = json.loads((tmp_path / "r2" / "evaluation.json").read_text())
     assert evaluation["champion"]["version"] == "1"
     assert evaluation["holdout_sha256"] == pin
-    assert evaluation["champion"]["holdout_sha256"] == evaluation["challenger"]["holdout_sha256"] == pin
-    assert len(next(d for d in evaluation["deltas"] if d["metric"] == "roc_auc")["bootstrap"]) == 1000
+    assert (
+        evaluation["champion"]["holdout_sha256"]
+        == evaluation["challenger"]["holdout_sha256"]
+        == pin
+    )
+    assert (
+        len(next(d for d in evaluation["deltas"] if d["metric"] == "roc_auc")["bootstrap"]) == 1000
+    )
     champion_after_second = registry.alias("churn", CHAMPION).version
     assert champion_after_second == ("2" if code == EXIT_OK else "1")
 
-    code, third = run_cli("retrain", "--spec", CHURN_SPEC, "--data", "churn/churn_noisy.csv",
-                          "--out", tmp_path / "r3")
+    code, third = run_cli(
+        "retrain", "--spec", CHURN_SPEC, "--data", "churn/churn_noisy.csv", "--out", tmp_path / "r3"
+    )
     assert code == EXIT_REJECTED, third
     decision = third["result"]["decision"]
     assert decision["verdict"] == "reject"
@@ -67,17 +85,35 @@ def test_step_by_step_cli_matches_the_pipeline(store, registry, tmp_path):
     assert run_cli("validate", "--spec", spec, "--out", tmp_path / "v")[0] == EXIT_OK
     code, trained = run_cli("train", "--spec", spec, "--out", tmp_path / "t")
     assert code == EXIT_OK, trained
-    code, evaluated = run_cli("evaluate", "--spec", spec, "--train-result", tmp_path / "t" / "train.json",
-                              "--out", tmp_path / "e")
+    code, evaluated = run_cli(
+        "evaluate",
+        "--spec",
+        spec,
+        "--train-result",
+        tmp_path / "t" / "train.json",
+        "--out",
+        tmp_path / "e",
+    )
     assert code == EXIT_OK and evaluated["result"]["champion"] is None
-    code, gated = run_cli("gate", "--spec", spec, "--evaluation", tmp_path / "e" / "evaluation.json",
-                          "--out", tmp_path / "g")
+    code, gated = run_cli(
+        "gate",
+        "--spec",
+        spec,
+        "--evaluation",
+        tmp_path / "e" / "evaluation.json",
+        "--out",
+        tmp_path / "g",
+    )
     assert code == EXIT_OK and gated["result"]["verdict"] == "promote"
     decision = tmp_path / "g" / "decision.json"
-    code, promoted = run_cli("promote", "--spec", spec, "--decision", decision, "--out", tmp_path / "p")
+    code, promoted = run_cli(
+        "promote", "--spec", spec, "--decision", decision, "--out", tmp_path / "p"
+    )
     assert code == EXIT_OK and promoted["result"]["outcome"] == "promoted"
     # A retried promotion is a no-op, and the history holds one promotion event.
-    code, again = run_cli("promote", "--spec", spec, "--decision", decision, "--out", tmp_path / "p2")
+    code, again = run_cli(
+        "promote", "--spec", spec, "--decision", decision, "--out", tmp_path / "p2"
+    )
     assert code == EXIT_OK and again["result"]["outcome"] == "noop"
     assert [e["kind"] for e in registry.history("churn")].count("promotion") == 1
 

@@ -31,8 +31,18 @@ PAYMENTS = ["card", "bank_transfer", "electronic_check", "mailed_check"]
 REGIONS = ["north", "south", "east", "west"]
 
 COLUMNS = [
-    "customer_id", "tenure_months", "monthly_charges", "total_charges", "support_calls",
-    "age", "contract", "plan", "payment_method", "paperless_billing", "region", "churned",
+    "customer_id",
+    "tenure_months",
+    "monthly_charges",
+    "total_charges",
+    "support_calls",
+    "age",
+    "contract",
+    "plan",
+    "payment_method",
+    "paperless_billing",
+    "region",
+    "churned",
 ]
 
 
@@ -68,7 +78,9 @@ def _chunk(cfg: ChurnConfig, index: int, start: int, size: int) -> pd.DataFrame:
     total = (monthly * np.maximum(tenure, 1) * rng.uniform(0.9, 1.05, size)).round(2)
     support = rng.poisson(1.2 + 1.5 * cov, size).astype(float)
     age = np.clip(rng.normal(45, 15, size), 18, 95).round()
-    payment = rng.choice(PAYMENTS, size, p=_mix([0.35, 0.25, 0.25, 0.15], [0.2, 0.2, 0.5, 0.1], cov))
+    payment = rng.choice(
+        PAYMENTS, size, p=_mix([0.35, 0.25, 0.25, 0.15], [0.2, 0.2, 0.5, 0.1], cov)
+    )
     paperless = rng.choice(["yes", "no"], size, p=[0.6, 0.4])
     region = rng.choice(REGIONS, size, p=[0.3, 0.25, 0.25, 0.2])
 
@@ -90,7 +102,9 @@ def _chunk(cfg: ChurnConfig, index: int, start: int, size: int) -> pd.DataFrame:
         churned = np.where(flip, 1 - churned, churned)
     # A few real-world gaps: new customers have no total yet.
     total = np.where((tenure == 0) & (rng.random(size) < 0.5), np.nan, total)
-    ids = np.char.add(f"M{cfg.month:03d}-", np.char.zfill((np.arange(start, start + size)).astype(str), 9))
+    ids = np.char.add(
+        f"M{cfg.month:03d}-", np.char.zfill((np.arange(start, start + size)).astype(str), 9)
+    )
     return pd.DataFrame(
         {
             "customer_id": ids,

@@ -20,18 +20,28 @@ class StepContext:
     dag_run_id: str | None = None
 
     @classmethod
-    def load(cls, spec_path: str | os.PathLike[str], out_dir: str | os.PathLike[str],
-             overrides: RunOverrides | None = None, registry: Registry | None = None,
-             dag_run_id: str | None = None) -> StepContext:
+    def load(
+        cls,
+        spec_path: str | os.PathLike[str],
+        out_dir: str | os.PathLike[str],
+        overrides: RunOverrides | None = None,
+        registry: Registry | None = None,
+        dag_run_id: str | None = None,
+    ) -> StepContext:
         spec = load_spec(spec_path)
         overrides = overrides or RunOverrides()
         if overrides.data_path or overrides.gate.model_fields_set:
             spec = apply_overrides(spec, overrides)
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        return cls(spec=spec, spec_path=Path(spec_path), out_dir=out,
-                   registry=registry or Registry(), overrides=overrides,
-                   dag_run_id=dag_run_id or os.environ.get("MLOPS_PACK_DAG_RUN_ID"))
+        return cls(
+            spec=spec,
+            spec_path=Path(spec_path),
+            out_dir=out,
+            registry=registry or Registry(),
+            overrides=overrides,
+            dag_run_id=dag_run_id or os.environ.get("MLOPS_PACK_DAG_RUN_ID"),
+        )
 
     @property
     def include_dir(self) -> Path:

@@ -64,7 +64,9 @@ def read_header(path: Path, spec: ModelSpec) -> Header:
         try:
             names = pq.ParquetFile(path).schema_arrow.names
         except (pa.ArrowInvalid, OSError) as exc:
-            raise DataProblem(path, "format", f"not a Parquet file ({exc})", "set data.format") from None
+            raise DataProblem(
+                path, "format", f"not a Parquet file ({exc})", "set data.format"
+            ) from None
     else:
         with path.open("rb") as handle:
             first = handle.readline(1 << 20)
@@ -72,7 +74,9 @@ def read_header(path: Path, spec: ModelSpec) -> Header:
             line = first.decode(spec.data.encoding)
         except UnicodeDecodeError as exc:
             raise DataProblem(
-                path, "encoding", f"header is not valid {spec.data.encoding} (byte {exc.start})",
+                path,
+                "encoding",
+                f"header is not valid {spec.data.encoding} (byte {exc.start})",
                 "re-save the file as UTF-8 or set data.encoding",
             ) from None
         names = next(csv.reader(io.StringIO(line.lstrip("\ufeff")), delimiter=spec.data.delimiter))
@@ -83,7 +87,9 @@ def read_header(path: Path, spec: ModelSpec) -> Header:
         other = next((d for d in ";\t|," if d != spec.data.delimiter and d in names[0]), None)
         if other:
             raise DataProblem(
-                path, "columns", f"the header has one column {names[0][:60]!r}: it looks "
+                path,
+                "columns",
+                f"the header has one column {names[0][:60]!r}: it looks "
                 f"delimited by {other!r}, not {spec.data.delimiter!r}",
                 f"re-save with {spec.data.delimiter!r} as delimiter or set data.delimiter",
             )
@@ -93,7 +99,9 @@ def read_header(path: Path, spec: ModelSpec) -> Header:
 _CONVERSION = re.compile(r"CSV column #(\d+): (?:Row #(\d+): )?CSV conversion error to (\w+): (.*)")
 
 
-def iter_chunks(path: Path, spec: ModelSpec, chunk_rows: int, columns: list[str]) -> Iterator[pd.DataFrame]:
+def iter_chunks(
+    path: Path, spec: ModelSpec, chunk_rows: int, columns: list[str]
+) -> Iterator[pd.DataFrame]:
     """Yield DataFrames of at most ``chunk_rows`` rows with the spec's dtypes."""
     types = {name: t for name, t in arrow_types(spec).items() if name in columns}
     try:
@@ -104,10 +112,14 @@ def iter_chunks(path: Path, spec: ModelSpec, chunk_rows: int, columns: list[str]
             return
         read = pacsv.ReadOptions(block_size=_block_size(path, chunk_rows), encoding="utf8")
         parse = pacsv.ParseOptions(delimiter=spec.data.delimiter)
-        convert = pacsv.ConvertOptions(column_types=types, include_columns=columns, strings_can_be_null=True)
+        convert = pacsv.ConvertOptions(
+            column_types=types, include_columns=columns, strings_can_be_null=True
+        )
         if spec.data.encoding.lower().replace("-", "") != "utf8":
             read = pacsv.ReadOptions(block_size=read.block_size, encoding=spec.data.encoding)
-        reader = pacsv.open_csv(path, read_options=read, parse_options=parse, convert_options=convert)
+        reader = pacsv.open_csv(
+            path, read_options=read, parse_options=parse, convert_options=convert
+        )
         pending: list[pa.RecordBatch] = []
         pending_rows = 0
         for batch in reader:
@@ -135,7 +147,9 @@ def _block_size(path: Path, chunk_rows: int) -> int:
     return int(min(max(per_row * chunk_rows, 1 << 20), 256 << 20))
 
 
-def _typed_parquet(batch: pa.RecordBatch, types: dict[str, pa.DataType], path: Path) -> pd.DataFrame:
+def _typed_parquet(
+    batch: pa.RecordBatch, types: dict[str, pa.DataType], path: Path
+) -> pd.DataFrame:
     arrays = {}
     for name in batch.schema.names:
         column = batch.column(name)
@@ -143,7 +157,9 @@ def _typed_parquet(batch: pa.RecordBatch, types: dict[str, pa.DataType], path: P
             arrays[name] = column.cast(types[name]) if column.type != types[name] else column
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
             raise DataProblem(
-                path, "dtypes", f"column {name!r} has type {column.type}, expected {types[name]} ({exc})",
+                path,
+                "dtypes",
+                f"column {name!r} has type {column.type}, expected {types[name]} ({exc})",
                 "fix the column's values or its declared type in the spec",
             ) from None
     return pa.table(arrays).to_pandas()
@@ -151,8 +167,12 @@ def _typed_parquet(batch: pa.RecordBatch, types: dict[str, pa.DataType], path: P
 
 def _explain(path: Path, message: str, columns: list[str], spec: ModelSpec) -> DataProblem:
     if "invalid UTF8" in message or "UTF-8" in message or "decode" in message.lower():
-        return DataProblem(path, "encoding", "the file is not valid UTF-8",
-                           "re-save it as UTF-8 or set data.encoding")
+        return DataProblem(
+            path,
+            "encoding",
+            "the file is not valid UTF-8",
+            "re-save it as UTF-8 or set data.encoding",
+        )
     if "Empty CSV file" in message:
         return DataProblem(path, "file", "file is empty", "write a header and rows")
     match = _CONVERSION.search(message)
@@ -161,22 +181,36 @@ def _explain(path: Path, message: str, columns: list[str], spec: ModelSpec) -> D
         name = columns[int(index)] if int(index) < len(columns) else f"#{index}"
         at = f" row {row}" if row else ""
         return DataProblem(
-            path, "dtypes", f"column {name!r}{at}: expected {kind}, got {detail}",
+            path,
+            "dtypes",
+            f"column {name!r}{at}: expected {kind}, got {detail}",
             "fix the value or declare the column's type correctly in the spec",
         )
     if "Expected" in message and "columns" in message:
-        return DataProblem(path, "format", f"rows do not match the header ({message.strip()})",
-                           f"check the delimiter (spec says {spec.data.delimiter!r}) and quoting")
-    return DataProblem(path, "format", f"cannot parse the file ({message.strip()})",
-                       "check data.format, data.delimiter and data.encoding")
+        return DataProblem(
+            path,
+            "format",
+            f"rows do not match the header ({message.strip()})",
+            f"check the delimiter (spec says {spec.data.delimiter!r}) and quoting",
+        )
+    return DataProblem(
+        path,
+        "format",
+        f"cannot parse the file ({message.strip()})",
+        "check data.format, data.delimiter and data.encoding",
+    )
 
 
 def read_frame(path: Path, spec: ModelSpec) -> pd.DataFrame:
     """Read a whole file (training, holdout) with the spec's columns and dtypes."""
     header = read_header(path, spec)
     if header.missing:
-        raise DataProblem(path, "columns", f"missing columns {header.missing}",
-                          "add them or fix the spec's columns")
+        raise DataProblem(
+            path,
+            "columns",
+            f"missing columns {header.missing}",
+            "add them or fix the spec's columns",
+        )
     chunks = list(iter_chunks(path, spec, 1_000_000, spec.expected_columns()))
     if not chunks:
         return pd.DataFrame({c: pd.Series(dtype="float64") for c in spec.expected_columns()})

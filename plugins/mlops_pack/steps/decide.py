@@ -33,23 +33,44 @@ def _read(path: Path, model: type, what: str):
 def gate(ctx: StepContext, evaluation_path: Path) -> DecisionRecord:
     evaluation: EvaluationRecord = _read(evaluation_path, EvaluationRecord, "evaluation")
     if evaluation.model != ctx.spec.name:
-        raise BadInputError(f"{evaluation_path}: evaluation is for model {evaluation.model!r}, "
-                            f"not {ctx.spec.name!r}")
+        raise BadInputError(
+            f"{evaluation_path}: evaluation is for model {evaluation.model!r}, "
+            f"not {ctx.spec.name!r}"
+        )
     pin = holdouts.pinned(ctx)
-    decision = decide(evaluation, ctx.spec.gate, pinned_holdout_sha256=pin.sha256 if pin else None,
-                      dag_run_id=ctx.dag_run_id, reason=ctx.overrides.reason)
+    decision = decide(
+        evaluation,
+        ctx.spec.gate,
+        pinned_holdout_sha256=pin.sha256 if pin else None,
+        dag_run_id=ctx.dag_run_id,
+        reason=ctx.overrides.reason,
+    )
     path = write_json(ctx.out_dir / DECISION, decision)
     registry = ctx.registry
     version = registry.version(ctx.spec.name, decision.challenger_version)
-    registry.client.set_model_version_tag(ctx.spec.name, version.version, f"{TAG}verdict", decision.verdict)
-    registry.client.set_model_version_tag(ctx.spec.name, version.version, f"{TAG}decision_id", decision.decision_id)
-    registry.client.set_model_version_tag(ctx.spec.name, version.version, f"{TAG}summary", decision.summary[:5000])
+    registry.client.set_model_version_tag(
+        ctx.spec.name, version.version, f"{TAG}verdict", decision.verdict
+    )
+    registry.client.set_model_version_tag(
+        ctx.spec.name, version.version, f"{TAG}decision_id", decision.decision_id
+    )
+    registry.client.set_model_version_tag(
+        ctx.spec.name, version.version, f"{TAG}summary", decision.summary[:5000]
+    )
     if version.run_id:
         registry.client.log_artifact(version.run_id, str(path), f"decisions/{decision.decision_id}")
-    registry.append_event(ctx.spec.name, "decision", {
-        "decision_id": decision.decision_id, "verdict": decision.verdict,
-        "challenger_version": decision.challenger_version, "champion_version": decision.champion_version,
-        "holdout_sha256": decision.holdout_sha256, "dag_run_id": ctx.dag_run_id})
+    registry.append_event(
+        ctx.spec.name,
+        "decision",
+        {
+            "decision_id": decision.decision_id,
+            "verdict": decision.verdict,
+            "challenger_version": decision.challenger_version,
+            "champion_version": decision.champion_version,
+            "holdout_sha256": decision.holdout_sha256,
+            "dag_run_id": ctx.dag_run_id,
+        },
+    )
     return decision
 
 
@@ -57,25 +78,45 @@ def promote(ctx: StepContext, decision_path: Path, approver: str | None = None) 
     decision: DecisionRecord = _read(decision_path, DecisionRecord, "decision")
     name = ctx.spec.name
     if decision.model != name:
-        raise BadInputError(f"{decision_path}: decision is for model {decision.model!r}, not {name!r}")
+        raise BadInputError(
+            f"{decision_path}: decision is for model {decision.model!r}, not {name!r}"
+        )
     if decision.verdict != "promote":
-        raise BadInputError(f"{decision_path}: the gate rejected v{decision.challenger_version}; "
-                            f"nothing to promote ({decision.summary})")
+        raise BadInputError(
+            f"{decision_path}: the gate rejected v{decision.challenger_version}; "
+            f"nothing to promote ({decision.summary})"
+        )
     if decision.approval_required and not approver:
-        raise BadInputError(f"model {name}: the spec requires approval before promotion "
-                            "(gate.approval.required); pass the approver")
+        raise BadInputError(
+            f"model {name}: the spec requires approval before promotion "
+            "(gate.approval.required); pass the approver"
+        )
     pin = holdouts.pinned(ctx)
     if pin is None or pin.sha256 != decision.holdout_sha256:
         raise HoldoutMismatchError(
             f"model {name}: the holdout was refreshed since this decision "
-            f"({decision.holdout_sha256[:12]} -> {pin.sha256[:12] if pin else 'none'}); re-evaluate")
-    result = ctx.registry.promote(name, decision.challenger_version, decision.champion_version,
-                                  decision.decision_id,
-                                  {"dag_run_id": ctx.dag_run_id, "approver": approver,
-                                   "holdout_sha256": decision.holdout_sha256})
-    record = {"schema": "mlops_pack.promotion/1", "model": name, "outcome": result.outcome,
-              "champion": result.champion, "previous": result.previous,
-              "decision_id": decision.decision_id, "approver": approver}
+            f"({decision.holdout_sha256[:12]} -> {pin.sha256[:12] if pin else 'none'}); re-evaluate"
+        )
+    result = ctx.registry.promote(
+        name,
+        decision.challenger_version,
+        decision.champion_version,
+        decision.decision_id,
+        {
+            "dag_run_id": ctx.dag_run_id,
+            "approver": approver,
+            "holdout_sha256": decision.holdout_sha256,
+        },
+    )
+    record = {
+        "schema": "mlops_pack.promotion/1",
+        "model": name,
+        "outcome": result.outcome,
+        "champion": result.champion,
+        "previous": result.previous,
+        "decision_id": decision.decision_id,
+        "approver": approver,
+    }
     write_json(ctx.out_dir / PROMOTION, record)
     return record
 

@@ -60,17 +60,29 @@ def _latency(spec: ModelSpec, model: Any, frame: pd.DataFrame) -> tuple[float, f
     return float(np.percentile(timings, 50)), float(np.percentile(timings, 95))
 
 
-def _score(spec: ModelSpec, version: Version, model: Any, size: int, frame: pd.DataFrame,
-           y: np.ndarray, pin_sha: str) -> tuple[ModelScore, np.ndarray]:
+def _score(
+    spec: ModelSpec,
+    version: Version,
+    model: Any,
+    size: int,
+    frame: pd.DataFrame,
+    y: np.ndarray,
+    pin_sha: str,
+) -> tuple[ModelScore, np.ndarray]:
     started = time.perf_counter()
     prediction = predict(spec, model, frame)
     batch_seconds = time.perf_counter() - started
     p50, p95 = _latency(spec, model, frame)
     values = {name: metrics.score(name, y, prediction) for name in spec.metrics}
     return ModelScore(
-        version=version.version, artifact_sha256=version.tags.get(f"{TAG}artifact_sha256", ""),
-        holdout_sha256=pin_sha, metrics=values, size_bytes=size, latency_ms_p50=p50,
-        latency_ms_p95=p95, batch_rows_per_s=len(frame) / max(batch_seconds, 1e-9),
+        version=version.version,
+        artifact_sha256=version.tags.get(f"{TAG}artifact_sha256", ""),
+        holdout_sha256=pin_sha,
+        metrics=values,
+        size_bytes=size,
+        latency_ms_p50=p50,
+        latency_ms_p95=p95,
+        batch_rows_per_s=len(frame) / max(batch_seconds, 1e-9),
     ), prediction
 
 
@@ -80,18 +92,31 @@ def labels(spec: ModelSpec, frame: pd.DataFrame) -> np.ndarray:
     return frame[spec.target].to_numpy(dtype=float)
 
 
-def _slices(spec: ModelSpec, frame: pd.DataFrame, y: np.ndarray, champion: np.ndarray | None,
-            challenger: np.ndarray) -> list[SliceScore]:
+def _slices(
+    spec: ModelSpec,
+    frame: pd.DataFrame,
+    y: np.ndarray,
+    champion: np.ndarray | None,
+    challenger: np.ndarray,
+) -> list[SliceScore]:
     metric = spec.gate.slices.metric or spec.gate.primary.metric
     out = []
     for column in spec.gate.slices.columns:
         values = frame[column].astype(str).to_numpy()
         for value in sorted(set(values)):
             mask = values == value
-            out.append(SliceScore(
-                column=column, value=value, rows=int(mask.sum()), metric=metric,
-                champion=None if champion is None else _finite(metrics.score(metric, y[mask], champion[mask])),
-                challenger=_finite(metrics.score(metric, y[mask], challenger[mask]))))
+            out.append(
+                SliceScore(
+                    column=column,
+                    value=value,
+                    rows=int(mask.sum()),
+                    metric=metric,
+                    champion=None
+                    if champion is None
+                    else _finite(metrics.score(metric, y[mask], champion[mask])),
+                    challenger=_finite(metrics.score(metric, y[mask], challenger[mask])),
+                )
+            )
     return out
 
 
@@ -110,7 +135,8 @@ def evaluate(ctx: StepContext, challenger_version: str) -> dict[str, Any]:
         raise BadInputError(
             f"model {spec.name} v{challenger_version} was trained against holdout "
             f"{challenger.tags.get(f'{TAG}holdout_sha256', '?')[:12]}, but the pinned holdout is "
-            f"{pin.sha256[:12]}; its training rows may overlap the holdout: retrain it")
+            f"{pin.sha256[:12]}; its training rows may overlap the holdout: retrain it"
+        )
     champion = registry.alias(spec.name, CHAMPION)
     if champion is not None and champion.version == challenger.version:
         raise BadInputError(f"model {spec.name}: v{challenger_version} is already the champion")
@@ -127,21 +153,41 @@ def evaluate(ctx: StepContext, challenger_version: str) -> dict[str, Any]:
     unc = spec.gate.uncertainty
     if old_pred is not None:
         direction = {m: metric_info(m).higher_is_better for m in spec.metrics}
-        samples = (metrics.paired_bootstrap(spec.metrics, y, old_pred, new_pred, unc.resamples, unc.seed, direction)
-                   if unc.enabled else {})
+        samples = (
+            metrics.paired_bootstrap(
+                spec.metrics, y, old_pred, new_pred, unc.resamples, unc.seed, direction
+            )
+            if unc.enabled
+            else {}
+        )
         for name in spec.metrics:
             new, old = new_score.metrics[name], old_score.metrics[name]
             diff = (new - old) if direction[name] else (old - new)
             boot = samples.get(name)
-            deltas.append(MetricDelta(
-                metric=name, higher_is_better=direction[name], improvement=_finite(diff),
-                bootstrap=[] if boot is None else [float(v) for v in boot[np.isfinite(boot)].round(8)]))
+            deltas.append(
+                MetricDelta(
+                    metric=name,
+                    higher_is_better=direction[name],
+                    improvement=_finite(diff),
+                    bootstrap=[]
+                    if boot is None
+                    else [float(v) for v in boot[np.isfinite(boot)].round(8)],
+                )
+            )
     record = EvaluationRecord(
-        model=spec.name, holdout_sha256=pin.sha256, holdout_rows=len(frame), spec_sha256=spec.sha256(),
-        data_sha256=challenger.tags.get(f"{TAG}data_sha256"), champion=old_score, challenger=new_score,
-        deltas=deltas, slices=_slices(spec, frame, y, old_pred, new_pred),
+        model=spec.name,
+        holdout_sha256=pin.sha256,
+        holdout_rows=len(frame),
+        spec_sha256=spec.sha256(),
+        data_sha256=challenger.tags.get(f"{TAG}data_sha256"),
+        champion=old_score,
+        challenger=new_score,
+        deltas=deltas,
+        slices=_slices(spec, frame, y, old_pred, new_pred),
         bootstrap_resamples=unc.resamples if old_pred is not None and unc.enabled else 0,
-        bootstrap_seed=unc.seed, seconds=round(time.perf_counter() - started, 3))
+        bootstrap_seed=unc.seed,
+        seconds=round(time.perf_counter() - started, 3),
+    )
     path = write_json(ctx.out_dir / RESULT, record)
     if challenger.run_id:
         registry.client.log_artifact(challenger.run_id, str(path), "evaluations")

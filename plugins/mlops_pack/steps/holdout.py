@@ -36,7 +36,9 @@ def pinned(ctx: StepContext) -> HoldoutPin | None:
     tags = ctx.registry.model_tags(ctx.spec.name)
     if f"{TAG}holdout_sha256" not in tags:
         return None
-    return HoldoutPin(tags[f"{TAG}holdout_sha256"], tags[f"{TAG}holdout_uri"], int(tags[f"{TAG}holdout_rows"]))
+    return HoldoutPin(
+        tags[f"{TAG}holdout_sha256"], tags[f"{TAG}holdout_uri"], int(tags[f"{TAG}holdout_rows"])
+    )
 
 
 def split(spec: ModelSpec, frame: pd.DataFrame) -> pd.DataFrame:
@@ -46,7 +48,9 @@ def split(spec: ModelSpec, frame: pd.DataFrame) -> pd.DataFrame:
     h = spec.holdout
     stratify = frame[spec.target] if h.stratify and spec.task == "classification" else None
     try:
-        _, holdout = train_test_split(frame, test_size=h.fraction, random_state=h.seed, stratify=stratify)
+        _, holdout = train_test_split(
+            frame, test_size=h.fraction, random_state=h.seed, stratify=stratify
+        )
     except ValueError as exc:
         raise BadInputError(f"model {spec.name}: cannot carve the holdout: {exc}") from None
     return holdout.sort_index().reset_index(drop=True)
@@ -59,13 +63,20 @@ def _publish(ctx: StepContext, holdout: pd.DataFrame, reason: str) -> HoldoutPin
         path = Path(tmp) / FILE
         holdout.to_parquet(path, index=False)
         digest = sha256_file(path)
-        run = registry.client.create_run(experiment, run_name="holdout", tags={
-            f"{TAG}step": "holdout", f"{TAG}holdout_sha256": digest, f"{TAG}reason": reason})
+        run = registry.client.create_run(
+            experiment,
+            run_name="holdout",
+            tags={f"{TAG}step": "holdout", f"{TAG}holdout_sha256": digest, f"{TAG}reason": reason},
+        )
         registry.client.log_artifact(run.info.run_id, str(path))
         registry.client.set_terminated(run.info.run_id)
     pin = HoldoutPin(digest, f"{run.info.artifact_uri}/{FILE}", len(holdout))
     registry.ensure_model(ctx.spec.name)
-    for key, value in (("holdout_sha256", pin.sha256), ("holdout_uri", pin.uri), ("holdout_rows", pin.rows)):
+    for key, value in (
+        ("holdout_sha256", pin.sha256),
+        ("holdout_uri", pin.uri),
+        ("holdout_rows", pin.rows),
+    ):
         registry.set_model_tag(ctx.spec.name, f"{TAG}{key}", str(value))
     return pin
 
@@ -86,9 +97,11 @@ def ensure(ctx: StepContext, frame: pd.DataFrame | None) -> HoldoutPin:
         else:
             raise BadInputError(f"model {ctx.spec.name}: no holdout yet; run train first")
         pin = _publish(ctx, holdout, "created from the first training data")
-        ctx.registry.append_event(ctx.spec.name, "holdout_created",
-                                  {"holdout_sha256": pin.sha256, "rows": pin.rows,
-                                   "dag_run_id": ctx.dag_run_id})
+        ctx.registry.append_event(
+            ctx.spec.name,
+            "holdout_created",
+            {"holdout_sha256": pin.sha256, "rows": pin.rows, "dag_run_id": ctx.dag_run_id},
+        )
         return pin
 
 
@@ -100,11 +113,15 @@ def load(ctx: StepContext, pin: HoldoutPin) -> pd.DataFrame:
         if actual != pin.sha256:
             raise HoldoutMismatchError(
                 f"model {ctx.spec.name}: holdout at {pin.uri} has sha256 {actual[:12]}, pinned "
-                f"{pin.sha256[:12]}; the stored holdout was modified: restore it or refresh deliberately")
+                f"{pin.sha256[:12]}; the stored holdout was modified: restore it or refresh "
+                "it deliberately"
+            )
         return pd.read_parquet(path)
 
 
-def refresh(ctx: StepContext, frame: pd.DataFrame, reason: str) -> tuple[HoldoutPin | None, HoldoutPin]:
+def refresh(
+    ctx: StepContext, frame: pd.DataFrame, reason: str
+) -> tuple[HoldoutPin | None, HoldoutPin]:
     """Deliberately replace the pinned holdout with rows from ``frame``; recorded."""
     if not reason.strip():
         raise BadInputError("refreshing the holdout needs a reason (--reason)")
@@ -112,7 +129,15 @@ def refresh(ctx: StepContext, frame: pd.DataFrame, reason: str) -> tuple[Holdout
         old = pinned(ctx)
         holdout = split(ctx.spec, frame) if ctx.spec.holdout.strategy == "split" else frame
         pin = _publish(ctx, holdout, reason)
-        ctx.registry.append_event(ctx.spec.name, "holdout_refreshed", {
-            "old_holdout_sha256": old.sha256 if old else None, "holdout_sha256": pin.sha256,
-            "rows": pin.rows, "reason": reason, "dag_run_id": ctx.dag_run_id})
+        ctx.registry.append_event(
+            ctx.spec.name,
+            "holdout_refreshed",
+            {
+                "old_holdout_sha256": old.sha256 if old else None,
+                "holdout_sha256": pin.sha256,
+                "rows": pin.rows,
+                "reason": reason,
+                "dag_run_id": ctx.dag_run_id,
+            },
+        )
     return old, pin

@@ -38,13 +38,24 @@ def refresh_and_rescore(ctx: StepContext, reason: str) -> dict[str, Any]:
             prediction = predict(ctx.spec, model, frame)
         y = labels(ctx.spec, frame)
         scores = {name: metrics.score(name, y, prediction) for name in ctx.spec.metrics}
-        ctx.registry.append_event(ctx.spec.name, "champion_rescored", {
-            "version": champion.version, "holdout_sha256": pin.sha256,
-            **{f"metric.{k}": round(v, 6) for k, v in scores.items()}})
-    record = {"schema": "mlops_pack.holdout_refresh/1", "model": ctx.spec.name,
-              "old_holdout_sha256": old.sha256 if old else None, "holdout_sha256": pin.sha256,
-              "rows": pin.rows, "reason": reason,
-              "champion_version": champion.version if champion else None,
-              "champion_metrics": scores}
+        ctx.registry.append_event(
+            ctx.spec.name,
+            "champion_rescored",
+            {
+                "version": champion.version,
+                "holdout_sha256": pin.sha256,
+                **{f"metric.{k}": round(v, 6) for k, v in scores.items()},
+            },
+        )
+    record = {
+        "schema": "mlops_pack.holdout_refresh/1",
+        "model": ctx.spec.name,
+        "old_holdout_sha256": old.sha256 if old else None,
+        "holdout_sha256": pin.sha256,
+        "rows": pin.rows,
+        "reason": reason,
+        "champion_version": champion.version if champion else None,
+        "champion_metrics": scores,
+    }
     write_json(ctx.out_dir / RESULT, record)
     return record

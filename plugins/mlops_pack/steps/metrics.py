@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
-import scipy.sparse as sparse
+from scipy import sparse
 
 from mlops_pack.metric_catalog import MetricInfo, add_metric_info
 
@@ -99,8 +99,14 @@ def r2(y: np.ndarray, p: np.ndarray) -> Weighted:
 
 
 IMPLEMENTATIONS: dict[str, Preparer] = {
-    "roc_auc": roc_auc, "log_loss": log_loss, "accuracy": accuracy, "f1": f1, "brier": brier,
-    "rmse": rmse, "mae": mae, "r2": r2,
+    "roc_auc": roc_auc,
+    "log_loss": log_loss,
+    "accuracy": accuracy,
+    "f1": f1,
+    "brier": brier,
+    "rmse": rmse,
+    "mae": mae,
+    "r2": r2,
 }
 
 
@@ -133,8 +139,13 @@ def bootstrap_counts(n: int, resamples: int, seed: int, block: int = 100):
 
 
 def paired_bootstrap(
-    names: list[str], y: np.ndarray, champion: np.ndarray, challenger: np.ndarray,
-    resamples: int, seed: int, higher_is_better: dict[str, bool],
+    names: list[str],
+    y: np.ndarray,
+    champion: np.ndarray,
+    challenger: np.ndarray,
+    resamples: int,
+    seed: int,
+    higher_is_better: dict[str, bool],
 ) -> dict[str, np.ndarray]:
     """Sorted bootstrap improvements of challenger over champion, per metric.
 
@@ -142,7 +153,9 @@ def paired_bootstrap(
     delta's interval narrow enough to gate on.
     """
     block = max(1, min(100, 10_000_000 // max(1, len(y))))  # about 80 MB of counts a block
-    prepared = {n: (IMPLEMENTATIONS[n](y, challenger), IMPLEMENTATIONS[n](y, champion)) for n in names}
+    prepared = {
+        n: (IMPLEMENTATIONS[n](y, challenger), IMPLEMENTATIONS[n](y, champion)) for n in names
+    }
     parts: dict[str, list[np.ndarray]] = {name: [] for name in names}
     for weights in bootstrap_counts(len(y), resamples, seed, block):
         for name, (new, old) in prepared.items():

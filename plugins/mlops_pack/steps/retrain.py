@@ -38,9 +38,15 @@ def retrain(ctx: StepContext, approver: str | None = None) -> dict[str, Any]:
     if decision.verdict == "promote":
         promotion = timed("promote", promote, ctx, ctx.out_dir / DECISION, approver)
     return {
-        "schema": "mlops_pack.retrain/1", "model": ctx.spec.name, "verdict": decision.verdict,
-        "summary": decision.summary, "validation_status": validation["status"],
-        "challenger_version": trained["version"], "champion_before": decision.champion_version,
-        "promotion": promotion, "decision": json.loads(to_json(decision)),
-        "timings": timings, "seconds": round(time.perf_counter() - started, 3),
+        "schema": "mlops_pack.retrain/1",
+        "model": ctx.spec.name,
+        "verdict": decision.verdict,
+        "summary": decision.summary,
+        "validation_status": validation["status"],
+        "challenger_version": trained["version"],
+        "champion_before": decision.champion_version,
+        "promotion": promotion,
+        "decision": json.loads(to_json(decision)),
+        "timings": timings,
+        "seconds": round(time.perf_counter() - started, 3),
     }

@@ -33,8 +33,12 @@ class CheckResult:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "name": self.name, "rule": self.rule, "source": self.source,
-            "severity": self.severity, "success": self.success, "message": self.message,
+            "name": self.name,
+            "rule": self.rule,
+            "source": self.source,
+            "severity": self.severity,
+            "success": self.success,
+            "message": self.message,
             "unexpected_count": int(self.unexpected_count),
             "examples": [_plain(v) for v in self.examples[:EXAMPLES]],
         }
@@ -99,7 +103,8 @@ class SpecChecks:
         if len(self.dup_examples) < EXAMPLES:
             dups = frame.loc[frame.duplicated(key_columns, keep="first"), key_columns]
             self.dup_examples.extend(
-                "|".join(str(v) for v in row) for row in dups.head(EXAMPLES).itertuples(index=False))
+                "|".join(str(v) for v in row) for row in dups.head(EXAMPLES).itertuples(index=False)
+            )
         self._update_leakage(frame, label)
 
     def _update_leakage(self, frame: pd.DataFrame, label: pd.Series) -> None:
@@ -127,41 +132,57 @@ class SpecChecks:
             for xv, yv in pairs.itertuples(index=False):
                 leak.forward.setdefault(xv, set()).add(yv)
                 leak.backward.setdefault(yv, set()).add(xv)
-            if len(leak.forward) > MAX_LEAKAGE_CATEGORIES or any(len(s) > 1 for s in leak.forward.values()):
+            if len(leak.forward) > MAX_LEAKAGE_CATEGORIES or any(
+                len(s) > 1 for s in leak.forward.values()
+            ):
                 leak.gave_up = True  # not a copy; stop spending memory on it
 
     def results(self) -> list[CheckResult]:
         spec = self.spec
         out = [
             CheckResult(
-                "min_rows", "min_rows", self.rows >= spec.validation.min_rows,
+                "min_rows",
+                "min_rows",
+                self.rows >= spec.validation.min_rows,
                 f"{self.rows} rows; the spec requires at least {spec.validation.min_rows} "
                 "(validation.min_rows)",
                 unexpected_count=max(0, spec.validation.min_rows - self.rows),
             ),
             CheckResult(
-                "label not null", "label_not_null", self.label_nulls == 0,
-                f"{self.label_nulls} rows have no value in label {spec.target!r}; drop or label them",
+                "label not null",
+                "label_not_null",
+                self.label_nulls == 0,
+                f"{self.label_nulls} rows have no value in label {spec.target!r}; "
+                "drop or label them",
                 unexpected_count=self.label_nulls,
             ),
             CheckResult(
-                "label values", "label_values", self.label_bad == 0,
+                "label values",
+                "label_values",
+                self.label_bad == 0,
                 f"{self.label_bad} labels outside "
-                + (f"classes {spec.classes}" if spec.task == "classification" else "finite numbers"),
-                unexpected_count=self.label_bad, examples=self.label_bad_examples,
+                + (
+                    f"classes {spec.classes}" if spec.task == "classification" else "finite numbers"
+                ),
+                unexpected_count=self.label_bad,
+                examples=self.label_bad_examples,
             ),
         ]
         for column in spec.columns:
             nulls = self.nulls[column.name]
             fraction = nulls / self.rows if self.rows else 0.0
             ok = fraction <= column.max_null_fraction and not (self.rows and nulls == self.rows)
-            out.append(CheckResult(
-                f"nulls in {column.name}", "nulls", ok,
-                f"{nulls} of {self.rows} values are null ({fraction:.1%}); column "
-                f"{column.name!r} allows {column.max_null_fraction:.1%} (max_null_fraction)"
-                + ("; the column is entirely null" if self.rows and nulls == self.rows else ""),
-                unexpected_count=nulls,
-            ))
+            out.append(
+                CheckResult(
+                    f"nulls in {column.name}",
+                    "nulls",
+                    ok,
+                    f"{nulls} of {self.rows} values are null ({fraction:.1%}); column "
+                    f"{column.name!r} allows {column.max_null_fraction:.1%} (max_null_fraction)"
+                    + ("; the column is entirely null" if self.rows and nulls == self.rows else ""),
+                    unexpected_count=nulls,
+                )
+            )
         out.append(self._duplicates())
         out.extend(self._leakage())
         return out
@@ -172,9 +193,12 @@ class SpecChecks:
         duplicated = int((hashes[1:] == hashes[:-1]).sum()) if len(hashes) > 1 else 0
         over = f"key {self.spec.data.key}" if self.spec.data.key else "all columns"
         return CheckResult(
-            "duplicate rows", "duplicates", duplicated == 0,
+            "duplicate rows",
+            "duplicates",
+            duplicated == 0,
             f"{duplicated} rows repeat an earlier row over {over}; de-duplicate the batch",
-            unexpected_count=duplicated, examples=self.dup_examples,
+            unexpected_count=duplicated,
+            examples=self.dup_examples,
         )
 
     def _leakage(self) -> list[CheckResult]:
@@ -193,9 +217,16 @@ class SpecChecks:
                 copied = len(leak.backward) > 1 and all(len(s) == 1 for s in leak.backward.values())
             if copied:
                 found.append(name)
-        return [CheckResult(
-            "label leakage", "leakage", not found,
-            f"features {found} are copies of label {self.spec.target!r}; remove them from the "
-            "data or the spec" if found else "no feature is a copy of the label",
-            unexpected_count=len(found), examples=found,
-        )]
+        return [
+            CheckResult(
+                "label leakage",
+                "leakage",
+                not found,
+                f"features {found} are copies of label {self.spec.target!r}; remove them from the "
+                "data or the spec"
+                if found
+                else "no feature is a copy of the label",
+                unexpected_count=len(found),
+                examples=found,
+            )
+        ]

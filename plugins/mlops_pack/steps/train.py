@@ -52,16 +52,23 @@ def build_pipeline(spec: ModelSpec):
     numeric_steps: list[tuple[str, Any]] = [("impute", SimpleImputer(strategy="median"))]
     if est.numeric_preprocessing == "standard_scaler":
         numeric_steps.append(("scale", StandardScaler()))
-    encoder = (OneHotEncoder(handle_unknown="ignore") if est.categorical_preprocessing == "one_hot"
-               else OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=-1))
-    categorical_steps = [("impute", SimpleImputer(strategy="constant", fill_value="__missing__")),
-                         ("encode", encoder)]
+    encoder = (
+        OneHotEncoder(handle_unknown="ignore")
+        if est.categorical_preprocessing == "one_hot"
+        else OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=-1)
+    )
+    categorical_steps = [
+        ("impute", SimpleImputer(strategy="constant", fill_value="__missing__")),
+        ("encode", encoder),
+    ]
     transformers = []
     if numeric:
         transformers.append(("numeric", Pipeline(numeric_steps), numeric))
     if categorical:
         transformers.append(("categorical", Pipeline(categorical_steps), categorical))
-    return Pipeline([("prepare", ColumnTransformer(transformers, remainder="drop")), ("model", estimator)])
+    return Pipeline(
+        [("prepare", ColumnTransformer(transformers, remainder="drop")), ("model", estimator)]
+    )
 
 
 def _require_validated(ctx: StepContext, data_sha256: str) -> str:
@@ -69,13 +76,17 @@ def _require_validated(ctx: StepContext, data_sha256: str) -> str:
     experiment = registry.experiment_id(f"mlops-pack/{ctx.spec.name}")
     runs = registry.client.search_runs(
         [experiment],
-        filter_string=(f"tags.`{TAG}step` = 'validate' and tags.`{TAG}data_sha256` = '{data_sha256}' "
-                       f"and tags.`{TAG}status` = 'passed'"),
-        max_results=1)
+        filter_string=(
+            f"tags.`{TAG}step` = 'validate' and tags.`{TAG}data_sha256` = '{data_sha256}' "
+            f"and tags.`{TAG}status` = 'passed'"
+        ),
+        max_results=1,
+    )
     if not runs:
         raise BadInputError(
             f"{ctx.data_path()}: this data (sha256 {data_sha256[:12]}) has not passed validation; "
-            "run `mlops-pack validate` on it first")
+            "run `mlops-pack validate` on it first"
+        )
     return runs[0].info.run_id
 
 
@@ -83,8 +94,13 @@ def _versions() -> dict[str, str]:
     import sklearn
     import skops
 
-    return {"python": platform.python_version(), "scikit-learn": sklearn.__version__,
-            "pandas": pd.__version__, "numpy": np.__version__, "skops": skops.__version__}
+    return {
+        "python": platform.python_version(),
+        "scikit-learn": sklearn.__version__,
+        "pandas": pd.__version__,
+        "numpy": np.__version__,
+        "skops": skops.__version__,
+    }
 
 
 def train(ctx: StepContext) -> dict[str, Any]:
@@ -101,8 +117,10 @@ def train(ctx: StepContext) -> dict[str, Any]:
     overlap = row_hashes(frame, spec).isin(set(row_hashes(held, spec).to_numpy()))
     train_frame = frame.loc[~overlap.to_numpy()]
     if len(train_frame) < spec.validation.min_rows:
-        raise BadInputError(f"{path}: only {len(train_frame)} rows remain after removing holdout "
-                            f"rows; need validation.min_rows={spec.validation.min_rows}")
+        raise BadInputError(
+            f"{path}: only {len(train_frame)} rows remain after removing holdout "
+            f"rows; need validation.min_rows={spec.validation.min_rows}"
+        )
     pipeline = build_pipeline(spec)
     fit_started = time.perf_counter()
     pipeline.fit(train_frame, train_frame[spec.target])
@@ -110,41 +128,71 @@ def train(ctx: StepContext) -> dict[str, Any]:
 
     registry.ensure_model(spec.name)
     experiment = registry.experiment_id(f"mlops-pack/{spec.name}")
-    tags = {f"{TAG}step": "train", f"{TAG}data_sha256": data_sha256, f"{TAG}spec_sha256": spec.sha256(),
-            f"{TAG}holdout_sha256": pin.sha256, f"{TAG}validation_run_id": validation_run}
+    tags = {
+        f"{TAG}step": "train",
+        f"{TAG}data_sha256": data_sha256,
+        f"{TAG}spec_sha256": spec.sha256(),
+        f"{TAG}holdout_sha256": pin.sha256,
+        f"{TAG}validation_run_id": validation_run,
+    }
     if ctx.dag_run_id:
         tags[f"{TAG}dag_run_id"] = ctx.dag_run_id
     run = registry.client.create_run(experiment, run_name="train", tags=tags)
     run_id = run.info.run_id
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = Path(tmp) / "model"
-        mlflow.sklearn.save_model(pipeline, str(model_dir), serialization_format="skops",
-                                  skops_trusted_types=list(TRUSTED_TYPES))
+        mlflow.sklearn.save_model(
+            pipeline,
+            str(model_dir),
+            serialization_format="skops",
+            skops_trusted_types=list(TRUSTED_TYPES),
+        )
         artifact_sha256 = sha256_file(model_dir / MODEL_FILE)
         size_bytes = (model_dir / MODEL_FILE).stat().st_size
         registry.client.log_artifacts(run_id, str(model_dir), "model")
         (Path(tmp) / "spec.json").write_text(spec.canonical_json(), encoding="utf-8")
         registry.client.log_artifact(run_id, str(Path(tmp) / "spec.json"))
-    params = {"estimator": spec.estimator.class_path, "seed": spec.estimator.seed,
-              **{f"param.{k}": v for k, v in spec.estimator.params.items()}}
+    params = {
+        "estimator": spec.estimator.class_path,
+        "seed": spec.estimator.seed,
+        **{f"param.{k}": v for k, v in spec.estimator.params.items()},
+    }
     for key, value in params.items():
         registry.client.log_param(run_id, key, value)
     for key, value in _versions().items():
         registry.client.set_tag(run_id, f"{TAG}version.{key}", value)
-    metrics = {"train_seconds": fit_seconds, "train_rows": len(train_frame),
-               "holdout_rows_excluded": int(overlap.sum()), "model_bytes": size_bytes}
+    metrics = {
+        "train_seconds": fit_seconds,
+        "train_rows": len(train_frame),
+        "holdout_rows_excluded": int(overlap.sum()),
+        "model_bytes": size_bytes,
+    }
     for key, value in metrics.items():
         registry.client.log_metric(run_id, key, float(value))
     registry.client.set_terminated(run_id)
     version = registry.client.create_model_version(
-        spec.name, f"{run.info.artifact_uri}/model", run_id=run_id,
-        tags={f"{TAG}artifact_sha256": artifact_sha256, f"{TAG}data_sha256": data_sha256,
-              f"{TAG}spec_sha256": spec.sha256(), f"{TAG}holdout_sha256": pin.sha256})
+        spec.name,
+        f"{run.info.artifact_uri}/model",
+        run_id=run_id,
+        tags={
+            f"{TAG}artifact_sha256": artifact_sha256,
+            f"{TAG}data_sha256": data_sha256,
+            f"{TAG}spec_sha256": spec.sha256(),
+            f"{TAG}holdout_sha256": pin.sha256,
+        },
+    )
     result = {
-        "schema": "mlops_pack.train/1", "model": spec.name, "version": version.version,
-        "run_id": run_id, "artifact_sha256": artifact_sha256, "data_sha256": data_sha256,
-        "spec_sha256": spec.sha256(), "holdout_sha256": pin.sha256, "train_rows": len(train_frame),
-        "holdout_rows_excluded": int(overlap.sum()), "fit_seconds": round(fit_seconds, 3),
+        "schema": "mlops_pack.train/1",
+        "model": spec.name,
+        "version": version.version,
+        "run_id": run_id,
+        "artifact_sha256": artifact_sha256,
+        "data_sha256": data_sha256,
+        "spec_sha256": spec.sha256(),
+        "holdout_sha256": pin.sha256,
+        "train_rows": len(train_frame),
+        "holdout_rows_excluded": int(overlap.sum()),
+        "fit_seconds": round(fit_seconds, 3),
         "seconds": round(time.perf_counter() - started, 3),
     }
     write_json(ctx.out_dir / RESULT, result)

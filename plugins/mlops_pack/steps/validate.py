@@ -33,13 +33,25 @@ def derived_expectations(spec: ModelSpec) -> list[dict[str, Any]]:
     out = []
     for column in spec.columns:
         if column.type == "numeric" and (column.min is not None or column.max is not None):
-            out.append({"type": "expect_column_values_to_be_between",
-                        "kwargs": {"column": column.name, "min_value": column.min, "max_value": column.max},
-                        "meta": {"rule": "ranges"}})
+            out.append(
+                {
+                    "type": "expect_column_values_to_be_between",
+                    "kwargs": {
+                        "column": column.name,
+                        "min_value": column.min,
+                        "max_value": column.max,
+                    },
+                    "meta": {"rule": "ranges"},
+                }
+            )
         if column.type == "categorical" and column.values:
-            out.append({"type": "expect_column_values_to_be_in_set",
-                        "kwargs": {"column": column.name, "value_set": list(column.values)},
-                        "meta": {"rule": "categories"}})
+            out.append(
+                {
+                    "type": "expect_column_values_to_be_in_set",
+                    "kwargs": {"column": column.name, "value_set": list(column.values)},
+                    "meta": {"rule": "categories"},
+                }
+            )
     return out
 
 
@@ -65,15 +77,22 @@ class _GxRunner:
 
         self.context = gx.get_context(mode="file", project_root_dir=str(root))
         self.context.variables.progress_bars = {"globally": False}
-        suite = self.context.suites.add(ExpectationSuite(name=f"{spec.name}_suite", expectations=expectations))
+        suite = self.context.suites.add(
+            ExpectationSuite(name=f"{spec.name}_suite", expectations=expectations)
+        )
         asset = self.context.data_sources.add_pandas("batch").add_dataframe_asset(spec.name)
         definition = gx.ValidationDefinition(
-            data=asset.add_batch_definition_whole_dataframe("chunk"), suite=suite, name=spec.name)
+            data=asset.add_batch_definition_whole_dataframe("chunk"), suite=suite, name=spec.name
+        )
         definition = self.context.validation_definitions.add(definition)
-        self.checkpoint = self.context.checkpoints.add(gx.Checkpoint(
-            name=spec.name, validation_definitions=[definition],
-            actions=[gx.checkpoint.UpdateDataDocsAction(name="docs")],
-            result_format={"result_format": "SUMMARY", "partial_unexpected_count": 5}))
+        self.checkpoint = self.context.checkpoints.add(
+            gx.Checkpoint(
+                name=spec.name,
+                validation_definitions=[definition],
+                actions=[gx.checkpoint.UpdateDataDocsAction(name="docs")],
+                result_format={"result_format": "SUMMARY", "partial_unexpected_count": 5},
+            )
+        )
         self.totals: dict[str, dict[str, Any]] = {}
 
     def run(self, frame) -> None:
@@ -83,9 +102,18 @@ class _GxRunner:
                 config = item.expectation_config
                 column = config.kwargs.get("column", "")
                 key = f"{config.type}({column})"
-                entry = self.totals.setdefault(key, {
-                    "type": config.type, "column": column, "success": True, "unexpected": 0,
-                    "examples": [], "meta": dict(config.meta or {}), "exception": None})
+                entry = self.totals.setdefault(
+                    key,
+                    {
+                        "type": config.type,
+                        "column": column,
+                        "success": True,
+                        "unexpected": 0,
+                        "examples": [],
+                        "meta": dict(config.meta or {}),
+                        "exception": None,
+                    },
+                )
                 entry["success"] &= bool(item.success)
                 entry["unexpected"] += int(item.result.get("unexpected_count") or 0)
                 entry["examples"].extend(item.result.get("partial_unexpected_list") or [])
@@ -102,9 +130,20 @@ class _GxRunner:
             fix = "the spec's column bounds" if rule in ("ranges", "categories") else "the suite"
             message = entry["exception"] or (
                 f"{entry['type']}{where}: {entry['unexpected']} unexpected values, e.g. "
-                f"{entry['examples'][:3]}; fix the data or {fix}")
-            out.append(CheckResult(key, rule, entry["success"], message, entry["unexpected"],
-                                   entry["examples"], source="great_expectations", severity=level))
+                f"{entry['examples'][:3]}; fix the data or {fix}"
+            )
+            out.append(
+                CheckResult(
+                    key,
+                    rule,
+                    entry["success"],
+                    message,
+                    entry["unexpected"],
+                    entry["examples"],
+                    source="great_expectations",
+                    severity=level,
+                )
+            )
         return out
 
     def docs_dir(self) -> Path:
@@ -117,46 +156,64 @@ def validate(ctx: StepContext) -> dict[str, Any]:
     spec = ctx.spec
     path = ctx.data_path()
     severity = dict(spec.validation.severity)
-    report: dict[str, Any] = {"schema": "mlops_pack.validation/1", "model": spec.name,
-                              "file": str(path), "spec_sha256": spec.sha256()}
+    report: dict[str, Any] = {
+        "schema": "mlops_pack.validation/1",
+        "model": spec.name,
+        "file": str(path),
+        "spec_sha256": spec.sha256(),
+    }
     checks: list[CheckResult] = []
     rows = None
     try:
         header = read_header(path, spec)
         report["data_sha256"] = sha256_file(path)
-        checks.append(CheckResult(
-            "column set", "columns", not header.missing and not header.extra,
-            f"missing {header.missing}, unexpected {header.extra}; the file must have exactly "
-            "the spec's columns plus the target" if header.missing or header.extra else "exact",
-            unexpected_count=len(header.missing) + len(header.extra),
-            examples=header.missing + header.extra))
+        checks.append(
+            CheckResult(
+                "column set",
+                "columns",
+                not header.missing and not header.extra,
+                f"missing {header.missing}, unexpected {header.extra}; the file must have exactly "
+                "the spec's columns plus the target"
+                if header.missing or header.extra
+                else "exact",
+                unexpected_count=len(header.missing) + len(header.extra),
+                examples=header.missing + header.extra,
+            )
+        )
         if not header.missing:
             scanned, rows = _scan(ctx, path, severity)
             checks += scanned
     except DataProblem as problem:
         detail = problem.payload
-        checks.append(CheckResult(problem.rule, problem.rule, False,
-                                  f"{detail['message']}. Fix: {detail['fix']}"))
+        checks.append(
+            CheckResult(
+                problem.rule, problem.rule, False, f"{detail['message']}. Fix: {detail['fix']}"
+            )
+        )
     for check in checks:
         if check.source == "spec":
             check.severity = severity.get(check.rule, "error")
     errors = [c for c in checks if not c.success and c.severity == "error"]
     warnings = [c for c in checks if not c.success and c.severity == "warn"]
-    report.update({
-        "status": "failed" if errors else "passed",
-        "rows": rows,
-        "checks": [c.as_dict() for c in checks],
-        "errors": [f"{c.rule}: {c.message}" for c in errors],
-        "warnings": [f"{c.rule}: {c.message}" for c in warnings],
-        "seconds": round(time.perf_counter() - started, 3),
-    })
+    report.update(
+        {
+            "status": "failed" if errors else "passed",
+            "rows": rows,
+            "checks": [c.as_dict() for c in checks],
+            "errors": [f"{c.rule}: {c.message}" for c in errors],
+            "warnings": [f"{c.rule}: {c.message}" for c in warnings],
+            "seconds": round(time.perf_counter() - started, 3),
+        }
+    )
     write_json(ctx.out_dir / REPORT, report)
     _log_to_mlflow(ctx, report)
     if errors:
         first = errors[0]
         raise DataValidationError(
             f"{path}: validation failed: {first.rule}: {first.message}"
-            + (f" (+{len(errors) - 1} more failed checks, see {REPORT})" if len(errors) > 1 else ""),
+            + (
+                f" (+{len(errors) - 1} more failed checks, see {REPORT})" if len(errors) > 1 else ""
+            ),
             report,
         )
     return report
@@ -189,13 +246,19 @@ def _log_to_mlflow(ctx: StepContext, report: dict[str, Any]) -> None:
     """Store the report and the docs as artifacts of a 'validate' run in the model's experiment."""
     registry = ctx.registry
     experiment = registry.experiment_id(f"mlops-pack/{ctx.spec.name}")
-    tags = {"mlops.step": "validate", "mlops.status": report["status"],
-            "mlops.data_sha256": report.get("data_sha256", ""), "mlops.spec_sha256": report["spec_sha256"]}
+    tags = {
+        "mlops.step": "validate",
+        "mlops.status": report["status"],
+        "mlops.data_sha256": report.get("data_sha256", ""),
+        "mlops.spec_sha256": report["spec_sha256"],
+    }
     if ctx.dag_run_id:
         tags["mlops.dag_run_id"] = ctx.dag_run_id
     run = registry.client.create_run(experiment, run_name="validate", tags=tags)
     registry.client.log_artifact(run.info.run_id, str(ctx.out_dir / REPORT))
     if (ctx.out_dir / DOCS).exists():
         registry.client.log_artifacts(run.info.run_id, str(ctx.out_dir / DOCS), DOCS)
-    registry.client.set_terminated(run.info.run_id, "FINISHED" if report["status"] == "passed" else "FAILED")
+    registry.client.set_terminated(
+        run.info.run_id, "FINISHED" if report["status"] == "passed" else "FAILED"
+    )
     report["mlflow_run_id"] = run.info.run_id

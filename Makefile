@@ -1,0 +1,47 @@
+# Two commands do everything on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+DEMO_HOME := .mlops/demo
+DEMO_ROWS ?= 20000
+
+.PHONY: demo test lint format bench clean
+
+$(BIN)/.installed: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
+	touch $@
+
+# A whole retrain twice on the embedded default (SQLite MLflow, local artifacts):
+# month 1 promotes the first champion, month 2 is compared on the same holdout.
+demo: $(BIN)/.installed
+	rm -rf $(DEMO_HOME)
+	$(BIN)/mlops-pack generate churn --rows $(DEMO_ROWS) --month 1 --output $(DEMO_HOME)/data/churn/churn_month_01.csv
+	$(BIN)/mlops-pack generate churn --rows $(DEMO_ROWS) --month 2 --output $(DEMO_HOME)/data/churn/churn_month_02.csv
+	@export MLOPS_PACK_HOME=$(DEMO_HOME) MLOPS_PACK_DATA_DIR=$(DEMO_HOME)/data; \
+	echo "== run 1: month 1 (no champion yet)"; \
+	$(BIN)/mlops-pack retrain --spec include/models/churn.yaml --out $(DEMO_HOME)/runs/1 --run-id demo-1 || exit $$?; \
+	echo; echo "== run 2: month 2 (challenger vs champion on the pinned holdout)"; \
+	$(BIN)/mlops-pack retrain --spec include/models/churn.yaml --data churn/churn_month_02.csv \
+	  --out $(DEMO_HOME)/runs/2 --run-id demo-2; code=$$?; [ $$code -eq 0 ] || [ $$code -eq 3 ] || exit $$code; \
+	echo; echo "== history"; $(BIN)/mlops-pack history --spec include/models/churn.yaml; \
+	echo; echo "Result files: $(DEMO_HOME)/runs/{1,2}/  MLflow UI: $(BIN)/mlflow ui --backend-store-uri sqlite:///$(DEMO_HOME)/mlflow.db"
+
+test: $(BIN)/.installed
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest
+
+lint: $(BIN)/.installed
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(BIN)/.installed
+	$(BIN)/ruff format .
+
+bench: $(BIN)/.installed
+	$(BIN)/python bench/bench_evaluation.py
+	$(BIN)/python bench/bench_retrain.py
+	$(BIN)/python bench/bench_validation.py
+
+clean:
+	rm -rf .mlops .pytest_cache .ruff_cache

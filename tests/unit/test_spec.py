@@ -1,0 +1,109 @@
+"""Model specs: the examples load; bad specs fail with the file, the field and the fix."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import CHURN_SPEC, ROOT
+from mlops_pack.errors import SpecError
+from mlops_pack.spec import RunOverrides, apply_overrides, load_spec, spec_json_schema
+
+SPECS = sorted((ROOT / "include" / "models").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", SPECS, ids=lambda p: p.stem)
+def test_example_specs_load(path):
+    spec = load_spec(path)
+    assert spec.name == path.stem
+    assert len(spec.sha256()) == 64
+
+
+def _write(tmp_path: Path, mutate) -> Path:
+    raw = yaml.safe_load(CHURN_SPEC.read_text())
+    mutate(raw)
+    path = tmp_path / "churn.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+CASES = [
+    (
+        lambda r: r["gate"]["primary"].update(margin="high"),
+        "gate.primary.margin: expected a number, got 'high'",
+    ),
+    (
+        lambda r: r["gate"]["primary"].update(margn=0.1),
+        "gate.primary.margn: expected no such field",
+    ),
+    (lambda r: r.pop("target"), "target: expected a value (the field is required)"),
+    (lambda r: r.update(task="ranking"), "task: Input should be 'classification' or 'regression'"),
+    (
+        lambda r: r["columns"][1].update(type="float"),
+        "columns[1].type: Input should be 'numeric' or 'categorical'",
+    ),
+    (
+        lambda r: r["estimator"].update({"class": "os.system"}),
+        "estimator.class: expected an estimator import path",
+    ),
+    (lambda r: r.update(metrics=["roc_auc", "mape"]), "unknown metric 'mape'"),
+    (lambda r: r["gate"]["primary"].update(metric="r2"), "gate uses metric 'r2'"),
+    (lambda r: r.update(classes=[0, 1, 2]), "multiclass is not supported yet"),
+    (lambda r: r["gate"]["slices"].update(columns=["planet"]), "'planet' is not a declared column"),
+    (lambda r: r["columns"][1].update(min=10, max=1), "min (10.0) is greater than max (1.0)"),
+    (
+        lambda r: r["validation"].update(severity={"duplicates": "fatal"}),
+        "validation.severity.duplicates",
+    ),
+]
+
+
+@pytest.mark.parametrize(("mutate", "message"), CASES)
+def test_bad_specs_name_the_file_and_field(tmp_path, mutate, message):
+    path = _write(tmp_path, mutate)
+    with pytest.raises(SpecError) as info:
+        load_spec(path)
+    assert str(info.value).startswith(f"{path}: ")
+    assert message in str(info.value)
+
+
+def test_spec_name_must_match_file(tmp_path):
+    path = tmp_path / "other.yaml"
+    path.write_text(CHURN_SPEC.read_text())
+    with pytest.raises(SpecError, match="name: expected 'other'"):
+        load_spec(path)
+
+
+def test_invalid_yaml_names_the_line(tmp_path):
+    path = tmp_path / "churn.yaml"
+    path.write_text("name: churn\ntask: [unclosed\n")
+    with pytest.raises(SpecError, match=r"line \d+, column \d+: invalid YAML"):
+        load_spec(path)
+
+
+def test_published_schema_is_current():
+    committed = json.loads((ROOT / "plugins/mlops_pack/schema/model_spec.schema.json").read_text())
+    assert committed == json.loads(json.dumps(spec_json_schema())), (
+        "run: mlops-pack schema --output ..."
+    )
+
+
+def test_run_overrides_are_bounded_and_applied():
+    spec = load_spec(CHURN_SPEC)
+    changed = apply_overrides(
+        spec,
+        RunOverrides.model_validate(
+            {
+                "data_path": "churn/churn_month_02.csv",
+                "gate": {"margin": 0.01, "mode": "non_inferiority"},
+            }
+        ),
+    )
+    assert changed.data.path == "churn/churn_month_02.csv"
+    assert changed.gate.primary.margin == 0.01 and changed.gate.primary.mode == "non_inferiority"
+    assert spec.gate.primary.margin == 0.0  # the original is untouched
+    for bad in ({"gate": {"margin": 5}}, {"data_path": "../../etc/passwd"}, {"estimator": {}}):
+        with pytest.raises(ValueError):
+            RunOverrides.model_validate(bad)
