@@ -147,7 +147,7 @@ def _primary_check(
             name=name,
             kind="primary",
             metric=metric,
-            threshold=threshold,
+            threshold=None if math.isnan(threshold) else threshold,
             comparator=comparator,
             verdict="fail",
             detail=f"improvement in {metric} is {shown}",
@@ -176,8 +176,9 @@ def _primary_check(
                 detail="uncertainty is enabled but the evaluation has no bootstrap samples",
             )
         alpha = 1.0 - unc.confidence
-        statistic = quantile(delta.bootstrap, alpha / 2)
-        upper = quantile(delta.bootstrap, 1 - alpha / 2)
+        samples = sorted(delta.bootstrap)  # records from elsewhere may not be sorted
+        statistic = quantile(samples, alpha / 2)
+        upper = quantile(samples, 1 - alpha / 2)
         detail = (
             f"improvement {delta.improvement:+.4f}, {unc.confidence:.0%} CI "
             f"[{statistic:+.4f}, {upper:+.4f}]; gated on the lower bound"
@@ -218,7 +219,12 @@ def _guardrail_checks(
                     threshold=None if math.isnan(allowed) else allowed,
                     comparator=">=",
                     verdict="fail",
-                    detail=f"improvement is {_fmt(improvement)}",
+                    detail=(
+                        f"improvement is {_fmt(improvement)}"
+                        if not _usable(improvement)
+                        else f"relative tolerance needs a champion {guard.metric}, "
+                        f"which is {_fmt(baseline)}"
+                    ),
                 )
             )
             continue
@@ -291,6 +297,13 @@ def _slice_checks(policy: Gate, evaluation: EvaluationRecord) -> list[Check]:
     return checks
 
 
+def _reason(check: Check) -> str:
+    """One failed check in words: the value against its rule, or why there is no value."""
+    if check.value is None or check.threshold is None or check.kind in ("first_run", "holdout"):
+        return f"{check.name}: {check.detail}"
+    return f"{check.name}: {_fmt(check.value)} fails {check.comparator} {_fmt(check.threshold)}"
+
+
 def _summary(model: str, verdict: str, evaluation: EvaluationRecord, checks: list[Check]) -> str:
     challenger = f"v{evaluation.challenger.version}"
     champion = f"v{evaluation.champion.version}" if evaluation.champion else "no champion"
@@ -301,12 +314,7 @@ def _summary(model: str, verdict: str, evaluation: EvaluationRecord, checks: lis
         why = f"; {primary.name}: {primary.detail}" if primary else "; first model for this spec"
         passed = f"{len(counted)}/{len(counted)} checks passed"
         return f"PROMOTE {model} {challenger} over {champion}: {passed}{why}"
-    reasons = "; ".join(
-        f"{c.name}: {_fmt(c.value) if c.value is not None else c.detail} "
-        f"{'fails' if c.value is not None else ''} {c.comparator or ''} "
-        f"{_fmt(c.threshold) if c.threshold is not None else ''}".strip()
-        for c in failed[:3]
-    )
+    reasons = "; ".join(_reason(c) for c in failed[:3])
     more = f" (+{len(failed) - 3} more)" if len(failed) > 3 else ""
     return f"REJECT {model} {challenger} (champion stays {champion}): {reasons}{more}"
 

@@ -940,3 +940,17 @@ def test_decision_table_lists_every_check():
             assert row.rstrip().endswith(c.verdict.upper())
         assert lines[-1] == decision.summary
         assert len(lines) == len(decision.checks) + 4
+
+
+def test_unsorted_bootstrap_samples_are_sorted_before_the_bound_is_taken():
+    unsorted = [0.02, -0.05, 0.01, 0.015]
+    record = evaluation(
+        {"roc_auc": 0.81},
+        {"roc_auc": 0.80},
+        deltas=[MetricDelta(metric="roc_auc", higher_is_better=True, improvement=0.01,
+                            bootstrap=unsorted)],
+    )
+    decision = decide(record, policy(uncertainty=True))
+    primary = next(c for c in decision.checks if c.kind == "primary")
+    assert primary.value == pytest.approx(quantile(sorted(unsorted), 0.025))
+    assert decision.verdict == "reject"
