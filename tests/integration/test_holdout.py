@@ -43,7 +43,9 @@ def test_refresh_is_recorded_and_old_decisions_are_refused(store, registry, tmp_
     assert gated["result"]["verdict"] == "promote"
 
     noisy = "churn/churn_noisy.csv"
-    assert run_cli("validate", "--spec", CHURN_SPEC, "--data", noisy, "--out", tmp_path / "vh")[0] == 0
+    assert (
+        run_cli("validate", "--spec", CHURN_SPEC, "--data", noisy, "--out", tmp_path / "vh")[0] == 0
+    )
     code, refreshed = run_cli(
         "refresh-holdout",
         "--spec",

@@ -1,0 +1,35 @@
+# The task image: the step world (pandas, scikit-learn, Great Expectations, skops, MLflow
+# client) without Airflow. Every ML step runs in a container of this image.
+#
+#   include/docker/build_task_image.sh        builds it, tagged by content
+#
+# BASE_IMAGE defaults to the public Python image; on an air-gapped network the build
+# script bootstraps a local Debian base instead. EXTRA_CA_BUNDLE is for networks with a
+# TLS-intercepting proxy: put the bundle at include/docker/ca-bundle.crt (git-ignored).
+ARG BASE_IMAGE=python:3.11-slim
+FROM ${BASE_IMAGE}
+
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PYTHONUNBUFFERED=1 \
+    PATH=/opt/venv/bin:$PATH \
+    GX_ANALYTICS_ENABLED=false \
+    MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR=false
+
+WORKDIR /opt/mlops-pack
+COPY include/docker/ca-bundle.crt /etc/mlops-pack/extra-ca.crt
+COPY constraints.txt pyproject.toml README.md ./
+COPY plugins/mlops_pack ./plugins/mlops_pack
+
+# The venv makes both bases behave the same (python3 lives in different places).
+RUN python3 -m venv /opt/venv \
+ && if [ -s /etc/mlops-pack/extra-ca.crt ]; then export PIP_CERT=/etc/mlops-pack/extra-ca.crt; fi \
+ && /opt/venv/bin/pip install --quiet -c constraints.txt ".[steps]" \
+ && /opt/venv/bin/python -m compileall -q -j 0 /opt/venv/lib \
+ && rm -rf /opt/mlops-pack/plugins /root/.cache
+
+# Steps run as nobody, on a read-only root filesystem; HOME points at the tmpfs.
+ENV HOME=/tmp
+USER 65534:65534
+WORKDIR /work
+ENTRYPOINT ["python", "-m", "mlops_pack.steps"]
