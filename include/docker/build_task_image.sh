@@ -46,7 +46,9 @@ fi
 base=$(resolve_base)
 ca=include/docker/ca-bundle.crt
 # Without an explicit bundle, reuse the one the host's pip is configured with, if any.
-EXTRA_CA_BUNDLE=${EXTRA_CA_BUNDLE:-$(pip config get global.cert 2>/dev/null || true)}
+if [ -z "${EXTRA_CA_BUNDLE:-}" ]; then
+  EXTRA_CA_BUNDLE=${PIP_CERT:-$(python3 -m pip config list 2>/dev/null | sed -n "s/^global.cert='\(.*\)'$/\1/p" | head -1)}
+fi
 if [ -n "${EXTRA_CA_BUNDLE:-}" ]; then cp "$EXTRA_CA_BUNDLE" "$ca"; else : > "$ca"; fi
 docker build --network host -q -f include/docker/task.Dockerfile \
   --build-arg BASE_IMAGE="$base" -t "$tag" -t "$IMAGE_NAME:latest" . >&2

@@ -162,7 +162,7 @@ def cmd_gate(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
     from mlops_pack.gate import decision_table
     from mlops_pack.steps.decide import decision_json, gate
 
-    decision = gate(_context(args), Path(args.evaluation))
+    decision = gate(_context(args), args.evaluation)
     print(decision_table(decision))
     return (EXIT_OK if decision.verdict == "promote" else EXIT_REJECTED), decision_json(decision)
 
@@ -175,6 +175,14 @@ def cmd_promote(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
         f"{record['outcome']}: {record['model']} champion is v{record['champion']} "
         f"(previous v{record['previous']})"
     )
+    return EXIT_OK, record
+
+
+def cmd_rollback(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
+    from mlops_pack.steps.decide import rollback
+
+    record = rollback(_context(args), args.reason, args.to_version)
+    print(f"{record['outcome']}: {record['model']} champion is v{record['champion']}")
     return EXIT_OK, record
 
 
@@ -269,11 +277,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--challenger", help="challenger model version")
     p.add_argument("--train-result", help="train.json from the train step")
     p = _step(sub, "gate", cmd_gate, "decide from an evaluation record")
-    p.add_argument("--evaluation", required=True)
+    p.add_argument("--evaluation", required=True, help="evaluation.json path or artifact URI")
     p.add_argument("--reason", help="why this run happens, recorded in the decision")
     p = _step(sub, "promote", cmd_promote, "move the champion alias (compare-and-set)")
     p.add_argument("--decision", required=True)
     p.add_argument("--approved-by")
+    p = _step(sub, "rollback", cmd_rollback, "move champion back to previous (or a version)")
+    p.add_argument("--reason", required=True)
+    p.add_argument("--to-version")
     p = _step(sub, "refresh-holdout", cmd_holdout_refresh, "replace the pinned holdout (recorded)")
     p.add_argument("--data", required=True, help="data to carve the new holdout from")
     p.add_argument("--reason", required=True)

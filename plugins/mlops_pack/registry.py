@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mlops_pack.errors import ChampionMovedError, MlopsPackError
+from mlops_pack.errors import BadInputError, ChampionMovedError, MlopsPackError
 from mlops_pack.settings import Settings
 
 CHAMPION = "champion"
@@ -219,6 +219,45 @@ class Registry:
             self.client.set_registered_model_alias(model, CHAMPION, str(challenger))
             self._record_promotion(model, challenger, current_version, decision_id, extra)
             return PromotionResult("promoted", model, str(challenger), current_version, decision_id)
+
+    def rollback(
+        self, model: str, to_version: str | None, reason: str, dag_run_id: str | None
+    ) -> dict[str, Any]:
+        """Move ``champion`` back to ``previous`` (or ``to_version``); recorded with a reason."""
+        with self.lock(model):
+            current = self.alias(model, CHAMPION)
+            target = str(to_version) if to_version else None
+            if target is None:
+                previous = self.alias(model, PREVIOUS)
+                if previous is None:
+                    raise BadInputError(f"model {model}: no 'previous' version to roll back to")
+                target = previous.version
+            try:
+                self.version(model, target)
+            except Exception:
+                raise BadInputError(f"model {model}: version {target} does not exist") from None
+            if current is not None and current.version == target:
+                return {"model": model, "outcome": "noop", "champion": target, "reason": reason}
+            if current is not None:
+                self.client.set_registered_model_alias(model, PREVIOUS, current.version)
+            self.client.set_registered_model_alias(model, CHAMPION, target)
+            self.append_event(
+                model,
+                "rollback",
+                {
+                    "from_version": current.version if current else None,
+                    "to_version": target,
+                    "reason": reason,
+                    "dag_run_id": dag_run_id,
+                },
+            )
+            return {
+                "model": model,
+                "outcome": "rolled_back",
+                "champion": target,
+                "previous": current.version if current else None,
+                "reason": reason,
+            }
 
     def _record_promotion(
         self,

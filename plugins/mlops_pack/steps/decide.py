@@ -30,7 +30,18 @@ def _read(path: Path, model: type, what: str):
         raise BadInputError(f"{path}: not a valid {what} record: {where}: {first['msg']}") from None
 
 
-def gate(ctx: StepContext, evaluation_path: Path) -> DecisionRecord:
+def _local(ctx: StepContext, location: str) -> Path:
+    """A local path as is; an artifact URI (file:, runs:, s3:, ...) is downloaded first."""
+    path = Path(location)
+    if path.exists() or ":" not in location.split("/", maxsplit=1)[0]:
+        return path
+    target = ctx.out_dir / "inputs"
+    target.mkdir(parents=True, exist_ok=True)
+    return ctx.registry.download(location, target)
+
+
+def gate(ctx: StepContext, evaluation_location: str | Path) -> DecisionRecord:
+    evaluation_path = _local(ctx, str(evaluation_location))
     evaluation: EvaluationRecord = _read(evaluation_path, EvaluationRecord, "evaluation")
     if evaluation.model != ctx.spec.name:
         raise BadInputError(
@@ -123,3 +134,11 @@ def promote(ctx: StepContext, decision_path: Path, approver: str | None = None) 
 
 def decision_json(decision: DecisionRecord) -> dict[str, Any]:
     return json.loads(to_json(decision))
+
+
+def rollback(ctx: StepContext, reason: str, to_version: str | None = None) -> dict[str, Any]:
+    if not reason.strip():
+        raise BadInputError("a rollback needs a reason")
+    result = ctx.registry.rollback(ctx.spec.name, to_version, reason, ctx.dag_run_id)
+    write_json(ctx.out_dir / "rollback.json", result)
+    return result

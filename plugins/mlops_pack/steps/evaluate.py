@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import tempfile
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -189,9 +190,15 @@ def evaluate(ctx: StepContext, challenger_version: str) -> dict[str, Any]:
         seconds=round(time.perf_counter() - started, 3),
     )
     path = write_json(ctx.out_dir / RESULT, record)
+    out = record.model_dump(mode="json", by_alias=True)
     if challenger.run_id:
-        registry.client.log_artifact(challenger.run_id, str(path), "evaluations")
+        # Stored under a fresh id so re-evaluations never overwrite each other; the gate
+        # in another container fetches it from here.
+        folder = f"evaluations/{uuid.uuid4().hex}"
+        registry.client.log_artifact(challenger.run_id, str(path), folder)
+        run = registry.client.get_run(challenger.run_id)
+        out["evaluation_uri"] = f"{run.info.artifact_uri}/{folder}/{RESULT}"
         for name, value in new_score.metrics.items():
             if value is not None and np.isfinite(value):
                 registry.client.log_metric(challenger.run_id, f"holdout_{name}", value)
-    return record.model_dump(mode="json", by_alias=True)
+    return out

@@ -1,0 +1,113 @@
+"""Running one step in a hardened, always-removed container through the Docker provider.
+
+The provider's DockerOperator cannot set a read-only root filesystem, ``cap_drop``,
+``no-new-privileges``, a pids limit or a real CPU quota (its ``cpus`` is a relative
+weight), so steps talk to the provider's hook directly and set them all.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+from airflow.exceptions import AirflowException
+
+LABEL = "io.mlops-pack.step"
+
+
+@dataclass(frozen=True)
+class ContainerLimits:
+    """Resource limits for a step container; defaults suit the example models."""
+
+    memory: str = "4g"
+    cpus: float = 2.0  # a hard quota (nano_cpus), not a weight
+    pids: int = 512
+    tmpfs_size: str = "1g"
+
+
+@dataclass
+class ContainerSpec:
+    image: str
+    command: list[str]
+    name: str
+    user: str
+    mounts: list[Any] = field(default_factory=list)
+    environment: dict[str, str] = field(default_factory=dict)
+    network_mode: str = "none"
+    limits: ContainerLimits = field(default_factory=ContainerLimits)
+    timeout_seconds: float | None = None
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+def host_config(client, spec: ContainerSpec) -> dict[str, Any]:
+    limits = spec.limits
+    return client.create_host_config(
+        mounts=spec.mounts,
+        network_mode=spec.network_mode,
+        read_only=True,
+        # /tmp inside the container is a private tmpfs, not the host's /tmp.
+        tmpfs={"/tmp": f"rw,noexec,nosuid,size={limits.tmpfs_size}"},  # noqa: S108
+        cap_drop=["ALL"],
+        security_opt=["no-new-privileges:true"],
+        pids_limit=limits.pids,
+        mem_limit=limits.memory,
+        memswap_limit=limits.memory,
+        nano_cpus=int(limits.cpus * 1e9),
+        auto_remove=False,
+        privileged=False,
+    )
+
+
+def remove_quietly(client, name_or_id: str, log: logging.Logger) -> None:
+    from docker.errors import NotFound
+
+    try:
+        client.remove_container(name_or_id, force=True)
+    except NotFound:
+        return
+    except Exception as exc:  # removal is best effort; a leftover is reported, not fatal
+        log.warning("could not remove container %s: %s", name_or_id, exc)
+
+
+def run(client, spec: ContainerSpec, log: logging.Logger) -> int:
+    """Run to completion and return the exit code; the container is always removed."""
+    # A container left by a killed earlier try would make create fail with 409.
+    remove_quietly(client, spec.name, log)
+    container = client.create_container(
+        image=spec.image,
+        command=spec.command,
+        name=spec.name,
+        user=spec.user,
+        environment=spec.environment,
+        working_dir="/work",
+        host_config=host_config(client, spec),
+        labels={LABEL: "true", **spec.labels},
+    )
+    container_id = container["Id"]
+    try:
+        client.start(container_id)
+        streamer = threading.Thread(
+            target=_stream_logs, args=(client, container_id, log), daemon=True
+        )
+        streamer.start()
+        try:
+            status = client.wait(container_id, timeout=spec.timeout_seconds)
+        except Exception as exc:  # requests' ReadTimeout or a broken connection
+            raise AirflowException(
+                f"step container {spec.name} did not finish within {spec.timeout_seconds}s "
+                f"({type(exc).__name__}); it was killed and removed"
+            ) from None
+        streamer.join(timeout=5)
+        return int(status.get("StatusCode", 1))
+    finally:
+        remove_quietly(client, container_id, log)
+
+
+def _stream_logs(client, container_id: str, log: logging.Logger) -> None:
+    try:
+        for line in client.logs(container_id, stream=True, follow=True):
+            log.info("%s", line.decode("utf-8", "replace").rstrip())
+    except Exception:  # the container was removed under us: nothing more to show
+        return

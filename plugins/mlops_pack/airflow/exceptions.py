@@ -1,0 +1,23 @@
+"""Failures Airflow must not retry: bad data, bad specs, refused artifacts, a moved champion."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from airflow.exceptions import AirflowFailException
+
+
+class MlopsBadInputFailure(AirflowFailException):
+    """The step refused its input; the message names the rule. Retrying cannot help."""
+
+    def __init__(self, message: str, payload: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.payload = payload or {}
+
+
+class ChampionMovedFailure(AirflowFailException):
+    """Another run promoted first; re-run the evaluation against the new champion."""
+
+    def __init__(self, message: str, payload: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.payload = payload or {}

@@ -1,0 +1,345 @@
+"""Operators, one per step, on a shared base that runs the step in a hardened container.
+
+Each step is the same CLI the containers and people run (``python -m mlops_pack.steps``);
+the operator fills a fresh work directory, runs the step (in Docker by default, or
+in-process with ``runner="inprocess"``), reads ``result.json`` and returns it as XCom.
+Exit codes map onto Airflow outcomes: bad input and a moved champion fail without retry;
+anything else unexpected raises ``AirflowException`` and is retried.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from airflow.exceptions import AirflowException
+from airflow.sdk import BaseOperator
+
+from mlops_pack.airflow.container import ContainerLimits
+from mlops_pack.airflow.exceptions import ChampionMovedFailure, MlopsBadInputFailure
+
+STEP_INCLUDE = "/opt/include"
+STEP_DATA = "/data"
+STEP_WORK = "/work"
+
+
+def _env_path(name: str, default: Path) -> Path:
+    return Path(os.environ.get(name) or default).absolute()
+
+
+def default_include_dir() -> Path:
+    # plugins/mlops_pack/airflow/operators.py -> the checkout's include/
+    return _env_path("MLOPS_PACK_INCLUDE_DIR", Path(__file__).resolve().parents[3] / "include")
+
+
+class MlopsStepOperator(BaseOperator):
+    """Run one mlops-pack step for one model.
+
+    :param model: model name; its spec is ``<include>/models/<model>.yaml``.
+    :param overrides: run overrides (templated), validated by the step against the spec's bounds.
+    :param runner: ``docker`` (default) or ``inprocess`` where no Docker engine is available.
+    :param image: task image; default ``$MLOPS_PACK_TASK_IMAGE`` or ``mlops-pack-task:latest``.
+    :param limits: memory, CPU quota, pids and tmpfs size of the step container.
+    :param network_mode: ``none`` unless the step must reach a service (a remote MLflow).
+    :param container_timeout: seconds before the container is killed and removed.
+    :param docker_url: Docker engine URL; ``docker_conn_id`` takes precedence when set.
+    """
+
+    step: str = ""
+    template_fields: Sequence[str] = (*BaseOperator.template_fields, "overrides", "model")
+    ui_color = "#e8f4ea"
+
+    def __init__(
+        self,
+        *,
+        model: str,
+        overrides: dict[str, Any] | str | None = None,
+        runner: str | None = None,
+        image: str | None = None,
+        limits: ContainerLimits | None = None,
+        network_mode: str = "none",
+        container_timeout: float | None = 3600,
+        docker_url: str | None = None,
+        docker_conn_id: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.model = model
+        self.overrides = overrides
+        self.runner = runner
+        self.image = image
+        self.limits = limits or ContainerLimits()
+        self.network_mode = network_mode
+        self.container_timeout = container_timeout
+        self.docker_url = docker_url
+        self.docker_conn_id = docker_conn_id
+        self._container_name: str | None = None
+
+    # What subclasses provide ---------------------------------------------------------
+    def step_arguments(self, context: Any, work: Path) -> list[str]:
+        """Extra CLI arguments; may write input files into ``work`` (seen as /work)."""
+        return []
+
+    def xcom_value(self, record: dict[str, Any]) -> dict[str, Any]:
+        """What of the step's record goes to XCom (keep it small and secret-free)."""
+        return record
+
+    # Execution -----------------------------------------------------------------------
+    def execute(self, context: Any) -> dict[str, Any]:
+        runner = self.runner or os.environ.get("MLOPS_PACK_RUNNER", "docker")
+        work = self._fresh_work_dir(context)
+        argv = [
+            self.step,
+            "--spec",
+            f"{{include}}/models/{self.model}.yaml",
+            "--out",
+            "{work}",
+            "--run-id",
+            context["run_id"],
+        ]
+        overrides = self._overrides()
+        if overrides:
+            (work / "overrides.json").write_text(json.dumps(overrides), encoding="utf-8")
+            argv += ["--overrides", "{work}/overrides.json"]
+        argv += self.step_arguments(context, work)
+        if runner == "docker":
+            code = self._run_docker(argv, work, context)
+        elif runner == "inprocess":
+            code = self._run_inprocess(argv, work, context)
+        else:
+            raise MlopsBadInputFailure(f"runner must be 'docker' or 'inprocess', got {runner!r}")
+        return self._outcome(code, work, context)
+
+    def _overrides(self) -> dict[str, Any]:
+        raw = self.overrides
+        if isinstance(raw, str):
+            raw = json.loads(raw) if raw.strip() else {}
+        return {k: v for k, v in (raw or {}).items() if v not in (None, "", {})}
+
+    def _fresh_work_dir(self, context: Any) -> Path:
+        root = _env_path(
+            "MLOPS_PACK_WORK_ROOT", _env_path("MLOPS_PACK_HOME", Path(".mlops")) / "work"
+        )
+        ti = context["ti"]
+        safe_run = re.sub(r"[^A-Za-z0-9_.-]", "_", context["run_id"])
+        work = root / ti.dag_id / safe_run / f"{ti.task_id}.{ti.try_number}"
+        if work.exists():
+            shutil.rmtree(work)
+        work.mkdir(parents=True)
+        return work
+
+    def _outcome(self, code: int, work: Path, context: Any) -> dict[str, Any]:
+        result_file = work / "result.json"
+        if not result_file.exists():
+            raise AirflowException(f"step {self.step} exited {code} without writing result.json")
+        result = json.loads(result_file.read_text(encoding="utf-8"))
+        value = self.xcom_value(result.get("result") or {})
+        value["status"] = result["status"]
+        status = result["status"]
+        if status in ("ok", "rejected"):
+            return value
+        # Publish what the step found before failing, so the UI shows the reasons.
+        context["ti"].xcom_push(key="return_value", value={**value, "error": result.get("error")})
+        if status == "bad_input":
+            raise MlopsBadInputFailure(result.get("error") or "bad input", value)
+        if status == "champion_moved":
+            raise ChampionMovedFailure(result.get("error") or "champion moved", value)
+        raise AirflowException(f"step {self.step} failed: {result.get('error')}")
+
+    def _run_inprocess(self, argv: list[str], work: Path, context: Any) -> int:
+        from mlops_pack.cli import main
+
+        include = default_include_dir()
+        args = [a.replace("{include}", str(include)).replace("{work}", str(work)) for a in argv]
+        previous = os.environ.get("MLOPS_PACK_DATA_DIR")
+        os.environ["MLOPS_PACK_DATA_DIR"] = str(_env_path("MLOPS_PACK_DATA_DIR", include / "data"))
+        try:
+            return main(args)
+        finally:
+            if previous is None:
+                os.environ.pop("MLOPS_PACK_DATA_DIR", None)
+            else:
+                os.environ["MLOPS_PACK_DATA_DIR"] = previous
+
+    def _run_docker(self, argv: list[str], work: Path, context: Any) -> int:
+        from docker.types import Mount
+
+        from mlops_pack.airflow import container
+
+        include = default_include_dir()
+        data = _env_path("MLOPS_PACK_DATA_DIR", include / "data")
+        home = _env_path("MLOPS_PACK_HOME", Path(".mlops"))
+        home.mkdir(parents=True, exist_ok=True)
+        user = os.environ.get("MLOPS_PACK_CONTAINER_USER") or _owner(home)
+        uid, gid = (int(x) for x in user.split(":"))
+        if os.geteuid() == 0:
+            os.chown(work, uid, gid)
+        args = [a.replace("{include}", STEP_INCLUDE).replace("{work}", STEP_WORK) for a in argv]
+        ti = context["ti"]
+        self._container_name = re.sub(
+            r"[^A-Za-z0-9_.-]", "_", f"mlops-{ti.dag_id}-{ti.task_id}-{context['run_id']}"
+        )[:200]
+        environment = {
+            "MLOPS_PACK_HOME": str(home),
+            "MLOPS_PACK_DATA_DIR": STEP_DATA,
+            "MLOPS_PACK_DAG_RUN_ID": context["run_id"],
+        }
+        for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLOPS_PACK_LOCK_DIR"):
+            if os.environ.get(name):
+                environment[name] = os.environ[name]
+        spec = container.ContainerSpec(
+            image=self.image or os.environ.get("MLOPS_PACK_TASK_IMAGE", "mlops-pack-task:latest"),
+            command=args,
+            name=self._container_name,
+            user=user,
+            mounts=[
+                Mount(STEP_INCLUDE, str(include), type="bind", read_only=True),
+                Mount(STEP_DATA, str(data), type="bind", read_only=True),
+                # The store is mounted at its host path so recorded artifact URIs resolve.
+                Mount(str(home), str(home), type="bind", read_only=False),
+                Mount(STEP_WORK, str(work), type="bind", read_only=False),
+            ],
+            environment=environment,
+            network_mode=self.network_mode,
+            limits=self.limits,
+            timeout_seconds=self.container_timeout,
+            labels={"io.mlops-pack.model": self.model, "io.mlops-pack.run": context["run_id"][:63]},
+        )
+        client = self._docker_client()
+        image = client.inspect_image(spec.image)
+        self.log.info("running step %s in %s (%s)", self.step, spec.image, image["Id"])
+        context["ti"].xcom_push(key="image_id", value=image["Id"])
+        return container.run(client, spec, self.log)
+
+    def _docker_client(self):
+        from airflow.providers.docker.hooks.docker import DockerHook
+
+        url = self.docker_url or os.environ.get(
+            "MLOPS_PACK_DOCKER_URL", "unix://var/run/docker.sock"
+        )
+        return DockerHook(docker_conn_id=self.docker_conn_id, base_url=url, timeout=60).api_client
+
+    def on_kill(self) -> None:
+        if self._container_name:
+            from mlops_pack.airflow.container import remove_quietly
+
+            remove_quietly(self._docker_client(), self._container_name, self.log)
+
+
+def _owner(path: Path) -> str:
+    """Run as the store's owner, never as root: root-owned stores map to nobody."""
+    stat = path.stat()
+    if stat.st_uid == 0:
+        return "65534:65534"
+    return f"{stat.st_uid}:{stat.st_gid}"
+
+
+class ValidateDataOperator(MlopsStepOperator):
+    """Validate the run's data batch (GX suite plus spec-derived checks)."""
+
+    step = "validate"
+
+    def xcom_value(self, record: dict[str, Any]) -> dict[str, Any]:
+        keep = ("status", "file", "rows", "data_sha256", "errors", "warnings", "mlflow_run_id")
+        return {k: record.get(k) for k in keep}
+
+
+class TrainModelOperator(MlopsStepOperator):
+    """Train the challenger on the validated batch and register it."""
+
+    step = "train"
+
+
+class EvaluateChallengerOperator(MlopsStepOperator):
+    """Score challenger and champion on the pinned holdout in one pass."""
+
+    step = "evaluate"
+    template_fields: Sequence[str] = (*MlopsStepOperator.template_fields, "challenger_version")
+
+    def __init__(self, *, challenger_version: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.challenger_version = challenger_version
+
+    def step_arguments(self, context: Any, work: Path) -> list[str]:
+        return ["--challenger", str(self.challenger_version)]
+
+    def xcom_value(self, record: dict[str, Any]) -> dict[str, Any]:
+        # The bootstrap samples stay in the artifact store; XCom gets the summary.
+        value = {k: v for k, v in record.items() if k not in ("deltas", "slices")}
+        value["deltas"] = {d["metric"]: d["improvement"] for d in record.get("deltas", [])}
+        return value
+
+
+class GateOperator(MlopsStepOperator):
+    """Apply the gate policy; a rejection is a normal, green outcome."""
+
+    step = "gate"
+    template_fields: Sequence[str] = (*MlopsStepOperator.template_fields, "evaluation_uri")
+
+    def __init__(self, *, evaluation_uri: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.evaluation_uri = evaluation_uri
+
+    def step_arguments(self, context: Any, work: Path) -> list[str]:
+        return ["--evaluation", str(self.evaluation_uri)]
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        from mlops_pack.records import DecisionRecord
+
+        value = super().execute(context)
+        record = {k: v for k, v in value.items() if k != "status"}
+        table = _decision_table(DecisionRecord.model_validate(record))
+        self.log.info("gate decision:\n%s", table)
+        return value
+
+
+def _decision_table(decision) -> str:
+    from mlops_pack.gate import decision_table
+
+    return decision_table(decision)
+
+
+class PromoteModelOperator(MlopsStepOperator):
+    """Move ``champion`` to the challenger by compare-and-set (a retry is a no-op)."""
+
+    step = "promote"
+    template_fields: Sequence[str] = (*MlopsStepOperator.template_fields, "decision", "approver")
+
+    def __init__(
+        self, *, decision: dict[str, Any] | str, approver: str | None = None, **kwargs: Any
+    ) -> None:
+        super().__init__(**kwargs)
+        self.decision = decision
+        self.approver = approver
+
+    def step_arguments(self, context: Any, work: Path) -> list[str]:
+        decision = self.decision if isinstance(self.decision, dict) else json.loads(self.decision)
+        decision = {k: v for k, v in decision.items() if k != "status"}
+        (work / "decision.json").write_text(json.dumps(decision), encoding="utf-8")
+        args = ["--decision", "{work}/decision.json"]
+        if self.approver:
+            args += ["--approved-by", str(self.approver)]
+        return args
+
+
+class RollbackModelOperator(MlopsStepOperator):
+    """Move ``champion`` back to ``previous`` (or a named version), with a recorded reason."""
+
+    step = "rollback"
+    template_fields: Sequence[str] = (*MlopsStepOperator.template_fields, "to_version", "reason")
+
+    def __init__(self, *, reason: str, to_version: str | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.reason = reason
+        self.to_version = to_version
+
+    def step_arguments(self, context: Any, work: Path) -> list[str]:
+        args = ["--reason", str(self.reason)]
+        if self.to_version:
+            args += ["--to-version", str(self.to_version)]
+        return args

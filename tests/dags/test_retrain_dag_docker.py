@@ -1,0 +1,129 @@
+"""The churn retrain DAG run through Airflow with every step in a real, hardened container."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import ROOT
+
+NOBODY = 65534
+
+
+def _open_dir(prefix: str) -> Path:
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    path.chmod(0o755)
+    return path
+
+
+@pytest.fixture(scope="module")
+def task_image() -> str:
+    out = subprocess.run([str(ROOT / "include/docker/build_task_image.sh")], check=True,
+                         capture_output=True, text=True)
+    return out.stdout.strip().splitlines()[-1]
+
+
+@pytest.fixture(scope="module")
+def world(task_image, airflow_db):
+    """An include dir, data and a store readable/writable by the container user."""
+    from mlops_pack.datagen import churn
+
+    include, data, home = _open_dir("mlops-inc-"), _open_dir("mlops-data-"), _open_dir("mlops-home-")
+    shutil.copytree(ROOT / "include" / "expectations", include / "expectations")
+    spec = yaml.safe_load((ROOT / "include/models/churn.yaml").read_text())
+    # A clean, fixed holdout, so a champion trained on noisy labels is measurably worse.
+    spec["holdout"] = {"strategy": "file", "path": "holdouts/churn.csv"}
+    spec["gate"]["floors"] = {"roc_auc": 0.6}
+    (include / "models").mkdir()
+    (include / "models" / "churn.yaml").write_text(yaml.safe_dump(spec))
+    churn.write(churn.ChurnConfig(rows=5_000, month=9), include / "holdouts" / "churn.csv")
+    batches = {
+        "noisy.csv": churn.ChurnConfig(rows=8_000, month=1, label_noise=0.3),
+        "clean.csv": churn.ChurnConfig(rows=8_000, month=2),
+        "worse.csv": churn.ChurnConfig(rows=8_000, month=3, label_noise=0.45),
+    }
+    for name, cfg in batches.items():
+        churn.write(cfg, data / name)
+    bad = (data / "clean.csv").read_text().splitlines()
+    bad[5] = bad[5].rsplit(",", 1)[0] + ","  # a missing label
+    (data / "bad.csv").write_text("\n".join(bad) + "\n")
+    for path in (include, data):
+        for item in path.rglob("*"):
+            item.chmod(0o755 if item.is_dir() else 0o644)
+    os.chown(home, NOBODY, NOBODY)
+    env = {"MLOPS_PACK_INCLUDE_DIR": str(include), "MLOPS_PACK_DATA_DIR": str(data),
+           "MLOPS_PACK_HOME": str(home), "MLOPS_PACK_TASK_IMAGE": task_image,
+           "MLOPS_PACK_RUNNER": "docker"}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    from mlops_pack.airflow.dag_factory import build_retrain_dag
+
+    yield {"dag": build_retrain_dag(include / "models" / "churn.yaml"), "home": home}
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+def _run(dag, conf: dict):
+    run = dag.test(run_conf=conf)
+    states = {ti.task_id: ti.state for ti in run.get_task_instances()}
+    return run, states
+
+
+def _registry():
+    from mlops_pack.registry import Registry
+
+    return Registry()
+
+
+def _result(home: Path, run, task_id: str) -> dict:
+    folder = home / "work" / run.dag_id
+    found = sorted(folder.glob(f"*/{task_id}.*/result.json"), key=lambda p: p.stat().st_mtime)
+    return json.loads(found[-1].read_text())
+
+
+def test_retrain_dag_in_containers(world):
+    dag, home = world["dag"], world["home"]
+
+    run, states = _run(dag, {"data_path": "noisy.csv", "reason": "first champion"})
+    assert run.state == "success", states
+    assert states["promote"] == "success"
+    assert _registry().alias("churn", "champion").version == "1"
+
+    run, states = _run(dag, {"data_path": "clean.csv"})
+    assert run.state == "success", states
+    decision = _result(home, run, "gate")["result"]
+    assert decision["verdict"] == "promote", decision["summary"]
+    assert states["promote"] == "success"
+    assert _registry().alias("churn", "champion").version == "2"
+    assert _registry().alias("churn", "previous").version == "1"
+
+    run, states = _run(dag, {"data_path": "worse.csv"})
+    assert run.state == "success", states  # a rejection is a normal, green outcome
+    assert states["gate"] == "success"
+    assert states["promote"] == "skipped"
+    assert _result(home, run, "gate")["result"]["verdict"] == "reject"
+    assert _registry().alias("churn", "champion").version == "2"
+
+    versions_before = len(_registry().client.search_model_versions("name='churn'"))
+    run, states = _run(dag, {"data_path": "bad.csv"})
+    assert run.state == "failed"
+    assert states["validate"] == "failed"
+    validate = next(ti for ti in run.get_task_instances() if ti.task_id == "validate")
+    assert validate.try_number == 1  # bad data is not retried
+    assert "label_not_null" in _result(home, run, "validate")["error"]
+    assert len(_registry().client.search_model_versions("name='churn'")) == versions_before
+    assert _registry().alias("churn", "champion").version == "2"
+    # No step container is left behind.
+    left = subprocess.run(["docker", "ps", "-aq", "--filter", "label=io.mlops-pack.step"],
+                          capture_output=True, text=True, check=True).stdout.split()
+    assert left == []
