@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 DEMO_HOME := .mlops/demo
 DEMO_ROWS ?= 20000
 
-.PHONY: demo test lint format bench clean
+.PHONY: demo test image lint format bench clean
 
 $(BIN)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -27,7 +27,14 @@ demo: $(BIN)/.installed
 	echo; echo "== history"; $(BIN)/mlops-pack history --spec include/models/churn.yaml; \
 	echo; echo "Result files: $(DEMO_HOME)/runs/{1,2}/  MLflow UI: $(BIN)/mlflow ui --backend-store-uri sqlite:///$(DEMO_HOME)/mlflow.db"
 
-test: $(BIN)/.installed
+# The task image every step container runs; rebuilt only when its inputs change. Needs a
+# Docker engine: an engine that already runs is used as is, one is started only in CI
+# (CI=true) or with MLOPS_PACK_START_DOCKER=1.
+image:
+	include/docker/start_docker_engine.sh
+	include/docker/build_task_image.sh
+
+test: $(BIN)/.installed image
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import ROOT
 
 NOBODY = 65534
@@ -25,8 +24,12 @@ def _open_dir(prefix: str) -> Path:
 
 @pytest.fixture(scope="module")
 def task_image() -> str:
-    out = subprocess.run([str(ROOT / "include/docker/build_task_image.sh")], check=True,
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        [str(ROOT / "include/docker/build_task_image.sh")],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     return out.stdout.strip().splitlines()[-1]
 
 
@@ -35,7 +38,11 @@ def world(task_image, airflow_db):
     """An include dir, data and a store readable/writable by the container user."""
     from mlops_pack.datagen import churn
 
-    include, data, home = _open_dir("mlops-inc-"), _open_dir("mlops-data-"), _open_dir("mlops-home-")
+    include, data, home = (
+        _open_dir("mlops-inc-"),
+        _open_dir("mlops-data-"),
+        _open_dir("mlops-home-"),
+    )
     shutil.copytree(ROOT / "include" / "expectations", include / "expectations")
     spec = yaml.safe_load((ROOT / "include/models/churn.yaml").read_text())
     # A clean, fixed holdout, so a champion trained on noisy labels is measurably worse.
@@ -58,9 +65,13 @@ def world(task_image, airflow_db):
         for item in path.rglob("*"):
             item.chmod(0o755 if item.is_dir() else 0o644)
     os.chown(home, NOBODY, NOBODY)
-    env = {"MLOPS_PACK_INCLUDE_DIR": str(include), "MLOPS_PACK_DATA_DIR": str(data),
-           "MLOPS_PACK_HOME": str(home), "MLOPS_PACK_TASK_IMAGE": task_image,
-           "MLOPS_PACK_RUNNER": "docker"}
+    env = {
+        "MLOPS_PACK_INCLUDE_DIR": str(include),
+        "MLOPS_PACK_DATA_DIR": str(data),
+        "MLOPS_PACK_HOME": str(home),
+        "MLOPS_PACK_TASK_IMAGE": task_image,
+        "MLOPS_PACK_RUNNER": "docker",
+    }
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     from mlops_pack.airflow.dag_factory import build_retrain_dag
@@ -124,6 +135,10 @@ def test_retrain_dag_in_containers(world):
     assert len(_registry().client.search_model_versions("name='churn'")) == versions_before
     assert _registry().alias("churn", "champion").version == "2"
     # No step container is left behind.
-    left = subprocess.run(["docker", "ps", "-aq", "--filter", "label=io.mlops-pack.step"],
-                          capture_output=True, text=True, check=True).stdout.split()
+    left = subprocess.run(
+        ["docker", "ps", "-aq", "--filter", "label=io.mlops-pack.step"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
     assert left == []

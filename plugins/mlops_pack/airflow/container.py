@@ -39,6 +39,7 @@ class ContainerSpec:
     limits: ContainerLimits = field(default_factory=ContainerLimits)
     timeout_seconds: float | None = None
     labels: dict[str, str] = field(default_factory=dict)
+    entrypoint: list[str] | None = None  # the image's own (the step CLI) unless set
 
 
 def host_config(client, spec: ContainerSpec) -> dict[str, Any]:
@@ -83,6 +84,7 @@ def run(client, spec: ContainerSpec, log: logging.Logger) -> int:
         environment=spec.environment,
         working_dir="/work",
         host_config=host_config(client, spec),
+        entrypoint=spec.entrypoint,
         labels={LABEL: "true", **spec.labels},
     )
     container_id = container["Id"]
@@ -92,13 +94,20 @@ def run(client, spec: ContainerSpec, log: logging.Logger) -> int:
             target=_stream_logs, args=(client, container_id, log), daemon=True
         )
         streamer.start()
-        try:
-            status = client.wait(container_id, timeout=spec.timeout_seconds)
-        except Exception as exc:  # requests' ReadTimeout or a broken connection
+        # docker-py's per-request timeout is not honoured on unix sockets, so the deadline
+        # is kept here: wait in a thread, kill the container when time is up.
+        status: dict[str, Any] = {}
+        waiter = threading.Thread(
+            target=lambda: status.update(client.wait(container_id)), daemon=True
+        )
+        waiter.start()
+        waiter.join(spec.timeout_seconds)
+        if waiter.is_alive() or not status:
+            remove_quietly(client, container_id, log)
             raise AirflowException(
-                f"step container {spec.name} did not finish within {spec.timeout_seconds}s "
-                f"({type(exc).__name__}); it was killed and removed"
-            ) from None
+                f"step container {spec.name} did not finish within {spec.timeout_seconds}s; "
+                "it was killed and removed"
+            )
         streamer.join(timeout=5)
         return int(status.get("StatusCode", 1))
     finally:
