@@ -62,12 +62,19 @@ def run_params(spec: ModelSpec) -> dict[str, Param]:
 
 
 @task(task_id="run_overrides", retries=0)
-def collect_overrides(params: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Turn the run's Params into validated overrides; a bad value fails here, once."""
+def collect_overrides(params: dict[str, Any] | None = None, dag_run: Any = None) -> dict[str, Any]:
+    """Turn the run's Params into validated overrides; a bad value fails here, once.
+
+    Airflow validates each Param's value at trigger time but lets unknown ``conf`` keys
+    through; those are refused here so a typo never silently does nothing.
+    """
     from airflow.exceptions import AirflowFailException
     from pydantic import ValidationError
 
     params = params or {}
+    unknown = sorted(set((dag_run.conf if dag_run else None) or {}) - set(params))
+    if unknown:
+        raise AirflowFailException(f"run conf: unknown keys {unknown}; allowed: {sorted(params)}")
     raw = {
         "data_path": params.get("data_path") or None,
         "reason": params.get("reason") or "",

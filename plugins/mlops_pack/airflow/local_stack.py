@@ -1,0 +1,175 @@
+"""``make up`` / ``make down``: Airflow with the pack loaded, on 127.0.0.1:8080.
+
+``up`` starts ``airflow standalone`` (api-server with the UI and REST API v2, scheduler,
+dag-processor, triggerer; SimpleAuthManager) in its own process group, with generated
+passwords for an ``admin`` and a read-only ``viewer`` user, and prints the admin's.
+``down`` stops exactly that process group, found through its PID file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path.cwd()
+STATE = Path(os.environ.get("MLOPS_PACK_STACK_DIR") or ROOT / ".mlops" / "stack").absolute()
+PID_FILE = STATE / "airflow.pid"
+PORT = int(os.environ.get("MLOPS_PACK_AIRFLOW_PORT", "8080"))
+
+
+def stack_env() -> dict[str, str]:
+    airflow_home = STATE / "airflow"
+    store = STATE / "store"
+    data = Path(os.environ.get("MLOPS_PACK_DATA_DIR") or STATE / "data")
+    secrets_file = STATE / "secrets.json"
+    if not secrets_file.exists():
+        STATE.mkdir(parents=True, exist_ok=True)
+        secrets_file.write_text(json.dumps({"jwt": secrets.token_urlsafe(48)}))
+        secrets_file.chmod(0o600)
+    jwt = json.loads(secrets_file.read_text())["jwt"]
+    runner = (
+        "docker"
+        if subprocess.run(["docker", "info"], capture_output=True, check=False).returncode == 0
+        else "inprocess"
+    )
+    return {
+        "AIRFLOW_HOME": str(airflow_home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin,viewer:viewer",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(STATE / "passwords.json"),
+        "AIRFLOW__API__HOST": "127.0.0.1",
+        "AIRFLOW__API__PORT": str(PORT),
+        "AIRFLOW__API_AUTH__JWT_SECRET": jwt,
+        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
+        "AIRFLOW__SCHEDULER__MIN_FILE_PROCESS_INTERVAL": "10",
+        "MLOPS_PACK_HOME": str(store),
+        "MLOPS_PACK_DATA_DIR": str(data),
+        "MLOPS_PACK_INCLUDE_DIR": str(ROOT / "include"),
+        "MLOPS_PACK_RUNNER": runner,
+    }
+
+
+def _passwords() -> dict[str, str]:
+    path = STATE / "passwords.json"
+    if not path.exists():
+        STATE.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({u: secrets.token_urlsafe(18) for u in ("admin", "viewer")}))
+        path.chmod(0o600)
+    return json.loads(path.read_text())
+
+
+def _healthy() -> bool:
+    try:
+        with urllib.request.urlopen(
+            f"http://127.0.0.1:{PORT}/api/v2/monitor/health", timeout=2
+        ) as r:
+            body = json.loads(r.read())
+    except OSError:
+        return False
+    return body.get("scheduler", {}).get("status") == "healthy"
+
+
+def up() -> int:
+    if PID_FILE.exists() and _alive(int(PID_FILE.read_text())):
+        print(f"already running (pid {PID_FILE.read_text().strip()}); `make down` stops it")
+        return 0
+    env = {**os.environ, **stack_env()}
+    passwords = _passwords()
+    store = Path(env["MLOPS_PACK_HOME"])
+    store.mkdir(parents=True, exist_ok=True)
+    if env["MLOPS_PACK_RUNNER"] == "docker":
+        tag = (
+            subprocess.run(
+                [str(ROOT / "include/docker/build_task_image.sh")],
+                check=True,
+                capture_output=True,
+                text=True,
+            )
+            .stdout.strip()
+            .splitlines()[-1]
+        )
+        env["MLOPS_PACK_TASK_IMAGE"] = tag
+        if os.geteuid() == 0:
+            os.chown(store, 65534, 65534)
+    subprocess.run(
+        [sys.executable, "-m", "airflow", "db", "migrate"], env=env, check=True, capture_output=True
+    )
+    log = (STATE / "airflow.log").open("ab")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "airflow", "standalone"],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    PID_FILE.write_text(str(process.pid))
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            print(f"airflow exited with {process.returncode}; see {STATE / 'airflow.log'}")
+            return 1
+        if _healthy():
+            print(f"Airflow is up: http://127.0.0.1:{PORT}  (REST API: /api/v2)")
+            print(f"  admin password:  {passwords['admin']}")
+            print(f"  viewer password: in {STATE / 'passwords.json'}")
+            runner = env["MLOPS_PACK_RUNNER"]
+            print(f"  steps run with the {runner} runner; logs in {STATE / 'airflow.log'}")
+            return 0
+        time.sleep(2)
+    print("Airflow did not become healthy within 180 s; stopping it")
+    down()
+    return 1
+
+
+def _sample_data(data: Path) -> None:
+    """The examples' default batches, so a run triggered with no conf has data."""
+    from mlops_pack.datagen import churn, diabetes
+
+    for month in (1, 2):
+        path = data / "churn" / f"churn_month_{month:02d}.csv"
+        if not path.exists():
+            churn.write(churn.ChurnConfig(rows=20_000, month=month), path)
+    if not (data / "diabetes" / "diabetes.csv").exists():
+        diabetes.write(data / "diabetes" / "diabetes.csv")
+    for item in [data, *data.rglob("*")]:
+        item.chmod(0o755 if item.is_dir() else 0o644)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    return True
+
+
+def down() -> int:
+    if not PID_FILE.exists():
+        print("nothing to stop")
+        return 0
+    pid = int(PID_FILE.read_text())
+    for sig, wait in ((signal.SIGTERM, 20), (signal.SIGKILL, 5)):
+        try:
+            os.killpg(pid, sig)
+        except ProcessLookupError:
+            break
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline and _alive(pid):
+            time.sleep(0.5)
+        if not _alive(pid):
+            break
+    PID_FILE.unlink(missing_ok=True)
+    print(f"stopped Airflow (process group {pid})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit({"up": up, "down": down}[sys.argv[1]]())
