@@ -298,6 +298,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     code, record, error = EXIT_INTERNAL, {}, None
     try:
+        from mlops_pack.extensions import load_extensions
+
+        load_extensions()
         code, record = args.func(args)
     except MlopsPackError as exc:
         code, record, error = exc.exit_code, exc.payload, str(exc)

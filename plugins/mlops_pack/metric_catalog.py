@@ -7,8 +7,9 @@ live in ``mlops_pack.steps.metrics``; ``register_metric`` there adds a custom on
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 Task = Literal["classification", "regression"]
 
@@ -22,6 +23,8 @@ class MetricInfo:
 
 
 _CATALOG: dict[str, MetricInfo] = {}
+# Custom metrics' implementations, kept here so registering one imports no numpy.
+CUSTOM_IMPLEMENTATIONS: dict[str, Callable[[Any, Any], Callable[[Any], Any]]] = {}
 
 
 def add_metric_info(info: MetricInfo) -> None:
@@ -55,3 +58,14 @@ def metric_info(name: str, task: Task | None = None) -> MetricInfo:
 
 def known_metrics() -> list[str]:
     return sorted(_CATALOG)
+
+
+def register_metric(info: MetricInfo, prepare: Callable[[Any, Any], Callable[[Any], Any]]) -> None:
+    """Extension point: add a custom metric usable in specs, slices and the gate.
+
+    ``prepare(y_true, prediction)`` returns a function of a (resamples x rows) weight
+    matrix giving one value per resample (see ``mlops_pack.steps.metrics.brier`` for the
+    simplest example). Import numpy inside ``prepare``: this runs at DAG parse time.
+    """
+    add_metric_info(info)
+    CUSTOM_IMPLEMENTATIONS[info.name] = prepare

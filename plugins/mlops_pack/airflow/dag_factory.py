@@ -206,6 +206,9 @@ def build_rollback_dag(models: list[str]) -> DAG:
 
 
 def build_all(include_dir: Path | None = None) -> dict[str, DAG]:
+    from mlops_pack.extensions import load_extensions
+
+    load_extensions()
     include = include_dir or default_include_dir()
     specs = sorted((include / "models").glob("*.yaml"))
     dags = {f"mlops_retrain__{p.stem}": build_retrain_dag(p) for p in specs}

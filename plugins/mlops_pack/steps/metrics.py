@@ -15,7 +15,7 @@ from collections.abc import Callable
 import numpy as np
 from scipy import sparse
 
-from mlops_pack.metric_catalog import MetricInfo, add_metric_info
+from mlops_pack.metric_catalog import CUSTOM_IMPLEMENTATIONS
 
 EPS = 1e-15
 Weighted = Callable[[np.ndarray], np.ndarray]
@@ -110,21 +110,16 @@ IMPLEMENTATIONS: dict[str, Preparer] = {
 }
 
 
-def register_metric(info: MetricInfo, prepare: Preparer) -> None:
-    """Extension point: add a custom metric usable in specs, slices and the gate.
-
-    ``prepare(y_true, prediction)`` returns a function of a (resamples x rows) weight
-    matrix that gives one value per resample; see ``brier`` for the simplest example.
-    """
-    add_metric_info(info)
-    IMPLEMENTATIONS[info.name] = prepare
+def implementation(name: str) -> Preparer:
+    """A built-in metric, or a custom one registered through the catalog."""
+    return IMPLEMENTATIONS.get(name) or CUSTOM_IMPLEMENTATIONS[name]
 
 
 def score(name: str, y: np.ndarray, p: np.ndarray) -> float:
     """The metric on all rows once (every weight one)."""
     if len(y) == 0:
         return float("nan")
-    return float(IMPLEMENTATIONS[name](y, p)(np.ones((1, len(y))))[0])
+    return float(implementation(name)(y, p)(np.ones((1, len(y))))[0])
 
 
 def bootstrap_counts(n: int, resamples: int, seed: int, block: int = 100):
@@ -154,7 +149,7 @@ def paired_bootstrap(
     """
     block = max(1, min(100, 10_000_000 // max(1, len(y))))  # about 80 MB of counts a block
     prepared = {
-        n: (IMPLEMENTATIONS[n](y, challenger), IMPLEMENTATIONS[n](y, champion)) for n in names
+        n: (implementation(n)(y, challenger), implementation(n)(y, champion)) for n in names
     }
     parts: dict[str, list[np.ndarray]] = {name: [] for name in names}
     for weights in bootstrap_counts(len(y), resamples, seed, block):
