@@ -49,3 +49,45 @@ def test_each_dag_file_parses_under_half_a_second(airflow_db):
     started = time.perf_counter()
     DagBag(str(ROOT / "dags"))
     assert time.perf_counter() - started < 0.5
+
+
+def test_a_spec_requiring_approval_gets_an_approval_task(airflow_db, tmp_path):
+    import yaml
+    from mlops_pack.airflow.dag_factory import build_retrain_dag
+
+    spec = yaml.safe_load((ROOT / "include/models/churn.yaml").read_text())
+    spec["gate"]["approval"] = {"required": True, "timeout_hours": 2, "default": "reject"}
+    (tmp_path / "models").mkdir()
+    path = tmp_path / "models" / "churn.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    dag = build_retrain_dag(path)
+    approve = dag.get_task("approve")
+    assert approve.response_timeout.total_seconds() == 7200
+    assert approve.defaults == ["Reject"]
+    promote = dag.get_task("promote")
+    assert "approver" in promote.upstream_task_ids
+    assert "approve" in dag.get_task("approver").upstream_task_ids
+    assert "challenger_passed" in approve.upstream_task_ids
+
+
+def test_run_params_bound_what_a_run_may_change(airflow_db):
+    from airflow.sdk import ParamsDict
+    from mlops_pack.airflow.dag_factory import run_params
+    from mlops_pack.spec import load_spec
+
+    params = ParamsDict(run_params(load_spec(ROOT / "include/models/churn.yaml")))
+    params.validate()
+    for key, bad in (
+        ("gate_margin", 5),
+        ("gate_mode", "whatever"),
+        ("gate_confidence", 0.1),
+        ("reason", "x" * 501),
+    ):
+        candidate = ParamsDict(run_params(load_spec(ROOT / "include/models/churn.yaml")))
+        candidate[key] = candidate.get_param(key).__class__(bad, **candidate.get_param(key).schema)
+        try:
+            candidate.validate()
+        except Exception as exc:  # ParamValidationError
+            assert key in str(exc) or "Invalid" in str(exc)
+        else:
+            raise AssertionError(f"{key}={bad!r} was accepted")

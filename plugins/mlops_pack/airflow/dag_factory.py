@@ -167,7 +167,7 @@ def build_retrain_dag(spec_path: Path) -> DAG:
                 task_id="approve",
                 subject=f"Promote {name}?",
                 body="{{ ti.xcom_pull(task_ids='gate')['summary'] }}",
-                execution_timeout=timedelta(hours=spec.gate.approval.timeout_hours),
+                response_timeout=timedelta(hours=spec.gate.approval.timeout_hours),
                 defaults=["Approve" if spec.gate.approval.default == "approve" else "Reject"],
             )
             who = approver_of(approve.output)
