@@ -37,23 +37,25 @@ def stack():
     ):
         env.pop(key, None)
     command = [sys.executable, "-m", "mlops_pack.airflow.local_stack"]
-    up = subprocess.run(
-        [*command, "up"],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=400,
-        check=False,
-    )
     try:
-        assert up.returncode == 0, (
-            up.stdout + up.stderr + (state / "airflow.log").read_text()[-3000:]
+        up = subprocess.run(
+            [*command, "up"],
+            env=env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=900,
+            check=False,
         )
+        assert up.returncode == 0, up.stdout + up.stderr + _tail(state / "airflow.log")
         assert "admin password:" in up.stdout
         yield {"state": state, "passwords": json.loads((state / "passwords.json").read_text())}
     finally:
         subprocess.run([*command, "down"], env=env, cwd=ROOT, capture_output=True, check=False)
+
+
+def _tail(path: Path) -> str:
+    return path.read_text()[-3000:] if path.exists() else ""
 
 
 def _token(user: str, password: str) -> str:
