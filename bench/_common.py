@@ -66,6 +66,73 @@ def peak_rss_mb(who: int = resource.RUSAGE_SELF) -> float:
     return resource.getrusage(who).ru_maxrss / 1024
 
 
+def _machine_busy_seconds() -> float:
+    """CPU-seconds all CPUs of the machine spent busy since boot (from /proc/stat)."""
+    try:
+        fields = Path("/proc/stat").read_text(encoding="ascii").splitlines()[0].split()[1:]
+    except OSError:
+        return float("nan")
+    ticks = [int(x) for x in fields[:8]]  # user nice system idle iowait irq softirq steal
+    busy = sum(ticks) - ticks[3] - ticks[4]
+    return busy / os.sysconf("SC_CLK_TCK")
+
+
+def _own_cpu_seconds() -> float:
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+class Meter:
+    """Wall time, this process tree's CPU time, and CPU time used by *other* processes.
+
+    The machine has few cores and may be shared: ``other_cpu`` (CPU-seconds that processes
+    outside this benchmark used meanwhile) says how much a figure may be disturbed.
+    Children count once they have been waited for.
+    """
+
+    def __enter__(self) -> Meter:
+        self.started = time.perf_counter()
+        self._cpu0, self._busy0 = _own_cpu_seconds(), _machine_busy_seconds()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.wall = time.perf_counter() - self.started
+        self.cpu = _own_cpu_seconds() - self._cpu0
+        self.other_cpu = max(0.0, _machine_busy_seconds() - self._busy0 - self.cpu)
+
+    def note(self) -> str:
+        cores = self.other_cpu / self.wall if self.wall > 0 else 0.0
+        return (f"wall {self.wall:.2f} s, cpu {self.cpu:.2f} s; other processes used "
+                f"{self.other_cpu:.1f} CPU-s meanwhile ({cores:.2f} of {os.cpu_count()} cores)")
+
+    def as_dict(self) -> dict[str, float]:
+        return {"wall": self.wall, "cpu": self.cpu, "other_cpu": self.other_cpu}
+
+
+def limit_threads(threads: int | None) -> None:
+    """Cap OpenMP/BLAS threads here and in child processes (None: library defaults).
+
+    scikit-learn's HistGradientBoosting uses OpenMP; on a 2-core machine shared with other
+    work its threads wait for each other and fit times swing by 5-10x. One thread per
+    process gives steadier figures at the cost of parallel speed-up.
+    """
+    if not threads:
+        return
+    for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[name] = str(threads)
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(threads)
+
+
+def loadavg() -> str:
+    try:
+        return " ".join(Path("/proc/loadavg").read_text(encoding="ascii").split()[:3])
+    except OSError:
+        return "?"
+
+
 def machine() -> str:
     cpu = "?"
     try:
@@ -99,7 +166,7 @@ def versions() -> str:
 
 def header(title: str) -> None:
     print(f"== {title}")
-    print(f"   {machine()}")
+    print(f"   {machine()}; load average {loadavg()} at start")
 
 
 def fmt_rate(rows: float, seconds: float) -> str:
@@ -110,5 +177,6 @@ def write_json_result(name: str, payload: dict) -> Path:
     """Save a machine-readable copy of the figures under bench/results/."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.json"
-    path.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n", encoding="utf-8")
+    text = json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n"
+    path.write_text(text, encoding="utf-8")
     return path

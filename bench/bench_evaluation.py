@@ -79,12 +79,14 @@ def main() -> None:
     parser.add_argument("--naive-resamples", type=int, default=50,
                         help="naive resamples actually timed; extrapolated to --resamples")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=None,
+                        help="cap OpenMP/BLAS threads (default: the libraries' own choice)")
     parser.add_argument("--repeat", type=int, default=3,
                         help="time the library's evaluation this many times; report the median")
     args = parser.parse_args()
+    _common.limit_threads(args.threads)
 
     import numpy as np
-
     from mlops_pack.metric_catalog import metric_info
     from mlops_pack.spec import load_spec
     from mlops_pack.steps import metrics
@@ -93,7 +95,7 @@ def main() -> None:
     from mlops_pack.steps.train import build_pipeline
 
     _common.header("bench_evaluation: one-pass scoring + paired bootstrap vs a naive loop")
-    print(f"   {_common.versions()}")
+    print(f"   {_common.versions()}; threads: {args.threads or 'library defaults'}")
     spec = load_spec(_common.SPEC)
     names = list(spec.metrics)
     direction = {m: metric_info(m).higher_is_better for m in names}
@@ -113,12 +115,14 @@ def main() -> None:
         started = time.perf_counter()
         pipeline.fit(frame, frame[spec.target])
         print(f"   fitted {spec.estimator.class_path.rsplit('.', 1)[1]} on {name}: "
-              f"{len(frame):,} rows in {time.perf_counter() - started:.1f}s (not part of the timing)")
+              f"{len(frame):,} rows in {time.perf_counter() - started:.1f}s "
+              "(not part of the timing)")
         models.append(pipeline)
     champion, challenger = models
 
     # Library: one pass of predictions and point metrics, then the paired bootstrap.
     runs = []
+    lib_meter = _common.Meter().__enter__()
     for _ in range(args.repeat):
         t: dict[str, float] = {}
         with _common.timer(t, "predict both models"):
@@ -127,14 +131,17 @@ def main() -> None:
         with _common.timer(t, "point metrics (both models)"):
             point = {m: (metrics.score(m, y, old), metrics.score(m, y, new)) for m in names}
         with _common.timer(t, f"paired bootstrap, {args.resamples} resamples"):
-            boot = metrics.paired_bootstrap(names, y, old, new, args.resamples, args.seed, direction)
+            boot = metrics.paired_bootstrap(names, y, old, new, args.resamples, args.seed,
+                                            direction)
         runs.append(t)
+    lib_meter.__exit__(None, None, None)
     totals = sorted(sum(t.values()) for t in runs)
     lib_total = totals[len(totals) // 2]
     lib_parts = {k: float(np.median([t[k] for t in runs])) for k in runs[0]}
 
     # Naive: same predictions, then a Python loop of resamples with sklearn.metrics.
     naive: dict[str, float] = {}
+    naive_meter = _common.Meter().__enter__()
     with _common.timer(naive, "predict both models"):
         old_n = predict(spec, champion, holdout)
         new_n = predict(spec, challenger, holdout)
@@ -148,6 +155,7 @@ def main() -> None:
     for _ in range(timed):
         naive_draws.append(naive_resample(yi, [old_n, new_n], rng, len(yi)))
     loop = time.perf_counter() - started
+    naive_meter.__exit__(None, None, None)
     per_resample = loop / timed
     naive["bootstrap loop (extrapolated)"] = per_resample * args.resamples
     naive_total = sum(naive.values())
@@ -162,10 +170,13 @@ def main() -> None:
           f"x{args.resamples / timed:g})")
     for key, value in naive.items():
         print(f"      {key:<40} {value:8.3f} s")
+    print(f"   library runs: {lib_meter.note()}")
+    print(f"   naive run   : {naive_meter.note()}")
     boot_lib = lib_parts[f"paired bootstrap, {args.resamples} resamples"]
     boot_naive = naive["bootstrap loop (extrapolated)"]
     print(f"   ratio naive/library   : {naive_total / lib_total:.1f}x "
-          f"(bootstrap alone: {boot_naive:.2f} s / {boot_lib:.2f} s = {boot_naive / boot_lib:.1f}x)")
+          f"(bootstrap alone: {boot_naive:.2f} s / {boot_lib:.2f} s = "
+          f"{boot_naive / boot_lib:.1f}x)")
 
     # Agreement: point metrics, and the library's weighted metrics vs sklearn's weights.
     worst_point = max(abs(point[m][i] - naive_point[0][i][m]) for m in names for i in (0, 1))
@@ -193,6 +204,7 @@ def main() -> None:
         "library_seconds": lib_total, "library_parts": lib_parts, "library_runs": runs,
         "naive_seconds": naive_total, "naive_parts": naive, "naive_timed_resamples": timed,
         "naive_seconds_per_resample": per_resample, "ratio": naive_total / lib_total,
+        "library_meter": lib_meter.as_dict(), "naive_meter": naive_meter.as_dict(),
         "max_abs_diff_point": worst_point, "max_abs_diff_weighted": worst_weighted})
     print(f"   figures saved to {path}")
 

@@ -23,6 +23,8 @@ import pyarrow.parquet as pq
 from mlops_pack.errors import BadInputError
 from mlops_pack.spec import ModelSpec
 
+BLOCK_BYTES = 4 << 20
+
 
 class DataProblem(BadInputError):
     """A file that cannot be read as the spec describes; ``rule`` names the broken rule."""
@@ -110,13 +112,17 @@ def iter_chunks(
             for batch in handle.iter_batches(batch_size=chunk_rows, columns=columns):
                 yield _typed_parquet(batch, types, path)
             return
-        read = pacsv.ReadOptions(block_size=_block_size(path, chunk_rows), encoding="utf8")
+        # Small blocks: pyarrow keeps several blocks in flight, so the block size, not the
+        # chunk size, is what bounds the reader's memory.
+        encoding = spec.data.encoding
+        read = pacsv.ReadOptions(
+            block_size=BLOCK_BYTES,
+            encoding="utf8" if encoding.lower().replace("-", "") == "utf8" else encoding,
+        )
         parse = pacsv.ParseOptions(delimiter=spec.data.delimiter)
         convert = pacsv.ConvertOptions(
             column_types=types, include_columns=columns, strings_can_be_null=True
         )
-        if spec.data.encoding.lower().replace("-", "") != "utf8":
-            read = pacsv.ReadOptions(block_size=read.block_size, encoding=spec.data.encoding)
         reader = pacsv.open_csv(
             path, read_options=read, parse_options=parse, convert_options=convert
         )
@@ -126,9 +132,12 @@ def iter_chunks(
             pending.append(batch)
             pending_rows += batch.num_rows
             if pending_rows >= chunk_rows:
-                yield from _split(pa.Table.from_batches(pending), chunk_rows)
-                pending, pending_rows = [], 0
-        if pending:
+                table = pa.Table.from_batches(pending)
+                yield table.slice(0, chunk_rows).to_pandas()
+                # Carry the remainder into the next chunk instead of yielding a sliver.
+                rest = table.slice(chunk_rows)
+                pending, pending_rows = rest.to_batches(), rest.num_rows
+        if pending_rows:
             yield from _split(pa.Table.from_batches(pending), chunk_rows)
     except pa.ArrowInvalid as exc:
         raise _explain(path, str(exc), columns, spec) from None
@@ -137,14 +146,6 @@ def iter_chunks(
 def _split(table: pa.Table, chunk_rows: int) -> Iterator[pd.DataFrame]:
     for offset in range(0, table.num_rows, chunk_rows):
         yield table.slice(offset, chunk_rows).to_pandas()
-
-
-def _block_size(path: Path, chunk_rows: int) -> int:
-    # Estimate bytes per row from the first KiB so a block holds roughly one chunk.
-    with path.open("rb") as handle:
-        sample = handle.read(64 * 1024)
-    per_row = max(16, len(sample) // max(1, sample.count(b"\n")))
-    return int(min(max(per_row * chunk_rows, 1 << 20), 256 << 20))
 
 
 def _typed_parquet(

@@ -103,6 +103,11 @@ def _versions() -> dict[str, str]:
     }
 
 
+def _requirements() -> list[str]:
+    versions = _versions()
+    return [f"{name}=={versions[name]}" for name in ("scikit-learn", "pandas", "numpy", "skops")]
+
+
 def train(ctx: StepContext) -> dict[str, Any]:
     import mlflow.sklearn
 
@@ -146,6 +151,8 @@ def train(ctx: StepContext) -> dict[str, Any]:
             str(model_dir),
             serialization_format="skops",
             skops_trusted_types=list(TRUSTED_TYPES),
+            # Stated, not inferred: inference starts a Python subprocess (6-10 s).
+            pip_requirements=_requirements(),
         )
         artifact_sha256 = sha256_file(model_dir / MODEL_FILE)
         size_bytes = (model_dir / MODEL_FILE).stat().st_size

@@ -89,7 +89,7 @@ class _GxRunner:
             gx.Checkpoint(
                 name=spec.name,
                 validation_definitions=[definition],
-                actions=[gx.checkpoint.UpdateDataDocsAction(name="docs")],
+                actions=[],  # Data Docs are built once, after the last chunk
                 result_format={"result_format": "SUMMARY", "partial_unexpected_count": 5},
             )
         )
@@ -145,6 +145,9 @@ class _GxRunner:
                 )
             )
         return out
+
+    def build_docs(self) -> None:
+        self.context.build_data_docs()
 
     def docs_dir(self) -> Path:
         return Path(self.context.root_directory) / "uncommitted" / "data_docs" / "local_site"
@@ -234,6 +237,7 @@ def _scan(ctx: StepContext, path: Path, severity: dict[str, str]) -> tuple[list[
         results = accumulator.results()
         if runner is not None:
             results += runner.results(severity)
+            runner.build_docs()
             docs = ctx.out_dir / DOCS
             if docs.exists():
                 shutil.rmtree(docs)

@@ -1,0 +1,551 @@
+"""The churn retrain DAG through Airflow (``dag.test()``) against the sum of its steps' compute.
+
+For each size (``--rows``) and each runner (``docker``: every step in a hardened container
+of the task image; ``inprocess``: the steps called in the Airflow task's own process), a
+fresh child process builds ``mlops_retrain__churn`` with the DAG factory against a fresh
+include dir, data dir and ``MLOPS_PACK_HOME`` (owned by uid 65534, as the step containers
+run), then calls ``dag.test(run_conf=...)`` twice: run 1 on a month-1 batch (no champion
+yet: it promotes), run 2 on a month-2 batch (scored against the champion with the paired
+bootstrap: it compares). Airflow runs against a throwaway ``AIRFLOW_HOME`` migrated once
+with ``airflow db migrate``.
+
+Per run the child records the DAG wall time (around ``dag.test``), each task instance's
+start and end, and from each step's work dir
+(``<MLOPS_PACK_HOME>/work/<dag_id>/<run>/<task>.<try>/``) the step's own timing
+(``validation.json`` / ``train.json`` / ``evaluation.json`` ``seconds``, ``fit_seconds``)
+and two file times: the operator's input files (written just before it launches the step)
+and ``result.json`` (written by the step as its last act). The DAG wall time splits
+exactly into: before the first task, gaps between tasks, the two small Python tasks, and
+for each step task the Airflow side before the launch, the launch-to-result span (step
+compute plus everything else the step process does) and the time after the result.
+
+Probes then attribute the step-side overhead: an empty container (``docker run --rm
+--network none <image> python -c pass`` against ``python -c pass``, and the operator's
+own create/start/wait/remove API sequence with the hardened host config), the heavy
+imports inside the image (great_expectations, mlflow, scikit-learn, ...) and on the host,
+and opening the MLflow SQLite store inside the image.
+
+    .venv/bin/python bench/bench_orchestration.py
+    .venv/bin/python bench/bench_orchestration.py --rows 100000 --runners docker
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import _common
+
+ROOT = _common.ROOT
+NOBODY = 65534
+DAG_ID = "mlops_retrain__churn"
+STEP_TASKS = ["validate", "train", "evaluate", "gate", "promote"]
+PY_TASKS = ["run_overrides", "challenger_passed"]
+RECORDS = {"validate": "validation.json", "train": "train.json", "evaluate": "evaluation.json"}
+BATCHES = ["churn_month_01.csv", "churn_month_02.csv"]
+LOGS = _common.RESULTS / "logs"
+
+# Heavy imports, each timed alone in a fresh interpreter (in the image and on the host).
+IMPORTS = {
+    "great_expectations": "import great_expectations",
+    "mlflow (client, sklearn flavour)": "import mlflow, mlflow.tracking, mlflow.sklearn",
+    "scikit-learn (ensemble, pipeline)": "import sklearn.ensemble, sklearn.pipeline",
+    "pandas + pyarrow": "import pandas, pyarrow, pyarrow.csv, pyarrow.parquet",
+    "skops.io": "import skops.io",
+}
+# What each step process imports before and while doing its work (from the step modules:
+# validate runs GX and logs to MLflow; train/evaluate fit or load sklearn models through
+# skops and MLflow; gate and promote read and write the registry).
+STEP_IMPORTS = {
+    "validate": "import mlops_pack.cli, mlops_pack.steps.validate, great_expectations, "
+                "mlflow.tracking",
+    "train": "import mlops_pack.cli, mlops_pack.steps.train, sklearn.ensemble, "
+             "sklearn.pipeline, mlflow.sklearn, skops.io",
+    "evaluate": "import mlops_pack.cli, mlops_pack.steps.evaluate, sklearn.ensemble, "
+                "sklearn.pipeline, skops.io, mlflow.tracking, mlflow.artifacts",
+    "gate": "import mlops_pack.cli, mlops_pack.steps.decide, mlops_pack.gate, mlflow.tracking",
+    "promote": "import mlops_pack.cli, mlops_pack.steps.decide, mlflow.tracking",
+}
+TIMED = "import time; s = time.perf_counter(); {stmt}; print(time.perf_counter() - s)"
+
+
+# Child side: one runner, one size, two dag.test() runs ---------------------------------
+
+
+def _epoch(value: datetime | None) -> float | None:
+    return value.timestamp() if value is not None else None
+
+
+def _mtime(path: Path) -> float | None:
+    return path.stat().st_mtime if path.exists() else None
+
+
+def _read(path: Path) -> dict[str, Any] | None:
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
+
+
+def _step_files(work: Path, task_id: str) -> dict[str, Any]:
+    """The step's own timing and the launch/result file times from its work dir."""
+    result = _read(work / "result.json") or {}
+    record = _read(work / RECORDS[task_id]) if task_id in RECORDS else None
+    record = record or result.get("result") or {}
+    inputs = [_mtime(work / n) for n in ("overrides.json", "decision.json")]
+    inputs = [t for t in inputs if t is not None]
+    out = {
+        "work": str(work),
+        "status": result.get("status"),
+        "launched": max(inputs) if inputs else None,
+        "result_written": _mtime(work / "result.json"),
+        "seconds": record.get("seconds") if task_id in RECORDS else None,
+        "fit_seconds": record.get("fit_seconds") if task_id == "train" else None,
+    }
+    if task_id == "gate":
+        out["verdict"] = (result.get("result") or {}).get("verdict")
+    return out
+
+
+def child(world: Path, result_path: Path) -> None:
+    started = time.perf_counter()
+    from mlops_pack.airflow.dag_factory import build_retrain_dag
+
+    imported = time.perf_counter() - started
+    dag = build_retrain_dag(world / "include" / "models" / "churn.yaml")
+    home = Path(os.environ["MLOPS_PACK_HOME"])
+    runs = []
+    for index, batch in enumerate(BATCHES, 1):
+        load = _common.loadavg()
+        meter = _common.Meter().__enter__()
+        called = time.time()
+        dag_run = dag.test(run_conf={"data_path": f"churn/{batch}",
+                                     "reason": f"bench_orchestration run {index}"})
+        returned = time.time()
+        meter.__exit__(None, None, None)
+        safe_run = re.sub(r"[^A-Za-z0-9_.-]", "_", dag_run.run_id)
+        tasks = {}
+        for ti in dag_run.get_task_instances():
+            entry = {"state": str(ti.state), "try_number": ti.try_number,
+                     "start": _epoch(ti.start_date), "end": _epoch(ti.end_date)}
+            if ti.task_id in STEP_TASKS:
+                work = home / "work" / dag_run.dag_id / safe_run / f"{ti.task_id}.{ti.try_number}"
+                entry.update(_step_files(work, ti.task_id))
+            tasks[ti.task_id] = entry
+        runs.append({"run": index, "batch": batch, "run_id": dag_run.run_id,
+                     "state": str(dag_run.state), "called": called, "returned": returned,
+                     "wall": returned - called, "meter": meter.as_dict(), "loadavg": load,
+                     "tasks": tasks})
+        print(f"BENCH run {index}: {dag_run.state} in {returned - called:.1f} s", flush=True)
+    result_path.write_text(json.dumps({"import_factory": imported, "runs": runs}, indent=2),
+                           encoding="utf-8")
+
+
+# Parent side: worlds, children, probes -------------------------------------------------
+
+
+def task_image() -> str:
+    out = subprocess.run([str(ROOT / "include/docker/build_task_image.sh")], check=True,
+                         capture_output=True, text=True)
+    return out.stdout.strip().splitlines()[-1]
+
+
+def _open_dir(path: Path) -> Path:
+    path.mkdir(parents=True)
+    path.chmod(0o755)
+    return path
+
+
+def make_world(parent: Path, files: list[Path]) -> Path:
+    """An include dir, a data dir and a store the container user (65534) can use."""
+    world = _open_dir(parent)
+    include, data, home = (_open_dir(world / n) for n in ("include", "data", "home"))
+    shutil.copytree(ROOT / "include" / "expectations", include / "expectations")
+    (include / "models").mkdir()
+    shutil.copyfile(_common.SPEC, include / "models" / "churn.yaml")
+    (data / "churn").mkdir()
+    for source, name in zip(files, BATCHES, strict=True):
+        shutil.copyfile(source, data / "churn" / name)
+    for path in (include, data):
+        for item in path.rglob("*"):
+            item.chmod(0o755 if item.is_dir() else 0o644)
+    os.chown(home, NOBODY, NOBODY)
+    return world
+
+
+def airflow_env(airflow_home: Path) -> dict[str, str]:
+    return dict(os.environ, AIRFLOW_HOME=str(airflow_home),
+                AIRFLOW__CORE__DAGS_FOLDER=str(ROOT / "dags"),
+                AIRFLOW__CORE__LOAD_EXAMPLES="False", AIRFLOW__CORE__UNIT_TEST_MODE="False",
+                GX_ANALYTICS_ENABLED="false", MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false")
+
+
+def run_child(world: Path, runner: str, image: str, env: dict[str, str],
+              log: Path) -> dict[str, Any]:
+    env = dict(env, MLOPS_PACK_INCLUDE_DIR=str(world / "include"),
+               MLOPS_PACK_DATA_DIR=str(world / "data"), MLOPS_PACK_HOME=str(world / "home"),
+               MLOPS_PACK_TASK_IMAGE=image, MLOPS_PACK_RUNNER=runner)
+    result = world / "child-result.json"
+    started = time.perf_counter()
+    with log.open("w", encoding="utf-8") as out:
+        proc = subprocess.run([sys.executable, __file__, "--child", "--world", str(world),
+                               "--result", str(result)], env=env, stdout=out,
+                              stderr=subprocess.STDOUT, cwd=world, check=False)
+    if proc.returncode != 0 or not result.exists():
+        tail = log.read_text(encoding="utf-8", errors="replace")[-3000:]
+        raise RuntimeError(f"child exited {proc.returncode}; log {log}:\n{tail}")
+    payload = json.loads(result.read_text(encoding="utf-8"))
+    payload["process_wall"] = time.perf_counter() - started
+    return payload
+
+
+def _median_run(argv: list[str], repeat: int) -> float:
+    times = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        subprocess.run(argv, check=True, capture_output=True)
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def _median_printed(argv: list[str], repeat: int) -> float:
+    """Median of a figure the command prints as its last line."""
+    values = []
+    for _ in range(repeat):
+        proc = subprocess.run(argv, check=True, capture_output=True, text=True)
+        values.append(float(proc.stdout.strip().splitlines()[-1]))
+    return statistics.median(values)
+
+
+def _docker_python(image: str, *args: str) -> list[str]:
+    # The hardened flags of a step container (read-only root, tmpfs /tmp, no network).
+    return ["docker", "run", "--rm", "--network", "none", "--read-only", "--tmpfs", "/tmp",
+            "--cap-drop", "ALL", "--security-opt", "no-new-privileges:true",
+            "--entrypoint", "python", image, *args]
+
+
+def probe_container(image: str, repeat: int) -> dict[str, float]:
+    """An empty container against an empty interpreter, by the CLI and by the API."""
+    out = {
+        "host: python -c pass": _median_run([sys.executable, "-c", "pass"], repeat),
+        "docker run --rm --network none IMAGE python -c pass": _median_run(
+            ["docker", "run", "--rm", "--network", "none", "--entrypoint", "python", image,
+             "-c", "pass"], repeat),
+        "same, hardened flags (read-only, tmpfs, cap-drop, no-new-privileges)": _median_run(
+            _docker_python(image, "-c", "pass"), repeat),
+        "step entry point only (python -m mlops_pack.steps --help)": _median_run(
+            ["docker", "run", "--rm", "--network", "none", image, "--help"], repeat),
+    }
+    out.update(_probe_api(image, repeat))
+    return out
+
+
+def _probe_api(image: str, repeat: int) -> dict[str, float]:
+    """The operator's own sequence (container.run) around `python -c pass`, per phase."""
+    import docker
+    from docker.types import Mount
+    from mlops_pack.airflow import container
+
+    client = docker.APIClient(base_url="unix://var/run/docker.sock", timeout=60)
+    scratch = Path(tempfile.mkdtemp(prefix="bench-orch-mounts-"))
+    mounts = []
+    for name in ("include", "data", "home", "work"):
+        path = _open_dir(scratch / name)
+        mounts.append(Mount(f"/mnt/{name}", str(path), type="bind", read_only=name in
+                            ("include", "data")))
+    spec = container.ContainerSpec(image=image, command=["-c", "pass"], name="bench-orch-probe",
+                                   user=f"{NOBODY}:{NOBODY}", mounts=mounts,
+                                   network_mode="none")
+    phases: dict[str, list[float]] = {}
+
+    def timed(label: str, func, *args, **kwargs):
+        started = time.perf_counter()
+        value = func(*args, **kwargs)
+        phases.setdefault(label, []).append(time.perf_counter() - started)
+        return value
+
+    try:
+        for _ in range(repeat):
+            total = time.perf_counter()
+            timed("api: inspect_image", client.inspect_image, image)
+            timed("api: remove stale (NotFound)", container.remove_quietly, client, spec.name,
+                  _quiet_log())
+            created = timed("api: create_container", client.create_container, image=image,
+                            entrypoint=["python"], command=spec.command, name=spec.name,
+                            user=spec.user, working_dir="/work",
+                            host_config=container.host_config(client, spec))
+            timed("api: start", client.start, created["Id"])
+            timed("api: wait (python -c pass runs)", client.wait, created["Id"])
+            timed("api: remove_container", client.remove_container, created["Id"], force=True)
+            phases.setdefault("api: whole sequence", []).append(time.perf_counter() - total)
+    finally:
+        container.remove_quietly(client, spec.name, _quiet_log())
+        shutil.rmtree(scratch, ignore_errors=True)
+    return {k: statistics.median(v) for k, v in phases.items()}
+
+
+def _quiet_log():
+    import logging
+
+    return logging.getLogger("bench_orchestration.probe")
+
+
+def probe_imports(image: str, repeat: int) -> dict[str, dict[str, float]]:
+    """Each import set alone in a fresh interpreter: in the image and on the host."""
+    out: dict[str, dict[str, float]] = {"image": {}, "host": {}}
+    env_host = [sys.executable, "-c"]
+    for label, stmt in {**IMPORTS, **{f"step {k}": v for k, v in STEP_IMPORTS.items()}}.items():
+        code = TIMED.format(stmt=stmt)
+        out["image"][label] = _median_printed(_docker_python(image, "-c", code), repeat)
+        out["host"][label] = _median_printed([*env_host, code], repeat)
+    return out
+
+
+def probe_store(image: str, home: Path, repeat: int) -> dict[str, float] | None:
+    """Open a copy of a run's MLflow SQLite store inside the image, as each step does."""
+    db = home / "mlflow.db"
+    if not db.exists():
+        return None
+    scratch = Path(tempfile.mkdtemp(prefix="bench-orch-store-"))
+    scratch.chmod(0o755)
+    try:
+        shutil.copyfile(db, scratch / "mlflow.db")
+        for path in (scratch, scratch / "mlflow.db"):
+            os.chown(path, NOBODY, NOBODY)
+        code = ("import time; s = time.perf_counter(); from mlflow.tracking import MlflowClient; "
+                "i = time.perf_counter(); c = MlflowClient('sqlite:////store/mlflow.db'); "
+                "c.get_registered_model('churn'); e = time.perf_counter(); "
+                "print(i - s); print(e - i)")
+        imports, opens = [], []
+        for _ in range(repeat):
+            argv = ["docker", "run", "--rm", "--network", "none", "--read-only", "--tmpfs",
+                    "/tmp", "--user", f"{NOBODY}:{NOBODY}", "-v", f"{scratch}:/store",
+                    "--entrypoint", "python", image, "-c", code]
+            lines = subprocess.run(argv, check=True, capture_output=True,
+                                   text=True).stdout.split()
+            imports.append(float(lines[-2]))
+            opens.append(float(lines[-1]))
+        return {"import mlflow.tracking": statistics.median(imports),
+                "open store + one registry call": statistics.median(opens)}
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+# Analysis and printing ------------------------------------------------------------------
+
+
+def analyse(run: dict[str, Any]) -> dict[str, Any]:
+    """Split the DAG wall time into parts that add up to it."""
+    tasks = run["tasks"]
+    spans = sorted((t["start"], t["end"], k) for k, t in tasks.items()
+                   if t["start"] is not None and t["end"] is not None)
+    gaps, covered_until = 0.0, None
+    for start, end, _ in spans:
+        if covered_until is not None and start > covered_until:
+            gaps += start - covered_until
+        covered_until = end if covered_until is None else max(covered_until, end)
+    before = spans[0][0] - run["called"] if spans else run["wall"]
+    after = run["returned"] - covered_until if spans else 0.0
+    task_wall = {k: t["end"] - t["start"] for k, t in tasks.items()
+                 if t["start"] is not None and t["end"] is not None}
+    parts = {"dag.test before the first task (serialize, bundle sync, DagRun)": before,
+             "scheduler-loop gaps between tasks": gaps,
+             "dag.test after the last task": after,
+             "Python tasks (run_overrides, challenger_passed)":
+                 sum(task_wall.get(k, 0.0) for k in PY_TASKS)}
+    pre = launch = post = compute = 0.0
+    per_step = {}
+    for task_id in STEP_TASKS:
+        t = tasks.get(task_id)
+        if not t or t["start"] is None or t["end"] is None:
+            continue
+        if t.get("launched") is None or t.get("result_written") is None:
+            per_step[task_id] = {"wall": task_wall[task_id]}
+            post += task_wall[task_id]
+            continue
+        own = t.get("seconds") or 0.0
+        item = {"wall": task_wall[task_id], "pre": t["launched"] - t["start"],
+                "span": t["result_written"] - t["launched"], "post": t["end"] - t["result_written"],
+                "compute": own, "fit": t.get("fit_seconds")}
+        per_step[task_id] = item
+        pre += item["pre"]
+        launch += item["span"] - own
+        compute += own
+        post += item["post"]
+    parts["step tasks: Airflow task start -> step launch"] = pre
+    parts["step launch -> result.json, minus the step's own timing"] = launch
+    parts["steps' own timing (validate + train + evaluate 'seconds')"] = compute
+    parts["step tasks: result.json -> task end (container exit, remove, XCom)"] = post
+    return {"parts": parts, "per_step": per_step, "task_wall_sum": sum(task_wall.values()),
+            "compute": compute, "unexplained": run["wall"] - sum(parts.values()),
+            "fit": (tasks.get("train") or {}).get("fit_seconds"),
+            "verdict": (tasks.get("gate") or {}).get("verdict")}
+
+
+def print_results(results: list[dict[str, Any]]) -> None:
+    print("\n-- DAG wall time vs the steps' own compute (seconds)")
+    print(f"   {'rows':>9} {'runner':<9} {'run':>3} {'state':<8} {'verdict':<8} {'DAG wall':>8} "
+          f"{'sum task':>8} {'compute':>8} {'fit':>7} {'wall/comp':>9} {'task/comp':>9} "
+          f"{'wall/fit':>8}")
+    for entry in results:
+        if "error" in entry:
+            print(f"   {entry['rows']:>9,} {entry['runner']:<9} failed: {entry['error'][:200]}")
+            continue
+        for run, info in zip(entry["runs"], entry["analysis"], strict=True):
+            compute, fit = info["compute"], info["fit"] or float("nan")
+            print(f"   {entry['rows']:>9,} {entry['runner']:<9} {run['run']:>3} "
+                  f"{run['state'].split('.')[-1]:<8} {info['verdict'] or '-':<8} "
+                  f"{run['wall']:8.1f} {info['task_wall_sum']:8.1f} {compute:8.1f} {fit:7.1f} "
+                  f"{run['wall'] / compute:9.2f} {info['task_wall_sum'] / compute:9.2f} "
+                  f"{run['wall'] / fit:8.2f}")
+    print("   compute = validate + train + evaluate 'seconds' from their records (gate and "
+          "promote record no timing); fit = train 'fit_seconds'")
+    for entry in results:
+        if "error" in entry:
+            continue
+        for run, info in zip(entry["runs"], entry["analysis"], strict=True):
+            print(f"\n   {entry['rows']:,} rows, {entry['runner']}, run {run['run']} "
+                  f"({run['batch']}): DAG wall {run['wall']:.1f} s (load average at start "
+                  f"{run['loadavg']}; machine busy {_busy(run['meter'])})")
+            for label, seconds in info["parts"].items():
+                print(f"      {label:<72} {seconds:7.2f} s {100 * seconds / run['wall']:5.1f}%")
+            print(f"      {'(not covered by the parts above)':<72} {info['unexplained']:7.2f} s")
+            print(f"      {'task':<10} {'wall':>7} {'pre':>6} {'launch->result':>14} "
+                  f"{'own timing':>10} {'post':>6}")
+            for task_id, item in info["per_step"].items():
+                if "span" not in item:
+                    print(f"      {task_id:<10} {item['wall']:7.2f}  (no work-dir files)")
+                    continue
+                own = f"{item['compute']:10.2f}" if task_id in RECORDS else f"{'-':>10}"
+                print(f"      {task_id:<10} {item['wall']:7.2f} {item['pre']:6.2f} "
+                      f"{item['span']:14.2f} {own} {item['post']:6.2f}")
+
+
+def _busy(meter: dict[str, float]) -> str:
+    busy = meter["cpu"] + meter["other_cpu"]
+    return f"{busy / meter['wall']:.2f} of {os.cpu_count()} cores"
+
+
+def print_probes(probes: dict[str, Any]) -> None:
+    print("\n-- container start/stop (median, seconds)")
+    for label, seconds in probes["container"].items():
+        print(f"   {label:<72} {seconds:6.3f}")
+    print("\n-- imports, each alone in a fresh interpreter (median, seconds)")
+    print(f"   {'':<40} {'in image':>9} {'on host':>9}")
+    for label in probes["imports"]["image"]:
+        print(f"   {label:<40} {probes['imports']['image'][label]:9.2f} "
+              f"{probes['imports']['host'][label]:9.2f}")
+    if probes.get("store"):
+        print("\n-- MLflow SQLite store (copy of a run's store), inside the image (median, s)")
+        for label, seconds in probes["store"].items():
+            print(f"   {label:<40} {seconds:6.2f}")
+
+
+def estimate(probes: dict[str, Any]) -> dict[str, float]:
+    """What the probes predict for the five step containers of one run."""
+    container = probes["container"]
+    cycle = (container["docker run --rm --network none IMAGE python -c pass"]
+             - container["host: python -c pass"])
+    imports = sum(probes["imports"]["image"][f"step {k}"] for k in STEP_TASKS)
+    store = (probes.get("store") or {}).get("open store + one registry call", 0.0)
+    return {"container start/stop x5": 5 * cycle, "step imports in the image (5 steps)": imports,
+            "MLflow store open x5": 5 * store}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rows", type=int, nargs="+", default=[100_000, 1_000_000],
+                        help="rows per monthly batch (default 100000 1000000)")
+    parser.add_argument("--runners", nargs="+", default=["docker", "inprocess"],
+                        choices=["docker", "inprocess"])
+    parser.add_argument("--repeat", type=int, default=5, help="repeats of each probe")
+    parser.add_argument("--no-probes", action="store_true", help="skip the overhead probes")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--world", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(args.world, args.result)
+        return
+
+    _common.header("bench_orchestration: retrain DAG through Airflow vs its steps' compute")
+    image = task_image()
+    print(f"   task image {image}; runners {args.runners}; rows {args.rows}")
+    scratch = Path(tempfile.mkdtemp(prefix="bench-orch-"))
+    scratch.chmod(0o755)
+    airflow_home = scratch / "airflow-home"
+    airflow_home.mkdir()
+    env = airflow_env(airflow_home)
+    LOGS.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True,
+                   capture_output=True, env=env)
+    print(f"   airflow db migrate: {time.perf_counter() - started:.1f} s (once, not counted)")
+    results: list[dict[str, Any]] = []
+    store_home: Path | None = None
+    try:
+        for rows in args.rows:
+            files = [_common.churn_file(rows, month=1), _common.churn_file(rows, month=2)]
+            for runner in args.runners:
+                world = make_world(scratch / f"{runner}-{rows}", files)
+                log = LOGS / f"orchestration_{rows}_{runner}.log"
+                print(f"   running {runner} at {rows:,} rows (log {log.relative_to(ROOT)}) ...",
+                      flush=True)
+                entry: dict[str, Any] = {"rows": rows, "runner": runner}
+                try:
+                    payload = run_child(world, runner, image, env, log)
+                    entry.update(payload)
+                    entry["analysis"] = [analyse(run) for run in payload["runs"]]
+                    walls = ", ".join(f"{r['wall']:.1f} s" for r in payload["runs"])
+                    print(f"      done: DAG walls {walls}", flush=True)
+                    if runner == "docker":
+                        store_home = scratch / "store-copy"
+                        shutil.rmtree(store_home, ignore_errors=True)
+                        store_home.mkdir()
+                        if (world / "home" / "mlflow.db").exists():
+                            shutil.copyfile(world / "home" / "mlflow.db",
+                                            store_home / "mlflow.db")
+                except RuntimeError as exc:
+                    entry["error"] = str(exc)
+                    print(f"      FAILED: {exc}", flush=True)
+                results.append(entry)
+                shutil.rmtree(world, ignore_errors=True)
+                _common.write_json_result("bench_orchestration", {
+                    "machine": _common.machine(), "image": image, "results": results,
+                    "partial": True})
+        probes: dict[str, Any] = {}
+        if not args.no_probes:
+            print("   probing container start/stop, imports, MLflow store ...", flush=True)
+            probes["container"] = probe_container(image, args.repeat)
+            probes["imports"] = probe_imports(image, max(3, args.repeat // 2 + 1))
+            probes["store"] = probe_store(image, store_home, 3) if store_home else None
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+    print_results(results)
+    if probes:
+        print_probes(probes)
+        predicted = estimate(probes)
+        probes["predicted_per_run"] = predicted
+        print("\n-- what the probes predict per docker run (5 step containers)")
+        for label, seconds in predicted.items():
+            print(f"   {label:<40} {seconds:6.1f} s")
+        print(f"   {'total':<40} {sum(predicted.values()):6.1f} s")
+    path = _common.write_json_result("bench_orchestration", {
+        "machine": _common.machine(), "versions": _common.versions(), "image": image,
+        "results": results, "probes": probes})
+    print(f"\n   figures saved to {path}")
+
+
+if __name__ == "__main__":
+    main()
