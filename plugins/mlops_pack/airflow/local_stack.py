@@ -82,6 +82,8 @@ def up() -> int:
         print(f"already running (pid {PID_FILE.read_text().strip()}); `make down` stops it")
         return 0
     env = {**os.environ, **stack_env()}
+    # standalone starts its components as `airflow ...` subprocesses found on PATH.
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     passwords = _passwords()
     store = Path(env["MLOPS_PACK_HOME"])
     store.mkdir(parents=True, exist_ok=True)
@@ -111,7 +113,8 @@ def up() -> int:
         start_new_session=True,
     )
     PID_FILE.write_text(str(process.pid))
-    deadline = time.monotonic() + 180
+    budget = float(os.environ.get("MLOPS_PACK_STARTUP_SECONDS", "300"))
+    deadline = time.monotonic() + budget
     while time.monotonic() < deadline:
         if process.poll() is not None:
             print(f"airflow exited with {process.returncode}; see {STATE / 'airflow.log'}")
@@ -124,7 +127,7 @@ def up() -> int:
             print(f"  steps run with the {runner} runner; logs in {STATE / 'airflow.log'}")
             return 0
         time.sleep(2)
-    print("Airflow did not become healthy within 180 s; stopping it")
+    print(f"Airflow did not become healthy within {budget:.0f} s; stopping it")
     down()
     return 1
 
