@@ -32,6 +32,7 @@ and opening the MLflow SQLite store inside the image.
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
 import os
 import re
@@ -79,7 +80,9 @@ STEP_IMPORTS = {
     "gate": "import mlops_pack.cli, mlops_pack.steps.decide, mlops_pack.gate, mlflow.tracking",
     "promote": "import mlops_pack.cli, mlops_pack.steps.decide, mlflow.tracking",
 }
-TIMED = "import time; s = time.perf_counter(); {stmt}; print(time.perf_counter() - s)"
+# Prints the import time, then the wall-clock time just before the interpreter exits.
+TIMED = ("import time; s = time.perf_counter(); {stmt}; print(time.perf_counter() - s); "
+         "print(repr(time.time()))")
 
 
 # Child side: one runner, one size, two dag.test() runs ---------------------------------
@@ -102,8 +105,10 @@ def _step_files(work: Path, task_id: str) -> dict[str, Any]:
     result = _read(work / "result.json") or {}
     record = _read(work / RECORDS[task_id]) if task_id in RECORDS else None
     record = record or result.get("result") or {}
-    inputs = [_mtime(work / n) for n in ("overrides.json", "decision.json")]
-    inputs = [t for t in inputs if t is not None]
+    # Files the operator writes just before it launches the step (the gate step itself
+    # writes a decision.json; only promote's is an input).
+    names = ["overrides.json"] + (["decision.json"] if task_id == "promote" else [])
+    inputs = [t for t in (_mtime(work / n) for n in names) if t is not None]
     out = {
         "work": str(work),
         "status": result.get("status"),
@@ -196,17 +201,62 @@ def run_child(world: Path, runner: str, image: str, env: dict[str, str],
                MLOPS_PACK_DATA_DIR=str(world / "data"), MLOPS_PACK_HOME=str(world / "home"),
                MLOPS_PACK_TASK_IMAGE=image, MLOPS_PACK_RUNNER=runner)
     result = world / "child-result.json"
+    events_file = world / "docker-events.jsonl"
+    watcher = None
+    if runner == "docker":
+        # The engine's own record of each step container's create/start/die/destroy.
+        with events_file.open("w", encoding="utf-8") as sink:
+            watcher = subprocess.Popen(["docker", "events", "--filter", "type=container",
+                                        "--filter", "label=io.mlops-pack.step",
+                                        "--format", "{{json .}}"], stdout=sink,
+                                       stderr=subprocess.DEVNULL)
     started = time.perf_counter()
-    with log.open("w", encoding="utf-8") as out:
-        proc = subprocess.run([sys.executable, __file__, "--child", "--world", str(world),
-                               "--result", str(result)], env=env, stdout=out,
-                              stderr=subprocess.STDOUT, cwd=world, check=False)
+    try:
+        with log.open("w", encoding="utf-8") as out:
+            proc = subprocess.run([sys.executable, __file__, "--child", "--world", str(world),
+                                   "--result", str(result)], env=env, stdout=out,
+                                  stderr=subprocess.STDOUT, cwd=world, check=False)
+    finally:
+        if watcher is not None:
+            time.sleep(1)  # let the last destroy event arrive
+            watcher.terminate()
+            watcher.wait(timeout=10)
     if proc.returncode != 0 or not result.exists():
         tail = log.read_text(encoding="utf-8", errors="replace")[-3000:]
         raise RuntimeError(f"child exited {proc.returncode}; log {log}:\n{tail}")
     payload = json.loads(result.read_text(encoding="utf-8"))
     payload["process_wall"] = time.perf_counter() - started
+    if watcher is not None:
+        attach_events(payload["runs"], events_file)
     return payload
+
+
+def attach_events(runs: list[dict[str, Any]], events_file: Path) -> None:
+    """Add each step container's engine event times to its task (the last try's container)."""
+    events = []
+    for line in events_file.read_text(encoding="utf-8").splitlines():
+        try:
+            events.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    for run in runs:
+        label = run["run_id"][:63]
+        for task_id, task in run["tasks"].items():
+            if task_id not in STEP_TASKS:
+                continue
+            prefix = f"mlops-{DAG_ID}-{task_id}-"
+            found: dict[str, float] = {}
+            for event in events:
+                attributes = (event.get("Actor") or {}).get("Attributes") or {}
+                if (attributes.get("io.mlops-pack.run") != label
+                        or not attributes.get("name", "").startswith(prefix)):
+                    continue
+                action = event.get("Action") or event.get("status")
+                if action == "create":
+                    found = {}
+                if action in ("create", "start", "die", "destroy"):
+                    found[action] = int(event["timeNano"]) / 1e9
+            task["container"] = found
 
 
 def _median_run(argv: list[str], repeat: int) -> float:
@@ -218,13 +268,18 @@ def _median_run(argv: list[str], repeat: int) -> float:
     return statistics.median(times)
 
 
-def _median_printed(argv: list[str], repeat: int) -> float:
-    """Median of a figure the command prints as its last line."""
-    values = []
+def _median_printed(argv: list[str], repeat: int) -> tuple[float, float]:
+    """Medians of the import time a TIMED command prints and of the time from its last
+    statement until the command returned (interpreter shutdown, plus container exit and
+    removal for ``docker run --rm``)."""
+    values, tails = [], []
     for _ in range(repeat):
         proc = subprocess.run(argv, check=True, capture_output=True, text=True)
-        values.append(float(proc.stdout.strip().splitlines()[-1]))
-    return statistics.median(values)
+        returned = time.time()
+        lines = proc.stdout.strip().splitlines()
+        values.append(float(lines[-2]))
+        tails.append(returned - float(lines[-1]))
+    return statistics.median(values), statistics.median(tails)
 
 
 def _docker_python(image: str, *args: str) -> list[str]:
@@ -301,13 +356,18 @@ def _quiet_log():
 
 
 def probe_imports(image: str, repeat: int) -> dict[str, dict[str, float]]:
-    """Each import set alone in a fresh interpreter: in the image and on the host."""
-    out: dict[str, dict[str, float]] = {"image": {}, "host": {}}
-    env_host = [sys.executable, "-c"]
-    for label, stmt in {**IMPORTS, **{f"step {k}": v for k, v in STEP_IMPORTS.items()}}.items():
+    """Each import set alone in a fresh interpreter: in the image and on the host; and the
+    time from the last statement to the process being gone, with those modules loaded."""
+    out: dict[str, dict[str, float]] = {"image": {}, "host": {}, "image_exit": {},
+                                        "host_exit": {}}
+    sets = {"nothing (pass)": "pass", **IMPORTS,
+            **{f"step {k}": v for k, v in STEP_IMPORTS.items()}}
+    for label, stmt in sets.items():
         code = TIMED.format(stmt=stmt)
-        out["image"][label] = _median_printed(_docker_python(image, "-c", code), repeat)
-        out["host"][label] = _median_printed([*env_host, code], repeat)
+        out["image"][label], out["image_exit"][label] = _median_printed(
+            _docker_python(image, "-c", code), repeat)
+        out["host"][label], out["host_exit"][label] = _median_printed(
+            [sys.executable, "-c", code], repeat)
     return out
 
 
@@ -344,6 +404,44 @@ def probe_store(image: str, home: Path, repeat: int) -> dict[str, float] | None:
 # Analysis and printing ------------------------------------------------------------------
 
 
+# Parts of one step task, in time order; each is the time between two marks.
+STEP_PARTS = [
+    ("pre", "Airflow task start -> step launch (templating, work dir)"),
+    ("to_create", "launch -> container created (Docker client, inspect image, create)"),
+    ("create_start", "container created -> started"),
+    ("overhead", "step process before/after its own timing (interpreter start, imports, "
+                 "MLflow store open, unrecorded step work)"),
+    ("own", "step's own timing (validate/train/evaluate 'seconds')"),
+    ("exit", "result.json -> container exited (interpreter shutdown)"),
+    ("remove", "container exited -> removed (wait returns, log stream joined, remove)"),
+    ("post", "result read, XCom, Airflow task end"),
+]
+
+
+def _step_parts(task: dict[str, Any]) -> dict[str, float] | None:
+    """Split one step task's wall time at the marks we have (file times, engine events)."""
+    start, end = task.get("start"), task.get("end")
+    launched, written = task.get("launched"), task.get("result_written")
+    if None in (start, end, launched, written):
+        return None
+    own = task.get("seconds") or 0.0
+    parts = dict.fromkeys((k for k, _ in STEP_PARTS), 0.0)
+    parts["pre"] = launched - start
+    events = task.get("container") or {}
+    if all(k in events for k in ("create", "start", "die", "destroy")):
+        parts["to_create"] = events["create"] - launched
+        parts["create_start"] = events["start"] - events["create"]
+        parts["overhead"] = written - events["start"] - own
+        parts["exit"] = events["die"] - written
+        parts["remove"] = events["destroy"] - events["die"]
+        parts["post"] = end - events["destroy"]
+    else:  # in-process: no container; the launch-to-result span is the step call
+        parts["overhead"] = written - launched - own
+        parts["post"] = end - written
+    parts["own"] = own
+    return parts
+
+
 def analyse(run: dict[str, Any]) -> dict[str, Any]:
     """Split the DAG wall time into parts that add up to it."""
     tasks = run["tasks"]
@@ -356,46 +454,40 @@ def analyse(run: dict[str, Any]) -> dict[str, Any]:
         covered_until = end if covered_until is None else max(covered_until, end)
     before = spans[0][0] - run["called"] if spans else run["wall"]
     after = run["returned"] - covered_until if spans else 0.0
-    task_wall = {k: t["end"] - t["start"] for k, t in tasks.items()
-                 if t["start"] is not None and t["end"] is not None}
+    task_wall = {k: end - start for start, end, k in spans}
     parts = {"dag.test before the first task (serialize, bundle sync, DagRun)": before,
              "scheduler-loop gaps between tasks": gaps,
-             "dag.test after the last task": after,
-             "Python tasks (run_overrides, challenger_passed)":
-                 sum(task_wall.get(k, 0.0) for k in PY_TASKS)}
-    pre = launch = post = compute = 0.0
-    per_step = {}
+             "dag.test after the last task": after}
+    for task_id in PY_TASKS:
+        parts[f"Python task {task_id}"] = task_wall.get(task_id, 0.0)
+    per_step: dict[str, dict[str, float] | None] = {}
+    totals = dict.fromkeys((k for k, _ in STEP_PARTS), 0.0)
+    no_files = 0.0
     for task_id in STEP_TASKS:
-        t = tasks.get(task_id)
-        if not t or t["start"] is None or t["end"] is None:
+        if task_id not in task_wall:
             continue
-        if t.get("launched") is None or t.get("result_written") is None:
-            per_step[task_id] = {"wall": task_wall[task_id]}
-            post += task_wall[task_id]
+        split = _step_parts(tasks[task_id])
+        per_step[task_id] = split
+        if split is None:  # skipped (no work dir) or never launched
+            no_files += task_wall[task_id]
             continue
-        own = t.get("seconds") or 0.0
-        item = {"wall": task_wall[task_id], "pre": t["launched"] - t["start"],
-                "span": t["result_written"] - t["launched"], "post": t["end"] - t["result_written"],
-                "compute": own, "fit": t.get("fit_seconds")}
-        per_step[task_id] = item
-        pre += item["pre"]
-        launch += item["span"] - own
-        compute += own
-        post += item["post"]
-    parts["step tasks: Airflow task start -> step launch"] = pre
-    parts["step launch -> result.json, minus the step's own timing"] = launch
-    parts["steps' own timing (validate + train + evaluate 'seconds')"] = compute
-    parts["step tasks: result.json -> task end (container exit, remove, XCom)"] = post
-    return {"parts": parts, "per_step": per_step, "task_wall_sum": sum(task_wall.values()),
-            "compute": compute, "unexplained": run["wall"] - sum(parts.values()),
+        for key, seconds in split.items():
+            totals[key] += seconds
+    for key, label in STEP_PARTS:
+        parts[f"steps: {label}"] = totals[key]
+    if no_files:
+        parts["steps without work-dir files (skipped)"] = no_files
+    return {"parts": parts, "per_step": per_step, "task_wall": task_wall,
+            "task_wall_sum": sum(task_wall.values()), "compute": totals["own"],
+            "unexplained": run["wall"] - sum(parts.values()),
             "fit": (tasks.get("train") or {}).get("fit_seconds"),
             "verdict": (tasks.get("gate") or {}).get("verdict")}
 
 
 def print_results(results: list[dict[str, Any]]) -> None:
-    print("\n-- DAG wall time vs the steps' own compute (seconds)")
+    print("\n-- DAG wall time vs the steps' own timing (seconds)")
     print(f"   {'rows':>9} {'runner':<9} {'run':>3} {'state':<8} {'verdict':<8} {'DAG wall':>8} "
-          f"{'sum task':>8} {'compute':>8} {'fit':>7} {'wall/comp':>9} {'task/comp':>9} "
+          f"{'sum task':>8} {'own':>7} {'fit':>7} {'wall/own':>8} {'task/own':>8} "
           f"{'wall/fit':>8}")
     for entry in results:
         if "error" in entry:
@@ -405,11 +497,11 @@ def print_results(results: list[dict[str, Any]]) -> None:
             compute, fit = info["compute"], info["fit"] or float("nan")
             print(f"   {entry['rows']:>9,} {entry['runner']:<9} {run['run']:>3} "
                   f"{run['state'].split('.')[-1]:<8} {info['verdict'] or '-':<8} "
-                  f"{run['wall']:8.1f} {info['task_wall_sum']:8.1f} {compute:8.1f} {fit:7.1f} "
-                  f"{run['wall'] / compute:9.2f} {info['task_wall_sum'] / compute:9.2f} "
+                  f"{run['wall']:8.1f} {info['task_wall_sum']:8.1f} {compute:7.1f} {fit:7.1f} "
+                  f"{run['wall'] / compute:8.2f} {info['task_wall_sum'] / compute:8.2f} "
                   f"{run['wall'] / fit:8.2f}")
-    print("   compute = validate + train + evaluate 'seconds' from their records (gate and "
-          "promote record no timing); fit = train 'fit_seconds'")
+    print("   own = validate + train + evaluate 'seconds' from their records (gate and promote "
+          "record no timing); fit = train 'fit_seconds' (the model fit alone)")
     for entry in results:
         if "error" in entry:
             continue
@@ -418,17 +510,18 @@ def print_results(results: list[dict[str, Any]]) -> None:
                   f"({run['batch']}): DAG wall {run['wall']:.1f} s (load average at start "
                   f"{run['loadavg']}; machine busy {_busy(run['meter'])})")
             for label, seconds in info["parts"].items():
-                print(f"      {label:<72} {seconds:7.2f} s {100 * seconds / run['wall']:5.1f}%")
-            print(f"      {'(not covered by the parts above)':<72} {info['unexplained']:7.2f} s")
-            print(f"      {'task':<10} {'wall':>7} {'pre':>6} {'launch->result':>14} "
-                  f"{'own timing':>10} {'post':>6}")
-            for task_id, item in info["per_step"].items():
-                if "span" not in item:
-                    print(f"      {task_id:<10} {item['wall']:7.2f}  (no work-dir files)")
+                if entry["runner"] == "inprocess" and seconds == 0.0:
                     continue
-                own = f"{item['compute']:10.2f}" if task_id in RECORDS else f"{'-':>10}"
-                print(f"      {task_id:<10} {item['wall']:7.2f} {item['pre']:6.2f} "
-                      f"{item['span']:14.2f} {own} {item['post']:6.2f}")
+                print(f"      {label:<92} {seconds:7.2f} s {100 * seconds / run['wall']:5.1f}%")
+            print(f"      {'(not covered by the parts above)':<92} {info['unexplained']:7.2f} s")
+            keys = [k for k, _ in STEP_PARTS]
+            print(f"      {'task':<18} {'state':<8} {'wall':>7} " + " ".join(f"{k:>8}"
+                                                                       for k in keys))
+            for task_id, wall in info["task_wall"].items():
+                state = run["tasks"][task_id]["state"].split(".")[-1]
+                split = info["per_step"].get(task_id)
+                cells = " ".join(f"{split[k]:8.2f}" for k in keys) if split else ""
+                print(f"      {task_id:<18} {state:<8} {wall:7.2f} {cells}")
 
 
 def _busy(meter: dict[str, float]) -> str:
@@ -440,11 +533,13 @@ def print_probes(probes: dict[str, Any]) -> None:
     print("\n-- container start/stop (median, seconds)")
     for label, seconds in probes["container"].items():
         print(f"   {label:<72} {seconds:6.3f}")
-    print("\n-- imports, each alone in a fresh interpreter (median, seconds)")
-    print(f"   {'':<40} {'in image':>9} {'on host':>9}")
-    for label in probes["imports"]["image"]:
-        print(f"   {label:<40} {probes['imports']['image'][label]:9.2f} "
-              f"{probes['imports']['host'][label]:9.2f}")
+    imports = probes["imports"]
+    print("\n-- imports, each alone in a fresh interpreter (median, seconds); 'exit' = last "
+          "statement -> process gone (docker: container exited and removed)")
+    print(f"   {'':<40} {'in image':>9} {'on host':>9} {'exit img':>9} {'exit host':>9}")
+    for label in imports["image"]:
+        print(f"   {label:<40} {imports['image'][label]:9.2f} {imports['host'][label]:9.2f} "
+              f"{imports['image_exit'][label]:9.2f} {imports['host_exit'][label]:9.2f}")
     if probes.get("store"):
         print("\n-- MLflow SQLite store (copy of a run's store), inside the image (median, s)")
         for label, seconds in probes["store"].items():
@@ -453,13 +548,33 @@ def print_probes(probes: dict[str, Any]) -> None:
 
 def estimate(probes: dict[str, Any]) -> dict[str, float]:
     """What the probes predict for the five step containers of one run."""
-    container = probes["container"]
-    cycle = (container["docker run --rm --network none IMAGE python -c pass"]
-             - container["host: python -c pass"])
-    imports = sum(probes["imports"]["image"][f"step {k}"] for k in STEP_TASKS)
+    container, imports = probes["container"], probes["imports"]
+    engine = container["api: whole sequence"] - container["api: wait (python -c pass runs)"]
     store = (probes.get("store") or {}).get("open store + one registry call", 0.0)
-    return {"container start/stop x5": 5 * cycle, "step imports in the image (5 steps)": imports,
-            "MLflow store open x5": 5 * store}
+    return {
+        "engine: create + start + remove, x5": 5 * engine,
+        "empty interpreter run in the container (wait), x5":
+            5 * container["api: wait (python -c pass runs)"],
+        "step imports in the image (each step's set)":
+            sum(imports["image"][f"step {k}"] for k in STEP_TASKS),
+        "MLflow SQLite store open, x5": 5 * store,
+        "interpreter shutdown + container exit/remove (each step's set)":
+            sum(imports["image_exit"][f"step {k}"] for k in STEP_TASKS),
+    }
+
+
+def measured_docker_overhead(entry: dict[str, Any]) -> list[dict[str, float]]:
+    """The same categories, measured in the docker runs (sums over the step tasks)."""
+    out = []
+    for info in entry["analysis"]:
+        steps = [v for v in info["per_step"].values() if v]
+        out.append({
+            "engine: launch -> started + exit -> removed":
+                sum(v["to_create"] + v["create_start"] + v["remove"] for v in steps),
+            "in container, outside the step's own timing": sum(v["overhead"] for v in steps),
+            "result.json -> container exited": sum(v["exit"] for v in steps),
+        })
+    return out
 
 
 def main() -> None:
@@ -479,6 +594,8 @@ def main() -> None:
         return
 
     _common.header("bench_orchestration: retrain DAG through Airflow vs its steps' compute")
+    versions = _common.versions()  # before anything imports Airflow (and its log setup)
+    print(f"   {versions}, apache-airflow {importlib.metadata.version('apache-airflow')}")
     image = task_image()
     print(f"   task image {image}; runners {args.runners}; rows {args.rows}")
     scratch = Path(tempfile.mkdtemp(prefix="bench-orch-"))
@@ -539,10 +656,18 @@ def main() -> None:
         probes["predicted_per_run"] = predicted
         print("\n-- what the probes predict per docker run (5 step containers)")
         for label, seconds in predicted.items():
-            print(f"   {label:<40} {seconds:6.1f} s")
-        print(f"   {'total':<40} {sum(predicted.values()):6.1f} s")
+            print(f"   {label:<66} {seconds:6.1f} s")
+        print(f"   {'total':<66} {sum(predicted.values()):6.1f} s")
+        print("   measured in the docker runs (sum over the step tasks):")
+        for entry in results:
+            if entry["runner"] != "docker" or "error" in entry:
+                continue
+            for run, measured in zip(entry["runs"], measured_docker_overhead(entry),
+                                     strict=True):
+                cells = "; ".join(f"{k} {v:.1f} s" for k, v in measured.items())
+                print(f"   {entry['rows']:,} rows run {run['run']}: {cells}")
     path = _common.write_json_result("bench_orchestration", {
-        "machine": _common.machine(), "versions": _common.versions(), "image": image,
+        "machine": _common.machine(), "versions": versions, "image": image,
         "results": results, "probes": probes})
     print(f"\n   figures saved to {path}")
 

@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
-CHURN_SPEC = ROOT / "include" / "models" / "churn.yaml"
-DIABETES_SPEC = ROOT / "include" / "models" / "diabetes.yaml"
 
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -40,17 +35,6 @@ def store(tmp_path, monkeypatch, data_dir) -> Path:
     monkeypatch.setenv("MLOPS_PACK_DATA_DIR", str(data_dir))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     return home
-
-
-def run_cli(*args: str | Path) -> tuple[int, dict]:
-    """Run one CLI command in-process; return its exit code and result.json."""
-    from mlops_pack.cli import main
-
-    argv = [str(a) for a in args]
-    code = main(argv)
-    out = Path(argv[argv.index("--out") + 1]) if "--out" in argv else None
-    result = json.loads((out / "result.json").read_text()) if out else {}
-    return code, result
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ import subprocess
 import sys
 import time
 
-from conftest import ROOT
+from support import ROOT
 
 HEAVY = ("sklearn", "pandas", "great_expectations", "mlflow")
 

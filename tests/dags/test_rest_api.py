@@ -14,7 +14,7 @@ from pathlib import Path
 
 import airflow_client.client as ac
 import pytest
-from conftest import ROOT
+from support import ROOT
 
 PORT = 18080
 BASE = f"http://127.0.0.1:{PORT}"
@@ -115,8 +115,10 @@ def test_rest_api_auth_trigger_poll_and_decision(stack):
         )
     assert bad.value.status == 400
 
-    # Two runs triggered at once for one model: at most one promotes (the second trains on
-    # the same batch: an identical model, a tie, which superiority does not promote).
+    # Two runs triggered at once for one model (unpausing may also have queued the latest
+    # scheduled run): every run ends green, at most one promotes, and the alias history is
+    # one consistent chain. The manual runs train on the same batch, so after one of them
+    # (or the scheduled run) promotes, the other's identical model ties and is rejected.
     conf = {"data_path": "churn/churn_month_01.csv", "reason": "REST test"}
     runs = [
         ac.DagRunApi(admin)
@@ -126,14 +128,14 @@ def test_rest_api_auth_trigger_poll_and_decision(stack):
     ]
     states = [_run_to_end(admin, run_id) for run_id in runs]
     assert states == ["success", "success"]
+    for run in ac.DagRunApi(admin).get_dag_runs(DAG_ID).dag_runs:
+        assert _run_to_end(admin, run.dag_run_id) == "success"
     decisions = [
         ac.XComApi(admin).get_xcom_entry(DAG_ID, "gate", run_id, "return_value").value
         for run_id in runs
     ]
-    verdicts = sorted(
-        json.loads(d)["verdict"] if isinstance(d, str) else d["verdict"] for d in decisions
-    )
-    assert verdicts == ["promote", "reject"]
+    verdicts = [json.loads(d)["verdict"] if isinstance(d, str) else d["verdict"] for d in decisions]
+    assert verdicts.count("promote") <= 1 and "reject" in verdicts
 
     os.environ["MLOPS_PACK_HOME"] = str(stack["state"] / "store")
     try:

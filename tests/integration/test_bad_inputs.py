@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import CHURN_SPEC, run_cli
 from mlops_pack.errors import EXIT_BAD_INPUT
+from support import CHURN_SPEC, run_cli
 
 
 def _good(data_dir: Path) -> pd.DataFrame:

@@ -7,8 +7,8 @@ import shutil
 import sys
 
 import yaml
-from conftest import CHURN_SPEC, ROOT, run_cli
 from mlops_pack.errors import EXIT_OK, EXIT_REJECTED
+from support import CHURN_SPEC, ROOT, run_cli
 
 
 def test_custom_metric_reaches_spec_evaluation_and_gate(store, tmp_path, monkeypatch):

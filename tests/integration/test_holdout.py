@@ -3,8 +3,8 @@ decisions made on the old holdout."""
 
 from __future__ import annotations
 
-from conftest import CHURN_SPEC, run_cli
 from mlops_pack.errors import EXIT_BAD_INPUT, EXIT_OK
+from support import CHURN_SPEC, run_cli
 
 
 def test_refresh_is_recorded_and_old_decisions_are_refused(store, registry, tmp_path):

@@ -8,10 +8,10 @@ from urllib.parse import urlparse
 
 import pytest
 import skops.io as sio
-from conftest import CHURN_SPEC, run_cli
 from mlops_pack.errors import EXIT_BAD_INPUT, UntrustedArtifactError
 from mlops_pack.hashing import sha256_file
 from mlops_pack.steps.model_io import load_model
+from support import CHURN_SPEC, run_cli
 
 
 class _Payload:

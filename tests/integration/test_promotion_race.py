@@ -8,9 +8,9 @@ import os
 import subprocess
 import sys
 
-from conftest import CHURN_SPEC, ROOT, run_cli
 from mlops_pack.errors import EXIT_CHAMPION_MOVED, EXIT_OK
 from mlops_pack.registry import CHAMPION, PREVIOUS
+from support import CHURN_SPEC, ROOT, run_cli
 
 # Lenient enough that both challengers pass the gate against v1: the race is the subject.
 LENIENT = json.dumps({"gate": {"mode": "non_inferiority", "margin": 0.2}})

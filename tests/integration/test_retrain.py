@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 
-from conftest import CHURN_SPEC, DIABETES_SPEC, run_cli
 from mlops_pack.errors import EXIT_OK, EXIT_REJECTED
 from mlops_pack.registry import CHAMPION, PREVIOUS
+from support import CHURN_SPEC, DIABETES_SPEC, run_cli
 
 
 def test_churn_twice_then_a_worse_challenger_is_rejected(store, registry, tmp_path):

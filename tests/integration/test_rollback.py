@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from conftest import CHURN_SPEC, run_cli
 from mlops_pack.errors import EXIT_BAD_INPUT, EXIT_OK
+from support import CHURN_SPEC, run_cli
 
 LENIENT = '{"gate": {"mode": "non_inferiority", "margin": 0.2}}'
 

@@ -80,16 +80,26 @@ def deltas_from(
         improvement = None
         if _usable(new) and _usable(old):
             improvement = (new - old) if higher else (old - new)
-        out.append(MetricDelta(metric=name, higher_is_better=higher, improvement=improvement,
-                               bootstrap=sorted(bootstrap.get(name, []))))
+        out.append(
+            MetricDelta(
+                metric=name,
+                higher_is_better=higher,
+                improvement=improvement,
+                bootstrap=sorted(bootstrap.get(name, [])),
+            )
+        )
     return out
 
 
 def delta(
     metric: str, improvement: float | None, bootstrap: list[float] | None = None
 ) -> MetricDelta:
-    return MetricDelta(metric=metric, higher_is_better=metric_info(metric).higher_is_better,
-                       improvement=improvement, bootstrap=sorted(bootstrap or []))
+    return MetricDelta(
+        metric=metric,
+        higher_is_better=metric_info(metric).higher_is_better,
+        improvement=improvement,
+        bootstrap=sorted(bootstrap or []),
+    )
 
 
 def evaluation(
@@ -118,8 +128,13 @@ def evaluation(
         spec_sha256=SPEC_SHA,
         data_sha256=DATA_SHA,
         champion=champion_score,
-        challenger=score("4", challenger, holdout=challenger_holdout, size_bytes=size_bytes,
-                         latency_ms_p95=latency_ms_p95),
+        challenger=score(
+            "4",
+            challenger,
+            holdout=challenger_holdout,
+            size_bytes=size_bytes,
+            latency_ms_p95=latency_ms_p95,
+        ),
         deltas=deltas,
         slices=slices or [],
         bootstrap_resamples=max((len(d.bootstrap) for d in deltas), default=0),
@@ -195,8 +210,9 @@ def linspace(low: float, high: float, count: int = 1_000) -> list[float]:
     ],
 )
 def test_primary_modes_and_absolute_margins(mode, margin, improvement, verdict):
-    record = evaluation({"roc_auc": 0.80 + improvement}, {"roc_auc": 0.80},
-                        deltas=[delta("roc_auc", improvement)])
+    record = evaluation(
+        {"roc_auc": 0.80 + improvement}, {"roc_auc": 0.80}, deltas=[delta("roc_auc", improvement)]
+    )
     decision = decide(record, policy(mode=mode, margin=margin))
 
     assert decision.verdict == verdict
@@ -310,8 +326,9 @@ def test_absolute_margin_ignores_the_champion_value():
 
 def test_tie_superiority_at_zero_margin_rejects_and_non_inferiority_promotes():
     # Identical predictions: every bootstrap improvement is exactly zero.
-    tie = evaluation({"roc_auc": 0.8}, {"roc_auc": 0.8},
-                     deltas=[delta("roc_auc", 0.0, [0.0] * 1_000)])
+    tie = evaluation(
+        {"roc_auc": 0.8}, {"roc_auc": 0.8}, deltas=[delta("roc_auc", 0.0, [0.0] * 1_000)]
+    )
 
     superiority = decide(tie, policy(uncertainty=True))
     assert superiority.verdict == "reject"
@@ -332,13 +349,15 @@ def test_tie_from_the_real_paired_bootstrap_is_all_zeros():
     y = (rng.random(2_000) < 0.3).astype(float)
     p = np.clip(0.3 + 0.3 * (y - 0.3) + rng.normal(0, 0.2, 2_000), 0.01, 0.99)
     names = ["roc_auc", "log_loss"]
-    samples = paired_bootstrap(names, y, p, p.copy(), 200, 0,
-                               {n: metric_info(n).higher_is_better for n in names})
+    samples = paired_bootstrap(
+        names, y, p, p.copy(), 200, 0, {n: metric_info(n).higher_is_better for n in names}
+    )
     assert all(np.all(samples[n] == 0.0) for n in names)
 
     auc = metric_score("roc_auc", y, p)
-    record = evaluation({"roc_auc": auc}, {"roc_auc": auc},
-                        bootstrap={"roc_auc": samples["roc_auc"].tolist()})
+    record = evaluation(
+        {"roc_auc": auc}, {"roc_auc": auc}, bootstrap={"roc_auc": samples["roc_auc"].tolist()}
+    )
     assert decide(record, policy(uncertainty=True)).verdict == "reject"
     assert decide(record, policy(mode="non_inferiority", uncertainty=True)).verdict == "promote"
 
@@ -346,8 +365,9 @@ def test_tie_from_the_real_paired_bootstrap_is_all_zeros():
 def test_uncertainty_gates_on_the_ci_lower_bound_not_the_point_estimate():
     # Point estimate +0.01, but the 95% interval reaches below zero.
     samples = linspace(-0.005, 0.025)
-    record = evaluation({"roc_auc": 0.81}, {"roc_auc": 0.80},
-                        deltas=[delta("roc_auc", 0.01, samples)])
+    record = evaluation(
+        {"roc_auc": 0.81}, {"roc_auc": 0.80}, deltas=[delta("roc_auc", 0.01, samples)]
+    )
 
     disabled = decide(record, policy(uncertainty=False))
     assert disabled.verdict == "promote"
@@ -364,8 +384,9 @@ def test_uncertainty_gates_on_the_ci_lower_bound_not_the_point_estimate():
 
 
 def test_uncertainty_promotes_when_the_whole_interval_clears_the_margin():
-    record = evaluation({"roc_auc": 0.83}, {"roc_auc": 0.80},
-                        deltas=[delta("roc_auc", 0.03, linspace(0.01, 0.05))])
+    record = evaluation(
+        {"roc_auc": 0.83}, {"roc_auc": 0.80}, deltas=[delta("roc_auc", 0.03, linspace(0.01, 0.05))]
+    )
     decision = decide(record, policy(uncertainty=True))
     assert decision.verdict == "promote"
     assert primary_check(decision).value == pytest.approx(0.011)
@@ -373,8 +394,9 @@ def test_uncertainty_promotes_when_the_whole_interval_clears_the_margin():
 
 def test_uncertainty_confidence_sets_which_quantile_is_gated():
     samples = linspace(-0.002, 0.038)  # 2.5% quantile -0.001, 10% quantile +0.002
-    record = evaluation({"roc_auc": 0.82}, {"roc_auc": 0.80},
-                        deltas=[delta("roc_auc", 0.018, samples)])
+    record = evaluation(
+        {"roc_auc": 0.82}, {"roc_auc": 0.80}, deltas=[delta("roc_auc", 0.018, samples)]
+    )
 
     at_95 = decide(record, policy(uncertainty=True, confidence=0.95))
     at_80 = decide(record, policy(uncertainty=True, confidence=0.80))
@@ -385,13 +407,18 @@ def test_uncertainty_confidence_sets_which_quantile_is_gated():
 
 
 def test_uncertainty_non_inferiority_gates_the_lower_bound_against_minus_margin():
-    record = evaluation({"roc_auc": 0.80}, {"roc_auc": 0.80},
-                        deltas=[delta("roc_auc", 0.0, linspace(-0.02, 0.02))])
+    record = evaluation(
+        {"roc_auc": 0.80}, {"roc_auc": 0.80}, deltas=[delta("roc_auc", 0.0, linspace(-0.02, 0.02))]
+    )
     # lower bound is -0.019
-    assert decide(record, policy(mode="non_inferiority", margin=0.02, uncertainty=True)).verdict \
+    assert (
+        decide(record, policy(mode="non_inferiority", margin=0.02, uncertainty=True)).verdict
         == "promote"
-    assert decide(record, policy(mode="non_inferiority", margin=0.01, uncertainty=True)).verdict \
+    )
+    assert (
+        decide(record, policy(mode="non_inferiority", margin=0.01, uncertainty=True)).verdict
         == "reject"
+    )
 
 
 def test_uncertainty_enabled_without_bootstrap_samples_fails():
@@ -451,14 +478,19 @@ def test_undefined_challenger_metric_fails(bad):
     assert decision.verdict == "reject"
     assert primary_check(decision).verdict == "fail"
     assert check(decision, "floor roc_auc").verdict == "fail"
-    assert check(decision, "floor roc_auc").detail == \
-        f"roc_auc is {'missing' if bad is None else 'NaN'} for the challenger"
+    assert (
+        check(decision, "floor roc_auc").detail
+        == f"roc_auc is {'missing' if bad is None else 'NaN'} for the challenger"
+    )
 
 
 @pytest.mark.parametrize("bad", [None, math.nan])
 def test_undefined_guardrail_improvement_fails(bad):
-    record = evaluation({"roc_auc": 0.85, "brier": 0.1}, {"roc_auc": 0.80, "brier": 0.1},
-                        deltas=[delta("roc_auc", 0.05), delta("brier", bad)])
+    record = evaluation(
+        {"roc_auc": 0.85, "brier": 0.1},
+        {"roc_auc": 0.80, "brier": 0.1},
+        deltas=[delta("roc_auc", 0.05), delta("brier", bad)],
+    )
     decision = decide(record, policy(guardrails=[Guardrail(metric="brier", tolerance=1.0)]))
     assert check(decision, "guardrail brier").verdict == "fail"
     assert decision.verdict == "reject"
@@ -514,7 +546,8 @@ def test_floors_follow_the_metric_direction(metric, bound, value, verdict, compa
 )
 def test_guardrails(tolerance, tolerance_type, improvement, allowed, verdict):
     record = evaluation(
-        {"roc_auc": 0.85, "log_loss": 0.40 - improvement}, {"roc_auc": 0.80, "log_loss": 0.40},
+        {"roc_auc": 0.85, "log_loss": 0.40 - improvement},
+        {"roc_auc": 0.80, "log_loss": 0.40},
         deltas=[delta("roc_auc", 0.05), delta("log_loss", improvement)],
     )
     guard = Guardrail(metric="log_loss", tolerance=float(tolerance), tolerance_type=tolerance_type)
@@ -530,8 +563,11 @@ def test_guardrails(tolerance, tolerance_type, improvement, allowed, verdict):
 
 
 def test_relative_guardrail_without_a_champion_value_fails():
-    record = evaluation({"roc_auc": 0.85, "log_loss": 0.3}, {"roc_auc": 0.80},
-                        deltas=[delta("roc_auc", 0.05), delta("log_loss", 0.1)])
+    record = evaluation(
+        {"roc_auc": 0.85, "log_loss": 0.3},
+        {"roc_auc": 0.80},
+        deltas=[delta("roc_auc", 0.05), delta("log_loss", 0.1)],
+    )
     guard = Guardrail(metric="log_loss", tolerance=0.05, tolerance_type="relative")
     decision = decide(record, policy(guardrails=[guard]))
     found = check(decision, "guardrail log_loss")
@@ -543,20 +579,25 @@ def test_relative_guardrail_with_zero_champion_value_allows_no_regression():
     # brier 0.0 for the champion: 50% of zero is zero, so only a tie or better passes
     guard = Guardrail(metric="brier", tolerance=0.5, tolerance_type="relative")
     for improvement, verdict in [(0.0, "pass"), (-0.001, "fail")]:
-        record = evaluation({"roc_auc": 0.85, "brier": -improvement},
-                            {"roc_auc": 0.80, "brier": 0.0})
+        record = evaluation(
+            {"roc_auc": 0.85, "brier": -improvement}, {"roc_auc": 0.80, "brier": 0.0}
+        )
         found = check(decide(record, policy(guardrails=[guard])), "guardrail brier")
         assert found.threshold == 0.0
         assert found.verdict == verdict
 
 
 def test_every_guardrail_is_checked():
-    record = evaluation({"roc_auc": 0.85, "log_loss": 0.5, "brier": 0.2},
-                        {"roc_auc": 0.80, "log_loss": 0.4, "brier": 0.2})
+    record = evaluation(
+        {"roc_auc": 0.85, "log_loss": 0.5, "brier": 0.2},
+        {"roc_auc": 0.80, "log_loss": 0.4, "brier": 0.2},
+    )
     guards = [Guardrail(metric="log_loss", tolerance=0.01), Guardrail(metric="brier")]
     decision = decide(record, policy(guardrails=guards))
-    assert [c.name for c in checks_of(decision, "guardrail")] == \
-        ["guardrail log_loss", "guardrail brier"]
+    assert [c.name for c in checks_of(decision, "guardrail")] == [
+        "guardrail log_loss",
+        "guardrail brier",
+    ]
     assert check(decision, "guardrail log_loss").verdict == "fail"
     assert check(decision, "guardrail brier").verdict == "pass"
     assert decision.verdict == "reject"
@@ -565,10 +606,23 @@ def test_every_guardrail_is_checked():
 # Slices ------------------------------------------------------------------------------------
 
 
-def slice_score(value: str, rows: int, champion: float | None, challenger: float | None,
-                *, column: str = "region", metric: str = "roc_auc") -> SliceScore:
-    return SliceScore(column=column, value=value, rows=rows, metric=metric,
-                      champion=champion, challenger=challenger)
+def slice_score(
+    value: str,
+    rows: int,
+    champion: float | None,
+    challenger: float | None,
+    *,
+    column: str = "region",
+    metric: str = "roc_auc",
+) -> SliceScore:
+    return SliceScore(
+        column=column,
+        value=value,
+        rows=rows,
+        metric=metric,
+        champion=champion,
+        challenger=challenger,
+    )
 
 
 SLICES = Slices(columns=["region"], tolerance=0.03, min_size=300)
@@ -732,8 +786,7 @@ def test_first_run_reject():
 
 
 def test_first_run_ignores_guardrails_and_slices():
-    record = evaluation({"roc_auc": 0.75}, None,
-                        slices=[slice_score("north", 1_000, None, 0.1)])
+    record = evaluation({"roc_auc": 0.75}, None, slices=[slice_score("north", 1_000, None, 0.1)])
     gate = policy(guardrails=[Guardrail(metric="log_loss")], slices=SLICES)
     decision = decide(record, gate)
     assert decision.verdict == "promote"
@@ -795,16 +848,25 @@ def full_evaluation(challenger_auc: float = 0.85) -> EvaluationRecord:
         {"roc_auc": challenger_auc, "log_loss": 0.38, "brier": 0.12},
         {"roc_auc": 0.80, "log_loss": 0.40, "brier": 0.13},
         bootstrap={"roc_auc": linspace(challenger_auc - 0.82, challenger_auc - 0.78)},
-        slices=[slice_score("north", 1_000, 0.80, 0.84), slice_score("south", 100, 0.8, 0.2),
-                slice_score("east", 1_000, None, 0.5)],
+        slices=[
+            slice_score("north", 1_000, 0.80, 0.84),
+            slice_score("south", 100, 0.8, 0.2),
+            slice_score("east", 1_000, None, 0.5),
+        ],
     )
 
 
 def test_decision_record_carries_provenance():
     now = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
     gate = full_policy()
-    decision = decide(full_evaluation(), gate, pinned_holdout_sha256=HOLDOUT,
-                      dag_run_id="manual__2026-01-02", reason="monthly retrain", now=now)
+    decision = decide(
+        full_evaluation(),
+        gate,
+        pinned_holdout_sha256=HOLDOUT,
+        dag_run_id="manual__2026-01-02",
+        reason="monthly retrain",
+        now=now,
+    )
 
     assert decision.verdict == "promote"
     assert decision.schema_ == "mlops_pack.decision/1"
@@ -893,11 +955,16 @@ def test_reject_summary_names_the_failed_check(change, failed_name):
 
 
 def test_reject_summary_lists_three_failures_and_counts_the_rest():
-    record = evaluation({"roc_auc": 0.5, "log_loss": 0.9, "brier": 0.4},
-                        {"roc_auc": 0.8, "log_loss": 0.4, "brier": 0.1}, size_bytes=10**9)
-    gate = policy(floors={"roc_auc": 0.7, "log_loss": 0.6},
-                  guardrails=[Guardrail(metric="log_loss"), Guardrail(metric="brier")],
-                  budgets=Budgets(max_model_bytes=1_000))
+    record = evaluation(
+        {"roc_auc": 0.5, "log_loss": 0.9, "brier": 0.4},
+        {"roc_auc": 0.8, "log_loss": 0.4, "brier": 0.1},
+        size_bytes=10**9,
+    )
+    gate = policy(
+        floors={"roc_auc": 0.7, "log_loss": 0.6},
+        guardrails=[Guardrail(metric="log_loss"), Guardrail(metric="brier")],
+        budgets=Budgets(max_model_bytes=1_000),
+    )
     decision = decide(record, gate)
     failed = [c.name for c in decision.checks if c.verdict == "fail"]
     assert len(failed) == 6
@@ -947,8 +1014,11 @@ def test_unsorted_bootstrap_samples_are_sorted_before_the_bound_is_taken():
     record = evaluation(
         {"roc_auc": 0.81},
         {"roc_auc": 0.80},
-        deltas=[MetricDelta(metric="roc_auc", higher_is_better=True, improvement=0.01,
-                            bootstrap=unsorted)],
+        deltas=[
+            MetricDelta(
+                metric="roc_auc", higher_is_better=True, improvement=0.01, bootstrap=unsorted
+            )
+        ],
     )
     decision = decide(record, policy(uncertainty=True))
     primary = next(c for c in decision.checks if c.kind == "primary")

@@ -78,9 +78,16 @@ def scorer(rng: np.random.Generator, signal: np.ndarray, noise: float) -> np.nda
 
 
 def model_score(version: str, value: float) -> ModelScore:
-    return ModelScore(version=version, artifact_sha256=HASH, holdout_sha256=HASH,
-                      metrics={"roc_auc": value}, size_bytes=1, latency_ms_p50=1.0,
-                      latency_ms_p95=1.0, batch_rows_per_s=1.0)
+    return ModelScore(
+        version=version,
+        artifact_sha256=HASH,
+        holdout_sha256=HASH,
+        metrics={"roc_auc": value},
+        size_bytes=1,
+        latency_ms_p50=1.0,
+        latency_ms_p95=1.0,
+        batch_rows_per_s=1.0,
+    )
 
 
 def promoted(seed: int, challenger_noise: float, gate: Gate) -> bool:
@@ -90,16 +97,34 @@ def promoted(seed: int, challenger_noise: float, gate: Gate) -> bool:
     champion = scorer(rng, signal, CHAMPION_NOISE)
     challenger = scorer(rng, signal, challenger_noise)
     unc = gate.uncertainty
-    samples = paired_bootstrap(["roc_auc"], y, champion, challenger, unc.resamples, unc.seed,
-                               {"roc_auc": metric_info("roc_auc").higher_is_better})["roc_auc"]
+    samples = paired_bootstrap(
+        ["roc_auc"],
+        y,
+        champion,
+        challenger,
+        unc.resamples,
+        unc.seed,
+        {"roc_auc": metric_info("roc_auc").higher_is_better},
+    )["roc_auc"]
     old, new = score("roc_auc", y, champion), score("roc_auc", y, challenger)
     record = EvaluationRecord(
-        model="churn", holdout_sha256=HASH, holdout_rows=ROWS, spec_sha256=HASH,
-        champion=model_score("1", old), challenger=model_score("2", new),
-        deltas=[MetricDelta(
-            metric="roc_auc", higher_is_better=True, improvement=new - old,
-            bootstrap=[float(v) for v in samples[np.isfinite(samples)].round(8)])],
-        bootstrap_resamples=unc.resamples, bootstrap_seed=unc.seed)
+        model="churn",
+        holdout_sha256=HASH,
+        holdout_rows=ROWS,
+        spec_sha256=HASH,
+        champion=model_score("1", old),
+        challenger=model_score("2", new),
+        deltas=[
+            MetricDelta(
+                metric="roc_auc",
+                higher_is_better=True,
+                improvement=new - old,
+                bootstrap=[float(v) for v in samples[np.isfinite(samples)].round(8)],
+            )
+        ],
+        bootstrap_resamples=unc.resamples,
+        bootstrap_seed=unc.seed,
+    )
     return decide(record, gate).verdict == "promote"
 
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import CHURN_SPEC, ROOT
 from mlops_pack.errors import SpecError
 from mlops_pack.spec import RunOverrides, apply_overrides, load_spec, spec_json_schema
+from support import CHURN_SPEC, ROOT
 
 SPECS = sorted((ROOT / "include" / "models").glob("*.yaml"))
 
