@@ -288,9 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = _step(sub, "refresh-holdout", cmd_holdout_refresh, "replace the pinned holdout (recorded)")
     p.add_argument("--data", required=True, help="data to carve the new holdout from")
     p.add_argument("--reason", required=True)
-    p = sub.add_parser("history", help="print the model's decision and alias history")
-    p.add_argument("--spec", required=True)
-    p.set_defaults(func=cmd_history, writes_result=False)
+    _step(sub, "history", cmd_history, "print the model's decision and alias history")
     return parser
 
 
