@@ -39,10 +39,10 @@ def main() -> int:
     started = time.perf_counter()
     report = validate(ctx)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
-    print(
-        f"status {report['status']}, {report['rows']:,} rows in {time.perf_counter() - started:.1f} s, "
-        f"peak RSS {peak} MiB, file {data.stat().st_size >> 20} MiB"
-    )
+    seconds = time.perf_counter() - started
+    size = data.stat().st_size >> 20
+    print(f"status {report['status']}, {report['rows']:,} rows in {seconds:.1f} s, ")
+    print(f"peak RSS {peak} MiB, file {size} MiB")
     return 0
 
 
