@@ -103,6 +103,7 @@ def up() -> int:
         env["MLOPS_PACK_TASK_IMAGE"] = tag
         if os.geteuid() == 0:
             os.chown(store, 65534, 65534)
+    _sample_data(Path(env["MLOPS_PACK_DATA_DIR"]))
     subprocess.run(
         [sys.executable, "-m", "airflow", "db", "migrate"], env=env, check=True, capture_output=True
     )
