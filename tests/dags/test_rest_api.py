@@ -139,7 +139,9 @@ def test_rest_api_auth_trigger_poll_and_decision(stack):
     for run in ac.DagRunApi(admin).get_dag_runs(DAG_ID).dag_runs:
         assert _run_to_end(admin, run.dag_run_id) == "success"
     decisions = [
-        ac.XComApi(admin).get_xcom_entry(DAG_ID, "gate", run_id, "return_value").value
+        ac.XComApi(admin)
+        .get_xcom_entry(DAG_ID, "gate", run_id, "return_value")
+        .actual_instance.value
         for run_id in runs
     ]
     verdicts = [json.loads(d)["verdict"] if isinstance(d, str) else d["verdict"] for d in decisions]
