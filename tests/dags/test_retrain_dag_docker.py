@@ -14,6 +14,7 @@ import yaml
 from support import ROOT
 
 NOBODY = 65534
+run_ids: list[str] = []
 
 
 def _open_dir(prefix: str) -> Path:
@@ -86,6 +87,7 @@ def world(task_image, airflow_db):
 
 def _run(dag, conf: dict):
     run = dag.test(run_conf=conf)
+    run_ids.append(run.run_id)
     states = {ti.task_id: ti.state for ti in run.get_task_instances()}
     return run, states
 
@@ -134,11 +136,12 @@ def test_retrain_dag_in_containers(world):
     assert "label_not_null" in _result(home, run, "validate")["error"]
     assert len(_registry().client.search_model_versions("name='churn'")) == versions_before
     assert _registry().alias("churn", "champion").version == "2"
-    # No step container is left behind.
-    left = subprocess.run(
-        ["docker", "ps", "-aq", "--filter", "label=io.mlops-pack.step"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.split()
-    assert left == []
+    # No step container of these runs is left behind (other runs on the engine may exist).
+    for run_id in run_ids:
+        left = subprocess.run(
+            ["docker", "ps", "-aq", "--filter", f"label=io.mlops-pack.run={run_id[:63]}"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split()
+        assert left == [], run_id
