@@ -401,6 +401,41 @@ def probe_store(image: str, home: Path, repeat: int) -> dict[str, float] | None:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
+FIT_CODE = """
+import time
+from pathlib import Path
+from mlops_pack.spec import load_spec
+from mlops_pack.steps.dataset import read_frame
+from mlops_pack.steps.train import build_pipeline
+spec = load_spec({spec!r})
+frame = read_frame(Path({data!r}), spec)
+pipeline = build_pipeline(spec)
+s = time.perf_counter()
+pipeline.fit(frame, frame[spec.target])
+print(time.perf_counter() - s)
+"""
+
+
+def probe_fit(image: str, data: Path, repeat: int) -> dict[str, Any]:
+    """The spec's pipeline fit on the same file, alternately on the host and in a container
+    with the operator's limits (2 CPUs quota, 4g memory, 512 pids, read-only root)."""
+    host_code = FIT_CODE.format(spec=str(_common.SPEC), data=str(data))
+    image_code = FIT_CODE.format(spec="/opt/include/models/churn.yaml", data=f"/data/{data.name}")
+    docker = ["docker", "run", "--rm", "--network", "none", "--read-only", "--tmpfs", "/tmp",
+              "--cap-drop", "ALL", "--security-opt", "no-new-privileges:true",
+              "--user", f"{NOBODY}:{NOBODY}", "--cpus", "2", "--memory", "4g",
+              "--memory-swap", "4g", "--pids-limit", "512",
+              "-v", f"{ROOT / 'include'}:/opt/include:ro", "-v", f"{data.parent}:/data:ro",
+              "--entrypoint", "python", image, "-c", image_code]
+    host, contained = [], []
+    for _ in range(repeat):
+        for argv, into in (([sys.executable, "-c", host_code], host), (docker, contained)):
+            proc = subprocess.run(argv, check=True, capture_output=True, text=True)
+            into.append(float(proc.stdout.strip().splitlines()[-1]))
+    return {"rows": data.name, "host": host, "image": contained,
+            "host_median": statistics.median(host), "image_median": statistics.median(contained)}
+
+
 # Analysis and printing ------------------------------------------------------------------
 
 
@@ -524,6 +559,44 @@ def print_results(results: list[dict[str, Any]]) -> None:
                 print(f"      {task_id:<18} {state:<8} {wall:7.2f} {cells}")
 
 
+def summary_row(info: dict[str, Any]) -> dict[str, float]:
+    """The DAG wall time in five groups (they add up to it)."""
+    parts = info["parts"]
+    steps = [v for v in info["per_step"].values() if v]
+
+    def total(key: str) -> float:
+        return sum(v[key] for v in steps)
+
+    airflow = (sum(v for k, v in parts.items() if not k.startswith("steps"))
+               + total("pre") + total("post") + parts.get("steps without work-dir files "
+                                                          "(skipped)", 0.0))
+    return {"Airflow": airflow,
+            "engine": total("to_create") + total("create_start") + total("remove"),
+            "step extra": total("overhead"), "shutdown": total("exit"), "own": total("own")}
+
+
+def print_summary(results: list[dict[str, Any]]) -> None:
+    print("\n-- where the DAG wall time goes (seconds; the five groups add up to the wall)")
+    print(f"   {'rows':>9} {'runner':<9} {'run':>3} {'DAG wall':>8} {'Airflow':>8} "
+          f"{'engine':>7} {'step extra':>10} {'shutdown':>8} {'own':>7} {'(fit)':>7}")
+    for entry in results:
+        if "error" in entry:
+            continue
+        for run, info in zip(entry["runs"], entry["analysis"], strict=True):
+            row = summary_row(info)
+            print(f"   {entry['rows']:>9,} {entry['runner']:<9} {run['run']:>3} "
+                  f"{run['wall']:8.1f} {row['Airflow']:8.1f} {row['engine']:7.1f} "
+                  f"{row['step extra']:10.1f} {row['shutdown']:8.1f} {row['own']:7.1f} "
+                  f"{info['fit'] or float('nan'):7.1f}")
+    print("   Airflow = dag.test before/after the tasks, gaps between tasks, the two Python "
+          "tasks (run 1's first task also starts dag.test's in-process Execution API), and "
+          "each step task's time before the launch and after the result; engine = Docker "
+          "create/start/remove around each step container; step extra = the step process "
+          "outside its own timing (interpreter, imports, MLflow store open, work after the "
+          "timing stops); shutdown = result.json written -> container exited; own = the "
+          "steps' own 'seconds'.")
+
+
 def _busy(meter: dict[str, float]) -> str:
     busy = meter["cpu"] + meter["other_cpu"]
     return f"{busy / meter['wall']:.2f} of {os.cpu_count()} cores"
@@ -544,6 +617,14 @@ def print_probes(probes: dict[str, Any]) -> None:
         print("\n-- MLflow SQLite store (copy of a run's store), inside the image (median, s)")
         for label, seconds in probes["store"].items():
             print(f"   {label:<40} {seconds:6.2f}")
+    fit = probes.get("fit")
+    if fit:
+        print(f"\n-- the spec's pipeline fit on {fit['rows']}, host and container alternately "
+              "(seconds)")
+        print(f"   host:      {', '.join(f'{x:.1f}' for x in fit['host'])} "
+              f"(median {fit['host_median']:.1f})")
+        print(f"   container: {', '.join(f'{x:.1f}' for x in fit['image'])} "
+              f"(median {fit['image_median']:.1f})")
 
 
 def estimate(probes: dict[str, Any]) -> dict[str, float]:
@@ -585,12 +666,20 @@ def main() -> None:
                         choices=["docker", "inprocess"])
     parser.add_argument("--repeat", type=int, default=5, help="repeats of each probe")
     parser.add_argument("--no-probes", action="store_true", help="skip the overhead probes")
+    parser.add_argument("--fit-rows", type=int, default=100_000,
+                        help="rows of the host-vs-container fit probe (0: skip it)")
+    parser.add_argument("--report", type=Path, metavar="JSON",
+                        help="only print the report of a saved bench_orchestration.json")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--world", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         child(args.world, args.result)
+        return
+    if args.report:
+        saved = json.loads(args.report.read_text(encoding="utf-8"))
+        report(saved["results"], saved.get("probes") or {})
         return
 
     _common.header("bench_orchestration: retrain DAG through Airflow vs its steps' compute")
@@ -646,14 +735,28 @@ def main() -> None:
             probes["container"] = probe_container(image, args.repeat)
             probes["imports"] = probe_imports(image, max(3, args.repeat // 2 + 1))
             probes["store"] = probe_store(image, store_home, 3) if store_home else None
+            if args.fit_rows:
+                print("   probing the fit, host vs container ...", flush=True)
+                probes["fit"] = probe_fit(image, _common.churn_file(args.fit_rows, month=1),
+                                          3)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
+    if probes:
+        probes["predicted_per_run"] = estimate(probes)
+    report(results, probes)
+    path = _common.write_json_result("bench_orchestration", {
+        "machine": _common.machine(), "versions": versions, "image": image,
+        "results": results, "probes": probes})
+    print(f"\n   figures saved to {path}")
+
+
+def report(results: list[dict[str, Any]], probes: dict[str, Any]) -> None:
     print_results(results)
+    print_summary(results)
     if probes:
         print_probes(probes)
-        predicted = estimate(probes)
-        probes["predicted_per_run"] = predicted
+        predicted = probes["predicted_per_run"]
         print("\n-- what the probes predict per docker run (5 step containers)")
         for label, seconds in predicted.items():
             print(f"   {label:<66} {seconds:6.1f} s")
@@ -666,10 +769,6 @@ def main() -> None:
                                      strict=True):
                 cells = "; ".join(f"{k} {v:.1f} s" for k, v in measured.items())
                 print(f"   {entry['rows']:,} rows run {run['run']}: {cells}")
-    path = _common.write_json_result("bench_orchestration", {
-        "machine": _common.machine(), "versions": versions, "image": image,
-        "results": results, "probes": probes})
-    print(f"\n   figures saved to {path}")
 
 
 if __name__ == "__main__":
