@@ -68,7 +68,7 @@ def collect_overrides(params: dict[str, Any] | None = None, dag_run: Any = None)
     Airflow validates each Param's value at trigger time but lets unknown ``conf`` keys
     through; those are refused here so a typo never silently does nothing.
     """
-    from airflow.exceptions import AirflowFailException
+    from airflow.sdk.exceptions import AirflowFailException
     from pydantic import ValidationError
 
     params = params or {}

@@ -15,15 +15,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+from mlops_pack.airflow.local_docker import build_task_image, docker_ready, give_store_to_containers
+
 ROOT = Path.cwd()
 DEMO = ROOT / ".mlops" / "demo"
-
-
-def _docker_ready() -> bool:
-    try:
-        return subprocess.run(["docker", "info"], capture_output=True, check=False).returncode == 0
-    except FileNotFoundError:
-        return False
 
 
 def _prepare(rows: int) -> dict[str, str]:
@@ -32,7 +27,7 @@ def _prepare(rows: int) -> dict[str, str]:
     home, data, airflow_home = DEMO / "store", DEMO / "data", DEMO / "airflow"
     for path in (home, data, airflow_home):
         path.mkdir(parents=True)
-    runner = "docker" if _docker_ready() else "inprocess"
+    runner = "docker" if docker_ready() else "inprocess"
     env = {
         "AIRFLOW_HOME": str(airflow_home),
         "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
@@ -43,21 +38,8 @@ def _prepare(rows: int) -> dict[str, str]:
         "MLOPS_PACK_RUNNER": runner,
     }
     if runner == "docker":
-        tag = (
-            subprocess.run(
-                [str(ROOT / "include/docker/build_task_image.sh")],
-                check=True,
-                capture_output=True,
-                text=True,
-            )
-            .stdout.strip()
-            .splitlines()[-1]
-        )
-        env["MLOPS_PACK_TASK_IMAGE"] = tag
-        if os.geteuid() == 0:  # containers run as nobody; give them the store
-            os.chown(home, 65534, 65534)
-            for path in (DEMO, data):
-                path.chmod(0o755)
+        env["MLOPS_PACK_TASK_IMAGE"] = build_task_image(ROOT)
+        give_store_to_containers(home, DEMO, data)
     else:
         print("No Docker engine answers: running every step in-process instead.")
     return env

@@ -18,6 +18,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+from mlops_pack.airflow.local_docker import build_task_image, docker_ready, give_store_to_containers
+
 ROOT = Path.cwd()
 STATE = Path(os.environ.get("MLOPS_PACK_STACK_DIR") or ROOT / ".mlops" / "stack").absolute()
 PID_FILE = STATE / "airflow.pid"
@@ -34,11 +36,7 @@ def stack_env() -> dict[str, str]:
         secrets_file.write_text(json.dumps({"jwt": secrets.token_urlsafe(48)}))
         secrets_file.chmod(0o600)
     jwt = json.loads(secrets_file.read_text())["jwt"]
-    runner = (
-        "docker"
-        if subprocess.run(["docker", "info"], capture_output=True, check=False).returncode == 0
-        else "inprocess"
-    )
+    runner = "docker" if docker_ready() else "inprocess"
     return {
         "AIRFLOW_HOME": str(airflow_home),
         "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
@@ -90,19 +88,8 @@ def up() -> int:
     store = Path(env["MLOPS_PACK_HOME"])
     store.mkdir(parents=True, exist_ok=True)
     if env["MLOPS_PACK_RUNNER"] == "docker":
-        tag = (
-            subprocess.run(
-                [str(ROOT / "include/docker/build_task_image.sh")],
-                check=True,
-                capture_output=True,
-                text=True,
-            )
-            .stdout.strip()
-            .splitlines()[-1]
-        )
-        env["MLOPS_PACK_TASK_IMAGE"] = tag
-        if os.geteuid() == 0:
-            os.chown(store, 65534, 65534)
+        env["MLOPS_PACK_TASK_IMAGE"] = build_task_image(ROOT)
+        give_store_to_containers(store)
     _sample_data(Path(env["MLOPS_PACK_DATA_DIR"]))
     subprocess.run(
         [sys.executable, "-m", "airflow", "db", "migrate"], env=env, check=True, capture_output=True
