@@ -31,6 +31,7 @@ STATUS = {
     EXIT_REJECTED: "rejected",
     EXIT_BAD_INPUT: "bad_input",
     4: "champion_moved",
+    5: "deploy_failed",
     EXIT_INTERNAL: "error",
 }
 
@@ -167,10 +168,56 @@ def cmd_gate(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
     return (EXIT_OK if decision.verdict == "promote" else EXIT_REJECTED), decision_json(decision)
 
 
+def _switch(ctx, args: argparse.Namespace):
+    """The served-model switch when the step was given a model server, else None."""
+    if not args.server_url:
+        if ctx.spec.serving is not None:
+            print(
+                f"warning: model {ctx.spec.name} is served, but no --server-url was given: "
+                "only the alias moves; the model server keeps serving what it serves",
+                file=sys.stderr,
+            )
+        return None
+    from mlops_pack.serving.client import ServerClient
+    from mlops_pack.steps.served import ServedSwitch
+
+    admin = ServerClient(args.server_url, _secret(args.admin_token_file, "--admin-token-file"))
+    return ServedSwitch(admin, ctx.registry, ctx.spec.name)
+
+
+def _secret(path: str | None, flag: str) -> str:
+    if not path:
+        raise BadInputError(f"{flag} is required with --server-url")
+    try:
+        return Path(path).read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise BadInputError(f"{flag}: cannot read {path} ({exc.strerror})") from None
+
+
+def cmd_deploy(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
+    from mlops_pack.steps.deploy import deploy
+
+    record = deploy(
+        _context(args),
+        str(args.challenger),
+        args.evaluation,
+        args.server_url,
+        _secret(args.admin_token_file, "--admin-token-file"),
+        _secret(args.prediction_key_file, "--prediction-key-file"),
+    )
+    passed = sum(c["passed"] for c in record["checks"])
+    print(
+        f"deploy {record['model']} v{record['version']}: {passed}/{len(record['checks'])} "
+        f"checks passed in {record['seconds']}s; ready to switch"
+    )
+    return EXIT_OK, record
+
+
 def cmd_promote(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
     from mlops_pack.steps.decide import promote
 
-    record = promote(_context(args), Path(args.decision), args.approved_by)
+    ctx = _context(args)
+    record = promote(ctx, Path(args.decision), args.approved_by, _switch(ctx, args))
     print(
         f"{record['outcome']}: {record['model']} champion is v{record['champion']} "
         f"(previous v{record['previous']})"
@@ -181,7 +228,8 @@ def cmd_promote(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
 def cmd_rollback(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
     from mlops_pack.steps.decide import rollback
 
-    record = rollback(_context(args), args.reason, args.to_version)
+    ctx = _context(args)
+    record = rollback(ctx, args.reason, args.to_version, _switch(ctx, args))
     print(f"{record['outcome']}: {record['model']} champion is v{record['champion']}")
     return EXIT_OK, record
 
@@ -241,6 +289,11 @@ def _step(sub, name: str, func, help_text: str) -> argparse.ArgumentParser:
     return parser
 
 
+def _server_args(parser: argparse.ArgumentParser, required: bool = False) -> None:
+    parser.add_argument("--server-url", required=required, help="the model server, http://...")
+    parser.add_argument("--admin-token-file", required=required, help="file with the admin token")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mlops-pack", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -279,12 +332,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = _step(sub, "gate", cmd_gate, "decide from an evaluation record")
     p.add_argument("--evaluation", required=True, help="evaluation.json path or artifact URI")
     p.add_argument("--reason", help="why this run happens, recorded in the decision")
+    p = _step(sub, "deploy", cmd_deploy, "load, smoke-test and canary the challenger")
+    p.add_argument("--challenger", required=True, help="challenger model version")
+    p.add_argument("--evaluation", required=True, help="the evaluate step's evaluation_uri")
+    _server_args(p, required=True)
+    p.add_argument("--prediction-key-file", required=True)
     p = _step(sub, "promote", cmd_promote, "move the champion alias (compare-and-set)")
     p.add_argument("--decision", required=True)
     p.add_argument("--approved-by")
+    _server_args(p)
     p = _step(sub, "rollback", cmd_rollback, "move champion back to previous (or a version)")
     p.add_argument("--reason", required=True)
     p.add_argument("--to-version")
+    _server_args(p)
     p = _step(sub, "refresh-holdout", cmd_holdout_refresh, "replace the pinned holdout (recorded)")
     p.add_argument("--data", required=True, help="data to carve the new holdout from")
     p.add_argument("--reason", required=True)

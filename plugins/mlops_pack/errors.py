@@ -16,6 +16,7 @@ EXIT_INTERNAL = 1
 EXIT_BAD_INPUT = 2
 EXIT_REJECTED = 3
 EXIT_CHAMPION_MOVED = 4
+EXIT_DEPLOY_FAILED = 5
 
 
 class MlopsPackError(Exception):
@@ -54,3 +55,13 @@ class ChampionMovedError(MlopsPackError):
     """The ``champion`` alias no longer points at the version the gate evaluated."""
 
     exit_code = EXIT_CHAMPION_MOVED
+
+
+class DeployFailedError(MlopsPackError):
+    """A challenger that passed the gate failed a deploy check and was rolled back.
+
+    Not retried: the checks are deterministic enough that a retry would repeat the
+    failure; the payload is the deploy record with every check and the reason.
+    """
+
+    exit_code = EXIT_DEPLOY_FAILED

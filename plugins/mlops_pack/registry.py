@@ -12,7 +12,7 @@ import json
 import os
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,6 +41,7 @@ class PromotionResult:
     champion: str
     previous: str | None
     decision_id: str
+    served: dict[str, Any] | None = None
 
 
 class Registry:
@@ -182,16 +183,24 @@ class Registry:
         expected_champion: str | None,
         decision_id: str,
         extra: dict[str, Any] | None = None,
+        serve: Callable[[], dict[str, Any]] | None = None,
+        unserve: Callable[[dict[str, Any]], None] | None = None,
     ) -> PromotionResult:
         """Compare-and-set ``champion`` from ``expected_champion`` to ``challenger``.
 
         Safe to retry: if the alias already points at the challenger because of this
         decision, the call completes any missing history entry and reports ``noop``.
+
+        With a model server, ``serve`` switches the served model to the challenger inside
+        the lock, after the compare-and-set check and before the alias moves; if the alias
+        cannot move, ``unserve`` puts the served model back. So the alias never names a
+        model the server does not serve, and no other promotion can interleave.
         """
         with self.lock(model):
             current = self.alias(model, CHAMPION)
             current_version = current.version if current else None
             if current_version == str(challenger):
+                served = serve() if serve else None  # a retry after a crash: serve it too
                 done = [
                     e
                     for e in self.history(model, "promotion")
@@ -206,6 +215,7 @@ class Registry:
                     str(challenger),
                     previous.version if previous else None,
                     decision_id,
+                    served,
                 )
             if current_version != (str(expected_champion) if expected_champion else None):
                 raise ChampionMovedError(
@@ -214,16 +224,36 @@ class Registry:
                     "champion",
                     {"expected": expected_champion, "actual": current_version},
                 )
-            if current_version:
-                self.client.set_registered_model_alias(model, PREVIOUS, current_version)
-            self.client.set_registered_model_alias(model, CHAMPION, str(challenger))
+            served = serve() if serve else None
+            try:
+                if current_version:
+                    self.client.set_registered_model_alias(model, PREVIOUS, current_version)
+                self.client.set_registered_model_alias(model, CHAMPION, str(challenger))
+            except Exception:
+                if unserve and served is not None:
+                    unserve(served)
+                raise
+            if served is not None:
+                extra = {**(extra or {}), "served_version": served["served"]["version"]}
             self._record_promotion(model, challenger, current_version, decision_id, extra)
-            return PromotionResult("promoted", model, str(challenger), current_version, decision_id)
+            return PromotionResult(
+                "promoted", model, str(challenger), current_version, decision_id, served
+            )
 
     def rollback(
-        self, model: str, to_version: str | None, reason: str, dag_run_id: str | None
+        self,
+        model: str,
+        to_version: str | None,
+        reason: str,
+        dag_run_id: str | None,
+        serve: Callable[[Version], dict[str, Any]] | None = None,
+        unserve: Callable[[dict[str, Any]], None] | None = None,
     ) -> dict[str, Any]:
-        """Move ``champion`` back to ``previous`` (or ``to_version``); recorded with a reason."""
+        """Move ``champion`` back to ``previous`` (or ``to_version``); recorded with a reason.
+
+        With a model server, ``serve`` switches the served model first (inside the lock)
+        and ``unserve`` restores it if the alias cannot move, as in ``promote``.
+        """
         with self.lock(model):
             current = self.alias(model, CHAMPION)
             target = str(to_version) if to_version else None
@@ -233,14 +263,26 @@ class Registry:
                     raise BadInputError(f"model {model}: no 'previous' version to roll back to")
                 target = previous.version
             try:
-                self.version(model, target)
+                target_version = self.version(model, target)
             except Exception:
                 raise BadInputError(f"model {model}: version {target} does not exist") from None
+            served = serve(target_version) if serve else None
             if current is not None and current.version == target:
-                return {"model": model, "outcome": "noop", "champion": target, "reason": reason}
-            if current is not None:
-                self.client.set_registered_model_alias(model, PREVIOUS, current.version)
-            self.client.set_registered_model_alias(model, CHAMPION, target)
+                return {
+                    "model": model,
+                    "outcome": "noop",
+                    "champion": target,
+                    "reason": reason,
+                    "served": served,
+                }
+            try:
+                if current is not None:
+                    self.client.set_registered_model_alias(model, PREVIOUS, current.version)
+                self.client.set_registered_model_alias(model, CHAMPION, target)
+            except Exception:
+                if unserve and served is not None:
+                    unserve(served)
+                raise
             self.append_event(
                 model,
                 "rollback",
@@ -249,6 +291,7 @@ class Registry:
                     "to_version": target,
                     "reason": reason,
                     "dag_run_id": dag_run_id,
+                    "served_version": served["served"]["version"] if served else None,
                 },
             )
             return {
@@ -257,6 +300,7 @@ class Registry:
                 "champion": target,
                 "previous": current.version if current else None,
                 "reason": reason,
+                "served": served,
             }
 
     def _record_promotion(

@@ -188,6 +188,71 @@ class Gate(_Strict):
     approval: Approval = Approval()
 
 
+class Smoke(_Strict):
+    """Checks on the candidate slot before it gets any traffic."""
+
+    rows: int = Field(200, ge=1, le=10_000, description="Holdout rows compared with offline.")
+    tolerance: float = Field(1e-6, ge=0.0, description="Max |served - offline| prediction.")
+    latency_requests: int = Field(50, ge=5, le=10_000)
+    ready_timeout_seconds: float = Field(60.0, gt=0)
+
+
+class Canary(_Strict):
+    """Live comparison of candidate and stable before the switch.
+
+    In ``canary`` mode the candidate answers ``share`` of the requests; in ``shadow``
+    mode it scores every request in the background and answers none. Either way the
+    server also scores each candidate-scored request with the stable model, so the
+    prediction shift is measured on the same rows.
+    """
+
+    enabled: bool = True
+    mode: Literal["canary", "shadow"] = "canary"
+    share: float = Field(0.2, gt=0.0, le=1.0)
+    requests: int = Field(200, ge=1, description="Candidate-scored requests to wait for.")
+    max_seconds: float = Field(600.0, gt=0, description="Give up (and roll back) after this.")
+    synthetic_traffic: bool = Field(
+        False,
+        description="Replay holdout rows through /predict during the canary (no live traffic).",
+    )
+    max_error_rate: float = Field(0.0, ge=0.0, le=1.0)
+    max_latency_ratio: float = Field(
+        3.0, gt=0.0, description="Candidate p95 at most this times stable's p95."
+    )
+    max_mean_shift: float = Field(
+        0.05,
+        ge=0.0,
+        description="Max |mean(candidate - stable)| prediction on the same rows.",
+    )
+
+
+class Serving(_Strict):
+    """The model server for this model and the deploy checks (smoke test, canary)."""
+
+    port: int = Field(8181, ge=1024, le=65535, description="Listens on 127.0.0.1 only.")
+    max_batch_rows: int = Field(1000, ge=1, le=100_000)
+    threshold: float = Field(0.5, gt=0.0, lt=1.0, description="Classification label cut.")
+    prediction_range: tuple[float, float] | None = Field(
+        None, description="Regression: predictions outside [min, max] are flagged."
+    )
+    positive_rate_band: tuple[float, float] | None = Field(
+        None, description="Classification: a batch whose positive rate leaves it is flagged."
+    )
+    band_min_rows: int = Field(20, ge=1, description="Smallest batch judged against the band.")
+    log_retention_days: int = Field(30, ge=1, le=3650)
+    latency_budget_ms_p95: float = Field(100.0, gt=0, description="End-to-end HTTP p95.")
+    smoke: Smoke = Smoke()
+    canary: Canary = Canary()
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Serving:
+        for name in ("prediction_range", "positive_rate_band"):
+            bounds = getattr(self, name)
+            if bounds is not None and not bounds[0] < bounds[1]:
+                raise ValueError(f"{name}: the lower bound must be below the upper bound")
+        return self
+
+
 class Schedule(_Strict):
     cron: str | None = None
     asset: str | None = Field(None, description="Asset URI; an update triggers retraining.")
@@ -218,6 +283,7 @@ class ModelSpec(_Strict):
     metrics: list[str] = Field(min_length=1)
     gate: Gate
     schedule: Schedule = Schedule()
+    serving: Serving | None = Field(None, description="Serve the champion; deploy through it.")
 
     @model_validator(mode="after")
     def _check_columns(self) -> ModelSpec:
@@ -247,6 +313,13 @@ class ModelSpec(_Strict):
                 )
             if self.positive_class is None or self.positive_class not in self.classes:
                 raise ValueError("positive_class: must be one of 'classes'")
+        if self.serving is not None:
+            if self.task == "classification" and self.serving.prediction_range is not None:
+                raise ValueError(
+                    "serving.prediction_range is for regression; use positive_rate_band"
+                )
+            if self.task == "regression" and self.serving.positive_rate_band is not None:
+                raise ValueError("serving.positive_rate_band is for classification")
         for metric in self.metrics:
             metric_info(metric, self.task)
         used = [self.gate.primary.metric, *(g.metric for g in self.gate.guardrails)]

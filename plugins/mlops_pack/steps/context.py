@@ -58,3 +58,13 @@ class StepContext:
     def include_path(self, relative: str) -> Path:
         path = Path(relative)
         return path if path.is_absolute() else self.include_dir / path
+
+    def fetch(self, location: str | os.PathLike[str]) -> Path:
+        """A local path as is; an artifact URI (file:, runs:, s3:, ...) is downloaded first."""
+        location = str(location)
+        path = Path(location)
+        if path.exists() or ":" not in location.split("/", maxsplit=1)[0]:
+            return path
+        target = self.out_dir / "inputs"
+        target.mkdir(parents=True, exist_ok=True)
+        return self.registry.download(location, target)

@@ -14,6 +14,7 @@ from mlops_pack.records import DecisionRecord, EvaluationRecord, to_json, write_
 from mlops_pack.registry import TAG
 from mlops_pack.steps import holdout as holdouts
 from mlops_pack.steps.context import StepContext
+from mlops_pack.steps.served import ServedSwitch
 
 DECISION = "decision.json"
 PROMOTION = "promotion.json"
@@ -30,18 +31,8 @@ def _read(path: Path, model: type, what: str):
         raise BadInputError(f"{path}: not a valid {what} record: {where}: {first['msg']}") from None
 
 
-def _local(ctx: StepContext, location: str) -> Path:
-    """A local path as is; an artifact URI (file:, runs:, s3:, ...) is downloaded first."""
-    path = Path(location)
-    if path.exists() or ":" not in location.split("/", maxsplit=1)[0]:
-        return path
-    target = ctx.out_dir / "inputs"
-    target.mkdir(parents=True, exist_ok=True)
-    return ctx.registry.download(location, target)
-
-
 def gate(ctx: StepContext, evaluation_location: str | Path) -> DecisionRecord:
-    evaluation_path = _local(ctx, str(evaluation_location))
+    evaluation_path = ctx.fetch(evaluation_location)
     evaluation: EvaluationRecord = _read(evaluation_path, EvaluationRecord, "evaluation")
     if evaluation.model != ctx.spec.name:
         raise BadInputError(
@@ -85,7 +76,13 @@ def gate(ctx: StepContext, evaluation_location: str | Path) -> DecisionRecord:
     return decision
 
 
-def promote(ctx: StepContext, decision_path: Path, approver: str | None = None) -> dict[str, Any]:
+def promote(
+    ctx: StepContext,
+    decision_path: Path,
+    approver: str | None = None,
+    switch: ServedSwitch | None = None,
+) -> dict[str, Any]:
+    """Move the alias (and, with ``switch``, the served model) to the gate's challenger."""
     decision: DecisionRecord = _read(decision_path, DecisionRecord, "decision")
     name = ctx.spec.name
     if decision.model != name:
@@ -108,6 +105,10 @@ def promote(ctx: StepContext, decision_path: Path, approver: str | None = None) 
             f"model {name}: the holdout was refreshed since this decision "
             f"({decision.holdout_sha256[:12]} -> {pin.sha256[:12] if pin else 'none'}); re-evaluate"
         )
+    hooks: dict[str, Any] = {}
+    if switch is not None:
+        challenger = ctx.registry.version(name, decision.challenger_version)
+        hooks = {"serve": lambda: switch.serve(challenger), "unserve": _unserve(switch)}
     result = ctx.registry.promote(
         name,
         decision.challenger_version,
@@ -118,6 +119,7 @@ def promote(ctx: StepContext, decision_path: Path, approver: str | None = None) 
             "approver": approver,
             "holdout_sha256": decision.holdout_sha256,
         },
+        **hooks,
     )
     record = {
         "schema": "mlops_pack.promotion/1",
@@ -127,6 +129,7 @@ def promote(ctx: StepContext, decision_path: Path, approver: str | None = None) 
         "previous": result.previous,
         "decision_id": decision.decision_id,
         "approver": approver,
+        "served": result.served,
     }
     write_json(ctx.out_dir / PROMOTION, record)
     return record
@@ -136,9 +139,20 @@ def decision_json(decision: DecisionRecord) -> dict[str, Any]:
     return json.loads(to_json(decision))
 
 
-def rollback(ctx: StepContext, reason: str, to_version: str | None = None) -> dict[str, Any]:
+def rollback(
+    ctx: StepContext,
+    reason: str,
+    to_version: str | None = None,
+    switch: ServedSwitch | None = None,
+) -> dict[str, Any]:
+    """Move the alias (and, with ``switch``, the served model) back, with a reason."""
     if not reason.strip():
         raise BadInputError("a rollback needs a reason")
-    result = ctx.registry.rollback(ctx.spec.name, to_version, reason, ctx.dag_run_id)
+    hooks = {"serve": switch.serve, "unserve": _unserve(switch)} if switch is not None else {}
+    result = ctx.registry.rollback(ctx.spec.name, to_version, reason, ctx.dag_run_id, **hooks)
     write_json(ctx.out_dir / "rollback.json", result)
     return result
+
+
+def _unserve(switch: ServedSwitch):
+    return lambda served: switch.restore(served.get("before"))

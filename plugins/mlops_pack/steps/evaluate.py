@@ -23,9 +23,10 @@ from mlops_pack.spec import ModelSpec
 from mlops_pack.steps import holdout as holdouts
 from mlops_pack.steps import metrics
 from mlops_pack.steps.context import StepContext
-from mlops_pack.steps.model_io import MODEL_FILE, load_model
+from mlops_pack.steps.model_io import MODEL_FILE, load_model, predict
 
 RESULT = "evaluation.json"
+SMOKE_SAMPLE = "smoke_sample.json"
 LATENCY_CALLS = 50
 
 
@@ -33,13 +34,6 @@ def fetch_model(ctx: StepContext, version: Version, workdir: Path) -> tuple[Any,
     """Download a version's model and load it safely; returns (model, size in bytes)."""
     local = ctx.registry.download(f"{version.source}/{MODEL_FILE}", workdir / f"v{version.version}")
     return load_model(local, version.tags.get(f"{TAG}artifact_sha256")), local.stat().st_size
-
-
-def predict(spec: ModelSpec, model: Any, frame: pd.DataFrame) -> np.ndarray:
-    if spec.task == "classification":
-        column = list(model.classes_).index(spec.positive_class)
-        return model.predict_proba(frame)[:, column]
-    return np.asarray(model.predict(frame), dtype=float)
 
 
 def _latency(spec: ModelSpec, model: Any, frame: pd.DataFrame) -> tuple[float, float]:
@@ -121,6 +115,29 @@ def _slices(
     return out
 
 
+def _write_smoke_sample(
+    spec: ModelSpec, frame: pd.DataFrame, scores: np.ndarray, version: str, path: Path
+) -> None:
+    """The first holdout rows and the challenger's offline scores, for the deploy smoke test.
+
+    Rows are written in the request format of the model server (features only, JSON
+    values, null for missing), so the served scores can be compared with these.
+    """
+    count = min(spec.serving.smoke.rows, len(frame))
+    names = [c.name for c in spec.features()]
+    head = frame[names].head(count).astype(object)
+    rows = head.where(head.notna(), None).to_dict(orient="records")
+    write_json(
+        path,
+        {
+            "model": spec.name,
+            "version": version,
+            "rows": rows,
+            "predictions": [float(v) for v in scores[:count]],
+        },
+    )
+
+
 def _finite(value: float) -> float | None:
     return value if np.isfinite(value) else None
 
@@ -190,12 +207,16 @@ def evaluate(ctx: StepContext, challenger_version: str) -> dict[str, Any]:
         seconds=round(time.perf_counter() - started, 3),
     )
     path = write_json(ctx.out_dir / RESULT, record)
+    if spec.serving is not None:
+        _write_smoke_sample(spec, frame, new_pred, challenger.version, ctx.out_dir / SMOKE_SAMPLE)
     out = record.model_dump(mode="json", by_alias=True)
     if challenger.run_id:
         # Stored under a fresh id so re-evaluations never overwrite each other; the gate
         # in another container fetches it from here.
         folder = f"evaluations/{uuid.uuid4().hex}"
         registry.client.log_artifact(challenger.run_id, str(path), folder)
+        if spec.serving is not None:
+            registry.client.log_artifact(challenger.run_id, str(ctx.out_dir / SMOKE_SAMPLE), folder)
         run = registry.client.get_run(challenger.run_id)
         out["evaluation_uri"] = f"{run.info.artifact_uri}/{folder}/{RESULT}"
         for name, value in new_score.metrics.items():

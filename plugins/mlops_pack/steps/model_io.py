@@ -67,3 +67,17 @@ def load_model(path: Path, expected_sha256: str | None, extra_trusted: tuple[str
             {"file": str(path), "untrusted_types": refused},
         )
     return sio.load(path, trusted=list(untrusted))
+
+
+def predict(spec: Any, model: Any, frame: Any) -> Any:
+    """Scores as the gate and the server see them: P(positive class), or the regression value.
+
+    Evaluation, holdout refresh and the model server all call this one function, so the
+    served predictions and the offline ones the smoke test compares are computed alike.
+    """
+    import numpy as np
+
+    if spec.task == "classification":
+        column = list(model.classes_).index(spec.positive_class)
+        return model.predict_proba(frame)[:, column]
+    return np.asarray(model.predict(frame), dtype=float)

@@ -1,0 +1,60 @@
+"""``python -m mlops_pack.serving --spec <spec> ...``: run the model server for one model.
+
+Secrets are read from files (mounted read-only into the container), never from the
+command line or the environment, where ``ps`` and ``docker inspect`` would show them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from pathlib import Path
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m mlops_pack.serving")
+    parser.add_argument("--spec", required=True, type=Path)
+    parser.add_argument("--models-dir", required=True, type=Path, help="staged models (ro)")
+    parser.add_argument("--state-dir", required=True, type=Path)
+    parser.add_argument("--log-dir", required=True, type=Path, help="prediction logs")
+    parser.add_argument("--admin-token-file", required=True, type=Path)
+    parser.add_argument("--prediction-key-file", required=True, type=Path)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, help="default: the spec's serving.port")
+    args = parser.parse_args(argv)
+
+    # One thread per predict: the best single-row latency, and no OpenMP spin-waiting.
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=1)
+    import uvicorn
+
+    from mlops_pack.serving.app import ModelServer, ServerConfig
+    from mlops_pack.spec import load_spec
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    spec = load_spec(args.spec)
+    server = ModelServer(
+        ServerConfig(
+            spec=spec,
+            models_dir=args.models_dir,
+            state_dir=args.state_dir,
+            log_dir=args.log_dir,
+            admin_token=args.admin_token_file.read_text(encoding="utf-8").strip(),
+            prediction_key=args.prediction_key_file.read_text(encoding="utf-8").strip(),
+            image=os.environ.get("MLOPS_PACK_IMAGE", ""),
+        )
+    )
+    uvicorn.run(
+        server.app(),
+        host=args.host,
+        port=args.port or spec.serving.port,
+        log_level="warning",
+        access_log=False,  # request lines add latency; the prediction log records each one
+        timeout_graceful_shutdown=10,
+    )
+
+
+if __name__ == "__main__":
+    main()

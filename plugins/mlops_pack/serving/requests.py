@@ -1,0 +1,122 @@
+"""Prediction requests: JSON in the spec's feature schema, checked field by field.
+
+A request is ``{"rows": [{<feature>: <value>, ...}, ...]}``; one row is a batch of one.
+Every problem becomes a ``RequestError`` whose message names the row and the field, so
+a client can fix its payload without reading server logs. Values outside a numeric
+column's declared ``min``/``max`` are accepted and flagged (the model can still score
+them; the monitoring wants to know), while an undeclared category is refused because
+the encoder has never seen it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from mlops_pack.spec import Column, ModelSpec
+
+
+class RequestError(Exception):
+    """A request the server refuses; ``status`` is the HTTP status to answer with."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+@dataclass
+class ParsedRequest:
+    columns: dict[str, list[Any]]
+    rows: list[dict[str, Any]]
+    input_range_flags: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+
+class RequestSchema:
+    """The feature schema of one spec, compiled once for fast per-request checks."""
+
+    def __init__(self, spec: ModelSpec, max_batch_rows: int) -> None:
+        self.features: list[Column] = spec.features()
+        self.names = [c.name for c in self.features]
+        self._allowed = {c.name: set(c.values) for c in self.features if c.values}
+        self.max_batch_rows = max_batch_rows
+
+    def parse(self, body: bytes) -> ParsedRequest:
+        try:
+            payload = json.loads(body)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise RequestError(400, f"body is not valid JSON ({exc})") from None
+        if not isinstance(payload, dict) or set(payload) != {"rows"}:
+            raise RequestError(
+                400, 'body must be a JSON object with exactly one key, "rows": a list of rows'
+            )
+        rows = payload["rows"]
+        if not isinstance(rows, list):
+            raise RequestError(400, '"rows" must be a list of objects')
+        if not rows:
+            raise RequestError(400, '"rows" is empty: send at least one row')
+        if len(rows) > self.max_batch_rows:
+            raise RequestError(
+                413,
+                f'"rows" has {len(rows)} rows; this model accepts at most '
+                f"{self.max_batch_rows} per request (serving.max_batch_rows): split the batch",
+            )
+        columns: dict[str, list[Any]] = {name: [] for name in self.names}
+        flags: list[str] = []
+        for index, row in enumerate(rows):
+            self._check_row(index, row, columns, flags)
+        return ParsedRequest(columns=columns, rows=rows, input_range_flags=flags)
+
+    def _check_row(
+        self, index: int, row: Any, columns: dict[str, list[Any]], flags: list[str]
+    ) -> None:
+        if not isinstance(row, dict):
+            raise RequestError(422, f"rows[{index}]: expected an object of feature values")
+        if len(row) != len(self.names) or any(name not in row for name in self.names):
+            missing = [n for n in self.names if n not in row]
+            if missing:
+                raise RequestError(422, f"rows[{index}]: missing field {missing[0]!r}")
+            extra = sorted(k for k in row if k not in columns)
+            raise RequestError(
+                422,
+                f"rows[{index}]: unknown field {extra[0]!r}; the features are {self.names}",
+            )
+        for column in self.features:
+            value = row[column.name]
+            columns[column.name].append(self._value(index, column, value, flags))
+
+    def _value(self, index: int, column: Column, value: Any, flags: list[str]) -> Any:
+        where = f"rows[{index}].{column.name}"
+        if value is None:
+            if column.max_null_fraction > 0:
+                return math.nan if column.type == "numeric" else None
+            raise RequestError(422, f"{where}: null is not allowed (the column has no nulls)")
+        if column.type == "numeric":
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise RequestError(
+                    422, f"{where}: expected a number, got {type(value).__name__} {value!r}"
+                )
+            number = float(value)
+            if not math.isfinite(number):
+                raise RequestError(422, f"{where}: expected a finite number")
+            if (column.min is not None and number < column.min) or (
+                column.max is not None and number > column.max
+            ):
+                flags.append(f"{where}={number} outside [{column.min}, {column.max}]")
+            return number
+        if not isinstance(value, str):
+            raise RequestError(
+                422, f"{where}: expected a string, got {type(value).__name__} {value!r}"
+            )
+        allowed = self._allowed.get(column.name)
+        if allowed is not None and value not in allowed:
+            raise RequestError(
+                422,
+                f"{where}: {value!r} is not an allowed category; expected one of {sorted(allowed)}",
+            )
+        return value
