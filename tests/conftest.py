@@ -42,3 +42,10 @@ def registry(store):
     from mlops_pack.registry import Registry
 
     return Registry()
+
+
+@pytest.fixture(scope="session")
+def task_image() -> str:
+    from support import build_task_image
+
+    return build_task_image()

@@ -19,3 +19,33 @@ def run_cli(*args: str | Path) -> tuple[int, dict]:
     out = Path(argv[argv.index("--out") + 1]) if "--out" in argv else None
     result = json.loads((out / "result.json").read_text()) if out else {}
     return code, result
+
+
+def build_task_image() -> str:
+    """Build (or reuse) the content-tagged task image; returns its tag."""
+    import subprocess
+
+    out = subprocess.run(
+        [str(ROOT / "include/docker/build_task_image.sh")],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return out.stdout.strip().splitlines()[-1]
+
+
+def open_dir(prefix: str) -> Path:
+    """A fresh temp dir that containers running as another uid can traverse."""
+    import tempfile
+
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    path.chmod(0o755)
+    return path
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

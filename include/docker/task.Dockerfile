@@ -18,15 +18,23 @@ ENV PIP_NO_CACHE_DIR=1 \
 
 WORKDIR /opt/mlops-pack
 COPY include/docker/ca-bundle.crt /etc/mlops-pack/extra-ca.crt
-COPY constraints.txt pyproject.toml README.md ./
-COPY plugins/mlops_pack ./plugins/mlops_pack
+COPY constraints.txt pyproject.toml ./
 
-# The venv makes both bases behave the same (python3 lives in different places).
+# Dependencies first, in their own layer: a change to the pack's code then rebuilds in
+# seconds instead of reinstalling scikit-learn, GX and MLflow. The venv makes both bases
+# behave the same (python3 lives in different places).
 RUN python3 -m venv /opt/venv \
  && if [ -s /etc/mlops-pack/extra-ca.crt ]; then export PIP_CERT=/etc/mlops-pack/extra-ca.crt; fi \
- && /opt/venv/bin/pip install --quiet -c constraints.txt ".[steps]" \
+ && /opt/venv/bin/python -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; print('\n'.join(p['dependencies'] + p['optional-dependencies']['steps']))" > /tmp/requirements.txt \
+ && /opt/venv/bin/pip install --quiet -c constraints.txt -r /tmp/requirements.txt setuptools wheel \
  && /opt/venv/bin/python -m compileall -q -j 0 /opt/venv/lib \
- && rm -rf /opt/mlops-pack/plugins /root/.cache
+ && rm -rf /root/.cache /tmp/requirements.txt
+
+COPY README.md ./
+COPY plugins/mlops_pack ./plugins/mlops_pack
+RUN /opt/venv/bin/pip install --quiet --no-deps --no-build-isolation . \
+ && /opt/venv/bin/python -m compileall -q -j 0 /opt/venv/lib/python3*/site-packages/mlops_pack \
+ && rm -rf /opt/mlops-pack/plugins /opt/mlops-pack/build /root/.cache
 
 # Steps run as nobody, on a read-only root filesystem; HOME points at the tmpfs.
 ENV HOME=/tmp

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -15,16 +14,9 @@ from pathlib import Path
 
 import airflow_client.client as ac
 import pytest
-from support import ROOT
+from support import ROOT, free_port
 
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-PORT = _free_port()  # never collide with a user's `make up` or another test run
+PORT = free_port()  # never collide with a user's `make up` or another test run
 BASE = f"http://127.0.0.1:{PORT}"
 DAG_ID = "mlops_retrain__churn"
 

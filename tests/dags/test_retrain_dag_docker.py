@@ -7,11 +7,13 @@ import os
 import shutil
 import subprocess
 import tempfile
+import threading
+import time
 from pathlib import Path
 
 import pytest
 import yaml
-from support import ROOT
+from support import ROOT, free_port
 
 NOBODY = 65534
 run_ids: list[str] = []
@@ -21,17 +23,6 @@ def _open_dir(prefix: str) -> Path:
     path = Path(tempfile.mkdtemp(prefix=prefix))
     path.chmod(0o755)
     return path
-
-
-@pytest.fixture(scope="module")
-def task_image() -> str:
-    out = subprocess.run(
-        [str(ROOT / "include/docker/build_task_image.sh")],
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    return out.stdout.strip().splitlines()[-1]
 
 
 @pytest.fixture(scope="module")
@@ -49,6 +40,7 @@ def world(task_image, airflow_db):
     # A clean, fixed holdout, so a champion trained on noisy labels is measurably worse.
     spec["holdout"] = {"strategy": "file", "path": "holdouts/churn.csv"}
     spec["gate"]["floors"] = {"roc_auc": 0.6}
+    spec["serving"]["canary"]["requests"] = 40
     (include / "models").mkdir()
     (include / "models" / "churn.yaml").write_text(yaml.safe_dump(spec))
     churn.write(churn.ChurnConfig(rows=5_000, month=9), include / "holdouts" / "churn.csv")
@@ -59,6 +51,7 @@ def world(task_image, airflow_db):
     }
     for name, cfg in batches.items():
         churn.write(cfg, data / name)
+    shutil.copy(data / "clean.csv", data / "clean_again.csv")  # an identical challenger
     bad = (data / "clean.csv").read_text().splitlines()
     bad[5] = bad[5].rsplit(",", 1)[0] + ","  # a missing label
     (data / "bad.csv").write_text("\n".join(bad) + "\n")
@@ -73,11 +66,34 @@ def world(task_image, airflow_db):
         "MLOPS_PACK_TASK_IMAGE": task_image,
         "MLOPS_PACK_RUNNER": "docker",
     }
+    import docker
+    from mlops_pack.airflow.model_server import start_server, stop_server
+
+    client = docker.APIClient(base_url="unix://var/run/docker.sock")
+    server = {
+        "include_dir": include,
+        "home": home,
+        "image": task_image,
+        "port": free_port(),
+        "secrets_dir": _open_dir("mlops-secrets-"),
+    }
+    served = start_server(client, model="churn", **server)
+    env.update(served.connection_env())
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     from mlops_pack.airflow.dag_factory import build_retrain_dag
 
-    yield {"dag": build_retrain_dag(include / "models" / "churn.yaml"), "home": home}
+    world = {
+        "dag": build_retrain_dag(include / "models" / "churn.yaml"),
+        "home": home,
+        "served": served,
+        "client": client,
+        "server": server,
+    }
+    try:
+        yield world
+    finally:
+        stop_server(client, world["served"])
     for key, value in saved.items():
         if value is None:
             os.environ.pop(key, None)
@@ -104,26 +120,58 @@ def _result(home: Path, run, task_id: str) -> dict:
     return json.loads(found[-1].read_text())
 
 
+def _served_version(world) -> str:
+    from mlops_pack.serving.client import ServerClient
+
+    served = world["served"]
+    return ServerClient(served.url, served.secret("prediction_key")).ok("GET", "/version")
+
+
 def test_retrain_dag_in_containers(world):
     dag, home = world["dag"], world["home"]
 
     run, states = _run(dag, {"data_path": "noisy.csv", "reason": "first champion"})
     assert run.state == "success", states
-    assert states["promote"] == "success"
+    assert states["deploy"] == states["promote"] == "success"
     assert _registry().alias("churn", "champion").version == "1"
+    deploy = _result(home, run, "deploy")["result"]
+    assert {c["name"]: c["passed"] for c in deploy["checks"]} == {
+        "ready": True,
+        "load": True,
+        "offline_match": True,
+        "smoke_latency_p95": True,
+        "smoke_errors": True,
+        "canary": True,
+    }  # no stable model yet: no canary
+    assert _served_version(world)["version"] == "1"
 
     run, states = _run(dag, {"data_path": "clean.csv"})
     assert run.state == "success", states
     decision = _result(home, run, "gate")["result"]
     assert decision["verdict"] == "promote", decision["summary"]
-    assert states["promote"] == "success"
+    assert states["deploy"] == states["promote"] == "success"
+    deploy = _result(home, run, "deploy")["result"]
+    checks = {c["name"]: c for c in deploy["checks"]}
+    assert all(c["passed"] for c in checks.values()), checks
+    assert checks["canary_traffic"]["requests"] >= 40
+    assert checks["offline_match"]["max_abs_diff"] <= 1e-6
+    promotion = _result(home, run, "promote")["result"]
+    assert promotion["served"]["served"]["version"] == "2"
+    assert promotion["served"]["before"]["version"] == "1"
     assert _registry().alias("churn", "champion").version == "2"
     assert _registry().alias("churn", "previous").version == "1"
+    served = _served_version(world)
+    assert served["version"] == "2" and served["candidate"] is None
+    assert (
+        served["artifact_sha256"]
+        == _registry().version("churn", "2").tags["mlops_pack.artifact_sha256"]
+    )
 
     run, states = _run(dag, {"data_path": "worse.csv"})
     assert run.state == "success", states  # a rejection is a normal, green outcome
     assert states["gate"] == "success"
-    assert states["promote"] == "skipped"
+    assert states["deploy"] == states["promote"] == "skipped"
+    assert _served_version(world)["version"] == "2"
     assert _result(home, run, "gate")["result"]["verdict"] == "reject"
     assert _registry().alias("churn", "champion").version == "2"
 
@@ -136,6 +184,28 @@ def test_retrain_dag_in_containers(world):
     assert "label_not_null" in _result(home, run, "validate")["error"]
     assert len(_registry().client.search_model_versions("name='churn'")) == versions_before
     assert _registry().alias("churn", "champion").version == "2"
+    # The server dies in the middle of a canary: the DAG fails clearly, nothing moves.
+    killed = threading.Event()
+    threading.Thread(target=_kill_during_canary, args=(world, killed), daemon=True).start()
+    run, states = _run(
+        dag,
+        {
+            "data_path": "clean_again.csv",
+            "gate_mode": "non_inferiority",
+            "gate_margin": 0.05,
+            "reason": "server killed mid-canary",
+        },
+    )
+    assert killed.is_set()
+    assert run.state == "failed" and states["deploy"] == "failed", states
+    assert states["promote"] == "upstream_failed"
+    assert "stopped answering during the deploy" in _result(home, run, "deploy")["error"]
+    assert _registry().alias("churn", "champion").version == "2"
+    from mlops_pack.airflow.model_server import start_server
+
+    world["served"] = start_server(world["client"], model="churn", **world["server"])
+    assert _served_version(world)["version"] == "2"
+
     # No step container of these runs is left behind (other runs on the engine may exist).
     for run_id in run_ids:
         left = subprocess.run(
@@ -145,3 +215,21 @@ def test_retrain_dag_in_containers(world):
             check=True,
         ).stdout.split()
         assert left == [], run_id
+
+
+def _kill_during_canary(world, killed: threading.Event) -> None:
+    from mlops_pack.serving.client import ServerClient
+
+    served = world["served"]
+    admin = ServerClient(served.url, served.secret("admin_token"))
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        try:
+            if admin.ok("GET", "/admin/stats")["slots"]["mode"] == "canary":
+                time.sleep(0.5)
+                world["client"].kill(served.container)
+                killed.set()
+                return
+        except OSError:
+            return
+        time.sleep(0.2)

@@ -6,7 +6,7 @@ import os
 import sys
 
 import pytest
-from support import CHURN_SPEC, ROOT, run_cli
+from support import CHURN_SPEC, ROOT, free_port, run_cli
 
 LENIENT = '{"gate": {"mode": "non_inferiority", "margin": 0.2}}'
 
@@ -18,9 +18,9 @@ def inprocess(store, monkeypatch, airflow_db):
     monkeypatch.syspath_prepend(str(ROOT / "include" / "extensions"))
 
 
-def test_rollback_dag_moves_champion_back_and_a_subclass_reports_history(inprocess, tmp_path):
-    from airflow.sdk import DAG
-    from mlops_pack.airflow.dag_factory import build_rollback_dag
+def test_rollback_dag_moves_champion_back_and_a_subclass_reports_history(
+    inprocess, store, monkeypatch, tmp_path
+):
     from mlops_pack.registry import Registry
 
     assert run_cli("retrain", "--spec", CHURN_SPEC, "--out", tmp_path / "r1")[0] == 0
@@ -37,6 +37,37 @@ def test_rollback_dag_moves_champion_back_and_a_subclass_reports_history(inproce
     )
     assert code == 0
     assert Registry().alias("churn", "champion").version == "2"
+    # The served model must roll back with the alias: a server (a local process, as
+    # without Docker) serving the champion v2, reachable through its Connection.
+    from mlops_pack.airflow import model_server
+    from mlops_pack.serving.client import ServerClient
+
+    served, handle = model_server.launch(
+        "churn",
+        runner="inprocess",
+        include_dir=ROOT / "include",
+        home=store,
+        secrets_dir=tmp_path / "secrets",
+        log_file=tmp_path / "server.log",
+        port=free_port(),
+    )
+    try:
+        assert model_server.serve_champion(served) == "2"
+        for key, value in served.connection_env().items():
+            monkeypatch.setenv(key, value)
+        _rollback_through_airflow(tmp_path)
+        public = ServerClient(served.url, served.secret("prediction_key"))
+        assert public.ok("GET", "/version")["version"] == "1"
+    finally:
+        model_server.stop(handle)
+    event = Registry().history("churn", "rollback")[-1]
+    assert event["served_version"] == "1"
+
+
+def _rollback_through_airflow(tmp_path):
+    from airflow.sdk import DAG
+    from mlops_pack.airflow.dag_factory import build_rollback_dag
+    from mlops_pack.registry import Registry
 
     dag: DAG = build_rollback_dag(["churn", "diabetes"])
     from operators import HistoryReportOperator  # include/extensions/operators.py

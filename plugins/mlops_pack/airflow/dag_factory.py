@@ -13,6 +13,7 @@ from typing import Any
 from airflow.sdk import DAG, Asset, Param, task
 
 from mlops_pack.airflow.operators import (
+    DeployModelOperator,
     EvaluateChallengerOperator,
     GateOperator,
     PromoteModelOperator,
@@ -113,15 +114,29 @@ def _doc(spec: ModelSpec) -> str:
 
 {spec.description}
 
-validate → train → evaluate (champion vs challenger, pinned holdout) → gate → promote.
+validate → train → evaluate (champion vs challenger, pinned holdout) → gate →
+{"deploy (candidate slot, smoke test, canary) → " if spec.serving else ""}promote.
 Every step runs in the hardened task container.
-
+{_serving_doc(spec)}
 * **Gate**: `{gate.primary.metric}` {gate.primary.mode.replace("_", "-")}, margin
   {gate.primary.margin} ({gate.primary.margin_type}), on the {gate.uncertainty.confidence:.0%}
   bootstrap CI lower bound; guardrails {[g.metric for g in gate.guardrails]}; floors {gate.floors}.
 * **A rejected challenger** skips `promote`; the run stays green; the verdict is in the
   `gate` task's log and XCom.
 * **Trigger with conf**: `data_path`, `reason`, `gate_mode`, `gate_margin`, `gate_confidence`.
+"""
+
+
+def _serving_doc(spec: ModelSpec) -> str:
+    if spec.serving is None:
+        return ""
+    canary = spec.serving.canary
+    return f"""
+* **Deploy** to the model server on 127.0.0.1:{spec.serving.port} (connection
+  `{server_conn_id(spec.name)}`): smoke test against the offline scores, then a
+  {canary.mode} ({canary.share:.0%} share, {canary.requests} requests) if enabled
+  ({canary.enabled}); any failed check rolls back and fails `deploy`. `promote` switches
+  the served model and the alias together under the model's lock.
 """
 
 
@@ -158,8 +173,20 @@ def build_retrain_dag(spec_path: Path) -> DAG:
             **common,
         )
         passed = challenger_passed(gate.output)
-        promote = PromoteModelOperator(task_id="promote", decision=gate.output, **common)
+        server = {"server_conn_id": server_conn_id(name)} if spec.serving else {}
+        promote = PromoteModelOperator(task_id="promote", decision=gate.output, **server, **common)
         validate >> train >> evaluate >> gate
+        before_promote = [promote]
+        if spec.serving:
+            deploy = DeployModelOperator(
+                task_id="deploy",
+                challenger_version="{{ ti.xcom_pull(task_ids='train')['version'] }}",
+                evaluation_uri="{{ ti.xcom_pull(task_ids='evaluate')['evaluation_uri'] }}",
+                **server,
+                **common,
+            )
+            deploy >> promote
+            before_promote = [deploy]
         if spec.gate.approval.required:
             from airflow.providers.standard.operators.hitl import ApprovalOperator
 
@@ -172,11 +199,16 @@ def build_retrain_dag(spec_path: Path) -> DAG:
             )
             who = approver_of(approve.output)
             passed >> approve
-            who >> promote
+            who >> before_promote
             promote.approver = who
         else:
-            passed >> promote
+            passed >> before_promote
     return dag
+
+
+def server_conn_id(model: str) -> str:
+    """The Airflow Connection that holds a model server's address and secrets."""
+    return f"mlops_pack_server_{model}"
 
 
 def build_rollback_dag(models: list[str]) -> DAG:
@@ -198,6 +230,7 @@ def build_rollback_dag(models: list[str]) -> DAG:
     ) as dag:
         RollbackModelOperator(
             task_id="rollback",
+            server_conn_id="auto",  # served models: the server rolls back with the alias
             model="{{ params.model }}",
             reason="{{ params.reason }}",
             to_version="{{ params.to_version or '' }}",

@@ -60,9 +60,29 @@ def main() -> int:
             Path(env["MLOPS_PACK_DATA_DIR"]) / f"churn_month_{month:02d}.csv",
         )
         path.chmod(0o644)
+    from mlops_pack.airflow import model_server
+
+    served, handle = model_server.launch(
+        "churn",
+        runner=env["MLOPS_PACK_RUNNER"],
+        include_dir=ROOT / "include",
+        home=Path(env["MLOPS_PACK_HOME"]),
+        secrets_dir=DEMO / "secrets" / "churn",
+        log_file=DEMO / "server-churn.log",
+        image=env.get("MLOPS_PACK_TASK_IMAGE"),
+    )
+    os.environ.update(served.connection_env())
+    try:
+        return _run_dag_twice(env, served)
+    finally:
+        model_server.stop(handle)
+
+
+def _run_dag_twice(env: dict[str, str], served) -> int:
     from mlops_pack.airflow.dag_factory import build_retrain_dag
     from mlops_pack.gate import decision_table
     from mlops_pack.records import DecisionRecord
+    from mlops_pack.serving.client import ServerClient
 
     dag = build_retrain_dag(ROOT / "include" / "models" / "churn.yaml")
     for month in (1, 2):
@@ -78,6 +98,11 @@ def main() -> int:
             return 1
         decision = json.loads(gates[-1].read_text())
         print(decision_table(DecisionRecord.model_validate(decision)))
+    version = ServerClient(served.url, served.secret("prediction_key")).ok("GET", "/version")
+    print(
+        f"\nModel server {served.url} served churn v{version['version']} (stopped now; "
+        "`make up` starts it again with the champion)"
+    )
     store = env["MLOPS_PACK_HOME"]
     print(f"\nMLflow UI:  .venv/bin/mlflow ui --backend-store-uri sqlite:///{store}/mlflow.db")
     print("Airflow UI: make up  (then http://127.0.0.1:8080)")

@@ -21,3 +21,11 @@ class ChampionMovedFailure(AirflowFailException):
     def __init__(self, message: str, payload: dict[str, Any] | None = None) -> None:
         super().__init__(message)
         self.payload = payload or {}
+
+
+class DeployFailure(AirflowFailException):
+    """A deploy check failed and the candidate was rolled back; retrying repeats the check."""
+
+    def __init__(self, message: str, payload: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.payload = payload or {}

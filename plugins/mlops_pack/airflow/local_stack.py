@@ -1,9 +1,13 @@
 """``make up`` / ``make down``: Airflow with the pack loaded, on 127.0.0.1:8080.
 
-``up`` starts ``airflow standalone`` (api-server with the UI and REST API v2, scheduler,
+``up`` starts a model server for every spec with a ``serving`` section (a hardened
+container, or a local process without Docker; it serves the current champion, if any),
+then ``airflow standalone`` (api-server with the UI and REST API v2, scheduler,
 dag-processor, triggerer; SimpleAuthManager) in its own process group, with generated
-passwords for an ``admin`` and a read-only ``viewer`` user, and prints the admin's.
-``down`` stops exactly that process group, found through its PID file.
+passwords for an ``admin`` and a read-only ``viewer`` user, and prints the admin's. The
+servers' admin tokens reach Airflow only as Connections (``AIRFLOW_CONN_...`` in the
+environment of the Airflow processes). ``down`` stops exactly what ``up`` started, found
+through its PID and servers files.
 """
 
 from __future__ import annotations
@@ -23,7 +27,10 @@ from mlops_pack.airflow.local_docker import build_task_image, docker_ready, give
 ROOT = Path.cwd()
 STATE = Path(os.environ.get("MLOPS_PACK_STACK_DIR") or ROOT / ".mlops" / "stack").absolute()
 PID_FILE = STATE / "airflow.pid"
+SERVERS_FILE = STATE / "servers.json"
 PORT = int(os.environ.get("MLOPS_PACK_AIRFLOW_PORT", "8080"))
+# Model servers listen on their spec's serving.port, or on consecutive ports from here.
+SERVER_PORT_BASE = int(os.environ.get("MLOPS_PACK_SERVER_PORT_BASE", "0"))
 
 
 def stack_env() -> dict[str, str]:
@@ -91,6 +98,9 @@ def up() -> int:
         env["MLOPS_PACK_TASK_IMAGE"] = build_task_image(ROOT)
         give_store_to_containers(store)
     _sample_data(Path(env["MLOPS_PACK_DATA_DIR"]))
+    servers = start_model_servers(env)
+    for served in servers:
+        env.update(served.connection_env())
     subprocess.run(
         [sys.executable, "-m", "airflow", "db", "migrate"], env=env, check=True, capture_output=True
     )
@@ -108,6 +118,7 @@ def up() -> int:
     while time.monotonic() < deadline:
         if process.poll() is not None:
             print(f"airflow exited with {process.returncode}; see {STATE / 'airflow.log'}")
+            stop_model_servers()
             return 1
         if _healthy():
             print(f"Airflow is up: http://127.0.0.1:{PORT}  (REST API: /api/v2)")
@@ -115,11 +126,58 @@ def up() -> int:
             print(f"  viewer password: in {STATE / 'passwords.json'}")
             runner = env["MLOPS_PACK_RUNNER"]
             print(f"  steps run with the {runner} runner; logs in {STATE / 'airflow.log'}")
+            for served in servers:
+                key = served.secrets_dir / "prediction_key"
+                print(f"Model server {served.model}: {served.url}  (prediction key in {key})")
             return 0
         time.sleep(2)
     print(f"Airflow did not become healthy within {budget:.0f} s; stopping it")
     down()
     return 1
+
+
+def start_model_servers(env: dict[str, str]) -> list:
+    """A server per served spec; records what was started for ``down``."""
+    from mlops_pack.airflow import model_server
+    from mlops_pack.spec import load_spec
+
+    include = Path(env["MLOPS_PACK_INCLUDE_DIR"])
+    home = Path(env["MLOPS_PACK_HOME"])
+    os.environ.update({k: env[k] for k in ("MLOPS_PACK_HOME", "MLOPS_PACK_DATA_DIR")})
+    specs = sorted((include / "models").glob("*.yaml"))
+    served_models = [p.stem for p in specs if load_spec(p).serving is not None]
+    started, record = [], {}
+    for index, model in enumerate(served_models):
+        served, handle = model_server.launch(
+            model,
+            runner=env["MLOPS_PACK_RUNNER"],
+            include_dir=include,
+            home=home,
+            secrets_dir=STATE / "secrets" / model,
+            log_file=STATE / f"server-{model}.log",
+            image=env.get("MLOPS_PACK_TASK_IMAGE"),
+            port=SERVER_PORT_BASE + index if SERVER_PORT_BASE else None,
+        )
+        record[model] = handle
+        SERVERS_FILE.write_text(json.dumps(record))
+        # Only an existing store: opening a fresh one would create it as this user.
+        has_store = (home / "mlflow.db").exists()
+        version = model_server.serve_champion(served) if has_store else None
+        state = f"serving champion v{version}" if version else "no champion yet"
+        print(f"model server {model} on {served.url}: {state}")
+        started.append(served)
+    return started
+
+
+def stop_model_servers() -> None:
+    from mlops_pack.airflow import model_server
+
+    if not SERVERS_FILE.exists():
+        return
+    for model, handle in json.loads(SERVERS_FILE.read_text()).items():
+        model_server.stop(handle)
+        print(f"stopped model server {model}")
+    SERVERS_FILE.unlink()
 
 
 def _sample_data(data: Path) -> None:
@@ -145,6 +203,7 @@ def _alive(pid: int) -> bool:
 
 
 def down() -> int:
+    stop_model_servers()
     if not PID_FILE.exists():
         print("nothing to stop")
         return 0

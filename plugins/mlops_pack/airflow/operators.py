@@ -21,7 +21,11 @@ from airflow.exceptions import AirflowException
 from airflow.sdk import BaseOperator
 
 from mlops_pack.airflow.container import ContainerLimits
-from mlops_pack.airflow.exceptions import ChampionMovedFailure, MlopsBadInputFailure
+from mlops_pack.airflow.exceptions import (
+    ChampionMovedFailure,
+    DeployFailure,
+    MlopsBadInputFailure,
+)
 
 STEP_INCLUDE = "/opt/include"
 STEP_DATA = "/data"
@@ -48,10 +52,21 @@ class MlopsStepOperator(BaseOperator):
     :param network_mode: ``none`` unless the step must reach a service (a remote MLflow).
     :param container_timeout: seconds before the container is killed and removed.
     :param docker_url: Docker engine URL; ``docker_conn_id`` takes precedence when set.
+    :param server_conn_id: Airflow Connection of the model's server (host, port, the admin
+        token as password, ``prediction_api_key`` in extra); ``auto`` uses
+        ``mlops_pack_server_<model>`` when the spec has a ``serving`` section. The secrets
+        reach the step as files in its work dir, never as arguments or environment, and
+        the step then runs on the host network to reach the server on 127.0.0.1.
     """
 
     step: str = ""
-    template_fields: Sequence[str] = (*BaseOperator.template_fields, "overrides", "model")
+    needs_prediction_key = False  # only the deploy step sends prediction traffic
+    template_fields: Sequence[str] = (
+        *BaseOperator.template_fields,
+        "overrides",
+        "model",
+        "server_conn_id",
+    )
     ui_color = "#e8f4ea"
 
     def __init__(
@@ -66,9 +81,11 @@ class MlopsStepOperator(BaseOperator):
         container_timeout: float | None = 3600,
         docker_url: str | None = None,
         docker_conn_id: str | None = None,
+        server_conn_id: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.server_conn_id = server_conn_id
         self.model = model
         self.overrides = overrides
         self.runner = runner
@@ -107,13 +124,71 @@ class MlopsStepOperator(BaseOperator):
             (work / "overrides.json").write_text(json.dumps(overrides), encoding="utf-8")
             argv += ["--overrides", "{work}/overrides.json"]
         argv += self.step_arguments(context, work)
-        if runner == "docker":
-            code = self._run_docker(argv, work, context)
-        elif runner == "inprocess":
-            code = self._run_inprocess(argv, work, context)
-        else:
-            raise MlopsBadInputFailure(f"runner must be 'docker' or 'inprocess', got {runner!r}")
+        argv += self._server_arguments(work)
+        try:
+            if runner == "docker":
+                code = self._run_docker(argv, work, context)
+            elif runner == "inprocess":
+                code = self._run_inprocess(argv, work, context)
+            else:
+                raise MlopsBadInputFailure(
+                    f"runner must be 'docker' or 'inprocess', got {runner!r}"
+                )
+        finally:
+            shutil.rmtree(work / "secrets", ignore_errors=True)
         return self._outcome(code, work, context)
+
+    def _server_conn(self) -> str | None:
+        conn_id = (self.server_conn_id or "").strip()
+        if conn_id != "auto":
+            return conn_id or None
+        from mlops_pack.spec import load_spec
+
+        spec = load_spec(default_include_dir() / "models" / f"{self.model}.yaml")
+        return f"mlops_pack_server_{self.model}" if spec.serving is not None else None
+
+    def _server_arguments(self, work: Path) -> list[str]:
+        """Model server URL and secret files for steps that talk to the server."""
+        conn_id = self._server_conn()
+        if conn_id is None:
+            return []
+        from airflow.sdk import BaseHook
+
+        conn = BaseHook.get_connection(conn_id)
+        if not conn.password:
+            raise MlopsBadInputFailure(
+                f"connection {conn_id}: the admin token (password) is missing; see docs/serving.md"
+            )
+        secrets = work / "secrets"
+        secrets.mkdir(mode=0o700)
+        files = {"admin_token": conn.password}
+        if self.needs_prediction_key:
+            key = conn.extra_dejson.get("prediction_api_key")
+            if not key:
+                raise MlopsBadInputFailure(
+                    f"connection {conn_id}: extra 'prediction_api_key' is missing"
+                )
+            files["prediction_key"] = key
+        owner = _owner(_env_path("MLOPS_PACK_HOME", Path(".mlops")))
+        uid, gid = (int(x) for x in owner.split(":"))
+        for name, value in files.items():
+            path = secrets / name
+            path.write_text(value, encoding="utf-8")
+            path.chmod(0o600)
+            if os.geteuid() == 0:
+                os.chown(path, uid, gid)
+        if os.geteuid() == 0:
+            os.chown(secrets, uid, gid)
+        self.network_mode = "host"  # the server listens on the host's 127.0.0.1 only
+        args = [
+            "--server-url",
+            f"{conn.schema or 'http'}://{conn.host or '127.0.0.1'}:{conn.port}",
+            "--admin-token-file",
+            "{work}/secrets/admin_token",
+        ]
+        if self.needs_prediction_key:
+            args += ["--prediction-key-file", "{work}/secrets/prediction_key"]
+        return args
 
     def _overrides(self) -> dict[str, Any]:
         raw = self.overrides
@@ -149,6 +224,8 @@ class MlopsStepOperator(BaseOperator):
             raise MlopsBadInputFailure(result.get("error") or "bad input", value)
         if status == "champion_moved":
             raise ChampionMovedFailure(result.get("error") or "champion moved", value)
+        if status == "deploy_failed":
+            raise DeployFailure(result.get("error") or "deploy failed", value)
         raise AirflowException(f"step {self.step} failed: {result.get('error')}")
 
     def _run_inprocess(self, argv: list[str], work: Path, context: Any) -> int:
@@ -302,6 +379,36 @@ def _decision_table(decision) -> str:
     from mlops_pack.gate import decision_table
 
     return decision_table(decision)
+
+
+class DeployModelOperator(MlopsStepOperator):
+    """Load the challenger into the server's candidate slot, smoke-test it, run the canary.
+
+    A failed check rolls the candidate back and fails the task without retry; the
+    switch itself (candidate to stable, and the alias) is the promote task's job.
+    """
+
+    step = "deploy"
+    needs_prediction_key = True
+    template_fields: Sequence[str] = (
+        *MlopsStepOperator.template_fields,
+        "challenger_version",
+        "evaluation_uri",
+    )
+
+    def __init__(self, *, challenger_version: str, evaluation_uri: str, **kwargs: Any) -> None:
+        kwargs.setdefault("retries", 0)  # a half-run canary is for a human to look at
+        super().__init__(**kwargs)
+        self.challenger_version = challenger_version
+        self.evaluation_uri = evaluation_uri
+
+    def step_arguments(self, context: Any, work: Path) -> list[str]:
+        return [
+            "--challenger",
+            str(self.challenger_version),
+            "--evaluation",
+            str(self.evaluation_uri),
+        ]
 
 
 class PromoteModelOperator(MlopsStepOperator):

@@ -28,7 +28,7 @@ import time
 import uuid
 from typing import Any
 
-from mlops_pack.errors import BadInputError, DeployFailedError
+from mlops_pack.errors import BadInputError, DeployFailedError, UntrustedArtifactError
 from mlops_pack.records import write_json
 from mlops_pack.registry import TAG
 from mlops_pack.serving.client import ServerClient
@@ -205,16 +205,19 @@ class Deployment:
                     f"{evaluation_location}: the smoke sample is for "
                     f"v{sample.get('version')}, not v{version.version}"
                 )
-            sha = stage(ctx.registry, version)
             loading = time.perf_counter()
+            try:
+                sha = stage(ctx.registry, version)
+            except UntrustedArtifactError as exc:
+                self.check("load", False, f"staging v{version.version} refused: {exc}")
             status, body, _ = self.admin.call(
                 "POST", "/admin/candidate", {"version": version.version, "sha256": sha}
             )
+            error = body.get("error", "ok") if isinstance(body, dict) else body
             self.check(
                 "load",
                 status == 200,
-                f"candidate v{version.version} load: HTTP {status} "
-                f"{body.get('error', 'ok') if isinstance(body, dict) else body}",
+                f"candidate v{version.version} load: HTTP {status} {error}",
                 seconds=round(time.perf_counter() - loading, 3),
             )
             self.smoke(sample)
@@ -227,7 +230,7 @@ class Deployment:
                 )
         except _CheckFailed as failed:
             self._roll_back(record, str(failed), started)
-        except OSError as exc:
+        except (OSError, ServerUnavailableError) as exc:
             record.update(outcome="server_unavailable", seconds=time.perf_counter() - started)
             write_json(ctx.out_dir / DEPLOY, record)
             raise ServerUnavailableError(

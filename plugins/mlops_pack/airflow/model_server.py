@@ -1,0 +1,285 @@
+"""Start and stop a model's server container, and hand Airflow its Connection.
+
+One container per served model, from the task image, with the step containers'
+hardening (non-root, read-only root filesystem, no capabilities, no-new-privileges,
+pids, memory and CPU limits). It uses the host network because it must be reachable and
+the engine may have no bridge network; it binds to 127.0.0.1 only. It sees the include
+dir and its staged models read-only, writes only its state and prediction logs, and
+reads its two secrets from a read-only mount.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+from mlops_pack.airflow.container import LABEL, ContainerLimits, ContainerSpec, host_config
+from mlops_pack.airflow.container import remove_quietly as _remove
+from mlops_pack.serving.client import ServerClient
+
+log = logging.getLogger(__name__)
+SECRET_FILES = ("admin_token", "prediction_key")
+SERVER_LIMITS = ContainerLimits(memory="1g", cpus=1.0, pids=128, tmpfs_size="64m")
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    model: str
+    port: int
+    container: str
+    secrets_dir: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def secret(self, name: str) -> str:
+        return (self.secrets_dir / name).read_text(encoding="utf-8").strip()
+
+    def connection_env(self) -> dict[str, str]:
+        """``AIRFLOW_CONN_...`` for the deploy, promote and rollback tasks."""
+        conn = {
+            "conn_type": "http",
+            "host": "127.0.0.1",
+            "port": self.port,
+            "password": self.secret("admin_token"),
+            "extra": {"prediction_api_key": self.secret("prediction_key")},
+        }
+        return {f"AIRFLOW_CONN_MLOPS_PACK_SERVER_{self.model.upper()}": json.dumps(conn)}
+
+
+def _owner(home: Path) -> tuple[int, int]:
+    """The step containers' rule: the store's owner, nobody when root owns it."""
+    stat = home.stat()
+    return (65534, 65534) if stat.st_uid == 0 else (stat.st_uid, stat.st_gid)
+
+
+def _give(path: Path, uid: int, gid: int, mode: int) -> None:
+    path.chmod(mode)
+    if os.geteuid() == 0:
+        os.chown(path, uid, gid)
+
+
+def ensure_secrets(secrets_dir: Path, uid: int, gid: int) -> None:
+    """Generate the admin token and the prediction key once; mode 600, owned by the server."""
+    secrets_dir.mkdir(parents=True, exist_ok=True)
+    for name in SECRET_FILES:
+        path = secrets_dir / name
+        if not path.exists():
+            path.write_text(secrets.token_urlsafe(32), encoding="utf-8")
+        _give(path, uid, gid, 0o600)
+    _give(secrets_dir, uid, gid, 0o700)
+
+
+def start_server(
+    client,
+    *,
+    model: str,
+    include_dir: Path,
+    home: Path,
+    image: str,
+    secrets_dir: Path,
+    port: int | None = None,
+    ready_timeout: float = 90.0,
+) -> ServedModel:
+    """(Re)start ``model``'s server and wait until it answers; returns how to reach it."""
+    from docker.types import Mount
+
+    from mlops_pack.spec import load_spec
+
+    spec = load_spec(include_dir / "models" / f"{model}.yaml")
+    if spec.serving is None:
+        raise ValueError(f"model {model}: the spec has no 'serving' section")
+    port = port or spec.serving.port
+    uid, gid = _owner(home)
+    base = home / "serving" / model
+    for folder in (home / "serving", base, base / "models", base / "state", base / "predictions"):
+        folder.mkdir(parents=True, exist_ok=True)
+        _give(folder, uid, gid, 0o755)
+    ensure_secrets(secrets_dir, uid, gid)
+    served = ServedModel(model, port, f"mlops-server-{model}-{port}", secrets_dir)
+    _remove(client, served.container, log)
+    container_spec = ContainerSpec(
+        image=image,
+        command=[
+            "--spec",
+            f"/opt/include/models/{model}.yaml",
+            "--models-dir",
+            "/srv/models",
+            "--state-dir",
+            "/srv/state",
+            "--log-dir",
+            "/srv/predictions",
+            "--admin-token-file",
+            "/run/mlops-secrets/admin_token",
+            "--prediction-key-file",
+            "/run/mlops-secrets/prediction_key",
+            "--port",
+            str(port),
+        ],
+        name=served.container,
+        user=f"{uid}:{gid}",
+        mounts=[
+            Mount("/opt/include", str(include_dir), type="bind", read_only=True),
+            Mount("/srv/models", str(base / "models"), type="bind", read_only=True),
+            Mount("/srv/state", str(base / "state"), type="bind", read_only=False),
+            Mount("/srv/predictions", str(base / "predictions"), type="bind", read_only=False),
+            Mount("/run/mlops-secrets", str(secrets_dir), type="bind", read_only=True),
+        ],
+        environment={"MLOPS_PACK_IMAGE": image, "OMP_NUM_THREADS": "1"},
+        network_mode="host",
+        limits=SERVER_LIMITS,
+        entrypoint=["python", "-m", "mlops_pack.serving"],
+        labels={"io.mlops-pack.server": model},
+    )
+    created = client.create_container(
+        image=image,
+        command=container_spec.command,
+        name=served.container,
+        user=container_spec.user,
+        environment=container_spec.environment,
+        host_config=host_config(client, container_spec),
+        entrypoint=container_spec.entrypoint,
+        labels={LABEL: "server", **container_spec.labels},
+    )
+    client.start(created["Id"])
+    try:
+        ServerClient(served.url, served.secret("prediction_key")).wait_ready(ready_timeout)
+    except TimeoutError:
+        logs = client.logs(created["Id"], tail=40).decode("utf-8", "replace")
+        _remove(client, served.container, log)
+        raise RuntimeError(f"model server {served.container} did not start:\n{logs}") from None
+    return served
+
+
+def stop_server(client, served: ServedModel) -> None:
+    _remove(client, served.container, log)
+
+
+def start_server_process(
+    *,
+    model: str,
+    include_dir: Path,
+    home: Path,
+    secrets_dir: Path,
+    log_file: Path,
+    port: int | None = None,
+    ready_timeout: float = 90.0,
+) -> tuple[ServedModel, int]:
+    """Without a Docker engine: the same server as a local process; returns it and its pid."""
+    import subprocess
+    import sys
+
+    from mlops_pack.spec import load_spec
+
+    spec = load_spec(include_dir / "models" / f"{model}.yaml")
+    if spec.serving is None:
+        raise ValueError(f"model {model}: the spec has no 'serving' section")
+    port = port or spec.serving.port
+    base = home / "serving" / model
+    for folder in (base / "models", base / "state", base / "predictions"):
+        folder.mkdir(parents=True, exist_ok=True)
+    ensure_secrets(secrets_dir, os.getuid(), os.getgid())
+    served = ServedModel(model, port, f"pid-{model}-{port}", secrets_dir)
+    with log_file.open("ab") as out:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "mlops_pack.serving",
+                "--spec",
+                str(include_dir / "models" / f"{model}.yaml"),
+                "--models-dir",
+                str(base / "models"),
+                "--state-dir",
+                str(base / "state"),
+                "--log-dir",
+                str(base / "predictions"),
+                "--admin-token-file",
+                str(secrets_dir / "admin_token"),
+                "--prediction-key-file",
+                str(secrets_dir / "prediction_key"),
+                "--port",
+                str(port),
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        ServerClient(served.url, served.secret("prediction_key")).wait_ready(ready_timeout)
+    except TimeoutError:
+        process.kill()
+        raise RuntimeError(f"model server for {model} did not start; see {log_file}") from None
+    return served, process.pid
+
+
+def serve_champion(served: ServedModel) -> str | None:
+    """Load the registry's current champion into a freshly started server, if there is one."""
+    from mlops_pack.registry import CHAMPION, Registry
+    from mlops_pack.steps.served import ServedSwitch
+
+    registry = Registry()
+    champion = registry.alias(served.model, CHAMPION)
+    if champion is None:
+        return None
+    admin = ServerClient(served.url, served.secret("admin_token"))
+    ServedSwitch(admin, registry, served.model).serve(champion)
+    return champion.version
+
+
+def launch(
+    model: str,
+    *,
+    runner: str,
+    include_dir: Path,
+    home: Path,
+    secrets_dir: Path,
+    log_file: Path,
+    image: str | None = None,
+    port: int | None = None,
+) -> tuple[ServedModel, dict[str, object]]:
+    """A container with the docker runner, else a local process; returns a handle for ``stop``."""
+    if runner == "docker":
+        client = _client()
+        served = start_server(
+            client,
+            model=model,
+            include_dir=include_dir,
+            home=home,
+            image=image or "",
+            secrets_dir=secrets_dir,
+            port=port,
+        )
+        return served, {"container": served.container}
+    served, pid = start_server_process(
+        model=model,
+        include_dir=include_dir,
+        home=home,
+        secrets_dir=secrets_dir,
+        log_file=log_file,
+        port=port,
+    )
+    return served, {"pid": pid}
+
+
+def stop(handle: dict[str, object]) -> None:
+    """Stop what ``launch`` started: remove the container, or end the process group."""
+    import signal
+
+    if "container" in handle:
+        _remove(_client(), str(handle["container"]), log)
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(int(handle["pid"]), signal.SIGTERM)
+
+
+def _client():
+    import docker
+
+    return docker.APIClient(base_url=os.environ.get("DOCKER_HOST", "unix://var/run/docker.sock"))

@@ -1,0 +1,233 @@
+"""The model server in its hardened container, over real HTTP on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from datetime import UTC, datetime
+
+from mlops_pack.serving.client import ServerClient
+from mlops_pack.serving.prediction_log import read_records
+from serving_support import sample_rows
+
+
+def _public(served) -> ServerClient:
+    return ServerClient(served["server"].url, served["server"].secret("prediction_key"))
+
+
+def _admin(served) -> ServerClient:
+    return ServerClient(served["server"].url, served["server"].secret("admin_token"))
+
+
+def _bare(
+    url: str, method: str = "GET", body: bytes | None = None, token: str | None = None
+) -> int:
+    request = urllib.request.Request(url, data=body, method=method)
+    if token is not None:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def _predictions_dir(served):
+    return served["home"] / "serving" / "churn" / "predictions"
+
+
+def test_serves_v1_with_version_health_and_metrics(served):
+    public = _public(served)
+    rows, _ = sample_rows(served)
+    status, body, headers = public.call(
+        "POST", "/predict", {"rows": rows[:1]}, headers={"X-Request-Id": "single-1"}
+    )
+    assert status == 200, body
+    assert body["version"] == "1" and body["slot"] == "stable"
+    assert len(body["predictions"]) == 1 and body["labels"][0] in (0, 1)
+    assert body["request_id"] == "single-1" == headers["x-request-id"]
+    status, batch, _ = public.call("POST", "/predict", {"rows": rows[:100]})
+    assert status == 200 and len(batch["predictions"]) == 100
+    assert all(0.0 <= p <= 1.0 for p in batch["predictions"])
+
+    assert public.ok("GET", "/health") == {"live": True, "ready": True, "model": "churn"}
+    version = public.ok("GET", "/version")
+    registry_sha = _admin(served).ok("GET", "/admin/stats")["slots"]["stable"]["sha256"]
+    assert version["version"] == "1" and version["artifact_sha256"] == registry_sha
+    assert version["image"] == served["image"]
+
+    status, metrics, _ = public.call("GET", "/metrics")
+    assert status == 200
+    assert 'mlops_pack_requests_total{model="churn",version="1",slot="stable",status="ok"} 2' in (
+        metrics
+    )
+    assert 'mlops_pack_predictions_total{model="churn",version="1",slot="stable"} 101' in metrics
+    assert 'mlops_pack_request_seconds_count{model="churn",version="1",status="ok"} 2' in metrics
+    assert 'mlops_pack_model_info{model="churn",slot="stable",version="1"' in metrics
+
+
+def test_malformed_requests_get_4xx_that_name_the_problem(served):
+    public = _public(served)
+    rows, _ = sample_rows(served)
+    good = rows[0]
+    cases = {
+        "missing field": (
+            {"rows": [{k: v for k, v in good.items() if k != "age"}]},
+            422,
+            "missing field 'age'",
+        ),
+        "wrong type": (
+            {"rows": [{**good, "age": "forty"}]},
+            422,
+            "rows[0].age: expected a number, got str 'forty'",
+        ),
+        "extra field": ({"rows": [{**good, "shoe_size": 43}]}, 422, "unknown field 'shoe_size'"),
+        "empty batch": ({"rows": []}, 400, '"rows" is empty'),
+        "oversized batch": ({"rows": [good] * 1001}, 413, "at most 1000 per request"),
+        "unknown category": (
+            {"rows": [{**good, "plan": "platinum"}]},
+            422,
+            "rows[0].plan: 'platinum' is not an allowed category",
+        ),
+        "null where none allowed": (
+            {"rows": [{**good, "age": None}]},
+            422,
+            "rows[0].age: null is not allowed",
+        ),
+        "not a list": ({"rows": good}, 400, '"rows" must be a list'),
+        "wrong top-level key": ({"instances": [good]}, 400, 'exactly one key, "rows"'),
+        "boolean as number": ({"rows": [{**good, "age": True}]}, 422, "expected a number"),
+    }
+    for label, (body, status, message) in cases.items():
+        got, answer, _ = public.call("POST", "/predict", body)
+        assert got == status, (label, answer)
+        assert message in answer["error"], (label, answer["error"])
+    got, answer, _ = public.call("POST", "/predict", raw=b"{not json")
+    assert got == 400 and "not valid JSON" in answer["error"]
+    got, answer, _ = public.call("POST", "/predict", raw=b"\xff\xfe")
+    assert got == 400
+    # Allowed nulls pass (total_charges may be null), and the server still serves.
+    got, answer, _ = public.call("POST", "/predict", {"rows": [{**good, "total_charges": None}]})
+    assert got == 200, answer
+    metrics = public.call("GET", "/metrics")[1]
+    assert 'status="5' not in metrics and 'status="error"' not in metrics
+    assert 'mlops_pack_refused_requests_total{model="churn",status="422"}' in metrics
+
+
+def test_every_path_needs_its_secret_and_secrets_never_reach_logs(served):
+    server = served["server"]
+    key, admin = server.secret("prediction_key"), server.secret("admin_token")
+    url = server.url
+    row = json.dumps({"rows": sample_rows(served)[0][:1]}).encode()
+    for path in ("/health", "/version", "/metrics"):
+        assert _bare(url + path) == 401
+        assert _bare(url + path, token="wrong") == 401
+        assert _bare(url + path, token=key) == 200
+    assert _bare(url + "/predict", "POST", row) == 401
+    assert _bare(url + "/predict", "POST", row, token=admin) == 401  # the admin token is not a key
+    assert _bare(url + "/predict", "POST", row, token=key) == 200
+    for method, path in (
+        ("GET", "/admin/stats"),
+        ("DELETE", "/admin/candidate"),
+        ("POST", "/admin/promote"),
+        ("POST", "/admin/rollback"),
+    ):
+        assert _bare(url + path, method, b"{}") == 401
+        assert _bare(url + path, method, b"{}", token=key) == 401  # a key is not admin
+    assert _bare(url + "/admin/stats", token=admin) == 200
+
+    logs = served["client"].logs(server.container).decode()
+    files = "".join(p.read_text() for p in _predictions_dir(served).rglob("*.jsonl"))
+    state = (served["home"] / "serving/churn/state/state.json").read_text()
+    inspect = json.dumps(served["client"].inspect_container(server.container))
+    for secret in (key, admin):
+        assert secret not in logs and secret not in files and secret not in state
+        assert secret not in inspect  # not in the command line or the environment
+
+
+def test_flags_out_of_range_inputs_and_batches(served):
+    public = _public(served)
+    rows, scores = sample_rows(served)
+    risky = [r for r, s in zip(rows, scores, strict=True) if s >= 0.6][:25]
+    assert len(risky) >= 20, "the sample needs 20 high-score rows for the band check"
+    status, body, _ = public.call(
+        "POST", "/predict", {"rows": risky}, headers={"X-Request-Id": "band-1"}
+    )
+    assert status == 200
+    assert [f["kind"] for f in body["flags"]] == ["positive_rate"]
+    status, body, _ = public.call(
+        "POST",
+        "/predict",
+        {"rows": [{**rows[0], "tenure_months": 500}]},
+        headers={"X-Request-Id": "range-1"},
+    )
+    assert status == 200 and body["flags"][0]["kind"] == "input_range"
+    assert "tenure_months=500.0 outside [0.0, 120.0]" in body["flags"][0]["detail"][0]
+    metrics = public.call("GET", "/metrics")[1]
+    assert 'kind="positive_rate"} 1' in metrics and 'kind="input_range"} 1' in metrics
+    logged = {r["request_id"]: r for r in read_records(_predictions_dir(served))}
+    assert logged["band-1"]["flags"][0]["kind"] == "positive_rate"
+    assert logged["range-1"]["flags"][0]["kind"] == "input_range"
+    logs = served["client"].logs(served["server"].container).decode()
+    assert "request band-1 flagged" in logs and "request range-1 flagged" in logs
+
+
+def test_shadow_scores_every_request_without_answering(served):
+    admin, public = _admin(served), _public(served)
+    v2_sha = json.loads((served["work"] / "v2-train" / "result.json").read_text())["result"][
+        "artifact_sha256"
+    ]
+    from mlops_pack.registry import Registry
+    from mlops_pack.steps.served import stage
+
+    registry = Registry()
+    stage(registry, registry.version("churn", "2"))
+    admin.ok("POST", "/admin/candidate", {"version": "2", "sha256": v2_sha})
+    admin.ok("PUT", "/admin/traffic", {"mode": "shadow", "share": 0})
+    rows, _ = sample_rows(served)
+    for index in range(10):
+        body = public.ok("POST", "/predict", {"rows": rows[index : index + 1]})
+        assert body["version"] == "1" and body["slot"] == "stable"
+    stats = admin.ok("GET", "/admin/stats")["versions"]
+    assert stats["2"]["requests"] == 10 and stats["2"]["paired_rows"] == 10
+    assert stats["1"]["requests"] == 10
+    shadow = [r for r in read_records(_predictions_dir(served)) if r["slot"] == "shadow"]
+    assert len(shadow) == 10 and {r["version"] for r in shadow} == {"2"}
+    admin.ok("DELETE", "/admin/candidate")
+    assert admin.ok("GET", "/admin/stats")["slots"]["candidate"] is None
+
+
+def test_logs_survive_a_restart_and_retention_removes_only_expired_days(served):
+    from mlops_pack.airflow.model_server import start_server, stop_server
+
+    public = _public(served)
+    rows, _ = sample_rows(served)
+    ids = [f"restart-{i}" for i in range(25)]
+    for request_id in ids:
+        status, _, _ = public.call(
+            "POST", "/predict", {"rows": rows[:1]}, headers={"X-Request-Id": request_id}
+        )
+        assert status == 200
+    root = _predictions_dir(served)
+    expired, kept = root / "date=2000-01-01", root / "date=2999-01-01"
+    for folder in (expired, kept):
+        folder.mkdir()
+        (folder / "part-old.jsonl").write_text('{"request_id": "old"}\n')
+    (root / "NOTES.txt").write_text("not a partition")
+    served["client"].kill(served["server"].container)  # no graceful shutdown
+    stop_server(served["client"], served["server"])
+    served["server"] = start_server(
+        served["client"],
+        model="churn",
+        include_dir=served["include"],
+        home=served["home"],
+        image=served["image"],
+        secrets_dir=served["secrets"],
+        port=served["server"].port,
+    )
+    logged = {r["request_id"] for r in read_records(root)}
+    assert set(ids) <= logged
+    assert not expired.exists() and kept.exists() and (root / "NOTES.txt").exists()
+    assert (root / f"date={datetime.now(UTC).date().isoformat()}").exists()
+    # The restarted server serves the stable model it had: v1.
+    assert _public(served).ok("GET", "/version")["version"] == "1"
