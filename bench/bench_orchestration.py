@@ -529,7 +529,9 @@ def print_results(results: list[dict[str, Any]]) -> None:
             print(f"   {entry['rows']:>9,} {entry['runner']:<9} failed: {entry['error'][:200]}")
             continue
         for run, info in zip(entry["runs"], entry["analysis"], strict=True):
-            compute, fit = info["compute"], info["fit"] or float("nan")
+            # A failed run has no step timings: print nan ratios instead of dividing by 0.
+            compute = info["compute"] or float("nan")
+            fit = info["fit"] or float("nan")
             print(f"   {entry['rows']:>9,} {entry['runner']:<9} {run['run']:>3} "
                   f"{run['state'].split('.')[-1]:<8} {info['verdict'] or '-':<8} "
                   f"{run['wall']:8.1f} {info['task_wall_sum']:8.1f} {compute:7.1f} {fit:7.1f} "

@@ -26,7 +26,7 @@ COPY constraints.txt pyproject.toml ./
 RUN python3 -m venv /opt/venv \
  && if [ -s /etc/mlops-pack/extra-ca.crt ]; then export PIP_CERT=/etc/mlops-pack/extra-ca.crt; fi \
  && /opt/venv/bin/python -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; print('\n'.join(p['dependencies'] + p['optional-dependencies']['steps']))" > /tmp/requirements.txt \
- && /opt/venv/bin/pip install --quiet -c constraints.txt -r /tmp/requirements.txt setuptools wheel \
+ && /opt/venv/bin/pip install --quiet -c constraints.txt -r /tmp/requirements.txt "setuptools>=77" wheel \
  && /opt/venv/bin/python -m compileall -q -j 0 /opt/venv/lib \
  && rm -rf /root/.cache /tmp/requirements.txt
 
