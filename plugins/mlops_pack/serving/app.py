@@ -375,9 +375,13 @@ class ModelServer:
 
     async def _retention_loop(self) -> None:
         while True:
-            removed = self.predictions.enforce_retention()
-            if removed:
-                log.info("prediction log retention removed %s", removed)
+            try:
+                removed = self.predictions.enforce_retention()
+            except OSError as exc:  # keep serving; the next round tries again
+                log.error("prediction log retention failed: %s", exc)
+            else:
+                if removed:
+                    log.info("prediction log retention removed %s", removed)
             await asyncio.sleep(RETENTION_EVERY_SECONDS)
 
     def app(self) -> Starlette:
