@@ -377,13 +377,13 @@ def closed_loop(target: Target, bodies: list[bytes], seconds: float, into: Sampl
 
 
 @contextlib.contextmanager
-def measured(servers: list[Target], into: Samples) -> Iterator[None]:
-    """CPU-seconds of each server, of this process, and of everything else meanwhile."""
-    before = {t.name: group_cpu_seconds(t.pgid) for t in servers}
+def measured(servers: dict[str, int], into: dict[str, float]) -> Iterator[None]:
+    """CPU-seconds of each server (name: pgid), this process, everything else meanwhile."""
+    before = {name: group_cpu_seconds(pgid) for name, pgid in servers.items()}
     with _common.Meter() as meter:
         yield
-    used = {t.name: group_cpu_seconds(t.pgid) - before[t.name] for t in servers}
-    into.cpu = {
+    used = {name: group_cpu_seconds(pgid) - before[name] for name, pgid in servers.items()}
+    into |= {
         **{f"server_{name}": seconds for name, seconds in used.items()},
         "loadgen": meter.cpu,
         "other": max(0.0, meter.other_cpu - sum(used.values())),
@@ -419,11 +419,11 @@ def run_scenario(
     samples = Samples()
     if scenario.rate is None:
         closed_loop(target, bodies, warmup, Samples())
-        with measured(servers, samples):
+        with measured({t.name: t.pgid for t in servers}, samples.cpu):
             closed_loop(target, bodies, scenario.seconds, samples)
     else:
         open_loop(target, bodies, scenario.rate, warmup, threads, Samples())
-        with measured(servers, samples):
+        with measured({t.name: t.pgid for t in servers}, samples.cpu):
             open_loop(target, bodies, scenario.rate, scenario.seconds, threads, samples)
     return samples
 
@@ -609,9 +609,9 @@ def print_deploy(timing: dict[str, Any]) -> dict[str, float]:
         f"{timing['deploy_record_seconds']:.2f} s)"
     )
     for label, seconds in parts.items():
-        print(f"      {label:<44} {seconds:6.2f} s")
+        print(f"      {label:<52} {seconds:7.3f} s")
     rest = timing["deploy_wall"] - sum(parts.values())
-    print(f"      {'rest (context, registry, candidate load, records)':<44} {rest:6.2f} s")
+    print(f"      {'rest (context, registry, candidate load, records)':<52} {rest:7.3f} s")
     for check in timing["checks"]:
         print(
             f"      check {check['name']:<24} {'pass' if check['passed'] else 'FAIL'}: "
@@ -619,7 +619,7 @@ def print_deploy(timing: dict[str, Any]) -> dict[str, float]:
         )
     print(
         f"   promote step wall {timing['promote_wall']:.2f} s, of which the server switch "
-        f"{server_switch:.2f} s; served after: {timing['promotion'].get('served')}"
+        f"{server_switch:.3f} s; served after: {timing['promotion'].get('served')}"
     )
     added = {
         "smoke_seconds": timing["deploy_wall"] - canary,
@@ -629,9 +629,27 @@ def print_deploy(timing: dict[str, Any]) -> dict[str, float]:
     }
     print(
         f"   added by serving: smoke {added['smoke_seconds']:.2f} s + canary "
-        f"{canary:.2f} s + switch {server_switch:.2f} s = {added['added_seconds']:.2f} s"
+        f"{canary:.2f} s + switch {server_switch:.3f} s = {added['added_seconds']:.2f} s"
     )
     return added
+
+
+def print_contention(whole: _common.Meter, out: dict[str, Any]) -> None:
+    """How busy the machine was with work other than this benchmark and its two servers."""
+    cores = os.cpu_count()
+    servers = sum(out["server_cpu"].values())
+    other = max(0.0, whole.other_cpu - servers)
+    bench, deploy = out["bench_cpu"], out["deploy_cpu"]
+    print(
+        f"\n   contention: whole run wall {whole.wall:.0f} s; this process {whole.cpu:.1f} CPU-s, "
+        f"the servers {servers:.1f} CPU-s, other processes {other:.1f} CPU-s "
+        f"({other / whole.wall:.2f} of {cores} cores)"
+    )
+    print(
+        f"   during the load tests other processes used {bench['other'] / bench['wall']:.2f} "
+        f"of {cores} cores, during deploy + promote {deploy['other'] / deploy['wall']:.2f}; "
+        f"load average {_common.loadavg()} at end"
+    )
 
 
 def server_log_problems(path: Path) -> list[str]:
@@ -702,20 +720,27 @@ def run(args: argparse.Namespace, work: Path, pids: list[int]) -> dict[str, Any]
     sample = json.loads(trained["v1_sample"].read_text(encoding="utf-8"))
     agreement = check_agreement(servers[0], servers[1], sample)
     print(f"   agreement on {agreement['rows']} holdout rows: {agreement}")
-    with _common.Meter() as meter:
+    bench_cpu: dict[str, float] = {}
+    with measured({"ours": ours_pid, "mlflow": mlflow_pid}, bench_cpu):
         results = benchmark(
             scenarios_for(args), servers, sample["rows"], args.rounds, args.warmup, args.threads
         )
+    server_cpu = {"mlflow": group_cpu_seconds(mlflow_pid)}
     stop_group(mlflow_pid)
     pids.remove(mlflow_pid)
-    timing = deploy_and_switch(work, served, trained, log)
+    deploy_cpu: dict[str, float] = {}
+    with measured({"ours": ours_pid}, deploy_cpu):
+        timing = deploy_and_switch(work, served, trained, log)
     after = served_version(served)
+    server_cpu["ours"] = group_cpu_seconds(ours_pid)
     return {
         "trained": trained,
         "agreement": agreement,
         "results": results,
         "deploy": timing,
-        "bench_meter": meter.as_dict(),
+        "bench_cpu": bench_cpu,
+        "deploy_cpu": deploy_cpu,
+        "server_cpu": server_cpu,
         "start_seconds": {"ours": ours_start, "mlflow": mlflow_start},
         "served_after": after,
         "server_log_problems": server_log_problems(work / "ours.log"),
@@ -746,7 +771,7 @@ def main() -> None:
     print(f"   our server's log: {len(out['server_log_problems'])} ERROR/Traceback lines")
     for line in out["server_log_problems"][:10]:
         print(f"      {line}")
-    print(f"\n   whole run: {whole.note()}; load average {_common.loadavg()} at end")
+    print_contention(whole, out)
     path = _common.write_json_result(
         "bench_serving",
         {

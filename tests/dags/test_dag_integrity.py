@@ -38,7 +38,9 @@ def test_every_dag_is_tagged_retried_and_documented(airflow_db):
         assert dag.max_active_runs == 1
         assert dag.catchup is False
         for task in dag.tasks:
-            if task.task_id not in ("run_overrides", "challenger_passed"):
+            if task.task_id == "deploy":  # by design: an interrupted canary is not retried
+                assert task.retries == 0
+            elif task.task_id not in ("run_overrides", "challenger_passed"):
                 assert task.retries >= 1, task.task_id
 
 
@@ -64,10 +66,18 @@ def test_a_spec_requiring_approval_gets_an_approval_task(airflow_db, tmp_path):
     approve = dag.get_task("approve")
     assert approve.response_timeout.total_seconds() == 7200
     assert approve.defaults == ["Reject"]
-    promote = dag.get_task("promote")
-    assert "approver" in promote.upstream_task_ids
+    # Served model: approve -> approver -> deploy -> promote (nothing deploys unapproved).
     assert "approve" in dag.get_task("approver").upstream_task_ids
     assert "challenger_passed" in approve.upstream_task_ids
+    assert "approver" in dag.get_task("deploy").upstream_task_ids
+    assert dag.get_task("promote").upstream_task_ids >= {"deploy"}
+    assert dag.get_task("deploy").retries == 0  # a half-run canary is for a person
+    # Not served: approve -> approver -> promote, and no deploy task.
+    del spec["serving"]
+    path.write_text(yaml.safe_dump(spec))
+    dag = build_retrain_dag(path)
+    assert "deploy" not in dag.task_ids
+    assert "approver" in dag.get_task("promote").upstream_task_ids
 
 
 def test_run_params_bound_what_a_run_may_change(airflow_db):
