@@ -47,11 +47,20 @@ How:
   warm-up period precedes every measurement and is discarded. The closed loop is one
   client sending the next request as soon as the previous one is answered. Rounds
   alternate which server goes first; the figures pool the rounds.
+- Deploy: with our server serving v1, ``deploy`` of v2 then ``promote --decision ...
+  --server-url`` run in this process, with bench/_profiler.py wrappers (this process only)
+  around the deploy's parts. "smoke" is the deploy step's wall time minus its canary:
+  ready, stage (copy + sha256), candidate load, offline match on 200 rows, 50 single-row
+  latency requests, and the step's own context/registry/record work. "canary" is the
+  canary alone (the churn spec replays holdout rows until the candidate has scored 100
+  requests at a 25% share). "switch" is the server part of promote (``ServedSwitch.serve``:
+  GET /admin/stats + POST /admin/promote); the whole promote step (lock, alias
+  compare-and-set, history) is printed next to it. The added time is deploy + switch.
 - Contention: the machine (2 vCPUs) is shared. For every measurement the script reports
   the CPU-seconds the two servers and this process used and what *other* processes used
   meanwhile (from /proc/stat), as in the other benchmarks.
 
-Run (about 5 minutes with the defaults):
+Run (about 4 minutes with the defaults):
 
     .venv/bin/python bench/bench_serving.py
     .venv/bin/python bench/bench_serving.py --seconds 10 --closed-seconds 5 --rounds 1  # quick

@@ -16,7 +16,8 @@ import airflow_client.client as ac
 import pytest
 from support import ROOT, free_port
 
-PORT = free_port()  # never collide with a user's `make up` or another test run
+PORT = free_port()
+SERVER_PORT = free_port()  # never collide with a user's `make up` or another test run
 BASE = f"http://127.0.0.1:{PORT}"
 DAG_ID = "mlops_retrain__churn"
 
@@ -25,7 +26,12 @@ DAG_ID = "mlops_retrain__churn"
 def stack():
     state = Path(tempfile.mkdtemp(prefix="mlops-stack-"))
     state.chmod(0o755)
-    env = {**os.environ, "MLOPS_PACK_STACK_DIR": str(state), "MLOPS_PACK_AIRFLOW_PORT": str(PORT)}
+    env = {
+        **os.environ,
+        "MLOPS_PACK_STACK_DIR": str(state),
+        "MLOPS_PACK_AIRFLOW_PORT": str(PORT),
+        "MLOPS_PACK_SERVER_PORT_BASE": str(SERVER_PORT),  # churn; diabetes on the next port
+    }
     for key in (
         "AIRFLOW_HOME",
         "AIRFLOW__CORE__DAGS_FOLDER",
@@ -147,3 +153,27 @@ def test_rest_api_auth_trigger_poll_and_decision(stack):
     finally:
         os.environ.pop("MLOPS_PACK_HOME")
     assert [(e.get("from_version"), e["to_version"]) for e in promotions] == [(None, "1")]
+
+    # make up's model server serves what was promoted; a prediction as in the README.
+    key = (stack["state"] / "secrets" / "churn" / "prediction_key").read_text()
+    row = {
+        "tenure_months": 12,
+        "monthly_charges": 70.5,
+        "total_charges": 800,
+        "support_calls": 2,
+        "age": 40,
+        "contract": "month_to_month",
+        "plan": "basic",
+        "payment_method": "card",
+        "paperless_billing": "yes",
+        "region": "north",
+    }
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{SERVER_PORT}/predict",
+        method="POST",
+        data=json.dumps({"rows": [row]}).encode(),
+        headers={"Authorization": f"Bearer {key}"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        answer = json.loads(response.read())
+    assert answer["version"] == "1" and answer["slot"] == "stable" and answer["labels"][0] in (0, 1)

@@ -41,6 +41,9 @@ def world(task_image, airflow_db):
     spec["holdout"] = {"strategy": "file", "path": "holdouts/churn.csv"}
     spec["gate"]["floors"] = {"roc_auc": 0.6}
     spec["serving"]["canary"]["requests"] = 40
+    # The noisy-label champion's scores sit about 0.19 above the clean challenger's on
+    # average; the canary rightly calls that a shift (0.05 by default): allow it here.
+    spec["serving"]["canary"]["max_mean_shift"] = 0.3
     (include / "models").mkdir()
     (include / "models" / "churn.yaml").write_text(yaml.safe_dump(spec))
     churn.write(churn.ChurnConfig(rows=5_000, month=9), include / "holdouts" / "churn.csv")
@@ -163,8 +166,7 @@ def test_retrain_dag_in_containers(world):
     served = _served_version(world)
     assert served["version"] == "2" and served["candidate"] is None
     assert (
-        served["artifact_sha256"]
-        == _registry().version("churn", "2").tags["mlops_pack.artifact_sha256"]
+        served["artifact_sha256"] == _registry().version("churn", "2").tags["mlops.artifact_sha256"]
     )
 
     run, states = _run(dag, {"data_path": "worse.csv"})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import time
@@ -108,6 +109,27 @@ def test_malformed_requests_get_4xx_that_name_the_problem(served):
     assert got == 400 and "not valid JSON" in answer["error"]
     got, answer, _ = public.call("POST", "/predict", raw=b"\xff\xfe")
     assert got == 400
+    huge = json.dumps({"rows": [{**good, "age": 10**400}]}).encode()
+    got, answer, _ = public.call("POST", "/predict", raw=huge)
+    assert got == 422 and "rows[0].age: expected a finite number" in answer["error"]
+    endless = b'{"rows": [{"age": ' + b"9" * 5000 + b"}]}"  # past Python's int-parse limit
+    assert public.call("POST", "/predict", raw=endless)[0] == 400
+    # A body announced as 5 MB is refused from its headers, before it is read.
+    connection = http.client.HTTPConnection("127.0.0.1", served["server"].port, timeout=10)
+    connection.putrequest("POST", "/predict")
+    connection.putheader("Authorization", f"Bearer {served['server'].secret('prediction_key')}")
+    connection.putheader("Content-Length", "5000000")
+    connection.endheaders()
+    response = connection.getresponse()
+    assert response.status == 413 and b"exceeds" in response.read()
+    connection.close()
+    deep = b'{"rows": ' + b"[" * 20_000 + b"]" * 20_000 + b"}"
+    assert public.call("POST", "/predict", raw=deep)[0] == 400
+    admin = _admin(served)
+    got, answer, _ = admin.call("PUT", "/admin/traffic", {"mode": "canary", "share": "abc"})
+    assert got == 422 and "share must be a number" in answer["error"]
+    got, answer, _ = admin.call("POST", "/admin/score", {"slot": ["stable"], "rows": [good]})
+    assert got == 422 and "slot must be" in answer["error"]
     # Allowed nulls pass (total_charges may be null), and the server still serves.
     got, answer, _ = public.call("POST", "/predict", {"rows": [{**good, "total_charges": None}]})
     assert got == 200, answer

@@ -4,9 +4,9 @@ Every path needs a secret: ``/predict``, ``/health``, ``/version`` and ``/metric
 prediction key, ``/admin/*`` the admin token that only Airflow holds (both as
 ``Authorization: Bearer ...``, compared in constant time, never logged). Predictions run
 on the event loop, one request at a time per process: scikit-learn's single-row predict
-is CPU-bound and short, and one thread keeps the model state free of locks. Work that
-does not change the answer (shadow scoring, the paired comparison with stable, the
-prediction log fsync) happens after the response is sent.
+is CPU-bound and short, and one thread keeps the model state, the metrics and the
+prediction log free of locks. Work that does not change the answer (shadow scoring, the
+paired comparison with stable) runs on the same loop after the response is sent.
 """
 
 from __future__ import annotations
@@ -87,12 +87,20 @@ class ModelServer:
             headers={"WWW-Authenticate": "Bearer"},
         )
 
-    @staticmethod
-    async def _json(request: Request) -> dict[str, Any]:
+    async def _body(self, request: Request) -> bytes:
+        """The body, refused with 413 from its declared length before it is read."""
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > self.schema.max_body_bytes:
+            raise RequestError(
+                413, f"body of {declared} bytes exceeds {self.schema.max_body_bytes} bytes"
+            )
+        return await request.body()
+
+    async def _json(self, request: Request) -> dict[str, Any]:
         try:
-            body = json.loads(await request.body() or b"{}")
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise RequestError(400, f"body is not valid JSON ({exc})") from None
+            body = json.loads(await self._body(request) or b"{}")
+        except (ValueError, RecursionError) as exc:
+            raise RequestError(400, f"body is not valid JSON ({str(exc)[:200]})") from None
         if not isinstance(body, dict):
             raise RequestError(400, "body must be a JSON object")
         return body
@@ -151,7 +159,7 @@ class ModelServer:
                 status_code=503,
             )
         try:
-            parsed = self.schema.parse(await request.body())
+            parsed = self.schema.parse(await self._body(request))
         except RequestError as exc:
             self.telemetry.refused(exc.status)
             return JSONResponse(
@@ -159,7 +167,7 @@ class ModelServer:
             )
         started = time.perf_counter()
         frame = self._frame(parsed)
-        slot = self.slots.route(request_id)
+        slot = self.slots.route()
         served: LoadedModel = self.slots.candidate if slot == "candidate" else self.slots.stable
         try:
             scores = predict(self.spec, served.model, frame)
@@ -211,7 +219,7 @@ class ModelServer:
         after = BackgroundTask(self._after, request_id, frame, scores, served, slot)
         return JSONResponse(body, headers={"x-request-id": request_id}, background=after)
 
-    def _after(
+    async def _after(
         self,
         request_id: str,
         frame: pd.DataFrame,
@@ -219,7 +227,12 @@ class ModelServer:
         served: LoadedModel,
         slot: str,
     ) -> None:
-        """Post-response work: the paired comparison for the canary, shadow scoring."""
+        """Post-response work: the paired comparison for the canary, shadow scoring.
+
+        A coroutine on purpose: Starlette runs it on the event loop after the answer is
+        sent (a plain function would go to a thread pool), so model calls, metrics and
+        the prediction log stay on one thread, with no locks.
+        """
         stable, candidate = self.slots.stable, self.slots.candidate
         if candidate is None or stable is None:
             return
@@ -318,7 +331,10 @@ class ModelServer:
             dropped = slots.drop_candidate()
             log.info("candidate slot: v%s dropped", dropped)
         elif (action, method) == ("traffic", "PUT"):
-            slots.set_traffic(str(body.get("mode", "")), float(body.get("share", 0.0)))
+            share = body.get("share", 0.0)
+            if isinstance(share, bool) or not isinstance(share, int | float):
+                raise BadInputError(f"share must be a number in [0, 1], got {share!r}")
+            slots.set_traffic(str(body.get("mode", "")), float(share))
             log.info("traffic: mode %s, share %s", slots.mode, slots.share)
         elif (action, method) == ("score", "POST"):
             return self._score(body)
@@ -339,7 +355,7 @@ class ModelServer:
                 slots.load, target.get("version", ""), target.get("sha256", "")
             )
             outcome = slots.replace_stable(loaded)
-            log.info("rollback: %s", outcome)
+            log.info("stable set to v%s: %s", loaded.version, outcome["outcome"])
             return {**outcome, "slots": slots.describe()}
         else:
             raise RequestError(404, f"no admin action {method} /admin/{action}")
@@ -348,7 +364,8 @@ class ModelServer:
     def _score(self, body: dict[str, Any]) -> dict[str, Any]:
         """Score rows with one slot, outside traffic, logs and metrics (the smoke test)."""
         slot = body.get("slot")
-        model = {"stable": self.slots.stable, "candidate": self.slots.candidate}.get(slot)
+        slots = {"stable": self.slots.stable, "candidate": self.slots.candidate}
+        model = slots.get(slot) if isinstance(slot, str) else None
         if model is None:
             raise BadInputError(f"slot must be 'stable' or 'candidate' and loaded, got {slot!r}")
         parsed = self.schema.parse(json.dumps({"rows": body.get("rows")}).encode())

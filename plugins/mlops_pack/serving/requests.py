@@ -46,11 +46,22 @@ class RequestSchema:
         self._allowed = {c.name: set(c.values) for c in self.features if c.values}
         self.max_batch_rows = max_batch_rows
 
+    @property
+    def max_body_bytes(self) -> int:
+        """Refuse larger bodies before parsing them: about 4 KB per allowed row."""
+        return 4096 * self.max_batch_rows + 1024
+
     def parse(self, body: bytes) -> ParsedRequest:
+        if len(body) > self.max_body_bytes:
+            raise RequestError(
+                413,
+                f"body of {len(body)} bytes exceeds {self.max_body_bytes} bytes "
+                f"(serving.max_batch_rows = {self.max_batch_rows}): split the batch",
+            )
         try:
             payload = json.loads(body)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise RequestError(400, f"body is not valid JSON ({exc})") from None
+        except (ValueError, RecursionError) as exc:  # also over-long integers, deep nesting
+            raise RequestError(400, f"body is not valid JSON ({str(exc)[:200]})") from None
         if not isinstance(payload, dict) or set(payload) != {"rows"}:
             raise RequestError(
                 400, 'body must be a JSON object with exactly one key, "rows": a list of rows'
@@ -101,7 +112,10 @@ class RequestSchema:
                 raise RequestError(
                     422, f"{where}: expected a number, got {type(value).__name__} {value!r}"
                 )
-            number = float(value)
+            try:
+                number = float(value)
+            except OverflowError:  # a JSON integer with hundreds of digits
+                number = math.inf
             if not math.isfinite(number):
                 raise RequestError(422, f"{where}: expected a finite number")
             if (column.min is not None and number < column.min) or (

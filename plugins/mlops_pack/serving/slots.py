@@ -10,9 +10,9 @@ persisted: a canary interrupted by a crash restarts on stable only.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
+import random
 import re
 import time
 from dataclasses import dataclass
@@ -23,6 +23,7 @@ from mlops_pack.errors import BadInputError
 from mlops_pack.steps.model_io import MODEL_FILE, load_model
 
 VERSION = re.compile(r"^[0-9]{1,9}$")
+_draw = random.SystemRandom()
 MODES = ("off", "canary", "shadow")
 
 
@@ -118,22 +119,24 @@ class Slots:
         return {"outcome": "promoted", "stable": self.stable.ref(), "previous": self.previous}
 
     def replace_stable(self, loaded: LoadedModel) -> dict[str, Any]:
-        """Serve ``loaded`` as stable (a rollback); the replaced stable becomes ``previous``."""
+        """Serve ``loaded`` as stable (rollback or first load); the old one becomes previous."""
         if self.stable is not None and self.stable.version == loaded.version:
             return {"outcome": "noop", "stable": self.stable.ref(), "previous": self.previous}
         self.previous = self.stable.ref() if self.stable else None
         self.stable = loaded
         self.drop_candidate()
         self._save()
-        return {"outcome": "rolled_back", "stable": loaded.ref(), "previous": self.previous}
+        return {"outcome": "replaced", "stable": loaded.ref(), "previous": self.previous}
 
     # Routing ---------------------------------------------------------------------------
-    def route(self, request_id: str) -> str:
-        """``candidate`` for a canary's share of requests, chosen by request id (stable)."""
+    def route(self) -> str:
+        """``candidate`` for a canary's share of requests, drawn at random by the server.
+
+        Not derived from anything the client sends (a client must not pick its model).
+        """
         if self.mode != "canary" or self.candidate is None:
             return "stable"
-        digest = hashlib.sha256(request_id.encode()).digest()
-        return "candidate" if int.from_bytes(digest[:8], "big") / 2**64 < self.share else "stable"
+        return "candidate" if _draw.random() < self.share else "stable"
 
     def describe(self) -> dict[str, Any]:
         return {
