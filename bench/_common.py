@@ -24,8 +24,14 @@ DATA = RESULTS / "data"
 SPEC = ROOT / "include" / "models" / "churn.yaml"
 
 
-def churn_file(rows: int, month: int = 1, seed: int = 2026, suffix: str = ".csv",
-               label_noise: float = 0.0, quiet: bool = False) -> Path:
+def churn_file(
+    rows: int,
+    month: int = 1,
+    seed: int = 2026,
+    suffix: str = ".csv",
+    label_noise: float = 0.0,
+    quiet: bool = False,
+) -> Path:
     """Return a generated churn batch, writing it only if no identical one exists."""
     from mlops_pack.datagen import churn
 
@@ -46,8 +52,10 @@ def churn_file(rows: int, month: int = 1, seed: int = 2026, suffix: str = ".csv"
     churn.write(cfg, path)
     sidecar.write_text(json.dumps(wanted, indent=2, sort_keys=True), encoding="utf-8")
     if not quiet:
-        print(f"generated {path.relative_to(ROOT)} ({path.stat().st_size / 1e6:.0f} MB) "
-              f"in {time.perf_counter() - started:.1f}s")
+        print(
+            f"generated {path.relative_to(ROOT)} ({path.stat().st_size / 1e6:.0f} MB) "
+            f"in {time.perf_counter() - started:.1f}s"
+        )
     return path
 
 
@@ -103,8 +111,10 @@ class Meter:
 
     def note(self) -> str:
         cores = self.other_cpu / self.wall if self.wall > 0 else 0.0
-        return (f"wall {self.wall:.2f} s, cpu {self.cpu:.2f} s; other processes used "
-                f"{self.other_cpu:.1f} CPU-s meanwhile ({cores:.2f} of {os.cpu_count()} cores)")
+        return (
+            f"wall {self.wall:.2f} s, cpu {self.cpu:.2f} s; other processes used "
+            f"{self.other_cpu:.1f} CPU-s meanwhile ({cores:.2f} of {os.cpu_count()} cores)"
+        )
 
     def as_dict(self) -> dict[str, float]:
         return {"wall": self.wall, "cpu": self.cpu, "other_cpu": self.other_cpu}
@@ -143,8 +153,10 @@ def machine() -> str:
     except OSError:
         pass
     mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return (f"{platform.python_implementation()} {platform.python_version()}, "
-            f"{os.cpu_count()} CPUs ({cpu}), {mem:.0f} GiB RAM")
+    return (
+        f"{platform.python_implementation()} {platform.python_version()}, "
+        f"{os.cpu_count()} CPUs ({cpu}), {mem:.0f} GiB RAM"
+    )
 
 
 def versions() -> str:
@@ -153,8 +165,12 @@ def versions() -> str:
     import pyarrow
     import sklearn
 
-    out = [f"numpy {numpy.__version__}", f"pandas {pandas.__version__}",
-           f"pyarrow {pyarrow.__version__}", f"scikit-learn {sklearn.__version__}"]
+    out = [
+        f"numpy {numpy.__version__}",
+        f"pandas {pandas.__version__}",
+        f"pyarrow {pyarrow.__version__}",
+        f"scikit-learn {sklearn.__version__}",
+    ]
     for name in ("great_expectations", "mlflow"):
         try:
             module = __import__(name)

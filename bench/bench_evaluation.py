@@ -46,13 +46,15 @@ def naive_resample(y: Any, preds: list[Any], rng: Any, n: int) -> list[dict[str,
     for p in preds:
         pp = p[idx]
         hard = (pp >= THRESHOLD).astype(int)
-        out.append({
-            "roc_auc": roc_auc_score(yt, pp),
-            "log_loss": log_loss(yt, pp, labels=[0, 1]),
-            "accuracy": accuracy_score(yt, hard),
-            "f1": f1_score(yt, hard, zero_division=0),
-            "brier": brier_score_loss(yt, pp),
-        })
+        out.append(
+            {
+                "roc_auc": roc_auc_score(yt, pp),
+                "log_loss": log_loss(yt, pp, labels=[0, 1]),
+                "accuracy": accuracy_score(yt, hard),
+                "f1": f1_score(yt, hard, zero_division=0),
+                "brier": brier_score_loss(yt, pp),
+            }
+        )
     return out
 
 
@@ -72,17 +74,33 @@ def sklearn_weighted(name: str, y: Any, p: Any, w: Any) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--train-rows", type=int, default=200_000,
-                        help="rows of each training batch (month 1 and month 2)")
+    parser.add_argument(
+        "--train-rows",
+        type=int,
+        default=200_000,
+        help="rows of each training batch (month 1 and month 2)",
+    )
     parser.add_argument("--holdout-rows", type=int, default=100_000)
     parser.add_argument("--resamples", type=int, default=1_000)
-    parser.add_argument("--naive-resamples", type=int, default=50,
-                        help="naive resamples actually timed; extrapolated to --resamples")
+    parser.add_argument(
+        "--naive-resamples",
+        type=int,
+        default=50,
+        help="naive resamples actually timed; extrapolated to --resamples",
+    )
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=None,
-                        help="cap OpenMP/BLAS threads (default: the libraries' own choice)")
-    parser.add_argument("--repeat", type=int, default=3,
-                        help="time the library's evaluation this many times; report the median")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="cap OpenMP/BLAS threads (default: the libraries' own choice)",
+    )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=3,
+        help="time the library's evaluation this many times; report the median",
+    )
     args = parser.parse_args()
     _common.limit_threads(args.threads)
 
@@ -102,8 +120,9 @@ def main() -> None:
 
     files = {
         "train month 1": _common.churn_file(args.train_rows, month=1),
-        "train month 2 (10% label noise)": _common.churn_file(args.train_rows, month=2,
-                                                              label_noise=0.1),
+        "train month 2 (10% label noise)": _common.churn_file(
+            args.train_rows, month=2, label_noise=0.1
+        ),
         "holdout month 3": _common.churn_file(args.holdout_rows, month=3),
     }
     frames = {k: read_frame(v, spec) for k, v in files.items()}
@@ -114,9 +133,11 @@ def main() -> None:
         pipeline = build_pipeline(spec)
         started = time.perf_counter()
         pipeline.fit(frame, frame[spec.target])
-        print(f"   fitted {spec.estimator.class_path.rsplit('.', 1)[1]} on {name}: "
-              f"{len(frame):,} rows in {time.perf_counter() - started:.1f}s "
-              "(not part of the timing)")
+        print(
+            f"   fitted {spec.estimator.class_path.rsplit('.', 1)[1]} on {name}: "
+            f"{len(frame):,} rows in {time.perf_counter() - started:.1f}s "
+            "(not part of the timing)"
+        )
         models.append(pipeline)
     champion, challenger = models
 
@@ -131,8 +152,9 @@ def main() -> None:
         with _common.timer(t, "point metrics (both models)"):
             point = {m: (metrics.score(m, y, old), metrics.score(m, y, new)) for m in names}
         with _common.timer(t, f"paired bootstrap, {args.resamples} resamples"):
-            boot = metrics.paired_bootstrap(names, y, old, new, args.resamples, args.seed,
-                                            direction)
+            boot = metrics.paired_bootstrap(
+                names, y, old, new, args.resamples, args.seed, direction
+            )
         runs.append(t)
     lib_meter.__exit__(None, None, None)
     totals = sorted(sum(t.values()) for t in runs)
@@ -165,18 +187,22 @@ def main() -> None:
     print(f"   library (median of {args.repeat}): {lib_total:8.2f} s")
     for key, value in lib_parts.items():
         print(f"      {key:<40} {value:8.3f} s")
-    print(f"   naive loop            : {naive_total:8.2f} s "
-          f"({timed} resamples timed in {loop:.2f} s = {per_resample * 1000:.1f} ms each, "
-          f"x{args.resamples / timed:g})")
+    print(
+        f"   naive loop            : {naive_total:8.2f} s "
+        f"({timed} resamples timed in {loop:.2f} s = {per_resample * 1000:.1f} ms each, "
+        f"x{args.resamples / timed:g})"
+    )
     for key, value in naive.items():
         print(f"      {key:<40} {value:8.3f} s")
     print(f"   library runs: {lib_meter.note()}")
     print(f"   naive run   : {naive_meter.note()}")
     boot_lib = lib_parts[f"paired bootstrap, {args.resamples} resamples"]
     boot_naive = naive["bootstrap loop (extrapolated)"]
-    print(f"   ratio naive/library   : {naive_total / lib_total:.1f}x "
-          f"(bootstrap alone: {boot_naive:.2f} s / {boot_lib:.2f} s = "
-          f"{boot_naive / boot_lib:.1f}x)")
+    print(
+        f"   ratio naive/library   : {naive_total / lib_total:.1f}x "
+        f"(bootstrap alone: {boot_naive:.2f} s / {boot_lib:.2f} s = "
+        f"{boot_naive / boot_lib:.1f}x)"
+    )
 
     # Agreement: point metrics, and the library's weighted metrics vs sklearn's weights.
     worst_point = max(abs(point[m][i] - naive_point[0][i][m]) for m in names for i in (0, 1))
@@ -187,11 +213,15 @@ def main() -> None:
         for row in range(len(counts)):
             ref = sklearn_weighted(m, yi, new, counts[row])
             worst_weighted = max(worst_weighted, abs(lib_values[row] - ref))
-    print(f"   agreement: point metrics max |library - sklearn| = {worst_point:.2e}; "
-          f"weighted metrics on 3 library resamples vs sklearn(sample_weight) = "
-          f"{worst_weighted:.2e}")
-    print("   95% interval of the challenger's improvement (library, "
-          f"{args.resamples} resamples) and the naive loop's ({timed} resamples):")
+    print(
+        f"   agreement: point metrics max |library - sklearn| = {worst_point:.2e}; "
+        f"weighted metrics on 3 library resamples vs sklearn(sample_weight) = "
+        f"{worst_weighted:.2e}"
+    )
+    print(
+        "   95% interval of the challenger's improvement (library, "
+        f"{args.resamples} resamples) and the naive loop's ({timed} resamples):"
+    )
     for m in names:
         sign = 1.0 if direction[m] else -1.0
         deltas = np.sort([sign * (d[1][m] - d[0][m]) for d in naive_draws])
@@ -199,13 +229,26 @@ def main() -> None:
         nlo, nhi = np.quantile(deltas, [0.025, 0.975])
         print(f"      {m:<9} library [{lo:+.5f}, {hi:+.5f}]   naive [{nlo:+.5f}, {nhi:+.5f}]")
 
-    path = _common.write_json_result("bench_evaluation", {
-        "machine": _common.machine(), "holdout_rows": n, "resamples": args.resamples,
-        "library_seconds": lib_total, "library_parts": lib_parts, "library_runs": runs,
-        "naive_seconds": naive_total, "naive_parts": naive, "naive_timed_resamples": timed,
-        "naive_seconds_per_resample": per_resample, "ratio": naive_total / lib_total,
-        "library_meter": lib_meter.as_dict(), "naive_meter": naive_meter.as_dict(),
-        "max_abs_diff_point": worst_point, "max_abs_diff_weighted": worst_weighted})
+    path = _common.write_json_result(
+        "bench_evaluation",
+        {
+            "machine": _common.machine(),
+            "holdout_rows": n,
+            "resamples": args.resamples,
+            "library_seconds": lib_total,
+            "library_parts": lib_parts,
+            "library_runs": runs,
+            "naive_seconds": naive_total,
+            "naive_parts": naive,
+            "naive_timed_resamples": timed,
+            "naive_seconds_per_resample": per_resample,
+            "ratio": naive_total / lib_total,
+            "library_meter": lib_meter.as_dict(),
+            "naive_meter": naive_meter.as_dict(),
+            "max_abs_diff_point": worst_point,
+            "max_abs_diff_weighted": worst_weighted,
+        },
+    )
     print(f"   figures saved to {path}")
 
 

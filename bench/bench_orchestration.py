@@ -72,17 +72,19 @@ IMPORTS = {
 # skops and MLflow; gate and promote read and write the registry).
 STEP_IMPORTS = {
     "validate": "import mlops_pack.cli, mlops_pack.steps.validate, great_expectations, "
-                "mlflow.tracking",
+    "mlflow.tracking",
     "train": "import mlops_pack.cli, mlops_pack.steps.train, sklearn.ensemble, "
-             "sklearn.pipeline, mlflow.sklearn, skops.io",
+    "sklearn.pipeline, mlflow.sklearn, skops.io",
     "evaluate": "import mlops_pack.cli, mlops_pack.steps.evaluate, sklearn.ensemble, "
-                "sklearn.pipeline, skops.io, mlflow.tracking, mlflow.artifacts",
+    "sklearn.pipeline, skops.io, mlflow.tracking, mlflow.artifacts",
     "gate": "import mlops_pack.cli, mlops_pack.steps.decide, mlops_pack.gate, mlflow.tracking",
     "promote": "import mlops_pack.cli, mlops_pack.steps.decide, mlflow.tracking",
 }
 # Prints the import time, then the wall-clock time just before the interpreter exits.
-TIMED = ("import time; s = time.perf_counter(); {stmt}; print(time.perf_counter() - s); "
-         "print(repr(time.time()))")
+TIMED = (
+    "import time; s = time.perf_counter(); {stmt}; print(time.perf_counter() - s); "
+    "print(repr(time.time()))"
+)
 
 
 # Child side: one runner, one size, two dag.test() runs ---------------------------------
@@ -134,34 +136,54 @@ def child(world: Path, result_path: Path) -> None:
         load = _common.loadavg()
         meter = _common.Meter().__enter__()
         called = time.time()
-        dag_run = dag.test(run_conf={"data_path": f"churn/{batch}",
-                                     "reason": f"bench_orchestration run {index}"})
+        dag_run = dag.test(
+            run_conf={"data_path": f"churn/{batch}", "reason": f"bench_orchestration run {index}"}
+        )
         returned = time.time()
         meter.__exit__(None, None, None)
         safe_run = re.sub(r"[^A-Za-z0-9_.-]", "_", dag_run.run_id)
         tasks = {}
         for ti in dag_run.get_task_instances():
-            entry = {"state": str(ti.state), "try_number": ti.try_number,
-                     "start": _epoch(ti.start_date), "end": _epoch(ti.end_date)}
+            entry = {
+                "state": str(ti.state),
+                "try_number": ti.try_number,
+                "start": _epoch(ti.start_date),
+                "end": _epoch(ti.end_date),
+            }
             if ti.task_id in STEP_TASKS:
                 work = home / "work" / dag_run.dag_id / safe_run / f"{ti.task_id}.{ti.try_number}"
                 entry.update(_step_files(work, ti.task_id))
             tasks[ti.task_id] = entry
-        runs.append({"run": index, "batch": batch, "run_id": dag_run.run_id,
-                     "state": str(dag_run.state), "called": called, "returned": returned,
-                     "wall": returned - called, "meter": meter.as_dict(), "loadavg": load,
-                     "tasks": tasks})
+        runs.append(
+            {
+                "run": index,
+                "batch": batch,
+                "run_id": dag_run.run_id,
+                "state": str(dag_run.state),
+                "called": called,
+                "returned": returned,
+                "wall": returned - called,
+                "meter": meter.as_dict(),
+                "loadavg": load,
+                "tasks": tasks,
+            }
+        )
         print(f"BENCH run {index}: {dag_run.state} in {returned - called:.1f} s", flush=True)
-    result_path.write_text(json.dumps({"import_factory": imported, "runs": runs}, indent=2),
-                           encoding="utf-8")
+    result_path.write_text(
+        json.dumps({"import_factory": imported, "runs": runs}, indent=2), encoding="utf-8"
+    )
 
 
 # Parent side: worlds, children, probes -------------------------------------------------
 
 
 def task_image() -> str:
-    out = subprocess.run([str(ROOT / "include/docker/build_task_image.sh")], check=True,
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        [str(ROOT / "include/docker/build_task_image.sh")],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     return out.stdout.strip().splitlines()[-1]
 
 
@@ -189,33 +211,67 @@ def make_world(parent: Path, files: list[Path]) -> Path:
 
 
 def airflow_env(airflow_home: Path) -> dict[str, str]:
-    return dict(os.environ, AIRFLOW_HOME=str(airflow_home),
-                AIRFLOW__CORE__DAGS_FOLDER=str(ROOT / "dags"),
-                AIRFLOW__CORE__LOAD_EXAMPLES="False", AIRFLOW__CORE__UNIT_TEST_MODE="False",
-                GX_ANALYTICS_ENABLED="false", MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false")
+    return dict(
+        os.environ,
+        AIRFLOW_HOME=str(airflow_home),
+        AIRFLOW__CORE__DAGS_FOLDER=str(ROOT / "dags"),
+        AIRFLOW__CORE__LOAD_EXAMPLES="False",
+        AIRFLOW__CORE__UNIT_TEST_MODE="False",
+        GX_ANALYTICS_ENABLED="false",
+        MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false",
+    )
 
 
-def run_child(world: Path, runner: str, image: str, env: dict[str, str],
-              log: Path) -> dict[str, Any]:
-    env = dict(env, MLOPS_PACK_INCLUDE_DIR=str(world / "include"),
-               MLOPS_PACK_DATA_DIR=str(world / "data"), MLOPS_PACK_HOME=str(world / "home"),
-               MLOPS_PACK_TASK_IMAGE=image, MLOPS_PACK_RUNNER=runner)
+def run_child(
+    world: Path, runner: str, image: str, env: dict[str, str], log: Path
+) -> dict[str, Any]:
+    env = dict(
+        env,
+        MLOPS_PACK_INCLUDE_DIR=str(world / "include"),
+        MLOPS_PACK_DATA_DIR=str(world / "data"),
+        MLOPS_PACK_HOME=str(world / "home"),
+        MLOPS_PACK_TASK_IMAGE=image,
+        MLOPS_PACK_RUNNER=runner,
+    )
     result = world / "child-result.json"
     events_file = world / "docker-events.jsonl"
     watcher = None
     if runner == "docker":
         # The engine's own record of each step container's create/start/die/destroy.
         with events_file.open("w", encoding="utf-8") as sink:
-            watcher = subprocess.Popen(["docker", "events", "--filter", "type=container",
-                                        "--filter", "label=io.mlops-pack.step",
-                                        "--format", "{{json .}}"], stdout=sink,
-                                       stderr=subprocess.DEVNULL)
+            watcher = subprocess.Popen(
+                [
+                    "docker",
+                    "events",
+                    "--filter",
+                    "type=container",
+                    "--filter",
+                    "label=io.mlops-pack.step",
+                    "--format",
+                    "{{json .}}",
+                ],
+                stdout=sink,
+                stderr=subprocess.DEVNULL,
+            )
     started = time.perf_counter()
     try:
         with log.open("w", encoding="utf-8") as out:
-            proc = subprocess.run([sys.executable, __file__, "--child", "--world", str(world),
-                                   "--result", str(result)], env=env, stdout=out,
-                                  stderr=subprocess.STDOUT, cwd=world, check=False)
+            proc = subprocess.run(
+                [
+                    sys.executable,
+                    __file__,
+                    "--child",
+                    "--world",
+                    str(world),
+                    "--result",
+                    str(result),
+                ],
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=world,
+                check=False,
+            )
     finally:
         if watcher is not None:
             time.sleep(1)  # let the last destroy event arrive
@@ -248,8 +304,9 @@ def attach_events(runs: list[dict[str, Any]], events_file: Path) -> None:
             found: dict[str, float] = {}
             for event in events:
                 attributes = (event.get("Actor") or {}).get("Attributes") or {}
-                if (attributes.get("io.mlops-pack.run") != label
-                        or not attributes.get("name", "").startswith(prefix)):
+                if attributes.get("io.mlops-pack.run") != label or not attributes.get(
+                    "name", ""
+                ).startswith(prefix):
                     continue
                 action = event.get("Action") or event.get("status")
                 if action == "create":
@@ -284,9 +341,24 @@ def _median_printed(argv: list[str], repeat: int) -> tuple[float, float]:
 
 def _docker_python(image: str, *args: str) -> list[str]:
     # The hardened flags of a step container (read-only root, tmpfs /tmp, no network).
-    return ["docker", "run", "--rm", "--network", "none", "--read-only", "--tmpfs", "/tmp",
-            "--cap-drop", "ALL", "--security-opt", "no-new-privileges:true",
-            "--entrypoint", "python", image, *args]
+    return [
+        "docker",
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--read-only",
+        "--tmpfs",
+        "/tmp",
+        "--cap-drop",
+        "ALL",
+        "--security-opt",
+        "no-new-privileges:true",
+        "--entrypoint",
+        "python",
+        image,
+        *args,
+    ]
 
 
 def probe_container(image: str, repeat: int) -> dict[str, float]:
@@ -294,12 +366,26 @@ def probe_container(image: str, repeat: int) -> dict[str, float]:
     out = {
         "host: python -c pass": _median_run([sys.executable, "-c", "pass"], repeat),
         "docker run --rm --network none IMAGE python -c pass": _median_run(
-            ["docker", "run", "--rm", "--network", "none", "--entrypoint", "python", image,
-             "-c", "pass"], repeat),
+            [
+                "docker",
+                "run",
+                "--rm",
+                "--network",
+                "none",
+                "--entrypoint",
+                "python",
+                image,
+                "-c",
+                "pass",
+            ],
+            repeat,
+        ),
         "same, hardened flags (read-only, tmpfs, cap-drop, no-new-privileges)": _median_run(
-            _docker_python(image, "-c", "pass"), repeat),
+            _docker_python(image, "-c", "pass"), repeat
+        ),
         "step entry point only (python -m mlops_pack.steps --help)": _median_run(
-            ["docker", "run", "--rm", "--network", "none", image, "--help"], repeat),
+            ["docker", "run", "--rm", "--network", "none", image, "--help"], repeat
+        ),
     }
     out.update(_probe_api(image, repeat))
     return out
@@ -316,11 +402,17 @@ def _probe_api(image: str, repeat: int) -> dict[str, float]:
     mounts = []
     for name in ("include", "data", "home", "work"):
         path = _open_dir(scratch / name)
-        mounts.append(Mount(f"/mnt/{name}", str(path), type="bind", read_only=name in
-                            ("include", "data")))
-    spec = container.ContainerSpec(image=image, command=["-c", "pass"], name="bench-orch-probe",
-                                   user=f"{NOBODY}:{NOBODY}", mounts=mounts,
-                                   network_mode="none")
+        mounts.append(
+            Mount(f"/mnt/{name}", str(path), type="bind", read_only=name in ("include", "data"))
+        )
+    spec = container.ContainerSpec(
+        image=image,
+        command=["-c", "pass"],
+        name="bench-orch-probe",
+        user=f"{NOBODY}:{NOBODY}",
+        mounts=mounts,
+        network_mode="none",
+    )
     phases: dict[str, list[float]] = {}
 
     def timed(label: str, func, *args, **kwargs):
@@ -333,12 +425,24 @@ def _probe_api(image: str, repeat: int) -> dict[str, float]:
         for _ in range(repeat):
             total = time.perf_counter()
             timed("api: inspect_image", client.inspect_image, image)
-            timed("api: remove stale (NotFound)", container.remove_quietly, client, spec.name,
-                  _quiet_log())
-            created = timed("api: create_container", client.create_container, image=image,
-                            entrypoint=["python"], command=spec.command, name=spec.name,
-                            user=spec.user, working_dir="/work",
-                            host_config=container.host_config(client, spec))
+            timed(
+                "api: remove stale (NotFound)",
+                container.remove_quietly,
+                client,
+                spec.name,
+                _quiet_log(),
+            )
+            created = timed(
+                "api: create_container",
+                client.create_container,
+                image=image,
+                entrypoint=["python"],
+                command=spec.command,
+                name=spec.name,
+                user=spec.user,
+                working_dir="/work",
+                host_config=container.host_config(client, spec),
+            )
             timed("api: start", client.start, created["Id"])
             timed("api: wait (python -c pass runs)", client.wait, created["Id"])
             timed("api: remove_container", client.remove_container, created["Id"], force=True)
@@ -358,16 +462,20 @@ def _quiet_log():
 def probe_imports(image: str, repeat: int) -> dict[str, dict[str, float]]:
     """Each import set alone in a fresh interpreter: in the image and on the host; and the
     time from the last statement to the process being gone, with those modules loaded."""
-    out: dict[str, dict[str, float]] = {"image": {}, "host": {}, "image_exit": {},
-                                        "host_exit": {}}
-    sets = {"nothing (pass)": "pass", **IMPORTS,
-            **{f"step {k}": v for k, v in STEP_IMPORTS.items()}}
+    out: dict[str, dict[str, float]] = {"image": {}, "host": {}, "image_exit": {}, "host_exit": {}}
+    sets = {
+        "nothing (pass)": "pass",
+        **IMPORTS,
+        **{f"step {k}": v for k, v in STEP_IMPORTS.items()},
+    }
     for label, stmt in sets.items():
         code = TIMED.format(stmt=stmt)
         out["image"][label], out["image_exit"][label] = _median_printed(
-            _docker_python(image, "-c", code), repeat)
+            _docker_python(image, "-c", code), repeat
+        )
         out["host"][label], out["host_exit"][label] = _median_printed(
-            [sys.executable, "-c", code], repeat)
+            [sys.executable, "-c", code], repeat
+        )
     return out
 
 
@@ -382,21 +490,40 @@ def probe_store(image: str, home: Path, repeat: int) -> dict[str, float] | None:
         shutil.copyfile(db, scratch / "mlflow.db")
         for path in (scratch, scratch / "mlflow.db"):
             os.chown(path, NOBODY, NOBODY)
-        code = ("import time; s = time.perf_counter(); from mlflow.tracking import MlflowClient; "
-                "i = time.perf_counter(); c = MlflowClient('sqlite:////store/mlflow.db'); "
-                "c.get_registered_model('churn'); e = time.perf_counter(); "
-                "print(i - s); print(e - i)")
+        code = (
+            "import time; s = time.perf_counter(); from mlflow.tracking import MlflowClient; "
+            "i = time.perf_counter(); c = MlflowClient('sqlite:////store/mlflow.db'); "
+            "c.get_registered_model('churn'); e = time.perf_counter(); "
+            "print(i - s); print(e - i)"
+        )
         imports, opens = [], []
         for _ in range(repeat):
-            argv = ["docker", "run", "--rm", "--network", "none", "--read-only", "--tmpfs",
-                    "/tmp", "--user", f"{NOBODY}:{NOBODY}", "-v", f"{scratch}:/store",
-                    "--entrypoint", "python", image, "-c", code]
-            lines = subprocess.run(argv, check=True, capture_output=True,
-                                   text=True).stdout.split()
+            argv = [
+                "docker",
+                "run",
+                "--rm",
+                "--network",
+                "none",
+                "--read-only",
+                "--tmpfs",
+                "/tmp",
+                "--user",
+                f"{NOBODY}:{NOBODY}",
+                "-v",
+                f"{scratch}:/store",
+                "--entrypoint",
+                "python",
+                image,
+                "-c",
+                code,
+            ]
+            lines = subprocess.run(argv, check=True, capture_output=True, text=True).stdout.split()
             imports.append(float(lines[-2]))
             opens.append(float(lines[-1]))
-        return {"import mlflow.tracking": statistics.median(imports),
-                "open store + one registry call": statistics.median(opens)}
+        return {
+            "import mlflow.tracking": statistics.median(imports),
+            "open store + one registry call": statistics.median(opens),
+        }
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
@@ -421,19 +548,51 @@ def probe_fit(image: str, data: Path, repeat: int) -> dict[str, Any]:
     with the operator's limits (2 CPUs quota, 4g memory, 512 pids, read-only root)."""
     host_code = FIT_CODE.format(spec=str(_common.SPEC), data=str(data))
     image_code = FIT_CODE.format(spec="/opt/include/models/churn.yaml", data=f"/data/{data.name}")
-    docker = ["docker", "run", "--rm", "--network", "none", "--read-only", "--tmpfs", "/tmp",
-              "--cap-drop", "ALL", "--security-opt", "no-new-privileges:true",
-              "--user", f"{NOBODY}:{NOBODY}", "--cpus", "2", "--memory", "4g",
-              "--memory-swap", "4g", "--pids-limit", "512",
-              "-v", f"{ROOT / 'include'}:/opt/include:ro", "-v", f"{data.parent}:/data:ro",
-              "--entrypoint", "python", image, "-c", image_code]
+    docker = [
+        "docker",
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--read-only",
+        "--tmpfs",
+        "/tmp",
+        "--cap-drop",
+        "ALL",
+        "--security-opt",
+        "no-new-privileges:true",
+        "--user",
+        f"{NOBODY}:{NOBODY}",
+        "--cpus",
+        "2",
+        "--memory",
+        "4g",
+        "--memory-swap",
+        "4g",
+        "--pids-limit",
+        "512",
+        "-v",
+        f"{ROOT / 'include'}:/opt/include:ro",
+        "-v",
+        f"{data.parent}:/data:ro",
+        "--entrypoint",
+        "python",
+        image,
+        "-c",
+        image_code,
+    ]
     host, contained = [], []
     for _ in range(repeat):
         for argv, into in (([sys.executable, "-c", host_code], host), (docker, contained)):
             proc = subprocess.run(argv, check=True, capture_output=True, text=True)
             into.append(float(proc.stdout.strip().splitlines()[-1]))
-    return {"rows": data.name, "host": host, "image": contained,
-            "host_median": statistics.median(host), "image_median": statistics.median(contained)}
+    return {
+        "rows": data.name,
+        "host": host,
+        "image": contained,
+        "host_median": statistics.median(host),
+        "image_median": statistics.median(contained),
+    }
 
 
 # Analysis and printing ------------------------------------------------------------------
@@ -444,8 +603,11 @@ STEP_PARTS = [
     ("pre", "Airflow task start -> step launch (templating, work dir)"),
     ("to_create", "launch -> container created (Docker client, inspect image, create)"),
     ("create_start", "container created -> started"),
-    ("overhead", "step process before/after its own timing (interpreter start, imports, "
-                 "MLflow store open, unrecorded step work)"),
+    (
+        "overhead",
+        "step process before/after its own timing (interpreter start, imports, "
+        "MLflow store open, unrecorded step work)",
+    ),
     ("own", "step's own timing (validate/train/evaluate 'seconds')"),
     ("exit", "result.json -> container exited (interpreter shutdown)"),
     ("remove", "container exited -> removed (wait returns, log stream joined, remove)"),
@@ -480,8 +642,11 @@ def _step_parts(task: dict[str, Any]) -> dict[str, float] | None:
 def analyse(run: dict[str, Any]) -> dict[str, Any]:
     """Split the DAG wall time into parts that add up to it."""
     tasks = run["tasks"]
-    spans = sorted((t["start"], t["end"], k) for k, t in tasks.items()
-                   if t["start"] is not None and t["end"] is not None)
+    spans = sorted(
+        (t["start"], t["end"], k)
+        for k, t in tasks.items()
+        if t["start"] is not None and t["end"] is not None
+    )
     gaps, covered_until = 0.0, None
     for start, end, _ in spans:
         if covered_until is not None and start > covered_until:
@@ -490,9 +655,11 @@ def analyse(run: dict[str, Any]) -> dict[str, Any]:
     before = spans[0][0] - run["called"] if spans else run["wall"]
     after = run["returned"] - covered_until if spans else 0.0
     task_wall = {k: end - start for start, end, k in spans}
-    parts = {"dag.test before the first task (serialize, bundle sync, DagRun)": before,
-             "scheduler-loop gaps between tasks": gaps,
-             "dag.test after the last task": after}
+    parts = {
+        "dag.test before the first task (serialize, bundle sync, DagRun)": before,
+        "scheduler-loop gaps between tasks": gaps,
+        "dag.test after the last task": after,
+    }
     for task_id in PY_TASKS:
         parts[f"Python task {task_id}"] = task_wall.get(task_id, 0.0)
     per_step: dict[str, dict[str, float] | None] = {}
@@ -512,18 +679,25 @@ def analyse(run: dict[str, Any]) -> dict[str, Any]:
         parts[f"steps: {label}"] = totals[key]
     if no_files:
         parts["steps without work-dir files (skipped)"] = no_files
-    return {"parts": parts, "per_step": per_step, "task_wall": task_wall,
-            "task_wall_sum": sum(task_wall.values()), "compute": totals["own"],
-            "unexplained": run["wall"] - sum(parts.values()),
-            "fit": (tasks.get("train") or {}).get("fit_seconds"),
-            "verdict": (tasks.get("gate") or {}).get("verdict")}
+    return {
+        "parts": parts,
+        "per_step": per_step,
+        "task_wall": task_wall,
+        "task_wall_sum": sum(task_wall.values()),
+        "compute": totals["own"],
+        "unexplained": run["wall"] - sum(parts.values()),
+        "fit": (tasks.get("train") or {}).get("fit_seconds"),
+        "verdict": (tasks.get("gate") or {}).get("verdict"),
+    }
 
 
 def print_results(results: list[dict[str, Any]]) -> None:
     print("\n-- DAG wall time vs the steps' own timing (seconds)")
-    print(f"   {'rows':>9} {'runner':<9} {'run':>3} {'state':<8} {'verdict':<8} {'DAG wall':>8} "
-          f"{'sum task':>8} {'own':>7} {'fit':>7} {'wall/own':>8} {'task/own':>8} "
-          f"{'wall/fit':>8}")
+    print(
+        f"   {'rows':>9} {'runner':<9} {'run':>3} {'state':<8} {'verdict':<8} {'DAG wall':>8} "
+        f"{'sum task':>8} {'own':>7} {'fit':>7} {'wall/own':>8} {'task/own':>8} "
+        f"{'wall/fit':>8}"
+    )
     for entry in results:
         if "error" in entry:
             print(f"   {entry['rows']:>9,} {entry['runner']:<9} failed: {entry['error'][:200]}")
@@ -532,28 +706,35 @@ def print_results(results: list[dict[str, Any]]) -> None:
             # A failed run has no step timings: print nan ratios instead of dividing by 0.
             compute = info["compute"] or float("nan")
             fit = info["fit"] or float("nan")
-            print(f"   {entry['rows']:>9,} {entry['runner']:<9} {run['run']:>3} "
-                  f"{run['state'].split('.')[-1]:<8} {info['verdict'] or '-':<8} "
-                  f"{run['wall']:8.1f} {info['task_wall_sum']:8.1f} {compute:7.1f} {fit:7.1f} "
-                  f"{run['wall'] / compute:8.2f} {info['task_wall_sum'] / compute:8.2f} "
-                  f"{run['wall'] / fit:8.2f}")
-    print("   own = validate + train + evaluate 'seconds' from their records (gate and promote "
-          "record no timing); fit = train 'fit_seconds' (the model fit alone)")
+            print(
+                f"   {entry['rows']:>9,} {entry['runner']:<9} {run['run']:>3} "
+                f"{run['state'].split('.')[-1]:<8} {info['verdict'] or '-':<8} "
+                f"{run['wall']:8.1f} {info['task_wall_sum']:8.1f} {compute:7.1f} {fit:7.1f} "
+                f"{run['wall'] / compute:8.2f} {info['task_wall_sum'] / compute:8.2f} "
+                f"{run['wall'] / fit:8.2f}"
+            )
+    print(
+        "   own = validate + train + evaluate 'seconds' from their records (gate and promote "
+        "record no timing); fit = train 'fit_seconds' (the model fit alone)"
+    )
     for entry in results:
         if "error" in entry:
             continue
         for run, info in zip(entry["runs"], entry["analysis"], strict=True):
-            print(f"\n   {entry['rows']:,} rows, {entry['runner']}, run {run['run']} "
-                  f"({run['batch']}): DAG wall {run['wall']:.1f} s (load average at start "
-                  f"{run['loadavg']}; machine busy {_busy(run['meter'])})")
+            print(
+                f"\n   {entry['rows']:,} rows, {entry['runner']}, run {run['run']} "
+                f"({run['batch']}): DAG wall {run['wall']:.1f} s (load average at start "
+                f"{run['loadavg']}; machine busy {_busy(run['meter'])})"
+            )
             for label, seconds in info["parts"].items():
                 if entry["runner"] == "inprocess" and seconds == 0.0:
                     continue
                 print(f"      {label:<92} {seconds:7.2f} s {100 * seconds / run['wall']:5.1f}%")
             print(f"      {'(not covered by the parts above)':<92} {info['unexplained']:7.2f} s")
             keys = [k for k, _ in STEP_PARTS]
-            print(f"      {'task':<18} {'state':<8} {'wall':>7} " + " ".join(f"{k:>8}"
-                                                                       for k in keys))
+            print(
+                f"      {'task':<18} {'state':<8} {'wall':>7} " + " ".join(f"{k:>8}" for k in keys)
+            )
             for task_id, wall in info["task_wall"].items():
                 state = run["tasks"][task_id]["state"].split(".")[-1]
                 split = info["per_step"].get(task_id)
@@ -569,34 +750,47 @@ def summary_row(info: dict[str, Any]) -> dict[str, float]:
     def total(key: str) -> float:
         return sum(v[key] for v in steps)
 
-    airflow = (sum(v for k, v in parts.items() if not k.startswith("steps"))
-               + total("pre") + total("post") + parts.get("steps without work-dir files "
-                                                          "(skipped)", 0.0))
-    return {"Airflow": airflow,
-            "engine": total("to_create") + total("create_start") + total("remove"),
-            "step extra": total("overhead"), "shutdown": total("exit"), "own": total("own")}
+    airflow = (
+        sum(v for k, v in parts.items() if not k.startswith("steps"))
+        + total("pre")
+        + total("post")
+        + parts.get("steps without work-dir files (skipped)", 0.0)
+    )
+    return {
+        "Airflow": airflow,
+        "engine": total("to_create") + total("create_start") + total("remove"),
+        "step extra": total("overhead"),
+        "shutdown": total("exit"),
+        "own": total("own"),
+    }
 
 
 def print_summary(results: list[dict[str, Any]]) -> None:
     print("\n-- where the DAG wall time goes (seconds; the five groups add up to the wall)")
-    print(f"   {'rows':>9} {'runner':<9} {'run':>3} {'DAG wall':>8} {'Airflow':>8} "
-          f"{'engine':>7} {'step extra':>10} {'shutdown':>8} {'own':>7} {'(fit)':>7}")
+    print(
+        f"   {'rows':>9} {'runner':<9} {'run':>3} {'DAG wall':>8} {'Airflow':>8} "
+        f"{'engine':>7} {'step extra':>10} {'shutdown':>8} {'own':>7} {'(fit)':>7}"
+    )
     for entry in results:
         if "error" in entry:
             continue
         for run, info in zip(entry["runs"], entry["analysis"], strict=True):
             row = summary_row(info)
-            print(f"   {entry['rows']:>9,} {entry['runner']:<9} {run['run']:>3} "
-                  f"{run['wall']:8.1f} {row['Airflow']:8.1f} {row['engine']:7.1f} "
-                  f"{row['step extra']:10.1f} {row['shutdown']:8.1f} {row['own']:7.1f} "
-                  f"{info['fit'] or float('nan'):7.1f}")
-    print("   Airflow = dag.test before/after the tasks, gaps between tasks, the two Python "
-          "tasks (run 1's first task also starts dag.test's in-process Execution API), and "
-          "each step task's time before the launch and after the result; engine = Docker "
-          "create/start/remove around each step container; step extra = the step process "
-          "outside its own timing (interpreter, imports, MLflow store open, work after the "
-          "timing stops); shutdown = result.json written -> container exited; own = the "
-          "steps' own 'seconds'.")
+            print(
+                f"   {entry['rows']:>9,} {entry['runner']:<9} {run['run']:>3} "
+                f"{run['wall']:8.1f} {row['Airflow']:8.1f} {row['engine']:7.1f} "
+                f"{row['step extra']:10.1f} {row['shutdown']:8.1f} {row['own']:7.1f} "
+                f"{info['fit'] or float('nan'):7.1f}"
+            )
+    print(
+        "   Airflow = dag.test before/after the tasks, gaps between tasks, the two Python "
+        "tasks (run 1's first task also starts dag.test's in-process Execution API), and "
+        "each step task's time before the launch and after the result; engine = Docker "
+        "create/start/remove around each step container; step extra = the step process "
+        "outside its own timing (interpreter, imports, MLflow store open, work after the "
+        "timing stops); shutdown = result.json written -> container exited; own = the "
+        "steps' own 'seconds'."
+    )
 
 
 def _busy(meter: dict[str, float]) -> str:
@@ -609,24 +803,34 @@ def print_probes(probes: dict[str, Any]) -> None:
     for label, seconds in probes["container"].items():
         print(f"   {label:<72} {seconds:6.3f}")
     imports = probes["imports"]
-    print("\n-- imports, each alone in a fresh interpreter (median, seconds); 'exit' = last "
-          "statement -> process gone (docker: container exited and removed)")
+    print(
+        "\n-- imports, each alone in a fresh interpreter (median, seconds); 'exit' = last "
+        "statement -> process gone (docker: container exited and removed)"
+    )
     print(f"   {'':<40} {'in image':>9} {'on host':>9} {'exit img':>9} {'exit host':>9}")
     for label in imports["image"]:
-        print(f"   {label:<40} {imports['image'][label]:9.2f} {imports['host'][label]:9.2f} "
-              f"{imports['image_exit'][label]:9.2f} {imports['host_exit'][label]:9.2f}")
+        print(
+            f"   {label:<40} {imports['image'][label]:9.2f} {imports['host'][label]:9.2f} "
+            f"{imports['image_exit'][label]:9.2f} {imports['host_exit'][label]:9.2f}"
+        )
     if probes.get("store"):
         print("\n-- MLflow SQLite store (copy of a run's store), inside the image (median, s)")
         for label, seconds in probes["store"].items():
             print(f"   {label:<40} {seconds:6.2f}")
     fit = probes.get("fit")
     if fit:
-        print(f"\n-- the spec's pipeline fit on {fit['rows']}, host and container alternately "
-              "(seconds)")
-        print(f"   host:      {', '.join(f'{x:.1f}' for x in fit['host'])} "
-              f"(median {fit['host_median']:.1f})")
-        print(f"   container: {', '.join(f'{x:.1f}' for x in fit['image'])} "
-              f"(median {fit['image_median']:.1f})")
+        print(
+            f"\n-- the spec's pipeline fit on {fit['rows']}, host and container alternately "
+            "(seconds)"
+        )
+        print(
+            f"   host:      {', '.join(f'{x:.1f}' for x in fit['host'])} "
+            f"(median {fit['host_median']:.1f})"
+        )
+        print(
+            f"   container: {', '.join(f'{x:.1f}' for x in fit['image'])} "
+            f"(median {fit['image_median']:.1f})"
+        )
 
 
 def estimate(probes: dict[str, Any]) -> dict[str, float]:
@@ -636,13 +840,15 @@ def estimate(probes: dict[str, Any]) -> dict[str, float]:
     store = (probes.get("store") or {}).get("open store + one registry call", 0.0)
     return {
         "engine: create + start + remove, x5": 5 * engine,
-        "empty interpreter run in the container (wait), x5":
-            5 * container["api: wait (python -c pass runs)"],
-        "step imports in the image (each step's set)":
-            sum(imports["image"][f"step {k}"] for k in STEP_TASKS),
+        "empty interpreter run in the container (wait), x5": 5
+        * container["api: wait (python -c pass runs)"],
+        "step imports in the image (each step's set)": sum(
+            imports["image"][f"step {k}"] for k in STEP_TASKS
+        ),
         "MLflow SQLite store open, x5": 5 * store,
-        "interpreter shutdown + container exit/remove (each step's set)":
-            sum(imports["image_exit"][f"step {k}"] for k in STEP_TASKS),
+        "interpreter shutdown + container exit/remove (each step's set)": sum(
+            imports["image_exit"][f"step {k}"] for k in STEP_TASKS
+        ),
     }
 
 
@@ -651,27 +857,44 @@ def measured_docker_overhead(entry: dict[str, Any]) -> list[dict[str, float]]:
     out = []
     for info in entry["analysis"]:
         steps = [v for v in info["per_step"].values() if v]
-        out.append({
-            "engine: launch -> started + exit -> removed":
-                sum(v["to_create"] + v["create_start"] + v["remove"] for v in steps),
-            "in container, outside the step's own timing": sum(v["overhead"] for v in steps),
-            "result.json -> container exited": sum(v["exit"] for v in steps),
-        })
+        out.append(
+            {
+                "engine: launch -> started + exit -> removed": sum(
+                    v["to_create"] + v["create_start"] + v["remove"] for v in steps
+                ),
+                "in container, outside the step's own timing": sum(v["overhead"] for v in steps),
+                "result.json -> container exited": sum(v["exit"] for v in steps),
+            }
+        )
     return out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rows", type=int, nargs="+", default=[100_000, 1_000_000],
-                        help="rows per monthly batch (default 100000 1000000)")
-    parser.add_argument("--runners", nargs="+", default=["docker", "inprocess"],
-                        choices=["docker", "inprocess"])
+    parser.add_argument(
+        "--rows",
+        type=int,
+        nargs="+",
+        default=[100_000, 1_000_000],
+        help="rows per monthly batch (default 100000 1000000)",
+    )
+    parser.add_argument(
+        "--runners", nargs="+", default=["docker", "inprocess"], choices=["docker", "inprocess"]
+    )
     parser.add_argument("--repeat", type=int, default=5, help="repeats of each probe")
     parser.add_argument("--no-probes", action="store_true", help="skip the overhead probes")
-    parser.add_argument("--fit-rows", type=int, default=100_000,
-                        help="rows of the host-vs-container fit probe (0: skip it)")
-    parser.add_argument("--report", type=Path, metavar="JSON",
-                        help="only print the report of a saved bench_orchestration.json")
+    parser.add_argument(
+        "--fit-rows",
+        type=int,
+        default=100_000,
+        help="rows of the host-vs-container fit probe (0: skip it)",
+    )
+    parser.add_argument(
+        "--report",
+        type=Path,
+        metavar="JSON",
+        help="only print the report of a saved bench_orchestration.json",
+    )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--world", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
@@ -696,8 +919,9 @@ def main() -> None:
     env = airflow_env(airflow_home)
     LOGS.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True,
-                   capture_output=True, env=env)
+    subprocess.run(
+        [sys.executable, "-m", "airflow", "db", "migrate"], check=True, capture_output=True, env=env
+    )
     print(f"   airflow db migrate: {time.perf_counter() - started:.1f} s (once, not counted)")
     results: list[dict[str, Any]] = []
     store_home: Path | None = None
@@ -707,8 +931,10 @@ def main() -> None:
             for runner in args.runners:
                 world = make_world(scratch / f"{runner}-{rows}", files)
                 log = LOGS / f"orchestration_{rows}_{runner}.log"
-                print(f"   running {runner} at {rows:,} rows (log {log.relative_to(ROOT)}) ...",
-                      flush=True)
+                print(
+                    f"   running {runner} at {rows:,} rows (log {log.relative_to(ROOT)}) ...",
+                    flush=True,
+                )
                 entry: dict[str, Any] = {"rows": rows, "runner": runner}
                 try:
                     payload = run_child(world, runner, image, env, log)
@@ -721,16 +947,21 @@ def main() -> None:
                         shutil.rmtree(store_home, ignore_errors=True)
                         store_home.mkdir()
                         if (world / "home" / "mlflow.db").exists():
-                            shutil.copyfile(world / "home" / "mlflow.db",
-                                            store_home / "mlflow.db")
+                            shutil.copyfile(world / "home" / "mlflow.db", store_home / "mlflow.db")
                 except RuntimeError as exc:
                     entry["error"] = str(exc)
                     print(f"      FAILED: {exc}", flush=True)
                 results.append(entry)
                 shutil.rmtree(world, ignore_errors=True)
-                _common.write_json_result("bench_orchestration", {
-                    "machine": _common.machine(), "image": image, "results": results,
-                    "partial": True})
+                _common.write_json_result(
+                    "bench_orchestration",
+                    {
+                        "machine": _common.machine(),
+                        "image": image,
+                        "results": results,
+                        "partial": True,
+                    },
+                )
         probes: dict[str, Any] = {}
         if not args.no_probes:
             print("   probing container start/stop, imports, MLflow store ...", flush=True)
@@ -739,17 +970,23 @@ def main() -> None:
             probes["store"] = probe_store(image, store_home, 3) if store_home else None
             if args.fit_rows:
                 print("   probing the fit, host vs container ...", flush=True)
-                probes["fit"] = probe_fit(image, _common.churn_file(args.fit_rows, month=1),
-                                          3)
+                probes["fit"] = probe_fit(image, _common.churn_file(args.fit_rows, month=1), 3)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
     if probes:
         probes["predicted_per_run"] = estimate(probes)
     report(results, probes)
-    path = _common.write_json_result("bench_orchestration", {
-        "machine": _common.machine(), "versions": versions, "image": image,
-        "results": results, "probes": probes})
+    path = _common.write_json_result(
+        "bench_orchestration",
+        {
+            "machine": _common.machine(),
+            "versions": versions,
+            "image": image,
+            "results": results,
+            "probes": probes,
+        },
+    )
     print(f"\n   figures saved to {path}")
 
 
@@ -767,8 +1004,7 @@ def report(results: list[dict[str, Any]], probes: dict[str, Any]) -> None:
         for entry in results:
             if entry["runner"] != "docker" or "error" in entry:
                 continue
-            for run, measured in zip(entry["runs"], measured_docker_overhead(entry),
-                                     strict=True):
+            for run, measured in zip(entry["runs"], measured_docker_overhead(entry), strict=True):
                 cells = "; ".join(f"{k} {v:.1f} s" for k, v in measured.items())
                 print(f"   {entry['rows']:,} rows run {run['run']}: {cells}")
 

@@ -98,8 +98,14 @@ def measure(mode: str, env: dict[str, str], repeat: int) -> dict[str, Any]:
     runs = []
     for attempt in range(repeat + 1):
         started = time.perf_counter()
-        proc = subprocess.run([sys.executable, __file__, "--child", mode], env=env,
-                              capture_output=True, text=True, check=False, cwd=ROOT)
+        proc = subprocess.run(
+            [sys.executable, __file__, "--child", mode],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+            cwd=ROOT,
+        )
         wall = time.perf_counter() - started
         line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
         if proc.returncode != 0 or line is None:
@@ -123,11 +129,15 @@ def ms(seconds: float) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--specs", type=int, nargs="+", default=[1, 10, 50],
-                        help="numbers of model specs to parse (default 1 10 50)")
+    parser.add_argument(
+        "--specs",
+        type=int,
+        nargs="+",
+        default=[1, 10, 50],
+        help="numbers of model specs to parse (default 1 10 50)",
+    )
     parser.add_argument("--repeat", type=int, default=5, help="measured runs per point")
-    parser.add_argument("--child", choices=["import", "parse", "factory"],
-                        help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=["import", "parse", "factory"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         child(args.child)
@@ -137,9 +147,13 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="bench-parse-"))
     airflow_home = work / "airflow-home"
     airflow_home.mkdir()
-    base_env = dict(os.environ, AIRFLOW_HOME=str(airflow_home),
-                    AIRFLOW__CORE__DAGS_FOLDER=str(DAGS), AIRFLOW__CORE__LOAD_EXAMPLES="False",
-                    AIRFLOW__CORE__UNIT_TEST_MODE="False")
+    base_env = dict(
+        os.environ,
+        AIRFLOW_HOME=str(airflow_home),
+        AIRFLOW__CORE__DAGS_FOLDER=str(DAGS),
+        AIRFLOW__CORE__LOAD_EXAMPLES="False",
+        AIRFLOW__CORE__UNIT_TEST_MODE="False",
+    )
     results: dict[str, Any] = {}
     try:
         with _common.Meter() as meter:
@@ -148,49 +162,68 @@ def main() -> None:
                 env = dict(base_env, MLOPS_PACK_INCLUDE_DIR=str(make_include(work, count)))
                 parse = measure("parse", env, args.repeat)
                 if parse["import_errors"] or parse["dags"] != count + 1:
-                    raise SystemExit(f"N={count}: {parse['dags']} DAGs, errors "
-                                     f"{parse['import_errors']}")
+                    raise SystemExit(
+                        f"N={count}: {parse['dags']} DAGs, errors {parse['import_errors']}"
+                    )
                 factory = measure("factory", env, args.repeat)
-                results[f"specs_{count}"] = {"specs": count, "parse": parse,
-                                             "factory": factory}
+                results[f"specs_{count}"] = {"specs": count, "parse": parse, "factory": factory}
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
     bare = results["import_airflow"]
     print(f"   {meter.note()}")
     print(f"\n-- medians of {args.repeat} fresh interpreters (ms)")
-    print(f"   bare `import airflow`: {bare['import_airflow'] * 1000:.0f} ms in-process, "
-          f"{bare['process_wall'] * 1000:.0f} ms process wall (interpreter start + exit)")
-    print(f"\n   {'specs':>5} {'DAGs':>5} {'tasks':>6} {'process':>8} {'imp. af':>8} "
-          f"{'imp. bag':>8} {'DagBag':>8} {'per DAG':>8} | {'imp. fac':>8} {'build_all':>9} "
-          f"{'per DAG':>8}")
+    print(
+        f"   bare `import airflow`: {bare['import_airflow'] * 1000:.0f} ms in-process, "
+        f"{bare['process_wall'] * 1000:.0f} ms process wall (interpreter start + exit)"
+    )
+    print(
+        f"\n   {'specs':>5} {'DAGs':>5} {'tasks':>6} {'process':>8} {'imp. af':>8} "
+        f"{'imp. bag':>8} {'DagBag':>8} {'per DAG':>8} | {'imp. fac':>8} {'build_all':>9} "
+        f"{'per DAG':>8}"
+    )
     for count in args.specs:
         row = results[f"specs_{count}"]
         parse, factory = row["parse"], row["factory"]
         dags = parse["dags"]
-        print(f"   {count:>5} {dags:>5} {parse['tasks']:>6} {ms(parse['process_wall'])} "
-              f"{ms(parse['import_airflow'])} {ms(parse['import_dagbag'])} {ms(parse['parse'])} "
-              f"{parse['parse'] * 1000 / dags:8.1f} | {ms(factory['import_factory'])} "
-              f"{ms(factory['build_all']):>9} {factory['build_all'] * 1000 / dags:8.1f}")
+        print(
+            f"   {count:>5} {dags:>5} {parse['tasks']:>6} {ms(parse['process_wall'])} "
+            f"{ms(parse['import_airflow'])} {ms(parse['import_dagbag'])} {ms(parse['parse'])} "
+            f"{parse['parse'] * 1000 / dags:8.1f} | {ms(factory['import_factory'])} "
+            f"{ms(factory['build_all']):>9} {factory['build_all'] * 1000 / dags:8.1f}"
+        )
     if len(args.specs) >= 2:
         low, high = min(args.specs), max(args.specs)
         a, b = results[f"specs_{low}"], results[f"specs_{high}"]
         slope = (b["parse"]["parse"] - a["parse"]["parse"]) / (high - low)
         fixed = a["parse"]["parse"] - slope * low
         build_slope = (b["factory"]["build_all"] - a["factory"]["build_all"]) / (high - low)
-        print(f"\n   DagBag parse = {fixed * 1000:.0f} ms fixed + {slope * 1000:.1f} ms per spec "
-              f"(from N={low} and N={high}); build_all() alone: {build_slope * 1000:.1f} ms "
-              "per spec")
-        results["fit"] = {"parse_fixed": fixed, "parse_per_spec": slope,
-                          "build_all_per_spec": build_slope}
-    print("\n   columns: process = fresh interpreter wall incl. start/exit; imp. af = "
-          "`import airflow`; imp. bag = importing DagBag; DagBag = DagBag(dags/) (imports the "
-          "DAG file, the factory, reads the specs, builds the DAGs); per DAG = DagBag / DAGs; "
-          "imp. fac = importing mlops_pack.airflow.dag_factory after airflow; build_all = the "
-          "factory call alone.")
-    path = _common.write_json_result("bench_parse", {
-        "machine": _common.machine(), "repeat": args.repeat, "meter": meter.as_dict(),
-        "results": results})
+        print(
+            f"\n   DagBag parse = {fixed * 1000:.0f} ms fixed + {slope * 1000:.1f} ms per spec "
+            f"(from N={low} and N={high}); build_all() alone: {build_slope * 1000:.1f} ms "
+            "per spec"
+        )
+        results["fit"] = {
+            "parse_fixed": fixed,
+            "parse_per_spec": slope,
+            "build_all_per_spec": build_slope,
+        }
+    print(
+        "\n   columns: process = fresh interpreter wall incl. start/exit; imp. af = "
+        "`import airflow`; imp. bag = importing DagBag; DagBag = DagBag(dags/) (imports the "
+        "DAG file, the factory, reads the specs, builds the DAGs); per DAG = DagBag / DAGs; "
+        "imp. fac = importing mlops_pack.airflow.dag_factory after airflow; build_all = the "
+        "factory call alone."
+    )
+    path = _common.write_json_result(
+        "bench_parse",
+        {
+            "machine": _common.machine(),
+            "repeat": args.repeat,
+            "meter": meter.as_dict(),
+            "results": results,
+        },
+    )
     print(f"   figures saved to {path}")
 
 

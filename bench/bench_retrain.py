@@ -47,33 +47,76 @@ CLI = [sys.executable, "-m", "mlops_pack.cli"]
 # Imported in this order by the instrumented child; each group's time excludes the ones
 # before it (shared dependencies are charged to the first group that needs them).
 IMPORT_GROUPS = [
-    ("mlops_pack core (pydantic, yaml)", ["mlops_pack.cli", "mlops_pack.spec", "mlops_pack.records",
-                                          "mlops_pack.gate"]),
+    (
+        "mlops_pack core (pydantic, yaml)",
+        ["mlops_pack.cli", "mlops_pack.spec", "mlops_pack.records", "mlops_pack.gate"],
+    ),
     ("numpy, pandas, pyarrow", ["numpy", "pandas", "pyarrow", "pyarrow.csv", "pyarrow.parquet"]),
-    ("scikit-learn, scipy", ["sklearn.ensemble", "sklearn.pipeline", "sklearn.compose",
-                             "sklearn.impute", "sklearn.preprocessing", "sklearn.model_selection",
-                             "scipy.sparse"]),
-    ("mlflow (client, stores, sklearn flavour), skops",
-     ["mlflow", "mlflow.tracking", "mlflow.sklearn", "mlflow.artifacts",
-      "mlflow.store.tracking.sqlalchemy_store", "mlflow.store.model_registry.sqlalchemy_store",
-      "mlflow.store.artifact.local_artifact_repo", "skops.io", "filelock"]),
+    (
+        "scikit-learn, scipy",
+        [
+            "sklearn.ensemble",
+            "sklearn.pipeline",
+            "sklearn.compose",
+            "sklearn.impute",
+            "sklearn.preprocessing",
+            "sklearn.model_selection",
+            "scipy.sparse",
+        ],
+    ),
+    (
+        "mlflow (client, stores, sklearn flavour), skops",
+        [
+            "mlflow",
+            "mlflow.tracking",
+            "mlflow.sklearn",
+            "mlflow.artifacts",
+            "mlflow.store.tracking.sqlalchemy_store",
+            "mlflow.store.model_registry.sqlalchemy_store",
+            "mlflow.store.artifact.local_artifact_repo",
+            "skops.io",
+            "filelock",
+        ],
+    ),
     ("great_expectations", ["great_expectations"]),
-    ("mlops_pack steps", ["mlops_pack.steps.retrain", "mlops_pack.steps.validate",
-                          "mlops_pack.steps.train", "mlops_pack.steps.evaluate",
-                          "mlops_pack.steps.decide", "mlops_pack.steps.metrics"]),
+    (
+        "mlops_pack steps",
+        [
+            "mlops_pack.steps.retrain",
+            "mlops_pack.steps.validate",
+            "mlops_pack.steps.train",
+            "mlops_pack.steps.evaluate",
+            "mlops_pack.steps.decide",
+            "mlops_pack.steps.metrics",
+        ],
+    ),
 ]
 
 # Labels of the in-run attribution (view B): data work, then orchestration.
 COMPUTE = [
-    "read data (CSV -> pandas)", "spec checks", "GX expectation runs", "holdout split + row hashes",
-    "model fit", "batch predict", "metrics + paired bootstrap", "slice metrics",
+    "read data (CSV -> pandas)",
+    "spec checks",
+    "GX expectation runs",
+    "holdout split + row hashes",
+    "model fit",
+    "batch predict",
+    "metrics + paired bootstrap",
+    "slice metrics",
 ]
 OVERHEAD = [
-    "GX setup (context, suite, checkpoint)", "GX Data Docs rebuilds", "Data Docs copy",
-    "sha256 of files", "MLflow SQLite store open + schema", "MLflow client calls (SQLite)",
-    "artifact copies (local artifact store)", "artifact download (mlflow.artifacts)",
-    "model save: skops dump, MLmodel, env files", "model save: pip requirement inference",
-    "model load (skops)", "holdout publish (parquet write)", "holdout load (parquet read)",
+    "GX setup (context, suite, checkpoint)",
+    "GX Data Docs rebuilds",
+    "Data Docs copy",
+    "sha256 of files",
+    "MLflow SQLite store open + schema",
+    "MLflow client calls (SQLite)",
+    "artifact copies (local artifact store)",
+    "artifact download (mlflow.artifacts)",
+    "model save: skops dump, MLmodel, env files",
+    "model save: pip requirement inference",
+    "model load (skops)",
+    "holdout publish (parquet write)",
+    "holdout load (parquet read)",
     "single-row latency probe (50 calls per model)",
 ]
 
@@ -140,16 +183,24 @@ def child(data: Path, out: Path, result: Path) -> None:
     started = time.perf_counter()
     code = main(["retrain", "--spec", str(_common.SPEC), "--data", str(data), "--out", str(out)])
     wall = time.perf_counter() - started
-    result.write_text(json.dumps({"imports": imports, "run_wall": wall, "exit_code": code,
-                                  "profile": prof.table()}), encoding="utf-8")
+    result.write_text(
+        json.dumps(
+            {"imports": imports, "run_wall": wall, "exit_code": code, "profile": prof.table()}
+        ),
+        encoding="utf-8",
+    )
 
 
 # Parent side --------------------------------------------------------------------------
 
 
 def _env(home: Path) -> dict[str, str]:
-    return dict(os.environ, MLOPS_PACK_HOME=str(home), GX_ANALYTICS_ENABLED="false",
-                MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false")
+    return dict(
+        os.environ,
+        MLOPS_PACK_HOME=str(home),
+        GX_ANALYTICS_ENABLED="false",
+        MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false",
+    )
 
 
 def view_a(files: list[Path], work: Path) -> list[dict[str, Any]]:
@@ -158,20 +209,43 @@ def view_a(files: list[Path], work: Path) -> list[dict[str, Any]]:
     for index, data in enumerate(files, 1):
         out = work / f"cli-run{index}"
         with _common.Meter() as meter:
-            proc = subprocess.run([*CLI, "retrain", "--spec", str(_common.SPEC), "--data",
-                                   str(data), "--out", str(out)], env=_env(home),
-                                  capture_output=True, text=True, cwd=work, check=False)
+            proc = subprocess.run(
+                [
+                    *CLI,
+                    "retrain",
+                    "--spec",
+                    str(_common.SPEC),
+                    "--data",
+                    str(data),
+                    "--out",
+                    str(out),
+                ],
+                env=_env(home),
+                capture_output=True,
+                text=True,
+                cwd=work,
+                check=False,
+            )
         wall = meter.wall
         record = json.loads((out / "result.json").read_text(encoding="utf-8"))
         if record["status"] not in ("ok", "rejected"):
-            raise SystemExit(f"retrain {index} failed ({record['status']}): {record['error']}\n"
-                             f"{proc.stderr[-3000:]}")
+            raise SystemExit(
+                f"retrain {index} failed ({record['status']}): {record['error']}\n"
+                f"{proc.stderr[-3000:]}"
+            )
         result = record["result"]
-        runs.append({"process_wall": wall, "exit_code": proc.returncode,
-                     "verdict": result["verdict"],
-                     "retrain_seconds": result["seconds"], "timings": result["timings"],
-                     "champion_before": result["champion_before"],
-                     "challenger": result["challenger_version"], "meter": meter.as_dict()})
+        runs.append(
+            {
+                "process_wall": wall,
+                "exit_code": proc.returncode,
+                "verdict": result["verdict"],
+                "retrain_seconds": result["seconds"],
+                "timings": result["timings"],
+                "champion_before": result["champion_before"],
+                "challenger": result["challenger_version"],
+                "meter": meter.as_dict(),
+            }
+        )
     return runs
 
 
@@ -181,21 +255,41 @@ def view_b(files: list[Path], work: Path) -> list[dict[str, Any]]:
     for index, data in enumerate(files, 1):
         result = work / f"instrumented-run{index}.json"
         with _common.Meter() as meter:
-            proc = subprocess.run([sys.executable, __file__, "--child", "--data", str(data),
-                                   "--out", str(work / f"instrumented-run{index}"),
-                                   "--result", str(result)],
-                                  env=_env(home), capture_output=True, text=True, cwd=work,
-                                  check=False)
+            proc = subprocess.run(
+                [
+                    sys.executable,
+                    __file__,
+                    "--child",
+                    "--data",
+                    str(data),
+                    "--out",
+                    str(work / f"instrumented-run{index}"),
+                    "--result",
+                    str(result),
+                ],
+                env=_env(home),
+                capture_output=True,
+                text=True,
+                cwd=work,
+                check=False,
+            )
         wall = meter.wall
         if not result.exists():
             raise SystemExit(f"instrumented retrain {index} failed:\n{proc.stderr[-3000:]}")
-        runs.append({"process_wall": wall, "meter": meter.as_dict(),
-                     **json.loads(result.read_text(encoding="utf-8"))})
+        runs.append(
+            {
+                "process_wall": wall,
+                "meter": meter.as_dict(),
+                **json.loads(result.read_text(encoding="utf-8")),
+            }
+        )
     return runs
 
 
-def view_c(files: list[Path], resamples_seed: tuple[int, int],
-           ) -> tuple[list[dict[str, float]], list[dict[str, float]]]:
+def view_c(
+    files: list[Path],
+    resamples_seed: tuple[int, int],
+) -> tuple[list[dict[str, float]], list[dict[str, float]]]:
     import pandas_checks
     from mlops_pack.metric_catalog import metric_info
     from mlops_pack.spec import load_spec
@@ -215,8 +309,9 @@ def view_c(files: list[Path], resamples_seed: tuple[int, int],
         t: dict[str, float] = {}
         meter = _common.Meter().__enter__()
         with _common.timer(t, "validate: read + GX/spec checks in pandas"):
-            checked = pandas_checks.validate_with_pandas(data, spec, SUITE,
-                                                         spec.validation.chunk_rows)
+            checked = pandas_checks.validate_with_pandas(
+                data, spec, SUITE, spec.validation.chunk_rows
+            )
         assert not checked["failed"], checked
         with _common.timer(t, "train: read data"):
             frame = read_frame(data, spec)
@@ -236,8 +331,9 @@ def view_c(files: list[Path], resamples_seed: tuple[int, int],
                 scores.update({f"old_{m}": metrics.score(m, y, old) for m in spec.metrics})
         if champion is not None:
             with _common.timer(t, f"evaluate: paired bootstrap ({resamples} resamples)"):
-                metrics.paired_bootstrap(list(spec.metrics), y, old, new, resamples, seed,
-                                         direction)
+                metrics.paired_bootstrap(
+                    list(spec.metrics), y, old, new, resamples, seed, direction
+                )
         champion = model if champion is None else champion  # run 1 promotes; run 2 is rejected
         meter.__exit__(None, None, None)
         runs.append(t)
@@ -256,19 +352,32 @@ def import_costs() -> dict[str, float]:
     }
     out = {}
     for label, statement in alone.items():
-        code = ("import time; s = time.perf_counter(); " + statement
-                + "; print(time.perf_counter() - s)")
+        code = (
+            "import time; s = time.perf_counter(); "
+            + statement
+            + "; print(time.perf_counter() - s)"
+        )
         started = time.perf_counter()
-        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                              env=dict(os.environ, GX_ANALYTICS_ENABLED="false"), check=True)
-        out[label] = (float(proc.stdout.strip().splitlines()[-1]) if statement != "pass"
-                      else time.perf_counter() - started)
+        proc = subprocess.run(
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            env=dict(os.environ, GX_ANALYTICS_ENABLED="false"),
+            check=True,
+        )
+        out[label] = (
+            float(proc.stdout.strip().splitlines()[-1])
+            if statement != "pass"
+            else time.perf_counter() - started
+        )
     return out
 
 
 def _other(meter: dict[str, float]) -> str:
-    return (f"other processes used {meter['other_cpu']:.1f} CPU-s = "
-            f"{meter['other_cpu'] / meter['wall']:.2f} of {os.cpu_count()} cores")
+    return (
+        f"other processes used {meter['other_cpu']:.1f} CPU-s = "
+        f"{meter['other_cpu'] / meter['wall']:.2f} of {os.cpu_count()} cores"
+    )
 
 
 def _print_profile(run: dict[str, Any]) -> dict[str, float]:
@@ -279,8 +388,10 @@ def _print_profile(run: dict[str, Any]) -> dict[str, float]:
     overhead = sum(profile.get(k, 0.0) for k in OVERHEAD)
     rest = run["run_wall"] - compute - overhead
     startup = run["process_wall"] - run["run_wall"] - imports
-    print(f"      process {run['process_wall']:.2f} s = interpreter start/exit {startup:.2f} + "
-          f"imports {imports:.2f} + retrain {run['run_wall']:.2f}")
+    print(
+        f"      process {run['process_wall']:.2f} s = interpreter start/exit {startup:.2f} + "
+        f"imports {imports:.2f} + retrain {run['run_wall']:.2f}"
+    )
     for label, seconds in run["imports"].items():
         print(f"         import {label:<54} {seconds:7.2f} s")
     print(f"      data work inside the run: {compute:.2f} s")
@@ -292,15 +403,24 @@ def _print_profile(run: dict[str, Any]) -> dict[str, float]:
         if label in profile:
             print(f"         {label:<61} {profile[label]:7.2f} s  ({calls[label]} calls)")
     print(f"      not attributed (records, locks, pydantic, gate, temp dirs, ...): {rest:.2f} s")
-    return {"imports": imports, "compute": compute, "overhead": overhead, "rest": rest,
-            "startup": startup}
+    return {
+        "imports": imports,
+        "compute": compute,
+        "overhead": overhead,
+        "rest": rest,
+        "startup": startup,
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=100_000, help="rows of each monthly batch")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="cap OpenMP/BLAS threads (default: the libraries' own choice)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="cap OpenMP/BLAS threads (default: the libraries' own choice)",
+    )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--data", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
@@ -323,45 +443,67 @@ def main() -> None:
         instrumented = view_b(files, work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    compute, compute_meters = view_c(files, (spec.gate.uncertainty.resamples,
-                                             spec.gate.uncertainty.seed))
+    compute, compute_meters = view_c(
+        files, (spec.gate.uncertainty.resamples, spec.gate.uncertainty.seed)
+    )
     alone = import_costs()
 
     print(f"\n-- {args.rows:,} rows per batch; run 1 = month 1 (first run), run 2 = month 2")
     summary = []
-    for index, (a, b, c, cm) in enumerate(zip(cli, instrumented, compute, compute_meters,
-                                              strict=True), 1):
+    for index, (a, b, c, cm) in enumerate(
+        zip(cli, instrumented, compute, compute_meters, strict=True), 1
+    ):
         pure = sum(c.values())
         steps = ", ".join(f"{k} {v:.2f}" for k, v in a["timings"].items())
-        print(f"\n   run {index}: verdict {a['verdict']} (champion before: "
-              f"{a['champion_before'] or 'none'}, challenger v{a['challenger']})")
-        print(f"   A. CLI subprocess wall {a['process_wall']:7.2f} s; "
-              f"retrain() {a['retrain_seconds']:.2f} s ({steps})")
+        print(
+            f"\n   run {index}: verdict {a['verdict']} (champion before: "
+            f"{a['champion_before'] or 'none'}, challenger v{a['challenger']})"
+        )
+        print(
+            f"   A. CLI subprocess wall {a['process_wall']:7.2f} s; "
+            f"retrain() {a['retrain_seconds']:.2f} s ({steps})"
+        )
         print(f"      (cpu {a['meter']['cpu']:.2f} s; {_other(a['meter'])})")
         print(f"   C. pure compute        {pure:7.2f} s (cpu {cm['cpu']:.2f} s; {_other(cm)})")
         for label, seconds in c.items():
             print(f"         {label:<61} {seconds:7.2f} s")
-        print(f"   ratio: CLI wall / compute = {a['process_wall'] / pure:.1f}x; "
-              f"retrain() / compute = {a['retrain_seconds'] / pure:.1f}x")
-        print(f"   B. where the time goes (instrumented child, wall {b['process_wall']:.2f} s, "
-              f"cpu {b['meter']['cpu']:.2f} s; {_other(b['meter'])}):")
+        print(
+            f"   ratio: CLI wall / compute = {a['process_wall'] / pure:.1f}x; "
+            f"retrain() / compute = {a['retrain_seconds'] / pure:.1f}x"
+        )
+        print(
+            f"   B. where the time goes (instrumented child, wall {b['process_wall']:.2f} s, "
+            f"cpu {b['meter']['cpu']:.2f} s; {_other(b['meter'])}):"
+        )
         parts = _print_profile(b)
-        summary.append({"run": index, "cli": a, "instrumented": b, "compute": c,
-                        "compute_meter": cm,
-                        "pure_compute": pure,
-                        "ratio_cli_wall": a["process_wall"] / pure,
-                        "ratio_retrain_seconds": a["retrain_seconds"] / pure, "parts": parts})
+        summary.append(
+            {
+                "run": index,
+                "cli": a,
+                "instrumented": b,
+                "compute": c,
+                "compute_meter": cm,
+                "pure_compute": pure,
+                "ratio_cli_wall": a["process_wall"] / pure,
+                "ratio_retrain_seconds": a["retrain_seconds"] / pure,
+                "parts": parts,
+            }
+        )
     print("\n   each heavy import alone, fresh interpreter (s):")
     for label, seconds in alone.items():
         print(f"      {label:<50} {seconds:6.2f}")
     print("\nsummary:")
     for row in summary:
-        print(f"   run {row['run']}: CLI wall {row['cli']['process_wall']:.1f} s, retrain() "
-              f"{row['cli']['retrain_seconds']:.1f} s, pure compute {row['pure_compute']:.1f} s, "
-              f"ratio {row['ratio_cli_wall']:.1f}x (wall) / {row['ratio_retrain_seconds']:.1f}x "
-              "(retrain())")
-    path = _common.write_json_result("bench_retrain", {
-        "machine": _common.machine(), "rows": args.rows, "runs": summary, "imports_alone": alone})
+        print(
+            f"   run {row['run']}: CLI wall {row['cli']['process_wall']:.1f} s, retrain() "
+            f"{row['cli']['retrain_seconds']:.1f} s, pure compute {row['pure_compute']:.1f} s, "
+            f"ratio {row['ratio_cli_wall']:.1f}x (wall) / {row['ratio_retrain_seconds']:.1f}x "
+            "(retrain())"
+        )
+    path = _common.write_json_result(
+        "bench_retrain",
+        {"machine": _common.machine(), "rows": args.rows, "runs": summary, "imports_alone": alone},
+    )
     print(f"   figures saved to {path}")
 
 

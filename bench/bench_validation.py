@@ -143,16 +143,33 @@ def child_library(data: Path, result: Path, instrument: bool) -> None:
     report = validate(ctx)
     seconds, cpu = time.perf_counter() - started, time.process_time() - cpu_started
     failed = {c["name"]: c["unexpected_count"] for c in report["checks"] if not c["success"]}
-    result.write_text(json.dumps({
-        "rows": report["rows"], "status": report["status"], "seconds": seconds, "cpu": cpu,
-        "report_seconds": report["seconds"], "imports": imports, "parts": parts,
-        "chunks": counters["chunks"], "rss_max_during_scan_mb": counters["rss_mb"],
-        "maxrss_mb": _common.peak_rss_mb(), "vm_peak_mb": _vm_peak_mb(), "failed": failed,
-        "nulls": {c["name"].removeprefix("nulls in "): c["unexpected_count"]
-                  for c in report["checks"] if c["rule"] == "nulls"},
-        "data_docs_bytes": sum(p.stat().st_size for p in (out / "data_docs").rglob("*")
-                               if p.is_file()),
-    }), encoding="utf-8")
+    result.write_text(
+        json.dumps(
+            {
+                "rows": report["rows"],
+                "status": report["status"],
+                "seconds": seconds,
+                "cpu": cpu,
+                "report_seconds": report["seconds"],
+                "imports": imports,
+                "parts": parts,
+                "chunks": counters["chunks"],
+                "rss_max_during_scan_mb": counters["rss_mb"],
+                "maxrss_mb": _common.peak_rss_mb(),
+                "vm_peak_mb": _vm_peak_mb(),
+                "failed": failed,
+                "nulls": {
+                    c["name"].removeprefix("nulls in "): c["unexpected_count"]
+                    for c in report["checks"]
+                    if c["rule"] == "nulls"
+                },
+                "data_docs_bytes": sum(
+                    p.stat().st_size for p in (out / "data_docs").rglob("*") if p.is_file()
+                ),
+            }
+        ),
+        encoding="utf-8",
+    )
     shutil.rmtree(out, ignore_errors=True)
 
 
@@ -169,19 +186,38 @@ def child_pandas(data: Path, result: Path, chunk_rows: int) -> None:
     started, cpu_started = time.perf_counter(), time.process_time()
     out = pandas_checks.validate_with_pandas(data, spec, SUITE, chunk_rows)
     seconds, cpu = time.perf_counter() - started, time.process_time() - cpu_started
-    result.write_text(json.dumps({
-        "rows": out["rows"], "status": "failed" if out["failed"] else "passed",
-        "seconds": seconds, "cpu": cpu,
-        "imports": imports, "failed": out["failed"], "nulls": out.get("nulls", {}),
-        "skipped": out.get("skipped_expectations", []), "maxrss_mb": _common.peak_rss_mb(),
-        "vm_peak_mb": _vm_peak_mb()}), encoding="utf-8")
+    result.write_text(
+        json.dumps(
+            {
+                "rows": out["rows"],
+                "status": "failed" if out["failed"] else "passed",
+                "seconds": seconds,
+                "cpu": cpu,
+                "imports": imports,
+                "failed": out["failed"],
+                "nulls": out.get("nulls", {}),
+                "skipped": out.get("skipped_expectations", []),
+                "maxrss_mb": _common.peak_rss_mb(),
+                "vm_peak_mb": _vm_peak_mb(),
+            }
+        ),
+        encoding="utf-8",
+    )
 
 
 # Parent side --------------------------------------------------------------------------
 
 
-def run_child(kind: str, data: Path, *, chunk_rows: int = 0, instrument: bool = True,
-              preexec=None, timeout: float = 3600, import_timeout: float = 120) -> dict[str, Any]:
+def run_child(
+    kind: str,
+    data: Path,
+    *,
+    chunk_rows: int = 0,
+    instrument: bool = True,
+    preexec=None,
+    timeout: float = 3600,
+    import_timeout: float = 120,
+) -> dict[str, Any]:
     """Run one validation in a fresh process; returns its figures plus exit information.
 
     The child touches a marker once its imports are done; a child that has not got there
@@ -190,18 +226,33 @@ def run_child(kind: str, data: Path, *, chunk_rows: int = 0, instrument: bool = 
     work = Path(tempfile.mkdtemp(prefix=f"bench-validation-{kind}-"))
     result = work / "result.json"
     log = work / "child.log"
-    env = dict(os.environ, MLOPS_PACK_HOME=str(work / "home"), GX_ANALYTICS_ENABLED="false",
-               MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false")
-    argv = [sys.executable, __file__, "--child", kind, "--data", str(data), "--result", str(result),
-            "--chunk-rows", str(chunk_rows)]
+    env = dict(
+        os.environ,
+        MLOPS_PACK_HOME=str(work / "home"),
+        GX_ANALYTICS_ENABLED="false",
+        MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false",
+    )
+    argv = [
+        sys.executable,
+        __file__,
+        "--child",
+        kind,
+        "--data",
+        str(data),
+        "--result",
+        str(result),
+        "--chunk-rows",
+        str(chunk_rows),
+    ]
     if not instrument:
         argv.append("--no-instrument")
     meter = _common.Meter().__enter__()
     started = time.perf_counter()
     with log.open("wb") as handle:
         # preexec_fn is safe here: this parent process runs no threads.
-        proc = subprocess.Popen(argv, stdout=handle, stderr=subprocess.STDOUT, env=env,
-                                preexec_fn=preexec, cwd=work)  # noqa: PLW1509
+        proc = subprocess.Popen(
+            argv, stdout=handle, stderr=subprocess.STDOUT, env=env, preexec_fn=preexec, cwd=work
+        )  # noqa: PLW1509
     deadline = started + timeout
     timed_out = False
     while True:
@@ -209,8 +260,9 @@ def run_child(kind: str, data: Path, *, chunk_rows: int = 0, instrument: bool = 
         if pid:
             break
         now = time.perf_counter()
-        if now > deadline or (now > started + import_timeout
-                              and not result.with_suffix(".imported").exists()):
+        if now > deadline or (
+            now > started + import_timeout and not result.with_suffix(".imported").exists()
+        ):
             timed_out = True
             proc.kill()
             pid, status, usage = os.wait4(proc.pid, 0)
@@ -222,11 +274,17 @@ def run_child(kind: str, data: Path, *, chunk_rows: int = 0, instrument: bool = 
     out: dict[str, Any] = {}
     if result.exists():
         out = json.loads(result.read_text(encoding="utf-8"))
-    out.update({"exit_code": proc.returncode, "process_wall": wall, "timed_out": timed_out,
-                "imports_done": result.with_suffix(".imported").exists(),
-                "meter": meter.as_dict(),
-                "child_maxrss_mb": usage.ru_maxrss / 1024,
-                "log_tail": log.read_text(encoding="utf-8", errors="replace")[-1500:]})
+    out.update(
+        {
+            "exit_code": proc.returncode,
+            "process_wall": wall,
+            "timed_out": timed_out,
+            "imports_done": result.with_suffix(".imported").exists(),
+            "meter": meter.as_dict(),
+            "child_maxrss_mb": usage.ru_maxrss / 1024,
+            "log_tail": log.read_text(encoding="utf-8", errors="replace")[-1500:],
+        }
+    )
     if proc.returncode < 0:
         out["signal"] = signal.Signals(-proc.returncode).name
     shutil.rmtree(work, ignore_errors=True)
@@ -263,48 +321,76 @@ def throughput(rows_list: list[int], chunk_rows: int, repeat: int) -> list[dict[
     for rows in rows_list:
         path = _common.churn_file(rows)
         size_mb = path.stat().st_size / 1e6
-        print(f"\n-- {rows:,} rows, {size_mb:,.0f} MB CSV"
-              + (f" (median of {repeat} fresh processes each)" if repeat > 1 else ""))
+        print(
+            f"\n-- {rows:,} rows, {size_mb:,.0f} MB CSV"
+            + (f" (median of {repeat} fresh processes each)" if repeat > 1 else "")
+        )
         lib = _median_run("library", path, repeat, 0)
         pan = _median_run("pandas", path, repeat, chunk_rows)
         if repeat > 1:
-            print(f"   all runs (s): library {[round(x, 2) for x in lib['all_seconds']]}, "
-                  f"pandas {[round(x, 2) for x in pan['all_seconds']]}")
+            print(
+                f"   all runs (s): library {[round(x, 2) for x in lib['all_seconds']]}, "
+                f"pandas {[round(x, 2) for x in pan['all_seconds']]}"
+            )
         lib_rate, pan_rate = rows / lib["seconds"], rows / pan["seconds"]
         mlflow_seconds = lib["parts"].get(PARTS[6], 0.0)
         scan = lib["seconds"] - mlflow_seconds
-        print(f"   library validate(): {lib['seconds']:8.2f} s  {lib_rate:12,.0f} rows/s   "
-              f"(cpu {lib['cpu']:.2f} s; imports {lib['imports']:.2f} s excluded; "
-              f"peak RSS {lib['child_maxrss_mb']:,.0f} MB)")
-        print(f"     without MLflow  : {scan:8.2f} s  {rows / scan:12,.0f} rows/s   "
-              f"(checks + GX + Data Docs; the MLflow run took {mlflow_seconds:.2f} s)")
-        print(f"   plain pandas      : {pan['seconds']:8.2f} s  {pan_rate:12,.0f} rows/s   "
-              f"(cpu {pan['cpu']:.2f} s; imports {pan['imports']:.2f} s excluded; "
-              f"peak RSS {pan['child_maxrss_mb']:,.0f} MB)")
-        print(f"   ratio pandas/library rows/s: {pan_rate / lib_rate:.2f}x end to end, "
-              f"{pan_rate / (rows / scan):.2f}x without the MLflow run; "
-              f"cpu time ratio library/pandas {lib['cpu'] / pan['cpu']:.2f}x")
+        print(
+            f"   library validate(): {lib['seconds']:8.2f} s  {lib_rate:12,.0f} rows/s   "
+            f"(cpu {lib['cpu']:.2f} s; imports {lib['imports']:.2f} s excluded; "
+            f"peak RSS {lib['child_maxrss_mb']:,.0f} MB)"
+        )
+        print(
+            f"     without MLflow  : {scan:8.2f} s  {rows / scan:12,.0f} rows/s   "
+            f"(checks + GX + Data Docs; the MLflow run took {mlflow_seconds:.2f} s)"
+        )
+        print(
+            f"   plain pandas      : {pan['seconds']:8.2f} s  {pan_rate:12,.0f} rows/s   "
+            f"(cpu {pan['cpu']:.2f} s; imports {pan['imports']:.2f} s excluded; "
+            f"peak RSS {pan['child_maxrss_mb']:,.0f} MB)"
+        )
+        print(
+            f"   ratio pandas/library rows/s: {pan_rate / lib_rate:.2f}x end to end, "
+            f"{pan_rate / (rows / scan):.2f}x without the MLflow run; "
+            f"cpu time ratio library/pandas {lib['cpu'] / pan['cpu']:.2f}x"
+        )
         for kind, run in (("library", lib), ("pandas", pan)):
             m = run["meter"]
-            print(f"   other processes used {m['other_cpu']:.1f} CPU-s during the {kind} child "
-                  f"({m['other_cpu'] / m['wall']:.2f} of {os.cpu_count()} cores)")
-        print(f"   library status {lib['status']}, pandas status {pan['status']}; "
-              f"null counts agree: {lib['nulls'] == pan['nulls']}; "
-              f"library failed checks {lib['failed'] or 'none'}, pandas {pan['failed'] or 'none'}")
-        print(f"   library breakdown (s) of validate() {lib['seconds']:.2f} s "
-              f"(the report's own 'seconds' field: {lib['report_seconds']:.2f}):")
+            print(
+                f"   other processes used {m['other_cpu']:.1f} CPU-s during the {kind} child "
+                f"({m['other_cpu'] / m['wall']:.2f} of {os.cpu_count()} cores)"
+            )
+        print(
+            f"   library status {lib['status']}, pandas status {pan['status']}; "
+            f"null counts agree: {lib['nulls'] == pan['nulls']}; "
+            f"library failed checks {lib['failed'] or 'none'}, pandas {pan['failed'] or 'none'}"
+        )
+        print(
+            f"   library breakdown (s) of validate() {lib['seconds']:.2f} s "
+            f"(the report's own 'seconds' field: {lib['report_seconds']:.2f}):"
+        )
         for name in PARTS:
             print(f"      {name:<50} {lib['parts'].get(name, 0.0):8.2f}")
         sizes = lib["chunks"]
         small = [s for s in sizes if s < chunk_rows // 10]
-        print(f"   library chunks: {len(sizes)} ({len(small)} of them under "
-              f"{chunk_rows // 10:,} rows: "
-              f"{small[:6]}{' ...' if len(small) > 6 else ''}); Data Docs copied: "
-              f"{lib['data_docs_bytes'] / 1e6:.1f} MB")
-        table.append({"rows": rows, "file_mb": size_mb, "library": lib, "pandas": pan,
-                      "library_rows_per_s": lib_rate, "pandas_rows_per_s": pan_rate,
-                      "library_rows_per_s_without_mlflow": rows / scan,
-                      "ratio_pandas_over_library": pan_rate / lib_rate})
+        print(
+            f"   library chunks: {len(sizes)} ({len(small)} of them under "
+            f"{chunk_rows // 10:,} rows: "
+            f"{small[:6]}{' ...' if len(small) > 6 else ''}); Data Docs copied: "
+            f"{lib['data_docs_bytes'] / 1e6:.1f} MB"
+        )
+        table.append(
+            {
+                "rows": rows,
+                "file_mb": size_mb,
+                "library": lib,
+                "pandas": pan,
+                "library_rows_per_s": lib_rate,
+                "pandas_rows_per_s": pan_rate,
+                "library_rows_per_s_without_mlflow": rows / scan,
+                "ratio_pandas_over_library": pan_rate / lib_rate,
+            }
+        )
     return table
 
 
@@ -362,11 +448,15 @@ def _cgroup_stats(version: str, group: Path) -> dict[str, Any]:
     if version == "v2":
         events = dict(line.split() for line in read("memory.events").splitlines() if line)
         peak = read("memory.peak").strip()
-        return {"peak_mb": int(peak) / 2**20 if peak else float("nan"),
-                "oom_kills": int(events.get("oom_kill", 0))}
+        return {
+            "peak_mb": int(peak) / 2**20 if peak else float("nan"),
+            "oom_kills": int(events.get("oom_kill", 0)),
+        }
     oom = dict(line.split() for line in read("memory.oom_control").splitlines() if line)
-    return {"peak_mb": int(read("memory.max_usage_in_bytes") or 0) / 2**20,
-            "oom_kills": int(oom.get("oom_kill", 0))}
+    return {
+        "peak_mb": int(read("memory.max_usage_in_bytes") or 0) / 2**20,
+        "oom_kills": int(oom.get("oom_kill", 0)),
+    }
 
 
 def _capped_run(kind: str, path: Path, cap: int, method: str, timeout: float) -> dict[str, Any]:
@@ -378,9 +468,13 @@ def _capped_run(kind: str, path: Path, cap: int, method: str, timeout: float) ->
             resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
         run = run_child(kind, path, instrument=False, preexec=rlimit, timeout=timeout)
-        return {"method": "RLIMIT_AS", "exit_code": run["exit_code"],
-                "outcome": _describe_failure(run),
-                "child_maxrss_mb": run["child_maxrss_mb"], "seconds": run.get("seconds")}
+        return {
+            "method": "RLIMIT_AS",
+            "exit_code": run["exit_code"],
+            "outcome": _describe_failure(run),
+            "child_maxrss_mb": run["child_maxrss_mb"],
+            "seconds": run.get("seconds"),
+        }
     version, group = _make_cgroup(limit)
     if version is None:
         return {"method": "cgroup", "error": str(group)}
@@ -399,9 +493,14 @@ def _capped_run(kind: str, path: Path, cap: int, method: str, timeout: float) ->
                 break
             except OSError:
                 time.sleep(0.1)
-    return {"method": f"cgroup {version}", "exit_code": run["exit_code"],
-            "outcome": _describe_failure(run), "child_maxrss_mb": run["child_maxrss_mb"],
-            "seconds": run.get("seconds"), **stats}
+    return {
+        "method": f"cgroup {version}",
+        "exit_code": run["exit_code"],
+        "outcome": _describe_failure(run),
+        "child_maxrss_mb": run["child_maxrss_mb"],
+        "seconds": run.get("seconds"),
+        **stats,
+    }
 
 
 def _print_capped(kind: str, rows: int, cap: int, run: dict[str, Any]) -> None:
@@ -411,28 +510,44 @@ def _print_capped(kind: str, rows: int, cap: int, run: dict[str, Any]) -> None:
     extra = ""
     if run["method"].startswith("cgroup"):
         extra = f"; cgroup peak charge {run['peak_mb']:,.0f} MiB, OOM kills {run['oom_kills']}"
-    done = (f"; {rows:,} rows in {run['seconds']:.1f} s ({rows / run['seconds']:,.0f} rows/s)"
-            if run["exit_code"] == 0 and run.get("seconds") else "")
-    print(f"   {kind:<7} {run['method']} {cap} MiB: {run['outcome']}; peak RSS "
-          f"{run['child_maxrss_mb']:,.0f} MiB{extra}{done}")
+    done = (
+        f"; {rows:,} rows in {run['seconds']:.1f} s ({rows / run['seconds']:,.0f} rows/s)"
+        if run["exit_code"] == 0 and run.get("seconds")
+        else ""
+    )
+    print(
+        f"   {kind:<7} {run['method']} {cap} MiB: {run['outcome']}; peak RSS "
+        f"{run['child_maxrss_mb']:,.0f} MiB{extra}{done}"
+    )
 
 
-def memory_cap(rows: int, caps: list[int] | None, uncapped: dict[str, dict[str, Any]] | None,
-               ) -> dict[str, Any]:
+def memory_cap(
+    rows: int,
+    caps: list[int] | None,
+    uncapped: dict[str, dict[str, Any]] | None,
+) -> dict[str, Any]:
     path = _common.churn_file(rows)
     file_mib = path.stat().st_size / 2**20
     caps = caps or [int(file_mib * 0.85)]
     print(f"\n-- memory: validating {rows:,} rows ({file_mib:,.0f} MiB CSV) under caps {caps} MiB")
-    out: dict[str, Any] = {"rows": rows, "file_mib": file_mib, "caps_mib": caps, "uncapped": {},
-                           "capped": []}
+    out: dict[str, Any] = {
+        "rows": rows,
+        "file_mib": file_mib,
+        "caps_mib": caps,
+        "uncapped": {},
+        "capped": [],
+    }
     uncapped = uncapped or {}
     for kind in ("library", "pandas"):
         run = uncapped.get(kind) or run_child(kind, path, instrument=False)
-        out["uncapped"][kind] = {k: run.get(k) for k in ("child_maxrss_mb", "vm_peak_mb", "seconds",
-                                                          "process_wall")}
-        print(f"   {kind:<7} uncapped: peak RSS {run['child_maxrss_mb']:,.0f} MiB = "
-              f"{run['child_maxrss_mb'] / file_mib:.2f}x the file; peak address space (VmPeak) "
-              f"{run.get('vm_peak_mb', float('nan')):,.0f} MiB")
+        out["uncapped"][kind] = {
+            k: run.get(k) for k in ("child_maxrss_mb", "vm_peak_mb", "seconds", "process_wall")
+        }
+        print(
+            f"   {kind:<7} uncapped: peak RSS {run['child_maxrss_mb']:,.0f} MiB = "
+            f"{run['child_maxrss_mb'] / file_mib:.2f}x the file; peak address space (VmPeak) "
+            f"{run.get('vm_peak_mb', float('nan')):,.0f} MiB"
+        )
     # Generous: a capped run may be slower (reclaim), but one that hangs must not block.
     timeout = 120 + 4 * max(out["uncapped"][k]["process_wall"] for k in ("library", "pandas"))
     for cap in caps:
@@ -447,17 +562,37 @@ def memory_cap(rows: int, caps: list[int] | None, uncapped: dict[str, dict[str, 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, nargs="+", default=[1_000_000, 10_000_000])
-    parser.add_argument("--chunk-rows", type=int, default=0,
-                        help="pandas read_csv chunk size (default: validation.chunk_rows)")
-    parser.add_argument("--mem-rows", type=int, default=None,
-                        help="rows of the file for the memory-cap runs (default: largest --rows)")
-    parser.add_argument("--mem-cap-mb", type=int, nargs="+", default=None,
-                        help="memory caps in MiB (default: 85%% of the file size)")
-    parser.add_argument("--repeat", type=int, default=1,
-                        help="fresh processes per measurement; the median is reported")
+    parser.add_argument(
+        "--chunk-rows",
+        type=int,
+        default=0,
+        help="pandas read_csv chunk size (default: validation.chunk_rows)",
+    )
+    parser.add_argument(
+        "--mem-rows",
+        type=int,
+        default=None,
+        help="rows of the file for the memory-cap runs (default: largest --rows)",
+    )
+    parser.add_argument(
+        "--mem-cap-mb",
+        type=int,
+        nargs="+",
+        default=None,
+        help="memory caps in MiB (default: 85%% of the file size)",
+    )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="fresh processes per measurement; the median is reported",
+    )
     parser.add_argument("--skip-memory", action="store_true")
-    parser.add_argument("--skip-throughput", action="store_true",
-                        help="only the memory-cap runs (on --mem-rows or the largest --rows)")
+    parser.add_argument(
+        "--skip-throughput",
+        action="store_true",
+        help="only the memory-cap runs (on --mem-rows or the largest --rows)",
+    )
     parser.add_argument("--child", choices=["library", "pandas"], help=argparse.SUPPRESS)
     parser.add_argument("--data", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
@@ -480,14 +615,22 @@ def main() -> None:
     if not args.skip_memory:
         mem_rows = args.mem_rows or max(args.rows)
         # Reuse the throughput run's uncapped figures when it used the same file.
-        same = next(({"library": t["library"], "pandas": t["pandas"]}
-                     for t in table if t["rows"] == mem_rows), None)
+        same = next(
+            (
+                {"library": t["library"], "pandas": t["pandas"]}
+                for t in table
+                if t["rows"] == mem_rows
+            ),
+            None,
+        )
         payload["memory"] = memory_cap(mem_rows, args.mem_cap_mb, same)
     print("\nsummary:")
     for row in table:
-        print(f"   {row['rows']:>11,} rows: library {row['library_rows_per_s']:>10,.0f} rows/s, "
-              f"pandas {row['pandas_rows_per_s']:>10,.0f} rows/s, pandas/library "
-              f"{row['ratio_pandas_over_library']:.2f}x")
+        print(
+            f"   {row['rows']:>11,} rows: library {row['library_rows_per_s']:>10,.0f} rows/s, "
+            f"pandas {row['pandas_rows_per_s']:>10,.0f} rows/s, pandas/library "
+            f"{row['ratio_pandas_over_library']:.2f}x"
+        )
     name = "bench_validation_memory" if args.skip_throughput else "bench_validation"
     print(f"   figures saved to {_common.write_json_result(name, payload)}")
 

@@ -39,16 +39,19 @@ import pandas as pd
 from mlops_pack.spec import ModelSpec
 
 SUPPORTED = {
-    "expect_column_values_to_not_be_null", "expect_column_values_to_be_unique",
-    "expect_column_values_to_match_regex", "expect_column_mean_to_be_between",
+    "expect_column_values_to_not_be_null",
+    "expect_column_values_to_be_unique",
+    "expect_column_values_to_match_regex",
+    "expect_column_mean_to_be_between",
 }
 
 
 def _dtypes(spec: ModelSpec) -> dict[str, Any]:
     # "str" is pandas 3's default string dtype (Arrow-backed): faster isna, isin, regex and
     # hashing than object columns of Python strings.
-    types: dict[str, Any] = {c.name: "float64" if c.type == "numeric" else "str"
-                             for c in spec.columns}
+    types: dict[str, Any] = {
+        c.name: "float64" if c.type == "numeric" else "str" for c in spec.columns
+    }
     classes = spec.classes or []
     if spec.task == "regression":
         types[spec.target] = "float64"
@@ -65,8 +68,11 @@ class PandasChecks:
         self.spec = spec
         self.rows = 0
         self.nulls = {c.name: 0 for c in spec.columns}
-        self.out_of_range = {c.name: 0 for c in spec.columns
-                             if c.type == "numeric" and (c.min is not None or c.max is not None)}
+        self.out_of_range = {
+            c.name: 0
+            for c in spec.columns
+            if c.type == "numeric" and (c.min is not None or c.max is not None)
+        }
         self.out_of_set = {c.name: 0 for c in spec.columns if c.type == "categorical" and c.values}
         self.label_nulls = 0
         self.label_bad = 0
@@ -78,9 +84,11 @@ class PandasChecks:
         self.expect_bad: dict[str, int] = {}
         self.sums: dict[str, tuple[float, int]] = {}
         self.numeric_leak: dict[str, np.ndarray] = {
-            c.name: np.zeros(6) for c in spec.features() if c.type == "numeric"}
+            c.name: np.zeros(6) for c in spec.features() if c.type == "numeric"
+        }
         self.pairs: dict[str, set | None] = {
-            c.name: set() for c in spec.features() if c.type == "categorical"}
+            c.name: set() for c in spec.features() if c.type == "categorical"
+        }
 
     def update(self, frame: pd.DataFrame) -> None:
         spec = self.spec
@@ -142,8 +150,11 @@ class PandasChecks:
 
     def _leakage(self, frame: pd.DataFrame, label: pd.Series) -> None:
         spec = self.spec
-        y = ((label == spec.positive_class).astype(float).where(label.notna())
-             if spec.task == "classification" else label.astype(float))
+        y = (
+            (label == spec.positive_class).astype(float).where(label.notna())
+            if spec.task == "classification"
+            else label.astype(float)
+        )
         for name, sums in self.numeric_leak.items():
             both = frame[name].notna() & y.notna()
             x, yy = frame[name][both].to_numpy(float), y[both].to_numpy(float)
@@ -173,8 +184,11 @@ class PandasChecks:
         for column in spec.columns:
             nulls = self.nulls[column.name]
             fraction = nulls / self.rows if self.rows else 0.0
-            check(f"nulls({column.name})", nulls,
-                  fraction <= column.max_null_fraction and not (self.rows and nulls == self.rows))
+            check(
+                f"nulls({column.name})",
+                nulls,
+                fraction <= column.max_null_fraction and not (self.rows and nulls == self.rows),
+            )
         for name, bad in self.out_of_range.items():
             check(f"ranges({name})", bad)
         for name, bad in self.out_of_set.items():
@@ -208,12 +222,20 @@ class PandasChecks:
                 per_x = {}
                 for x, y in seen:
                     per_x.setdefault(x, set()).add(y)
-                if (len(xs) > 1 and all(len(s) == 1 for s in xs.values())
-                        and all(len(s) == 1 for s in per_x.values())):
+                if (
+                    len(xs) > 1
+                    and all(len(s) == 1 for s in xs.values())
+                    and all(len(s) == 1 for s in per_x.values())
+                ):
                     leaks.append(name)
         check("leakage", len(leaks))
-        return {"rows": self.rows, "failed": failed, "nulls": dict(self.nulls),
-                "duplicates": duplicates, "skipped_expectations": self.skipped}
+        return {
+            "rows": self.rows,
+            "failed": failed,
+            "nulls": dict(self.nulls),
+            "duplicates": duplicates,
+            "skipped_expectations": self.skipped,
+        }
 
 
 def read_header(path: Path, spec: ModelSpec) -> tuple[list[str], list[str]]:
@@ -232,8 +254,9 @@ def sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def validate_with_pandas(path: Path, spec: ModelSpec, suite_path: Path | None,
-                         chunk_rows: int) -> dict[str, Any]:
+def validate_with_pandas(
+    path: Path, spec: ModelSpec, suite_path: Path | None, chunk_rows: int
+) -> dict[str, Any]:
     """Run every check; returns the row count, the failed checks and a few totals."""
     suite = json.loads(suite_path.read_text(encoding="utf-8")) if suite_path else None
     missing, extra = read_header(path, spec)
@@ -242,9 +265,14 @@ def validate_with_pandas(path: Path, spec: ModelSpec, suite_path: Path | None,
         return {"rows": None, "failed": {"columns": len(missing) + len(extra)}, "sha256": file_sha}
     checks = PandasChecks(spec, suite)
     try:
-        reader = pd.read_csv(path, dtype=_dtypes(spec), usecols=spec.expected_columns(),
-                             chunksize=chunk_rows, sep=spec.data.delimiter,
-                             encoding=spec.data.encoding)
+        reader = pd.read_csv(
+            path,
+            dtype=_dtypes(spec),
+            usecols=spec.expected_columns(),
+            chunksize=chunk_rows,
+            sep=spec.data.delimiter,
+            encoding=spec.data.encoding,
+        )
         with reader:
             for chunk in reader:
                 checks.update(chunk)
