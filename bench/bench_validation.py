@@ -251,8 +251,13 @@ def run_child(
     with log.open("wb") as handle:
         # preexec_fn is safe here: this parent process runs no threads.
         proc = subprocess.Popen(
-            argv, stdout=handle, stderr=subprocess.STDOUT, env=env, preexec_fn=preexec, cwd=work
-        )  # noqa: PLW1509
+            argv,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            env=env,
+            preexec_fn=preexec,  # noqa: PLW1509
+            cwd=work,
+        )
     deadline = started + timeout
     timed_out = False
     while True:
