@@ -130,8 +130,9 @@ def _served_version(world) -> str:
     return ServerClient(served.url, served.secret("prediction_key")).ok("GET", "/version")
 
 
-def test_retrain_dag_in_containers(world):
+def test_retrain_dag_in_containers(world, caplog):
     dag, home = world["dag"], world["home"]
+    caplog.set_level("INFO")
 
     run, states = _run(dag, {"data_path": "noisy.csv", "reason": "first champion"})
     assert run.state == "success", states
@@ -207,6 +208,15 @@ def test_retrain_dag_in_containers(world):
 
     world["served"] = start_server(world["client"], model="churn", **world["server"])
     assert _served_version(world)["version"] == "2"
+
+    # The server's secrets reached the steps as files that are gone after each step, and
+    # appear in no task log and no record.
+    secrets = [world["served"].secret("admin_token"), world["served"].secret("prediction_key")]
+    assert not list((home / "work").rglob("secrets"))
+    records = "".join(p.read_text() for p in (home / "work").rglob("*.json"))
+    assert caplog.text and "deploy" in caplog.text
+    for secret in secrets:
+        assert secret not in caplog.text and secret not in records
 
     # No step container of these runs is left behind (other runs on the engine may exist).
     for run_id in run_ids:
