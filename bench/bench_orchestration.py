@@ -178,13 +178,9 @@ def child(world: Path, result_path: Path) -> None:
 
 
 def task_image() -> str:
-    out = subprocess.run(
-        [str(ROOT / "include/docker/build_task_image.sh")],
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    return out.stdout.strip().splitlines()[-1]
+    from mlops_pack.airflow.local_docker import build_task_image
+
+    return build_task_image(ROOT)
 
 
 def _open_dir(path: Path) -> Path:

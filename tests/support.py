@@ -8,6 +8,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 CHURN_SPEC = ROOT / "include" / "models" / "churn.yaml"
 DIABETES_SPEC = ROOT / "include" / "models" / "diabetes.yaml"
+# A gate any sane challenger passes: for tests that need a second promotion.
+LENIENT = '{"gate": {"mode": "non_inferiority", "margin": 0.2}}'
 
 
 def run_cli(*args: str | Path) -> tuple[int, dict]:
@@ -23,15 +25,9 @@ def run_cli(*args: str | Path) -> tuple[int, dict]:
 
 def build_task_image() -> str:
     """Build (or reuse) the content-tagged task image; returns its tag."""
-    import subprocess
+    from mlops_pack.airflow.local_docker import build_task_image as build
 
-    out = subprocess.run(
-        [str(ROOT / "include/docker/build_task_image.sh")],
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    return out.stdout.strip().splitlines()[-1]
+    return build(ROOT)
 
 
 def open_dir(prefix: str) -> Path:
@@ -49,3 +45,12 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def promote_month_two(out: Path) -> int:
+    """Retrain churn on month 2 under the lenient gate (v2 becomes champion); exit code."""
+    code, _ = run_cli(
+        "retrain", "--spec", CHURN_SPEC, "--data", "churn/churn_month_02.csv",
+        "--overrides", LENIENT, "--out", out,
+    )  # fmt: skip
+    return code

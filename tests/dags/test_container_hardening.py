@@ -49,8 +49,9 @@ def _spec(name: str, code: str, timeout: float | None = 60) -> container.Contain
 
 
 @pytest.fixture(scope="module", autouse=True)
-def image():
-    subprocess.run(["include/docker/build_task_image.sh"], check=True, capture_output=True)
+def image(task_image):
+    """The build also tags the image ``latest``, which these tests run."""
+    return task_image
 
 
 def test_docker_inspect_shows_every_hardening_flag():

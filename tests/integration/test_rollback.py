@@ -3,27 +3,14 @@
 from __future__ import annotations
 
 from mlops_pack.errors import EXIT_BAD_INPUT, EXIT_OK
-from support import CHURN_SPEC, run_cli
-
-LENIENT = '{"gate": {"mode": "non_inferiority", "margin": 0.2}}'
+from support import CHURN_SPEC, promote_month_two, run_cli
 
 
 def test_rollback_to_previous_and_to_a_named_version(store, registry, tmp_path):
     assert run_cli("retrain", "--spec", CHURN_SPEC, "--out", tmp_path / "r1")[0] == EXIT_OK
     code, _ = run_cli("rollback", "--spec", CHURN_SPEC, "--reason", "bad", "--out", tmp_path / "x")
     assert code == EXIT_BAD_INPUT  # nothing to roll back to yet
-    code, _ = run_cli(
-        "retrain",
-        "--spec",
-        CHURN_SPEC,
-        "--data",
-        "churn/churn_month_02.csv",
-        "--overrides",
-        LENIENT,
-        "--out",
-        tmp_path / "r2",
-    )
-    assert code == EXIT_OK
+    assert promote_month_two(tmp_path / "r2") == EXIT_OK
     assert registry.alias("churn", "champion").version == "2"
 
     code, result = run_cli(

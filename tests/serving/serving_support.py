@@ -31,3 +31,18 @@ def sample_rows(served_state: dict) -> tuple[list[dict], list[float]]:
     sample = next((served_state["work"] / "v2-evaluate").glob("smoke_sample.json"))
     data = json.loads(sample.read_text())
     return data["rows"], data["predictions"]
+
+
+def restart_server(served_state: dict) -> None:
+    """Start the fixture's server again (same port, home and secrets), replacing the old one."""
+    from mlops_pack.airflow.model_server import start_server
+
+    served_state["server"] = start_server(
+        served_state["client"],
+        model="churn",
+        include_dir=served_state["include"],
+        home=served_state["home"],
+        image=served_state["image"],
+        secrets_dir=served_state["secrets"],
+        port=served_state["server"].port,
+    )

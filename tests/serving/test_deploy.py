@@ -13,7 +13,7 @@ import threading
 import time
 
 from mlops_pack.serving.client import ServerClient
-from serving_support import write_spec
+from serving_support import restart_server, write_spec
 from support import open_dir, run_cli
 
 
@@ -149,7 +149,6 @@ def test_a_model_that_cannot_load_rolls_back(served):
 
 
 def test_killing_the_server_during_the_canary_fails_clearly_and_restart_serves_stable(served):
-    from mlops_pack.airflow.model_server import start_server
     from mlops_pack.registry import CHAMPION, Registry
 
     slow = write_spec(
@@ -188,14 +187,6 @@ def test_killing_the_server_during_the_canary_fails_clearly_and_restart_serves_s
     assert "stopped answering during the deploy of v2" in result["error"]
     assert "the alias did not move" in result["error"]
     assert Registry().alias("churn", CHAMPION).version == "1"
-    served["server"] = start_server(
-        served["client"],
-        model="churn",
-        include_dir=served["include"],
-        home=served["home"],
-        image=served["image"],
-        secrets_dir=served["secrets"],
-        port=served["server"].port,
-    )
+    restart_server(served)
     version = _public(served).ok("GET", "/version")
     assert version["version"] == "1" and version["candidate"] is None

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 
 from mlops_pack.serving.client import ServerClient
 from mlops_pack.serving.prediction_log import read_records
-from serving_support import sample_rows
+from serving_support import restart_server, sample_rows
 
 
 def _public(served) -> ServerClient:
@@ -231,8 +231,6 @@ def test_shadow_scores_every_request_without_answering(served):
 
 
 def test_logs_survive_a_restart_and_retention_removes_only_expired_days(served):
-    from mlops_pack.airflow.model_server import start_server, stop_server
-
     public = _public(served)
     rows, _ = sample_rows(served)
     ids = [f"restart-{i}" for i in range(25)]
@@ -251,16 +249,7 @@ def test_logs_survive_a_restart_and_retention_removes_only_expired_days(served):
             os.chown(path, owner.st_uid, owner.st_gid)
     (root / "NOTES.txt").write_text("not a partition")
     served["client"].kill(served["server"].container)  # no graceful shutdown
-    stop_server(served["client"], served["server"])
-    served["server"] = start_server(
-        served["client"],
-        model="churn",
-        include_dir=served["include"],
-        home=served["home"],
-        image=served["image"],
-        secrets_dir=served["secrets"],
-        port=served["server"].port,
-    )
+    restart_server(served)  # removes the killed container, starts a new one
     logged = {r["request_id"] for r in read_records(root)}
     assert set(ids) <= logged
     assert not expired.exists() and kept.exists() and (root / "NOTES.txt").exists()

@@ -8,13 +8,38 @@ weight), so steps talk to the provider's hook directly and set them all.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from airflow.exceptions import AirflowException
 
 LABEL = "io.mlops-pack.step"
+NOBODY = 65534
+
+
+def container_user(home: Path) -> tuple[int, int]:
+    """Who steps and model servers run as: never root.
+
+    ``MLOPS_PACK_CONTAINER_USER`` ("uid:gid") when set, else the owner of the store
+    (``MLOPS_PACK_HOME``), with a root-owned store mapped to nobody.
+    """
+    override = os.environ.get("MLOPS_PACK_CONTAINER_USER")
+    if override:
+        uid, gid = (int(x) for x in override.split(":"))
+        return uid, gid
+    stat = home.stat()
+    return (NOBODY, NOBODY) if stat.st_uid == 0 else (stat.st_uid, stat.st_gid)
+
+
+def hand_over(path: Path, uid: int, gid: int, mode: int | None = None) -> None:
+    """Give ``path`` to the container user (only root can chown), with ``mode`` if given."""
+    if mode is not None:
+        path.chmod(mode)
+    if os.geteuid() == 0:
+        os.chown(path, uid, gid)
 
 
 @dataclass(frozen=True)
@@ -72,9 +97,12 @@ def remove_quietly(client, name_or_id: str, log: logging.Logger) -> None:
         log.warning("could not remove container %s: %s", name_or_id, exc)
 
 
-def run(client, spec: ContainerSpec, log: logging.Logger) -> int:
-    """Run to completion and return the exit code; the container is always removed."""
-    # A container left by a killed earlier try would make create fail with 409.
+def create(client, spec: ContainerSpec, log: logging.Logger) -> str:
+    """Create the hardened container (not started) and return its id.
+
+    A container of the same name left by a killed earlier try is removed first, or
+    create would fail with 409.
+    """
     remove_quietly(client, spec.name, log)
     container = client.create_container(
         image=spec.image,
@@ -87,7 +115,12 @@ def run(client, spec: ContainerSpec, log: logging.Logger) -> int:
         entrypoint=spec.entrypoint,
         labels={LABEL: "true", **spec.labels},
     )
-    container_id = container["Id"]
+    return container["Id"]
+
+
+def run(client, spec: ContainerSpec, log: logging.Logger) -> int:
+    """Run to completion and return the exit code; the container is always removed."""
+    container_id = create(client, spec, log)
     try:
         client.start(container_id)
         streamer = threading.Thread(

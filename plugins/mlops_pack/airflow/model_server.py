@@ -18,7 +18,14 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
-from mlops_pack.airflow.container import LABEL, ContainerLimits, ContainerSpec, host_config
+from mlops_pack.airflow.container import (
+    LABEL,
+    ContainerLimits,
+    ContainerSpec,
+    container_user,
+    create,
+    hand_over,
+)
 from mlops_pack.airflow.container import remove_quietly as _remove
 from mlops_pack.serving.client import ServerClient
 
@@ -53,18 +60,6 @@ class ServedModel:
         return {f"AIRFLOW_CONN_MLOPS_PACK_SERVER_{self.model.upper()}": json.dumps(conn)}
 
 
-def _owner(home: Path) -> tuple[int, int]:
-    """The step containers' rule: the store's owner, nobody when root owns it."""
-    stat = home.stat()
-    return (65534, 65534) if stat.st_uid == 0 else (stat.st_uid, stat.st_gid)
-
-
-def _give(path: Path, uid: int, gid: int, mode: int) -> None:
-    path.chmod(mode)
-    if os.geteuid() == 0:
-        os.chown(path, uid, gid)
-
-
 def ensure_secrets(secrets_dir: Path, uid: int, gid: int) -> None:
     """Generate the admin token and the prediction key once; mode 600, owned by the server."""
     secrets_dir.mkdir(parents=True, exist_ok=True)
@@ -72,8 +67,40 @@ def ensure_secrets(secrets_dir: Path, uid: int, gid: int) -> None:
         path = secrets_dir / name
         if not path.exists():
             path.write_text(secrets.token_urlsafe(32), encoding="utf-8")
-        _give(path, uid, gid, 0o600)
-    _give(secrets_dir, uid, gid, 0o700)
+        hand_over(path, uid, gid, 0o600)
+    hand_over(secrets_dir, uid, gid, 0o700)
+
+
+def _serving_port(include_dir: Path, model: str, port: int | None) -> int:
+    """``port``, else the spec's ``serving.port``; a spec without ``serving`` is refused."""
+    from mlops_pack.spec import load_spec
+
+    spec = load_spec(include_dir / "models" / f"{model}.yaml")
+    if spec.serving is None:
+        raise ValueError(f"model {model}: the spec has no 'serving' section")
+    return port or spec.serving.port
+
+
+def _serving_dir(home: Path, model: str, uid: int, gid: int) -> Path:
+    """``<home>/serving/<model>/{models,state,predictions}``, traversable, owned by the server."""
+    base = home / "serving" / model
+    for folder in (home / "serving", base, base / "models", base / "state", base / "predictions"):
+        folder.mkdir(parents=True, exist_ok=True)
+        hand_over(folder, uid, gid, 0o755)
+    return base
+
+
+def _server_args(spec: str, base: str, secrets_dir: str, port: int) -> list[str]:
+    """The server's command line; the paths as the server process sees them."""
+    return [
+        "--spec", spec,
+        "--models-dir", f"{base}/models",
+        "--state-dir", f"{base}/state",
+        "--log-dir", f"{base}/predictions",
+        "--admin-token-file", f"{secrets_dir}/admin_token",
+        "--prediction-key-file", f"{secrets_dir}/prediction_key",
+        "--port", str(port),
+    ]  # fmt: skip
 
 
 def start_server(
@@ -90,38 +117,17 @@ def start_server(
     """(Re)start ``model``'s server and wait until it answers; returns how to reach it."""
     from docker.types import Mount
 
-    from mlops_pack.spec import load_spec
-
-    spec = load_spec(include_dir / "models" / f"{model}.yaml")
-    if spec.serving is None:
-        raise ValueError(f"model {model}: the spec has no 'serving' section")
-    port = port or spec.serving.port
-    uid, gid = _owner(home)
-    base = home / "serving" / model
-    for folder in (home / "serving", base, base / "models", base / "state", base / "predictions"):
-        folder.mkdir(parents=True, exist_ok=True)
-        _give(folder, uid, gid, 0o755)
+    port = _serving_port(include_dir, model, port)
+    uid, gid = container_user(home)
+    base = _serving_dir(home, model, uid, gid)
     ensure_secrets(secrets_dir, uid, gid)
     served = ServedModel(model, port, f"mlops-server-{model}-{port}", secrets_dir)
-    _remove(client, served.container, log)
     container_spec = ContainerSpec(
         image=image,
-        command=[
-            "--spec",
-            f"/opt/include/models/{model}.yaml",
-            "--models-dir",
-            "/srv/models",
-            "--state-dir",
-            "/srv/state",
-            "--log-dir",
-            "/srv/predictions",
-            "--admin-token-file",
-            "/run/mlops-secrets/admin_token",
-            "--prediction-key-file",
-            "/run/mlops-secrets/prediction_key",
-            "--port",
-            str(port),
-        ],
+        # Inside the container: the mounts below.
+        command=_server_args(
+            f"/opt/include/models/{model}.yaml", "/srv", "/run/mlops-secrets", port
+        ),
         name=served.container,
         user=f"{uid}:{gid}",
         mounts=[
@@ -135,23 +141,14 @@ def start_server(
         network_mode="host",
         limits=SERVER_LIMITS,
         entrypoint=["python", "-m", "mlops_pack.serving"],
-        labels={"io.mlops-pack.server": model},
+        labels={LABEL: "server", "io.mlops-pack.server": model},
     )
-    created = client.create_container(
-        image=image,
-        command=container_spec.command,
-        name=served.container,
-        user=container_spec.user,
-        environment=container_spec.environment,
-        host_config=host_config(client, container_spec),
-        entrypoint=container_spec.entrypoint,
-        labels={LABEL: "server", **container_spec.labels},
-    )
-    client.start(created["Id"])
+    container_id = create(client, container_spec, log)
+    client.start(container_id)
     try:
         ServerClient(served.url, served.secret("prediction_key")).wait_ready(ready_timeout)
     except TimeoutError:
-        logs = client.logs(created["Id"], tail=40).decode("utf-8", "replace")
+        logs = client.logs(container_id, tail=40).decode("utf-8", "replace")
         _remove(client, served.container, log)
         raise RuntimeError(f"model server {served.container} did not start:\n{logs}") from None
     return served
@@ -175,15 +172,8 @@ def start_server_process(
     import subprocess
     import sys
 
-    from mlops_pack.spec import load_spec
-
-    spec = load_spec(include_dir / "models" / f"{model}.yaml")
-    if spec.serving is None:
-        raise ValueError(f"model {model}: the spec has no 'serving' section")
-    port = port or spec.serving.port
-    base = home / "serving" / model
-    for folder in (base / "models", base / "state", base / "predictions"):
-        folder.mkdir(parents=True, exist_ok=True)
+    port = _serving_port(include_dir, model, port)
+    base = _serving_dir(home, model, os.getuid(), os.getgid())
     ensure_secrets(secrets_dir, os.getuid(), os.getgid())
     served = ServedModel(model, port, f"pid-{model}-{port}", secrets_dir)
     with log_file.open("ab") as out:
@@ -192,20 +182,9 @@ def start_server_process(
                 sys.executable,
                 "-m",
                 "mlops_pack.serving",
-                "--spec",
-                str(include_dir / "models" / f"{model}.yaml"),
-                "--models-dir",
-                str(base / "models"),
-                "--state-dir",
-                str(base / "state"),
-                "--log-dir",
-                str(base / "predictions"),
-                "--admin-token-file",
-                str(secrets_dir / "admin_token"),
-                "--prediction-key-file",
-                str(secrets_dir / "prediction_key"),
-                "--port",
-                str(port),
+                *_server_args(
+                    str(include_dir / "models" / f"{model}.yaml"), str(base), str(secrets_dir), port
+                ),
             ],
             stdout=out,
             stderr=subprocess.STDOUT,

@@ -20,7 +20,7 @@ from typing import Any
 from airflow.exceptions import AirflowException
 from airflow.sdk import BaseOperator
 
-from mlops_pack.airflow.container import ContainerLimits
+from mlops_pack.airflow.container import ContainerLimits, container_user, hand_over
 from mlops_pack.airflow.exceptions import (
     ChampionMovedFailure,
     DeployFailure,
@@ -169,16 +169,12 @@ class MlopsStepOperator(BaseOperator):
                     f"connection {conn_id}: extra 'prediction_api_key' is missing"
                 )
             files["prediction_key"] = key
-        owner = _owner(_env_path("MLOPS_PACK_HOME", Path(".mlops")))
-        uid, gid = (int(x) for x in owner.split(":"))
+        uid, gid = container_user(_home())
         for name, value in files.items():
             path = secrets / name
             path.write_text(value, encoding="utf-8")
-            path.chmod(0o600)
-            if os.geteuid() == 0:
-                os.chown(path, uid, gid)
-        if os.geteuid() == 0:
-            os.chown(secrets, uid, gid)
+            hand_over(path, uid, gid, 0o600)
+        hand_over(secrets, uid, gid)
         self.network_mode = "host"  # the server listens on the host's 127.0.0.1 only
         args = [
             "--server-url",
@@ -250,12 +246,10 @@ class MlopsStepOperator(BaseOperator):
 
         include = default_include_dir()
         data = _env_path("MLOPS_PACK_DATA_DIR", include / "data")
-        home = _env_path("MLOPS_PACK_HOME", Path(".mlops"))
-        home.mkdir(parents=True, exist_ok=True)
-        user = os.environ.get("MLOPS_PACK_CONTAINER_USER") or _owner(home)
-        uid, gid = (int(x) for x in user.split(":"))
-        if os.geteuid() == 0:
-            os.chown(work, uid, gid)
+        home = _home()
+        uid, gid = container_user(home)
+        user = f"{uid}:{gid}"
+        hand_over(work, uid, gid)
         args = [a.replace("{include}", STEP_INCLUDE).replace("{work}", STEP_WORK) for a in argv]
         ti = context["ti"]
         self._container_name = re.sub(
@@ -308,12 +302,11 @@ class MlopsStepOperator(BaseOperator):
             remove_quietly(self._docker_client(), self._container_name, self.log)
 
 
-def _owner(path: Path) -> str:
-    """Run as the store's owner, never as root: root-owned stores map to nobody."""
-    stat = path.stat()
-    if stat.st_uid == 0:
-        return "65534:65534"
-    return f"{stat.st_uid}:{stat.st_gid}"
+def _home() -> Path:
+    """The store (``MLOPS_PACK_HOME``), created if missing: containers mount it."""
+    home = _env_path("MLOPS_PACK_HOME", Path(".mlops"))
+    home.mkdir(parents=True, exist_ok=True)
+    return home
 
 
 class ValidateDataOperator(MlopsStepOperator):

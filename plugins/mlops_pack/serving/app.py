@@ -368,7 +368,7 @@ class ModelServer:
         model = slots.get(slot) if isinstance(slot, str) else None
         if model is None:
             raise BadInputError(f"slot must be 'stable' or 'candidate' and loaded, got {slot!r}")
-        parsed = self.schema.parse(json.dumps({"rows": body.get("rows")}).encode())
+        parsed = self.schema.parse_rows(body.get("rows"))
         started = time.perf_counter()
         scores = predict(self.spec, model.model, self._frame(parsed))
         return {

@@ -66,7 +66,10 @@ class RequestSchema:
             raise RequestError(
                 400, 'body must be a JSON object with exactly one key, "rows": a list of rows'
             )
-        rows = payload["rows"]
+        return self.parse_rows(payload["rows"])
+
+    def parse_rows(self, rows: Any) -> ParsedRequest:
+        """Check decoded rows (``parse`` after JSON, or an admin request's ``rows``)."""
         if not isinstance(rows, list):
             raise RequestError(400, '"rows" must be a list of objects')
         if not rows:

@@ -11,7 +11,6 @@ persisted: a canary interrupted by a crash restarts on stable only.
 from __future__ import annotations
 
 import json
-import os
 import random
 import re
 import time
@@ -20,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from mlops_pack.errors import BadInputError
+from mlops_pack.records import write_json
 from mlops_pack.steps.model_io import MODEL_FILE, load_model
 
 VERSION = re.compile(r"^[0-9]{1,9}$")
@@ -77,12 +77,7 @@ class Slots:
             "previous": self.previous,
             "saved_at": time.time(),
         }
-        tmp = self.state_file.with_suffix(".tmp")
-        with tmp.open("w", encoding="utf-8") as handle:
-            json.dump(state, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, self.state_file)
+        write_json(self.state_file, state)  # atomic: a restart never reads half a file
 
     # Admin transitions (called on the event loop: never concurrent) ----------------------
     def set_candidate(self, loaded: LoadedModel) -> None:

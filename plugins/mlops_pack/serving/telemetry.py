@@ -17,6 +17,12 @@ BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 RECENT = 20_000
 
 
+def percentile95(values) -> float:
+    """The nearest-rank 95th percentile of a non-empty collection (no interpolation)."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))]
+
+
 @dataclass
 class VersionStats:
     requests: int = 0
@@ -29,8 +35,7 @@ class VersionStats:
     paired_abs_diff: float = 0.0
 
     def summary(self) -> dict[str, Any]:
-        ordered = sorted(self.latencies)
-        p95 = ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))] if ordered else None
+        p95 = percentile95(self.latencies) if self.latencies else None
         return {
             "requests": self.requests,
             "errors": self.errors,

@@ -32,6 +32,7 @@ from mlops_pack.errors import BadInputError, DeployFailedError, UntrustedArtifac
 from mlops_pack.records import write_json
 from mlops_pack.registry import TAG
 from mlops_pack.serving.client import ServerClient
+from mlops_pack.serving.telemetry import percentile95
 from mlops_pack.spec import Serving
 from mlops_pack.steps.context import StepContext
 from mlops_pack.steps.evaluate import RESULT as EVALUATION
@@ -43,11 +44,6 @@ DEPLOY = "deploy.json"
 
 class _CheckFailed(Exception):
     pass
-
-
-def _p95(values: list[float]) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))]
 
 
 class Deployment:
@@ -77,7 +73,6 @@ class Deployment:
                 "POST", "/admin/score", {"slot": "candidate", "rows": rows[start : start + size]}
             )
             if status != 200:
-                errors += 1
                 self.check(
                     "offline_match", False, f"scoring holdout rows failed: HTTP {status} {body}"
                 )
@@ -99,7 +94,7 @@ class Deployment:
             )
             timings.append((time.perf_counter() - started) * 1000)
             errors += status != 200
-        p95 = _p95(timings)
+        p95 = percentile95(timings)
         budget = self.serving.latency_budget_ms_p95
         self.check(
             "smoke_latency_p95",
