@@ -136,9 +136,18 @@ def cmd_train(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
     result = train(_context(args))
     print(
         f"trained {result['model']} v{result['version']} on {result['train_rows']} rows "
-        f"in {result['fit_seconds']}s (sha256 {result['artifact_sha256'][:12]})"
+        f"in {result['fit_seconds']}s (sha256 {result['artifact_sha256'][:12]}); "
+        + _holdout_counts(result)
     )
     return EXIT_OK, result
+
+
+def _holdout_counts(result: dict[str, Any]) -> str:
+    """How many rows the holdout has and how many the training data lost to it."""
+    return (
+        f"holdout {result['holdout_rows']} rows held out, {result['holdout_rows_excluded']} "
+        f"rows excluded from training (by {result['holdout_excluded_by']})"
+    )
 
 
 def cmd_evaluate(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
@@ -245,6 +254,7 @@ def cmd_retrain(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
     steps = ", ".join(f"{k} {v:.2f}s" for k, v in result["timings"].items())
     print(
         f"\n{result['model']}: {result['verdict']} in {result['seconds']:.2f}s ({steps}); "
+        f"trained on {result['train_rows']} rows, {_holdout_counts(result)}; "
         f"results in {ctx.out_dir}"
     )
     return (EXIT_OK if result["verdict"] == "promote" else EXIT_REJECTED), result

@@ -3,6 +3,10 @@
 The embedded default keeps everything under one folder (``MLOPS_PACK_HOME``, default
 ``.mlops`` in the working directory): an MLflow SQLite store, its artifact folder and the
 promotion locks. Any MLflow tracking URI works instead via ``MLFLOW_TRACKING_URI``.
+
+Data is read only from under ``MLOPS_PACK_DATA_DIR`` (default ``include/data``) and the
+directories listed in ``MLOPS_PACK_DATA_ROOTS`` (separated by ``os.pathsep``): a run's
+data path comes from a trigger form or REST call, and must not reach arbitrary files.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ class Settings:
     artifact_root: str
     lock_dir: Path
     data_dir: Path | None
+    data_roots: tuple[Path, ...] = ()
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -36,4 +41,9 @@ class Settings:
             # remote MLflow and several hosts, point this at shared storage.
             lock_dir=Path(env.get("MLOPS_PACK_LOCK_DIR", home / "locks")),
             data_dir=Path(data_dir) if data_dir else None,
+            data_roots=tuple(
+                Path(root).absolute()
+                for root in env.get("MLOPS_PACK_DATA_ROOTS", "").split(os.pathsep)
+                if root.strip()
+            ),
         )

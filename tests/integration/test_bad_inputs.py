@@ -11,6 +11,12 @@ from mlops_pack.errors import EXIT_BAD_INPUT
 from support import CHURN_SPEC, run_cli
 
 
+@pytest.fixture(autouse=True)
+def _bad_files_are_readable(tmp_path, monkeypatch):
+    """The corpus lives in the test's temp dir: allow it as an extra data root."""
+    monkeypatch.setenv("MLOPS_PACK_DATA_ROOTS", str(tmp_path))
+
+
 def _good(data_dir: Path) -> pd.DataFrame:
     return pd.read_csv(
         data_dir / "churn" / "churn_month_01.csv", nrows=3_000, keep_default_na=False, dtype=str

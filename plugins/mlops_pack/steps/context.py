@@ -8,6 +8,7 @@ from pathlib import Path
 
 from mlops_pack.registry import Registry
 from mlops_pack.spec import ModelSpec, RunOverrides, apply_overrides, load_spec
+from mlops_pack.steps.dataset import DataProblem, check_file
 
 
 @dataclass
@@ -48,12 +49,30 @@ class StepContext:
         # Specs live in include/models/, so include/ is two levels up.
         return self.spec_path.resolve().parent.parent
 
+    def data_dir(self) -> Path:
+        return self.registry.settings.data_dir or self.include_dir / "data"
+
     def data_path(self) -> Path:
-        path = Path(self.spec.data.path)
-        if path.is_absolute():
-            return path
-        base = self.registry.settings.data_dir or self.include_dir / "data"
-        return base / path
+        """The run's data file, refused unless it resolves under an allowed root.
+
+        The path may come from a trigger form or a REST call, so an absolute path, a
+        symlink or ``..`` in the spec must not lead to files outside the data directory
+        (or the extra roots the deployment lists in ``MLOPS_PACK_DATA_ROOTS``).
+        """
+        base = self.data_dir()
+        path = base / self.spec.data.path  # an absolute data.path replaces the base
+        real = path.resolve()
+        roots = (base, *self.registry.settings.data_roots)
+        if not any(real.is_relative_to(root.resolve()) for root in roots):
+            target = f" (it resolves to {real})" if real != path.absolute() else ""
+            raise DataProblem(
+                path,
+                "data_path",
+                f"outside the data directory {base}{target}",
+                f"put the file under {base}, or list its directory in MLOPS_PACK_DATA_ROOTS",
+            )
+        check_file(path)
+        return path
 
     def include_path(self, relative: str) -> Path:
         path = Path(relative)

@@ -4,6 +4,11 @@ Files are read through pyarrow with the column types the spec declares, so a bad
 surfaces as a conversion error that names the column and the value, instead of pandas
 silently turning a numeric column into strings. Chunked reading keeps memory bounded for
 files larger than RAM.
+
+The file's own bytes decide its format (Parquet files start with ``PAR1``), so a Parquet
+batch given to a CSV spec is read as Parquet instead of failing as "not valid UTF-8".
+Error messages describe the file (column names, counts, one bad value) and never quote a
+raw line: a message ends up in records and logs, and the file may not be a data file.
 """
 
 from __future__ import annotations
@@ -24,6 +29,8 @@ from mlops_pack.errors import BadInputError
 from mlops_pack.spec import ModelSpec
 
 BLOCK_BYTES = 4 << 20
+PARQUET_MAGIC = b"PAR1"
+PARQUET_SUFFIXES = (".parquet", ".pq")
 
 
 class DataProblem(BadInputError):
@@ -40,6 +47,7 @@ class Header:
     columns: list[str]
     missing: list[str]
     extra: list[str]
+    format: str
 
 
 def _label_type(spec: ModelSpec) -> pa.DataType:
@@ -56,49 +64,94 @@ def arrow_types(spec: ModelSpec) -> dict[str, pa.DataType]:
     return types
 
 
-def read_header(path: Path, spec: ModelSpec) -> Header:
-    """Check the column set before reading a row: missing and extra columns are errors."""
+def check_file(path: Path) -> None:
+    """A readable, non-empty regular file, or a DataProblem naming what it is instead."""
     if not path.exists():
         raise DataProblem(path, "file", "file not found", "check data.path or the run's data_path")
+    if path.is_dir():
+        raise DataProblem(
+            path, "file", "is a directory, not a file", "give the path of one CSV or Parquet file"
+        )
+    if not path.is_file():
+        # A FIFO or a device would block or never end; only regular files are data.
+        raise DataProblem(
+            path, "file", "is not a regular file", "give the path of one CSV or Parquet file"
+        )
     if path.stat().st_size == 0:
         raise DataProblem(path, "file", "file is empty (0 bytes)", "write a header and rows")
-    if spec.data.format == "parquet":
-        try:
-            names = pq.ParquetFile(path).schema_arrow.names
-        except (pa.ArrowInvalid, OSError) as exc:
-            raise DataProblem(
-                path, "format", f"not a Parquet file ({exc})", "set data.format"
-            ) from None
-    else:
-        with path.open("rb") as handle:
-            first = handle.readline(1 << 20)
-        try:
-            line = first.decode(spec.data.encoding)
-        except UnicodeDecodeError as exc:
-            raise DataProblem(
-                path,
-                "encoding",
-                f"header is not valid {spec.data.encoding} (byte {exc.start})",
-                "re-save the file as UTF-8 or set data.encoding",
-            ) from None
-        names = next(csv.reader(io.StringIO(line.lstrip("\ufeff")), delimiter=spec.data.delimiter))
+
+
+def file_format(path: Path, spec: ModelSpec) -> str:
+    """The format the file really has: Parquet by its magic bytes, else CSV.
+
+    The suffix (or a binary file under a Parquet spec) only sharpens the error for a file
+    that claims to be Parquet and is not.
+    """
+    with path.open("rb") as handle:
+        head = handle.read(4096)
+    if head.startswith(PARQUET_MAGIC):
+        return "parquet"
+    named = path.suffix.lower() in PARQUET_SUFFIXES
+    if named or (spec.data.format == "parquet" and b"\x00" in head):
+        claim = f"named {path.suffix}" if named else "data.format says parquet"
+        raise DataProblem(
+            path,
+            "format",
+            f"{claim}, but the file is not Parquet (no PAR1 magic bytes)",
+            "write it as Parquet, or as CSV with a .csv name",
+        )
+    return "csv"
+
+
+def read_header(path: Path, spec: ModelSpec) -> Header:
+    """Check the column set before reading a row: missing and extra columns are errors."""
+    check_file(path)
+    fmt = file_format(path, spec)
+    names = _file_columns(path, spec, fmt)
     expected = spec.expected_columns()
     missing = [c for c in expected if c not in names]
     extra = [c for c in names if c not in expected]
     if len(names) == 1 and missing:
         other = next((d for d in ";\t|," if d != spec.data.delimiter and d in names[0]), None)
         if other:
+            # Say what the header looks like, not what it says: it may not be data at all.
             raise DataProblem(
                 path,
                 "columns",
-                f"the header has one column {names[0][:60]!r}: it looks "
+                f"the header is a single column of {len(names[0])} characters: it looks "
                 f"delimited by {other!r}, not {spec.data.delimiter!r}",
                 f"re-save with {spec.data.delimiter!r} as delimiter or set data.delimiter",
             )
-    return Header(columns=names, missing=missing, extra=extra)
+    return Header(columns=names, missing=missing, extra=extra, format=fmt)
+
+
+def _file_columns(path: Path, spec: ModelSpec, fmt: str) -> list[str]:
+    """The column names in the file's own order."""
+    if fmt == "parquet":
+        try:
+            return pq.ParquetFile(path).schema_arrow.names
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise DataProblem(
+                path, "format", f"not a readable Parquet file ({exc})", "re-write the file"
+            ) from None
+    with path.open("rb") as handle:
+        first = handle.readline(1 << 20)
+    try:
+        line = first.decode(spec.data.encoding)
+    except UnicodeDecodeError as exc:
+        raise DataProblem(
+            path,
+            "encoding",
+            f"header is not valid {spec.data.encoding} (byte {exc.start})",
+            "re-save the file as UTF-8 or set data.encoding",
+        ) from None
+    return next(csv.reader(io.StringIO(line.lstrip("\ufeff")), delimiter=spec.data.delimiter))
 
 
 _CONVERSION = re.compile(r"CSV column #(\d+): (?:Row #(\d+): )?CSV conversion error to (\w+): (.*)")
+_ROW_WIDTH = re.compile(r"(?:Row #(\d+): )?Expected (\d+) columns, got (\d+)")
+# pyarrow appends the offending line after "got N: "; that text is the file's content.
+_QUOTED_ROW = re.compile(r"(got \d+): .*", re.DOTALL)
 
 
 def iter_chunks(
@@ -106,8 +159,9 @@ def iter_chunks(
 ) -> Iterator[pd.DataFrame]:
     """Yield DataFrames of at most ``chunk_rows`` rows with the spec's dtypes."""
     types = {name: t for name, t in arrow_types(spec).items() if name in columns}
+    fmt = file_format(path, spec)
     try:
-        if spec.data.format == "parquet":
+        if fmt == "parquet":
             handle = pq.ParquetFile(path)
             for batch in handle.iter_batches(batch_size=chunk_rows, columns=columns):
                 yield _typed_parquet(batch, types, path)
@@ -140,7 +194,8 @@ def iter_chunks(
         if pending_rows:
             yield from _split(pa.Table.from_batches(pending), chunk_rows)
     except pa.ArrowInvalid as exc:
-        raise _explain(path, str(exc), columns, spec) from None
+        # pyarrow numbers columns as they stand in the file, not as the spec lists them.
+        raise _explain(path, str(exc), _file_columns(path, spec, fmt), spec) from None
 
 
 def _split(table: pa.Table, chunk_rows: int) -> Iterator[pd.DataFrame]:
@@ -187,17 +242,21 @@ def _explain(path: Path, message: str, columns: list[str], spec: ModelSpec) -> D
             f"column {name!r}{at}: expected {kind}, got {detail}",
             "fix the value or declare the column's type correctly in the spec",
         )
-    if "Expected" in message and "columns" in message:
+    width = _ROW_WIDTH.search(message)
+    if width:
+        row, expected, got = width.groups()
+        at = f"row {row} has" if row else "a row has"
         return DataProblem(
             path,
             "format",
-            f"rows do not match the header ({message.strip()})",
+            f"rows do not match the header ({at} {got} fields, the header {expected})",
             f"check the delimiter (spec says {spec.data.delimiter!r}) and quoting",
         )
+    detail = _QUOTED_ROW.sub(r"\1", message.strip())
     return DataProblem(
         path,
         "format",
-        f"cannot parse the file ({message.strip()})",
+        f"cannot parse the file ({detail})",
         "check data.format, data.delimiter and data.encoding",
     )
 

@@ -17,7 +17,7 @@ from mlops_pack.hashing import sha256_file
 from mlops_pack.registry import TAG
 from mlops_pack.spec import ModelSpec
 from mlops_pack.steps.context import StepContext
-from mlops_pack.steps.dataset import read_frame
+from mlops_pack.steps.dataset import read_frame, row_hashes
 
 FILE = "holdout.parquet"
 
@@ -54,6 +54,34 @@ def split(spec: ModelSpec, frame: pd.DataFrame) -> pd.DataFrame:
     except ValueError as exc:
         raise BadInputError(f"model {spec.name}: cannot carve the holdout: {exc}") from None
     return holdout.sort_index().reset_index(drop=True)
+
+
+@dataclass(frozen=True)
+class Exclusion:
+    """Which training rows are holdout rows, and how they were recognised."""
+
+    mask: pd.Series
+    by: str
+
+    @property
+    def excluded(self) -> int:
+        return int(self.mask.sum())
+
+
+def exclusion(spec: ModelSpec, frame: pd.DataFrame, held: pd.DataFrame) -> Exclusion:
+    """Mark the rows of ``frame`` that are holdout rows.
+
+    With a key, a row is a holdout row when its key is: two customers who happen to share
+    every feature value stay in training. Without a key, identity is all the values a model
+    sees (features and label), the only way left to recognise a copied row.
+    """
+    if spec.data.key:
+        key = list(spec.data.key)
+        held_keys = pd.MultiIndex.from_frame(held[key])
+        mask = pd.Series(pd.MultiIndex.from_frame(frame[key]).isin(held_keys), index=frame.index)
+        return Exclusion(mask, f"key {key}")
+    held_hashes = set(row_hashes(held, spec).to_numpy())
+    return Exclusion(row_hashes(frame, spec).isin(held_hashes), "row values")
 
 
 def _publish(ctx: StepContext, holdout: pd.DataFrame, reason: str) -> HoldoutPin:

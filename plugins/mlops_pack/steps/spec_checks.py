@@ -77,6 +77,7 @@ class SpecChecks:
         self.label_nulls = 0
         self.label_bad = 0
         self.label_bad_examples: list[Any] = []
+        self.classes_seen: set[Any] = set()
         self.key_hashes: list[np.ndarray] = []
         self.dup_examples: list[Any] = []
         self.leaks = {c.name: _Leak() for c in spec.features()}
@@ -92,6 +93,7 @@ class SpecChecks:
         if spec.task == "classification":
             allowed = set(spec.classes or [])
             bad = present[~present.isin(list(allowed))]
+            self.classes_seen.update(present.unique().tolist())
         else:
             values = present.to_numpy(dtype=float)
             bad = present[~np.isfinite(values)]
@@ -168,6 +170,8 @@ class SpecChecks:
                 examples=self.label_bad_examples,
             ),
         ]
+        if spec.task == "classification":
+            out.append(self._classes())
         for column in spec.columns:
             nulls = self.nulls[column.name]
             fraction = nulls / self.rows if self.rows else 0.0
@@ -186,6 +190,23 @@ class SpecChecks:
         out.append(self._duplicates())
         out.extend(self._leakage())
         return out
+
+    def _classes(self) -> CheckResult:
+        # A batch with one class trains a model that cannot score the other (or does not
+        # train at all); no severity setting can make that usable, so it is always an error.
+        absent = [c for c in self.spec.classes or [] if c not in self.classes_seen]
+        return CheckResult(
+            "label classes",
+            "label_classes",
+            not absent,
+            f"no row has class {absent} in label {self.spec.target!r}; a classifier needs "
+            f"rows of every declared class {self.spec.classes}: add them or fix the spec's "
+            "classes"
+            if absent
+            else "every declared class is present",
+            unexpected_count=len(absent),
+            examples=absent,
+        )
 
     def _duplicates(self) -> CheckResult:
         hashes = np.concatenate(self.key_hashes) if self.key_hashes else np.empty(0, np.uint64)

@@ -23,7 +23,7 @@ from mlops_pack.registry import TAG
 from mlops_pack.spec import ModelSpec
 from mlops_pack.steps import holdout as holdouts
 from mlops_pack.steps.context import StepContext
-from mlops_pack.steps.dataset import read_frame, row_hashes
+from mlops_pack.steps.dataset import read_frame
 from mlops_pack.steps.model_io import MODEL_FILE, TRUSTED_TYPES
 
 RESULT = "train.json"
@@ -114,13 +114,12 @@ def train(ctx: StepContext) -> dict[str, Any]:
     started = time.perf_counter()
     spec, registry = ctx.spec, ctx.registry
     path = ctx.data_path()
-    data_sha256 = sha256_file(path) if path.exists() else ""
+    data_sha256 = sha256_file(path)
     validation_run = _require_validated(ctx, data_sha256)
     frame = read_frame(path, spec)
     pin = holdouts.ensure(ctx, frame)
-    held = holdouts.load(ctx, pin)
-    overlap = row_hashes(frame, spec).isin(set(row_hashes(held, spec).to_numpy()))
-    train_frame = frame.loc[~overlap.to_numpy()]
+    held = holdouts.exclusion(spec, frame, holdouts.load(ctx, pin))
+    train_frame = frame.loc[~held.mask.to_numpy()]
     if len(train_frame) < spec.validation.min_rows:
         raise BadInputError(
             f"{path}: only {len(train_frame)} rows remain after removing holdout "
@@ -171,7 +170,8 @@ def train(ctx: StepContext) -> dict[str, Any]:
     metrics = {
         "train_seconds": fit_seconds,
         "train_rows": len(train_frame),
-        "holdout_rows_excluded": int(overlap.sum()),
+        "holdout_rows": pin.rows,
+        "holdout_rows_excluded": held.excluded,
         "model_bytes": size_bytes,
     }
     for key, value in metrics.items():
@@ -198,7 +198,9 @@ def train(ctx: StepContext) -> dict[str, Any]:
         "spec_sha256": spec.sha256(),
         "holdout_sha256": pin.sha256,
         "train_rows": len(train_frame),
-        "holdout_rows_excluded": int(overlap.sum()),
+        "holdout_rows": pin.rows,
+        "holdout_rows_excluded": held.excluded,
+        "holdout_excluded_by": held.by,
         "fit_seconds": round(fit_seconds, 3),
         "seconds": round(time.perf_counter() - started, 3),
     }

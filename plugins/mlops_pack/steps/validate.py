@@ -1,15 +1,13 @@
 """Data validation: the spec's derived checks plus a Great Expectations 1.x suite.
 
 The file is read in chunks; each chunk goes through the spec checks (exact totals across
-chunks) and through GX (per-row expectations add up exactly across chunks; aggregate
-expectations such as a column mean are evaluated per chunk, and a chunk failing fails the
-check). The report lists every check, and GX Data Docs are built next to it.
+chunks) and through GX, which judges every expectation over the whole file (see
+``steps.expectations``). The report lists every check, and GX Data Docs are built next to it.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import tempfile
 import time
@@ -22,6 +20,7 @@ from mlops_pack.records import write_json
 from mlops_pack.spec import ModelSpec
 from mlops_pack.steps.context import StepContext
 from mlops_pack.steps.dataset import DataProblem, iter_chunks, read_header
+from mlops_pack.steps.expectations import GxRunner
 from mlops_pack.steps.spec_checks import CheckResult, SpecChecks
 
 REPORT = "validation.json"
@@ -67,97 +66,11 @@ def load_suite(path: Path) -> dict[str, Any]:
     return suite
 
 
-class _GxRunner:
-    """One file-backed GX project in a temp dir: validation results and Data Docs."""
-
-    def __init__(self, spec: ModelSpec, expectations: list[dict[str, Any]], root: Path) -> None:
-        os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
-        import great_expectations as gx
-        from great_expectations.core.expectation_suite import ExpectationSuite
-
-        self.context = gx.get_context(mode="file", project_root_dir=str(root))
-        self.context.variables.progress_bars = {"globally": False}
-        suite = self.context.suites.add(
-            ExpectationSuite(name=f"{spec.name}_suite", expectations=expectations)
-        )
-        asset = self.context.data_sources.add_pandas("batch").add_dataframe_asset(spec.name)
-        definition = gx.ValidationDefinition(
-            data=asset.add_batch_definition_whole_dataframe("chunk"), suite=suite, name=spec.name
-        )
-        definition = self.context.validation_definitions.add(definition)
-        self.checkpoint = self.context.checkpoints.add(
-            gx.Checkpoint(
-                name=spec.name,
-                validation_definitions=[definition],
-                actions=[],  # Data Docs are built once, after the last chunk
-                result_format={"result_format": "SUMMARY", "partial_unexpected_count": 5},
-            )
-        )
-        self.totals: dict[str, dict[str, Any]] = {}
-
-    def run(self, frame) -> None:
-        result = self.checkpoint.run(batch_parameters={"dataframe": frame})
-        for validation in result.run_results.values():
-            for item in validation.results:
-                config = item.expectation_config
-                column = config.kwargs.get("column", "")
-                key = f"{config.type}({column})"
-                entry = self.totals.setdefault(
-                    key,
-                    {
-                        "type": config.type,
-                        "column": column,
-                        "success": True,
-                        "unexpected": 0,
-                        "examples": [],
-                        "meta": dict(config.meta or {}),
-                        "exception": None,
-                    },
-                )
-                entry["success"] &= bool(item.success)
-                entry["unexpected"] += int(item.result.get("unexpected_count") or 0)
-                entry["examples"].extend(item.result.get("partial_unexpected_list") or [])
-                info = item.exception_info or {}
-                if info.get("raised_exception"):
-                    entry["exception"] = info.get("exception_message")
-
-    def results(self, severity: dict[str, str]) -> list[CheckResult]:
-        out = []
-        for key, entry in self.totals.items():
-            rule = entry["meta"].get("rule", "expectations")
-            level = entry["meta"].get("severity") or severity.get(rule, "error")
-            where = f" on column {entry['column']!r}" if entry["column"] else ""
-            fix = "the spec's column bounds" if rule in ("ranges", "categories") else "the suite"
-            message = entry["exception"] or (
-                f"{entry['type']}{where}: {entry['unexpected']} unexpected values, e.g. "
-                f"{entry['examples'][:3]}; fix the data or {fix}"
-            )
-            out.append(
-                CheckResult(
-                    key,
-                    rule,
-                    entry["success"],
-                    message,
-                    entry["unexpected"],
-                    entry["examples"],
-                    source="great_expectations",
-                    severity=level,
-                )
-            )
-        return out
-
-    def build_docs(self) -> None:
-        self.context.build_data_docs()
-
-    def docs_dir(self) -> Path:
-        return Path(self.context.root_directory) / "uncommitted" / "data_docs" / "local_site"
-
-
 def validate(ctx: StepContext) -> dict[str, Any]:
     """Validate the run's data; write the report and docs; raise if an error check fails."""
     started = time.perf_counter()
     spec = ctx.spec
-    path = ctx.data_path()
+    path = Path(spec.data.path)
     severity = dict(spec.validation.severity)
     report: dict[str, Any] = {
         "schema": "mlops_pack.validation/1",
@@ -168,7 +81,20 @@ def validate(ctx: StepContext) -> dict[str, Any]:
     checks: list[CheckResult] = []
     rows = None
     try:
+        path = ctx.data_path()
+        report["file"] = str(path)
         header = read_header(path, spec)
+        report["format"] = header.format
+        if header.format != spec.data.format:
+            checks.append(
+                CheckResult(
+                    "file format",
+                    "format",
+                    True,
+                    f"the file is {header.format}, the spec says {spec.data.format} "
+                    f"(data.format): read as {header.format}",
+                )
+            )
         report["data_sha256"] = sha256_file(path)
         checks.append(
             CheckResult(
@@ -188,6 +114,8 @@ def validate(ctx: StepContext) -> dict[str, Any]:
             checks += scanned
     except DataProblem as problem:
         detail = problem.payload
+        path = Path(detail["file"])  # the path as resolved, when resolving was refused
+        report["file"] = detail["file"]
         checks.append(
             CheckResult(
                 problem.rule, problem.rule, False, f"{detail['message']}. Fix: {detail['fix']}"
@@ -229,13 +157,14 @@ def _scan(ctx: StepContext, path: Path, severity: dict[str, str]) -> tuple[list[
         expectations += load_suite(ctx.include_path(spec.validation.suite))["expectations"]
     accumulator = SpecChecks(spec)
     with tempfile.TemporaryDirectory(prefix="gx-") as root:
-        runner = _GxRunner(spec, expectations, Path(root)) if expectations else None
+        runner = GxRunner(spec, expectations, Path(root)) if expectations else None
         for chunk in iter_chunks(path, spec, spec.validation.chunk_rows, spec.expected_columns()):
             accumulator.update(chunk)
             if runner is not None and len(chunk):
                 runner.run(chunk)
         results = accumulator.results()
         if runner is not None:
+            runner.finish()
             results += runner.results(severity)
             runner.build_docs()
             docs = ctx.out_dir / DOCS
