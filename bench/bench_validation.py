@@ -112,8 +112,8 @@ def _instrument(parts: dict[str, float], counters: dict[str, Any]) -> None:
 
     wrap(v, "sha256_file", PARTS[0])
     wrap(v.SpecChecks, "update", PARTS[2])
-    wrap(v._GxRunner, "__init__", PARTS[3])
-    wrap(v._GxRunner, "run", PARTS[4])
+    wrap(v.GxRunner, "__init__", PARTS[3])
+    wrap(v.GxRunner, "run", PARTS[4])
     wrap(gx_actions.UpdateDataDocsAction, "run", PARTS[5])
     wrap(v, "_log_to_mlflow", PARTS[6])
     wrap(tracking_store.SqlAlchemyStore, "__init__", PARTS[7])

@@ -24,6 +24,7 @@ def main() -> int:
     import os
 
     os.environ["MLOPS_PACK_HOME"] = str(root / "home")
+    os.environ["MLOPS_PACK_DATA_ROOTS"] = str(data.parent)  # the file may live anywhere
     shutil.copytree(ROOT / "include" / "expectations", root / "expectations")
     spec = yaml.safe_load((ROOT / "include" / "models" / "churn.yaml").read_text())
     spec["validation"]["chunk_rows"] = chunk_rows
