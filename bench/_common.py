@@ -1,4 +1,5 @@
-"""Helpers shared by the benchmark scripts: paths, data generation, timing, formatting.
+"""Helpers shared by the benchmark scripts: paths, data generation, timing, formatting,
+and the harness (child processes, repeated timings, free ports, hardened containers).
 
 Data files are generated with the library's own generator (``mlops_pack.datagen.churn``)
 into ``bench/results/data/`` (git-ignored). Each file gets a sidecar ``.json`` with the
@@ -12,11 +13,16 @@ import json
 import os
 import platform
 import resource
+import socket
+import statistics
+import subprocess
+import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -198,3 +204,154 @@ def write_json_result(name: str, payload: dict) -> Path:
     text = json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n"
     path.write_text(text, encoding="utf-8")
     return path
+
+
+# The harness ----------------------------------------------------------------------------
+
+
+@dataclass
+class Child:
+    """How one ``script --child ...`` process ended; its output is in ``log``."""
+
+    returncode: int
+    wall: float
+    meter: Meter
+    maxrss_mb: float
+    timed_out: bool
+    log: Path
+
+    def tail(self, chars: int = 3000) -> str:
+        return self.log.read_text(encoding="utf-8", errors="replace")[-chars:]
+
+
+def run_child(
+    script: str | Path,
+    args: Sequence[str],
+    *,
+    env: dict[str, str],
+    log: Path,
+    cwd: Path | None = None,
+    timeout: float | None = None,
+    give_up: Callable[[float], bool] | None = None,
+    preexec: Callable[[], None] | None = None,
+) -> Child:
+    """Run ``python script *args`` in a fresh interpreter, output to ``log``.
+
+    A benchmark measures its own work in a child so that imports, caches and allocator
+    state of one measurement never leak into the next. The child is killed after
+    ``timeout`` seconds, or earlier when ``give_up(elapsed)`` says it is hung.
+    """
+    argv = [sys.executable, str(script), *args]
+    meter = Meter().__enter__()
+    started = time.perf_counter()
+    with log.open("wb") as handle:
+        # preexec_fn is safe here: the benchmark parents run no threads.
+        proc = subprocess.Popen(
+            argv,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=cwd,
+            preexec_fn=preexec,  # noqa: PLW1509
+        )
+    timed_out = False
+    while True:
+        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        if pid:
+            break
+        elapsed = time.perf_counter() - started
+        if (timeout is not None and elapsed > timeout) or (give_up and give_up(elapsed)):
+            timed_out = True
+            proc.kill()
+            pid, status, usage = os.wait4(proc.pid, 0)
+            break
+        time.sleep(0.05)
+    wall = time.perf_counter() - started
+    meter.__exit__(None, None, None)
+    return Child(
+        returncode=os.waitstatus_to_exitcode(status),
+        wall=wall,
+        meter=meter,
+        maxrss_mb=usage.ru_maxrss / 1024,
+        timed_out=timed_out,
+        log=log,
+    )
+
+
+def median_wall(argv: Sequence[str], repeat: int) -> float:
+    """Median wall time of running ``argv`` to completion ``repeat`` times (seconds)."""
+    times = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        subprocess.run(list(argv), check=True, capture_output=True)
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def docker_client() -> Any:
+    import docker
+
+    return docker.APIClient(
+        base_url=os.environ.get("DOCKER_HOST", "unix://var/run/docker.sock"), timeout=60
+    )
+
+
+def docker_run(
+    image: str,
+    args: Sequence[str],
+    *,
+    mounts: Sequence[Any] = (),
+    user: str = "65534:65534",
+    entrypoint: str | None = "python",
+    network_mode: str = "none",
+) -> list[str]:
+    """``docker run --rm`` argv with exactly the hardening a step container gets.
+
+    The flags are read from ``mlops_pack.airflow.container.host_config`` (the host config
+    the operators create step containers with), so a probe can never drift from what a
+    step runs under; a setting this translation does not know stops the benchmark.
+    """
+    from mlops_pack.airflow import container
+
+    spec = container.ContainerSpec(
+        image=image,
+        command=list(args),
+        name="bench-probe",
+        user=user,
+        mounts=list(mounts),
+        network_mode=network_mode,
+    )
+    config = dict(container.host_config(docker_client(), spec))
+    argv = ["docker", "run", "--rm", "--user", user]
+    flags: dict[str, Callable[[Any], list[str]]] = {
+        "NetworkMode": lambda v: ["--network", v],
+        "ReadonlyRootfs": lambda v: ["--read-only"],
+        "Tmpfs": lambda v: [x for k, o in v.items() for x in ("--tmpfs", f"{k}:{o}")],
+        "CapDrop": lambda v: [x for c in v for x in ("--cap-drop", c)],
+        "SecurityOpt": lambda v: [x for o in v for x in ("--security-opt", o)],
+        "PidsLimit": lambda v: ["--pids-limit", str(v)],
+        "Memory": lambda v: ["--memory", str(v)],
+        "MemorySwap": lambda v: ["--memory-swap", str(v)],
+        "NanoCpus": lambda v: ["--cpus", f"{v / 1e9:g}"],
+        "Mounts": lambda v: [x for m in v for x in ("--mount", _mount_flag(m))],
+    }
+    for key, value in config.items():
+        if key in flags:
+            argv += flags[key](value)
+        elif value:  # e.g. a new hardening setting: refuse to probe without it
+            raise SystemExit(f"bench: no docker run flag for host config {key}={value!r}")
+    if entrypoint is not None:
+        argv += ["--entrypoint", entrypoint]
+    return [*argv, image, *args]
+
+
+def _mount_flag(mount: dict[str, Any]) -> str:
+    flag = f"type={mount['Type']},source={mount['Source']},target={mount['Target']}"
+    return flag + (",readonly" if mount.get("ReadOnly") else "")

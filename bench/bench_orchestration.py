@@ -4,10 +4,16 @@ For each size (``--rows``) and each runner (``docker``: every step in a hardened
 of the task image; ``inprocess``: the steps called in the Airflow task's own process), a
 fresh child process builds ``mlops_retrain__churn`` with the DAG factory against a fresh
 include dir, data dir and ``MLOPS_PACK_HOME`` (owned by uid 65534, as the step containers
-run), then calls ``dag.test(run_conf=...)`` twice: run 1 on a month-1 batch (no champion
-yet: it promotes), run 2 on a month-2 batch (scored against the champion with the paired
-bootstrap: it compares). Airflow runs against a throwaway ``AIRFLOW_HOME`` migrated once
-with ``airflow db migrate``.
+run), starts the churn model server on a free port (a hardened container with the docker
+runner, a local process with inprocess; the Airflow Connection reaches the DAG through
+the environment, as ``make demo`` does), then calls ``dag.test(run_conf=...)`` twice:
+run 1 on a month-1 batch (no champion yet: it promotes and deploys), run 2 on a month-2
+batch (scored against the champion with the paired bootstrap, under a lenient
+non-inferiority gate so that deploy, with its smoke test and canary, and promote always
+run). The whole DAG is timed, deploy and promote included. A run that does not succeed
+is reported as a failure, with the failed task and its error, and gets no ratio.
+Airflow runs against a throwaway ``AIRFLOW_HOME`` migrated once with ``airflow db
+migrate``.
 
 Per run the child records the DAG wall time (around ``dag.test``), each task instance's
 start and end, and from each step's work dir
@@ -53,10 +59,17 @@ import _common
 ROOT = _common.ROOT
 NOBODY = 65534
 DAG_ID = "mlops_retrain__churn"
-STEP_TASKS = ["validate", "train", "evaluate", "gate", "promote"]
+STEP_TASKS = ["validate", "train", "evaluate", "gate", "deploy", "promote"]
 PY_TASKS = ["run_overrides", "challenger_passed"]
 RECORDS = {"validate": "validation.json", "train": "train.json", "evaluate": "evaluation.json"}
+# Steps that time their own work ('seconds' in their record; deploy's is in result.json).
+OWN_TIMED = (*RECORDS, "deploy")
 BATCHES = ["churn_month_01.csv", "churn_month_02.csv"]
+# Run 2 must reach deploy and promote whatever the two models score: a lenient gate.
+RUN_CONF = [
+    {"reason": "bench_orchestration run 1"},
+    {"reason": "bench_orchestration run 2", "gate_mode": "non_inferiority", "gate_margin": 0.2},
+]
 LOGS = _common.RESULTS / "logs"
 
 # Heavy imports, each timed alone in a fresh interpreter (in the image and on the host).
@@ -78,6 +91,7 @@ STEP_IMPORTS = {
     "evaluate": "import mlops_pack.cli, mlops_pack.steps.evaluate, sklearn.ensemble, "
     "sklearn.pipeline, skops.io, mlflow.tracking, mlflow.artifacts",
     "gate": "import mlops_pack.cli, mlops_pack.steps.decide, mlops_pack.gate, mlflow.tracking",
+    "deploy": "import mlops_pack.cli, mlops_pack.steps.deploy, mlflow.tracking, mlflow.artifacts",
     "promote": "import mlops_pack.cli, mlops_pack.steps.decide, mlflow.tracking",
 }
 # Prints the import time, then the wall-clock time just before the interpreter exits.
@@ -107,6 +121,7 @@ def _step_files(work: Path, task_id: str) -> dict[str, Any]:
     result = _read(work / "result.json") or {}
     record = _read(work / RECORDS[task_id]) if task_id in RECORDS else None
     record = record or result.get("result") or {}
+    error = result.get("error")
     # Files the operator writes just before it launches the step (the gate step itself
     # writes a decision.json; only promote's is an input).
     names = ["overrides.json"] + (["decision.json"] if task_id == "promote" else [])
@@ -116,7 +131,8 @@ def _step_files(work: Path, task_id: str) -> dict[str, Any]:
         "status": result.get("status"),
         "launched": max(inputs) if inputs else None,
         "result_written": _mtime(work / "result.json"),
-        "seconds": record.get("seconds") if task_id in RECORDS else None,
+        "seconds": record.get("seconds") if task_id in OWN_TIMED else None,
+        "error": error[:500] if error else None,
         "fit_seconds": record.get("fit_seconds") if task_id == "train" else None,
     }
     if task_id == "gate":
@@ -129,16 +145,37 @@ def child(world: Path, result_path: Path) -> None:
     from mlops_pack.airflow.dag_factory import build_retrain_dag
 
     imported = time.perf_counter() - started
+    from mlops_pack.airflow import model_server
+
     dag = build_retrain_dag(world / "include" / "models" / "churn.yaml")
     home = Path(os.environ["MLOPS_PACK_HOME"])
+    served, handle = model_server.launch(
+        "churn",
+        runner=os.environ["MLOPS_PACK_RUNNER"],
+        include_dir=world / "include",
+        home=home,
+        secrets_dir=world / "secrets",
+        log_file=world / "server-churn.log",
+        image=os.environ["MLOPS_PACK_TASK_IMAGE"],
+        port=_common.free_port(),
+    )
+    os.environ.update(served.connection_env())  # the Connection, as make demo passes it
+    try:
+        runs = _runs(dag, home)
+    finally:
+        model_server.stop(handle)
+    result_path.write_text(
+        json.dumps({"import_factory": imported, "runs": runs}, indent=2), encoding="utf-8"
+    )
+
+
+def _runs(dag: Any, home: Path) -> list[dict[str, Any]]:
     runs = []
-    for index, batch in enumerate(BATCHES, 1):
+    for index, (batch, conf) in enumerate(zip(BATCHES, RUN_CONF, strict=True), 1):
         load = _common.loadavg()
         meter = _common.Meter().__enter__()
         called = time.time()
-        dag_run = dag.test(
-            run_conf={"data_path": f"churn/{batch}", "reason": f"bench_orchestration run {index}"}
-        )
+        dag_run = dag.test(run_conf={"data_path": f"churn/{batch}", **conf})
         returned = time.time()
         meter.__exit__(None, None, None)
         safe_run = re.sub(r"[^A-Za-z0-9_.-]", "_", dag_run.run_id)
@@ -169,9 +206,7 @@ def child(world: Path, result_path: Path) -> None:
             }
         )
         print(f"BENCH run {index}: {dag_run.state} in {returned - called:.1f} s", flush=True)
-    result_path.write_text(
-        json.dumps({"import_factory": imported, "runs": runs}, indent=2), encoding="utf-8"
-    )
+    return runs
 
 
 # Parent side: worlds, children, probes -------------------------------------------------
@@ -249,35 +284,23 @@ def run_child(
                 stdout=sink,
                 stderr=subprocess.DEVNULL,
             )
-    started = time.perf_counter()
     try:
-        with log.open("w", encoding="utf-8") as out:
-            proc = subprocess.run(
-                [
-                    sys.executable,
-                    __file__,
-                    "--child",
-                    "--world",
-                    str(world),
-                    "--result",
-                    str(result),
-                ],
-                env=env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                cwd=world,
-                check=False,
-            )
+        child_run = _common.run_child(
+            __file__,
+            ["--child", "--world", str(world), "--result", str(result)],
+            env=env,
+            log=log,
+            cwd=world,
+        )
     finally:
         if watcher is not None:
             time.sleep(1)  # let the last destroy event arrive
             watcher.terminate()
             watcher.wait(timeout=10)
-    if proc.returncode != 0 or not result.exists():
-        tail = log.read_text(encoding="utf-8", errors="replace")[-3000:]
-        raise RuntimeError(f"child exited {proc.returncode}; log {log}:\n{tail}")
+    if child_run.returncode != 0 or not result.exists():
+        raise RuntimeError(f"child exited {child_run.returncode}; log {log}:\n{child_run.tail()}")
     payload = json.loads(result.read_text(encoding="utf-8"))
-    payload["process_wall"] = time.perf_counter() - started
+    payload["process_wall"] = child_run.wall
     if watcher is not None:
         attach_events(payload["runs"], events_file)
     return payload
@@ -312,15 +335,6 @@ def attach_events(runs: list[dict[str, Any]], events_file: Path) -> None:
             task["container"] = found
 
 
-def _median_run(argv: list[str], repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        started = time.perf_counter()
-        subprocess.run(argv, check=True, capture_output=True)
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
-
-
 def _median_printed(argv: list[str], repeat: int) -> tuple[float, float]:
     """Medians of the import time a TIMED command prints and of the time from its last
     statement until the command returned (interpreter shutdown, plus container exit and
@@ -335,33 +349,11 @@ def _median_printed(argv: list[str], repeat: int) -> tuple[float, float]:
     return statistics.median(values), statistics.median(tails)
 
 
-def _docker_python(image: str, *args: str) -> list[str]:
-    # The hardened flags of a step container (read-only root, tmpfs /tmp, no network).
-    return [
-        "docker",
-        "run",
-        "--rm",
-        "--network",
-        "none",
-        "--read-only",
-        "--tmpfs",
-        "/tmp",
-        "--cap-drop",
-        "ALL",
-        "--security-opt",
-        "no-new-privileges:true",
-        "--entrypoint",
-        "python",
-        image,
-        *args,
-    ]
-
-
 def probe_container(image: str, repeat: int) -> dict[str, float]:
     """An empty container against an empty interpreter, by the CLI and by the API."""
     out = {
-        "host: python -c pass": _median_run([sys.executable, "-c", "pass"], repeat),
-        "docker run --rm --network none IMAGE python -c pass": _median_run(
+        "host: python -c pass": _common.median_wall([sys.executable, "-c", "pass"], repeat),
+        "docker run --rm --network none IMAGE python -c pass": _common.median_wall(
             [
                 "docker",
                 "run",
@@ -376,11 +368,11 @@ def probe_container(image: str, repeat: int) -> dict[str, float]:
             ],
             repeat,
         ),
-        "same, hardened flags (read-only, tmpfs, cap-drop, no-new-privileges)": _median_run(
-            _docker_python(image, "-c", "pass"), repeat
+        "same, a step container's hardening and limits": _common.median_wall(
+            _common.docker_run(image, ["-c", "pass"]), repeat
         ),
-        "step entry point only (python -m mlops_pack.steps --help)": _median_run(
-            ["docker", "run", "--rm", "--network", "none", image, "--help"], repeat
+        "same, step entry point (python -m mlops_pack.steps --help)": _common.median_wall(
+            _common.docker_run(image, ["--help"], entrypoint=None), repeat
         ),
     }
     out.update(_probe_api(image, repeat))
@@ -389,11 +381,10 @@ def probe_container(image: str, repeat: int) -> dict[str, float]:
 
 def _probe_api(image: str, repeat: int) -> dict[str, float]:
     """The operator's own sequence (container.run) around `python -c pass`, per phase."""
-    import docker
     from docker.types import Mount
     from mlops_pack.airflow import container
 
-    client = docker.APIClient(base_url="unix://var/run/docker.sock", timeout=60)
+    client = _common.docker_client()
     scratch = Path(tempfile.mkdtemp(prefix="bench-orch-mounts-"))
     mounts = []
     for name in ("include", "data", "home", "work"):
@@ -467,7 +458,7 @@ def probe_imports(image: str, repeat: int) -> dict[str, dict[str, float]]:
     for label, stmt in sets.items():
         code = TIMED.format(stmt=stmt)
         out["image"][label], out["image_exit"][label] = _median_printed(
-            _docker_python(image, "-c", code), repeat
+            _common.docker_run(image, ["-c", code]), repeat
         )
         out["host"][label], out["host_exit"][label] = _median_printed(
             [sys.executable, "-c", code], repeat
@@ -477,6 +468,8 @@ def probe_imports(image: str, repeat: int) -> dict[str, dict[str, float]]:
 
 def probe_store(image: str, home: Path, repeat: int) -> dict[str, float] | None:
     """Open a copy of a run's MLflow SQLite store inside the image, as each step does."""
+    from docker.types import Mount
+
     db = home / "mlflow.db"
     if not db.exists():
         return None
@@ -494,25 +487,11 @@ def probe_store(image: str, home: Path, repeat: int) -> dict[str, float] | None:
         )
         imports, opens = [], []
         for _ in range(repeat):
-            argv = [
-                "docker",
-                "run",
-                "--rm",
-                "--network",
-                "none",
-                "--read-only",
-                "--tmpfs",
-                "/tmp",
-                "--user",
-                f"{NOBODY}:{NOBODY}",
-                "-v",
-                f"{scratch}:/store",
-                "--entrypoint",
-                "python",
+            argv = _common.docker_run(
                 image,
-                "-c",
-                code,
-            ]
+                ["-c", code],
+                mounts=[Mount("/store", str(scratch), type="bind", read_only=False)],
+            )
             lines = subprocess.run(argv, check=True, capture_output=True, text=True).stdout.split()
             imports.append(float(lines[-2]))
             opens.append(float(lines[-1]))
@@ -541,42 +520,19 @@ print(time.perf_counter() - s)
 
 def probe_fit(image: str, data: Path, repeat: int) -> dict[str, Any]:
     """The spec's pipeline fit on the same file, alternately on the host and in a container
-    with the operator's limits (2 CPUs quota, 4g memory, 512 pids, read-only root)."""
+    with a step container's hardening and default limits (from the library)."""
+    from docker.types import Mount
+
     host_code = FIT_CODE.format(spec=str(_common.SPEC), data=str(data))
     image_code = FIT_CODE.format(spec="/opt/include/models/churn.yaml", data=f"/data/{data.name}")
-    docker = [
-        "docker",
-        "run",
-        "--rm",
-        "--network",
-        "none",
-        "--read-only",
-        "--tmpfs",
-        "/tmp",
-        "--cap-drop",
-        "ALL",
-        "--security-opt",
-        "no-new-privileges:true",
-        "--user",
-        f"{NOBODY}:{NOBODY}",
-        "--cpus",
-        "2",
-        "--memory",
-        "4g",
-        "--memory-swap",
-        "4g",
-        "--pids-limit",
-        "512",
-        "-v",
-        f"{ROOT / 'include'}:/opt/include:ro",
-        "-v",
-        f"{data.parent}:/data:ro",
-        "--entrypoint",
-        "python",
+    docker = _common.docker_run(
         image,
-        "-c",
-        image_code,
-    ]
+        ["-c", image_code],
+        mounts=[
+            Mount("/opt/include", str(ROOT / "include"), type="bind", read_only=True),
+            Mount("/data", str(data.parent), type="bind", read_only=True),
+        ],
+    )
     host, contained = [], []
     for _ in range(repeat):
         for argv, into in (([sys.executable, "-c", host_code], host), (docker, contained)):
@@ -687,6 +643,32 @@ def analyse(run: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def failure(run: dict[str, Any]) -> str | None:
+    """Why a DAG run did not succeed (its failed tasks and their errors), or None.
+
+    A failed run stops early, so its wall time covers only part of the DAG: it gets no
+    ratio and no breakdown, only this line.
+    """
+    if run["state"].split(".")[-1] == "success":
+        return None
+    failed = [
+        f"{task_id} {task['state'].split('.')[-1]}"
+        + (f" ({task['error'][:200]})" if task.get("error") else "")
+        for task_id, task in run["tasks"].items()
+        if task["state"].split(".")[-1] in ("failed", "upstream_failed", "up_for_retry")
+    ]
+    return f"DAG run {run['state'].split('.')[-1]}: " + ("; ".join(failed) or "no task failed")
+
+
+def successful(entry: dict[str, Any]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """(run, analysis) pairs of the runs that succeeded: the only ones with figures."""
+    return [
+        (run, info)
+        for run, info in zip(entry["runs"], entry["analysis"], strict=True)
+        if failure(run) is None
+    ]
+
+
 def print_results(results: list[dict[str, Any]]) -> None:
     print("\n-- DAG wall time vs the steps' own timing (seconds)")
     print(
@@ -699,7 +681,13 @@ def print_results(results: list[dict[str, Any]]) -> None:
             print(f"   {entry['rows']:>9,} {entry['runner']:<9} failed: {entry['error'][:200]}")
             continue
         for run, info in zip(entry["runs"], entry["analysis"], strict=True):
-            # A failed run has no step timings: print nan ratios instead of dividing by 0.
+            why = failure(run)
+            if why is not None:
+                print(
+                    f"   {entry['rows']:>9,} {entry['runner']:<9} {run['run']:>3} FAILED "
+                    f"after {run['wall']:.1f} s, no ratio: {why}"
+                )
+                continue
             compute = info["compute"] or float("nan")
             fit = info["fit"] or float("nan")
             print(
@@ -710,13 +698,14 @@ def print_results(results: list[dict[str, Any]]) -> None:
                 f"{run['wall'] / fit:8.2f}"
             )
     print(
-        "   own = validate + train + evaluate 'seconds' from their records (gate and promote "
-        "record no timing); fit = train 'fit_seconds' (the model fit alone)"
+        "   own = validate + train + evaluate + deploy 'seconds' from their records (gate "
+        "and promote record no timing; deploy's includes its smoke test and canary); "
+        "fit = train 'fit_seconds' (the model fit alone)"
     )
     for entry in results:
         if "error" in entry:
             continue
-        for run, info in zip(entry["runs"], entry["analysis"], strict=True):
+        for run, info in successful(entry):
             print(
                 f"\n   {entry['rows']:,} rows, {entry['runner']}, run {run['run']} "
                 f"({run['batch']}): DAG wall {run['wall']:.1f} s (load average at start "
@@ -770,7 +759,7 @@ def print_summary(results: list[dict[str, Any]]) -> None:
     for entry in results:
         if "error" in entry:
             continue
-        for run, info in zip(entry["runs"], entry["analysis"], strict=True):
+        for run, info in successful(entry):
             row = summary_row(info)
             print(
                 f"   {entry['rows']:>9,} {entry['runner']:<9} {run['run']:>3} "
@@ -830,18 +819,19 @@ def print_probes(probes: dict[str, Any]) -> None:
 
 
 def estimate(probes: dict[str, Any]) -> dict[str, float]:
-    """What the probes predict for the five step containers of one run."""
+    """What the probes predict for the step containers of one run (one per step task)."""
     container, imports = probes["container"], probes["imports"]
     engine = container["api: whole sequence"] - container["api: wait (python -c pass runs)"]
     store = (probes.get("store") or {}).get("open store + one registry call", 0.0)
+    n = len(STEP_TASKS)
     return {
-        "engine: create + start + remove, x5": 5 * engine,
-        "empty interpreter run in the container (wait), x5": 5
+        f"engine: create + start + remove, x{n}": n * engine,
+        f"empty interpreter run in the container (wait), x{n}": n
         * container["api: wait (python -c pass runs)"],
         "step imports in the image (each step's set)": sum(
             imports["image"][f"step {k}"] for k in STEP_TASKS
         ),
-        "MLflow SQLite store open, x5": 5 * store,
+        f"MLflow SQLite store open, x{n}": n * store,
         "interpreter shutdown + container exit/remove (each step's set)": sum(
             imports["image_exit"][f"step {k}"] for k in STEP_TASKS
         ),
@@ -851,7 +841,7 @@ def estimate(probes: dict[str, Any]) -> dict[str, float]:
 def measured_docker_overhead(entry: dict[str, Any]) -> list[dict[str, float]]:
     """The same categories, measured in the docker runs (sums over the step tasks)."""
     out = []
-    for info in entry["analysis"]:
+    for _, info in successful(entry):
         steps = [v for v in info["per_step"].values() if v]
         out.append(
             {
@@ -936,7 +926,10 @@ def main() -> None:
                     payload = run_child(world, runner, image, env, log)
                     entry.update(payload)
                     entry["analysis"] = [analyse(run) for run in payload["runs"]]
-                    walls = ", ".join(f"{r['wall']:.1f} s" for r in payload["runs"])
+                    walls = ", ".join(
+                        f"{r['wall']:.1f} s" if failure(r) is None else f"FAILED ({failure(r)})"
+                        for r in payload["runs"]
+                    )
                     print(f"      done: DAG walls {walls}", flush=True)
                     if runner == "docker":
                         store_home = scratch / "store-copy"
@@ -984,6 +977,9 @@ def main() -> None:
         },
     )
     print(f"\n   figures saved to {path}")
+    failed = [e for e in results if "error" in e or any(failure(r) for r in e.get("runs", []))]
+    if failed:
+        raise SystemExit(f"bench_orchestration: {len(failed)} of {len(results)} cases failed")
 
 
 def report(results: list[dict[str, Any]], probes: dict[str, Any]) -> None:
@@ -992,7 +988,7 @@ def report(results: list[dict[str, Any]], probes: dict[str, Any]) -> None:
     if probes:
         print_probes(probes)
         predicted = probes["predicted_per_run"]
-        print("\n-- what the probes predict per docker run (5 step containers)")
+        print(f"\n-- what the probes predict per docker run ({len(STEP_TASKS)} step containers)")
         for label, seconds in predicted.items():
             print(f"   {label:<66} {seconds:6.1f} s")
         print(f"   {'total':<66} {sum(predicted.values()):6.1f} s")
@@ -1000,7 +996,8 @@ def report(results: list[dict[str, Any]], probes: dict[str, Any]) -> None:
         for entry in results:
             if entry["runner"] != "docker" or "error" in entry:
                 continue
-            for run, measured in zip(entry["runs"], measured_docker_overhead(entry), strict=True):
+            runs = [run for run, _ in successful(entry)]
+            for run, measured in zip(runs, measured_docker_overhead(entry), strict=True):
                 cells = "; ".join(f"{k} {v:.1f} s" for k, v in measured.items())
                 print(f"   {entry['rows']:,} rows run {run['run']}: {cells}")
 

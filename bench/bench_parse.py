@@ -26,7 +26,6 @@ import os
 import re
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -96,22 +95,15 @@ def make_include(parent: Path, count: int) -> Path:
 def measure(mode: str, env: dict[str, str], repeat: int) -> dict[str, Any]:
     """One discarded warm-up run, then ``repeat`` runs; medians of every timed field."""
     runs = []
+    log = Path(tempfile.mkdtemp(prefix="bench-parse-")) / f"{mode}.log"
     for attempt in range(repeat + 1):
-        started = time.perf_counter()
-        proc = subprocess.run(
-            [sys.executable, __file__, "--child", mode],
-            env=env,
-            capture_output=True,
-            text=True,
-            check=False,
-            cwd=ROOT,
-        )
-        wall = time.perf_counter() - started
-        line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
-        if proc.returncode != 0 or line is None:
-            raise SystemExit(f"child {mode} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+        child = _common.run_child(__file__, ["--child", mode], env=env, log=log, cwd=ROOT)
+        output = log.read_text(encoding="utf-8", errors="replace").splitlines()
+        line = next((x for x in output if x.startswith("RESULT ")), None)
+        if child.returncode != 0 or line is None:
+            raise SystemExit(f"child {mode} failed ({child.returncode}):\n{child.tail()}")
         record = json.loads(line.removeprefix("RESULT "))
-        record["process_wall"] = wall
+        record["process_wall"] = child.wall
         if attempt:  # the first run warms the page cache and writes airflow.cfg
             runs.append(record)
     timed = [k for k, v in runs[0].items() if isinstance(v, float)]

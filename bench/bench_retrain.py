@@ -254,28 +254,17 @@ def view_b(files: list[Path], work: Path) -> list[dict[str, Any]]:
     runs = []
     for index, data in enumerate(files, 1):
         result = work / f"instrumented-run{index}.json"
-        with _common.Meter() as meter:
-            proc = subprocess.run(
-                [
-                    sys.executable,
-                    __file__,
-                    "--child",
-                    "--data",
-                    str(data),
-                    "--out",
-                    str(work / f"instrumented-run{index}"),
-                    "--result",
-                    str(result),
-                ],
-                env=_env(home),
-                capture_output=True,
-                text=True,
-                cwd=work,
-                check=False,
-            )
-        wall = meter.wall
+        argv = ["--child", "--data", str(data), "--out", str(work / f"instrumented-run{index}")]
+        child = _common.run_child(
+            __file__,
+            [*argv, "--result", str(result)],
+            env=_env(home),
+            log=work / f"instrumented-run{index}.log",
+            cwd=work,
+        )
+        wall, meter = child.wall, child.meter
         if not result.exists():
-            raise SystemExit(f"instrumented retrain {index} failed:\n{proc.stderr[-3000:]}")
+            raise SystemExit(f"instrumented retrain {index} failed:\n{child.tail()}")
         runs.append(
             {
                 "process_wall": wall,

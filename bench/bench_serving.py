@@ -76,7 +76,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -167,12 +166,6 @@ def train_versions(work: Path, rows: int, log: Path) -> dict[str, Any]:
 # The two servers -------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def start_ours(work: Path, home: Path) -> tuple[Any, int, float]:
     """Our server as a local process, serving the champion (v1); returns it, pid, seconds."""
     from mlops_pack.airflow.model_server import serve_champion, start_server_process
@@ -184,7 +177,7 @@ def start_ours(work: Path, home: Path) -> tuple[Any, int, float]:
         home=home,
         secrets_dir=work / "secrets",
         log_file=work / "ours.log",
-        port=free_port(),
+        port=_common.free_port(),
     )
     version = serve_champion(served)
     if version != "1":
@@ -194,7 +187,7 @@ def start_ours(work: Path, home: Path) -> tuple[Any, int, float]:
 
 def start_mlflow(work: Path, home: Path, timeout: float) -> tuple[int, int, float]:
     """``mlflow models serve`` for models:/churn/1 with one worker; returns port, pid, s."""
-    port = free_port()
+    port = _common.free_port()
     env = dict(os.environ, PATH=f"{MLFLOW.parent}{os.pathsep}{os.environ.get('PATH', '')}")
     command = [str(MLFLOW), "models", "serve", "-m", f"models:/{MODEL}/1", "-h", "127.0.0.1"]
     command += ["-p", str(port), "--env-manager", "local", "--workers", "1"]

@@ -31,7 +31,6 @@ import os
 import resource
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -232,66 +231,37 @@ def run_child(
         GX_ANALYTICS_ENABLED="false",
         MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false",
     )
-    argv = [
-        sys.executable,
-        __file__,
-        "--child",
-        kind,
-        "--data",
-        str(data),
-        "--result",
-        str(result),
-        "--chunk-rows",
-        str(chunk_rows),
-    ]
+    args = ["--child", kind, "--data", str(data), "--result", str(result)]
+    args += ["--chunk-rows", str(chunk_rows)]
     if not instrument:
-        argv.append("--no-instrument")
-    meter = _common.Meter().__enter__()
-    started = time.perf_counter()
-    with log.open("wb") as handle:
-        # preexec_fn is safe here: this parent process runs no threads.
-        proc = subprocess.Popen(
-            argv,
-            stdout=handle,
-            stderr=subprocess.STDOUT,
-            env=env,
-            preexec_fn=preexec,  # noqa: PLW1509
-            cwd=work,
-        )
-    deadline = started + timeout
-    timed_out = False
-    while True:
-        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-        if pid:
-            break
-        now = time.perf_counter()
-        if now > deadline or (
-            now > started + import_timeout and not result.with_suffix(".imported").exists()
-        ):
-            timed_out = True
-            proc.kill()
-            pid, status, usage = os.wait4(proc.pid, 0)
-            break
-        time.sleep(0.05)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    wall = time.perf_counter() - started
-    meter.__exit__(None, None, None)
+        args.append("--no-instrument")
+    marker = result.with_suffix(".imported")
+    child = _common.run_child(
+        __file__,
+        args,
+        env=env,
+        log=log,
+        cwd=work,
+        timeout=timeout,
+        give_up=lambda elapsed: elapsed > import_timeout and not marker.exists(),
+        preexec=preexec,
+    )
     out: dict[str, Any] = {}
     if result.exists():
         out = json.loads(result.read_text(encoding="utf-8"))
     out.update(
         {
-            "exit_code": proc.returncode,
-            "process_wall": wall,
-            "timed_out": timed_out,
-            "imports_done": result.with_suffix(".imported").exists(),
-            "meter": meter.as_dict(),
-            "child_maxrss_mb": usage.ru_maxrss / 1024,
-            "log_tail": log.read_text(encoding="utf-8", errors="replace")[-1500:],
+            "exit_code": child.returncode,
+            "process_wall": child.wall,
+            "timed_out": child.timed_out,
+            "imports_done": marker.exists(),
+            "meter": child.meter.as_dict(),
+            "child_maxrss_mb": child.maxrss_mb,
+            "log_tail": child.tail(1500),
         }
     )
-    if proc.returncode < 0:
-        out["signal"] = signal.Signals(-proc.returncode).name
+    if child.returncode < 0:
+        out["signal"] = signal.Signals(-child.returncode).name
     shutil.rmtree(work, ignore_errors=True)
     return out
 

@@ -1,8 +1,8 @@
 """An in-house extension: a custom metric, registered for specs, the gate and the steps.
 
-Enable with ``MLOPS_PACK_EXTENSIONS=churn_extras`` and this folder on ``PYTHONPATH`` (and
-in the task image, for the Docker runner). Importing it must stay light: the DAG factory
-imports it at parse time, so numpy is only imported inside the metric.
+Enable with ``MLOPS_PACK_EXTENSIONS=churn_extras`` and ``MLOPS_PACK_EXTENSIONS_DIR`` naming
+this folder (step containers get it mounted read-only). Importing it must stay light: the
+DAG factory imports it at parse time, so numpy is only imported inside the metric.
 """
 
 from __future__ import annotations

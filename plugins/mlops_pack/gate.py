@@ -34,6 +34,17 @@ def _usable(value: float | None) -> bool:
     return value is not None and not math.isnan(value)
 
 
+# What a check's value is (Check.value_label): the same words in records and tables.
+POINT = "point"
+DELTA = "delta, point"
+ROWS = "rows"
+BYTES = "bytes"
+
+
+def _ci_lower(confidence: float) -> str:
+    return f"delta, CI lower {confidence * 100:g}%"
+
+
 def _fmt(value: float | None) -> str:
     return "missing" if value is None else ("NaN" if math.isnan(value) else f"{value:+.4f}")
 
@@ -80,6 +91,7 @@ def _floor_checks(policy: Gate, challenger: ModelScore) -> list[Check]:
                 kind="floor",
                 metric=metric,
                 value=value,
+                value_label=POINT,
                 threshold=bound,
                 comparator=comparator,
                 verdict=verdict,
@@ -99,6 +111,7 @@ def _budget_checks(policy: Gate, challenger: ModelScore) -> list[Check]:
                 name="model size",
                 kind="budget",
                 value=float(challenger.size_bytes),
+                value_label=BYTES,
                 threshold=float(budgets.max_model_bytes),
                 comparator="<=",
                 verdict="pass" if ok else "fail",
@@ -113,6 +126,7 @@ def _budget_checks(policy: Gate, challenger: ModelScore) -> list[Check]:
                 name="latency p95",
                 kind="budget",
                 value=value,
+                value_label="ms, p95",
                 threshold=budgets.max_latency_ms_p95,
                 comparator="<=",
                 verdict="pass" if ok else "fail",
@@ -158,6 +172,7 @@ def _primary_check(
             kind="primary",
             metric=metric,
             value=delta.improvement,
+            value_label=DELTA,
             comparator=comparator,
             verdict="fail",
             detail=f"relative margin needs a champion {metric}, which is {_fmt(baseline)}",
@@ -170,6 +185,7 @@ def _primary_check(
                 kind="primary",
                 metric=metric,
                 value=delta.improvement,
+                value_label=DELTA,
                 threshold=threshold,
                 comparator=comparator,
                 verdict="fail",
@@ -183,15 +199,18 @@ def _primary_check(
             f"improvement {delta.improvement:+.4f}, {unc.confidence:.0%} CI "
             f"[{statistic:+.4f}, {upper:+.4f}]; gated on the lower bound"
         )
+        label = _ci_lower(unc.confidence)
     else:
         statistic = delta.improvement
         detail = f"improvement {delta.improvement:+.4f} (point estimate)"
+        label = DELTA
     ok = statistic > threshold if primary.mode == "superiority" else statistic >= threshold
     return Check(
         name=name,
         kind="primary",
         metric=metric,
         value=statistic,
+        value_label=label,
         threshold=threshold,
         comparator=comparator,
         verdict="pass" if ok and _usable(statistic) else "fail",
@@ -216,6 +235,7 @@ def _guardrail_checks(
                     kind="guardrail",
                     metric=guard.metric,
                     value=improvement,
+                    value_label=DELTA,
                     threshold=None if math.isnan(allowed) else allowed,
                     comparator=">=",
                     verdict="fail",
@@ -235,6 +255,7 @@ def _guardrail_checks(
                 kind="guardrail",
                 metric=guard.metric,
                 value=improvement,
+                value_label=DELTA,
                 threshold=allowed,
                 comparator=">=",
                 verdict="pass" if ok else "fail",
@@ -262,6 +283,7 @@ def _slice_checks(policy: Gate, evaluation: EvaluationRecord) -> list[Check]:
                     kind="slice",
                     metric=metric,
                     value=float(item.rows),
+                    value_label=ROWS,
                     threshold=float(slices.min_size),
                     comparator=">=",
                     verdict="skip",
@@ -288,6 +310,7 @@ def _slice_checks(policy: Gate, evaluation: EvaluationRecord) -> list[Check]:
                 kind="slice",
                 metric=metric,
                 value=improvement,
+                value_label=DELTA,
                 threshold=-slices.tolerance,
                 comparator=">=",
                 verdict="pass" if ok else "fail",
@@ -367,14 +390,26 @@ def decide(
     )
 
 
+def _cell(value: float, label: str) -> str:
+    value += 0.0  # -0.0 (a zero tolerance, negated) prints as 0
+    if label in (ROWS, BYTES):
+        return f"{value:,.0f}"
+    return f"{value:+.4f}" if label.startswith("delta") else f"{value:.4f}"
+
+
 def decision_table(decision: DecisionRecord) -> str:
-    """A fixed-width table of every check, for terminals and task logs."""
-    rows = [("check", "value", "rule", "verdict")]
+    """A fixed-width table of every check, for terminals and task logs.
+
+    The ``value is`` column says what each number is (a CI bound of the improvement, a
+    point estimate, a row count, ...): checks compare different kinds of numbers.
+    """
+    rows = [("check", "value", "value is", "rule", "verdict")]
     for c in decision.checks:
-        value = "" if c.value is None else f"{c.value:.4f}"
-        rule = "" if c.threshold is None else f"{c.comparator} {c.threshold:.4f}"
-        rows.append((c.name, value, rule, c.verdict.upper()))
-    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+        value = "" if c.value is None else _cell(c.value, c.value_label)
+        rule = "" if c.threshold is None else f"{c.comparator} {_cell(c.threshold, c.value_label)}"
+        label = c.value_label if c.value is not None else ""
+        rows.append((c.name, value, label, rule, c.verdict.upper()))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)) for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join([*lines, "", decision.summary])

@@ -78,6 +78,8 @@ class Check(_Record):
     value: float | None = None
     threshold: float | None = None
     comparator: str | None = None
+    # What ``value`` is, for people reading a table: "delta, CI lower 95%", "rows", ...
+    value_label: str = ""
     verdict: Literal["pass", "fail", "skip"]
     detail: str = ""
 

@@ -1000,7 +1000,7 @@ def test_decision_table_lists_every_check():
         decision = decide(full_evaluation(auc), full_policy())
         table = decision_table(decision)
         lines = table.splitlines()
-        assert lines[0].split() == ["check", "value", "rule", "verdict"]
+        assert lines[0].split() == ["check", "value", "value", "is", "rule", "verdict"]
         assert set(lines[1]) <= {"-", " "}
         for c in decision.checks:
             row = next(line for line in lines if line.startswith(c.name))

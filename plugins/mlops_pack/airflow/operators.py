@@ -30,6 +30,7 @@ from mlops_pack.airflow.exceptions import (
 STEP_INCLUDE = "/opt/include"
 STEP_DATA = "/data"
 STEP_WORK = "/work"
+STEP_EXTENSIONS = "/opt/extensions"
 
 
 def _env_path(name: str, default: Path) -> Path:
@@ -243,6 +244,7 @@ class MlopsStepOperator(BaseOperator):
         from docker.types import Mount
 
         from mlops_pack.airflow import container
+        from mlops_pack.extensions import extensions_dir
 
         include = default_include_dir()
         data = _env_path("MLOPS_PACK_DATA_DIR", include / "data")
@@ -260,9 +262,17 @@ class MlopsStepOperator(BaseOperator):
             "MLOPS_PACK_DATA_DIR": STEP_DATA,
             "MLOPS_PACK_DAG_RUN_ID": context["run_id"],
         }
-        for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLOPS_PACK_LOCK_DIR"):
+        passed = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLOPS_PACK_LOCK_DIR")
+        for name in (*passed, "MLOPS_PACK_EXTENSIONS"):
             if os.environ.get(name):
                 environment[name] = os.environ[name]
+        extra_mounts = []
+        extensions = extensions_dir()
+        if extensions is not None:  # in-house modules: read-only, importable by the step
+            extra_mounts.append(
+                Mount(STEP_EXTENSIONS, str(extensions), type="bind", read_only=True)
+            )
+            environment["MLOPS_PACK_EXTENSIONS_DIR"] = STEP_EXTENSIONS
         spec = container.ContainerSpec(
             image=self.image or os.environ.get("MLOPS_PACK_TASK_IMAGE", "mlops-pack-task:latest"),
             command=args,
@@ -274,6 +284,7 @@ class MlopsStepOperator(BaseOperator):
                 # The store is mounted at its host path so recorded artifact URIs resolve.
                 Mount(str(home), str(home), type="bind", read_only=False),
                 Mount(STEP_WORK, str(work), type="bind", read_only=False),
+                *extra_mounts,
             ],
             environment=environment,
             network_mode=self.network_mode,
