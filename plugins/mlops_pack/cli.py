@@ -76,13 +76,28 @@ def _context(args: argparse.Namespace):
 
 
 def cmd_check_spec(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
+    """Schema rules, then what only scikit-learn can tell: the estimator exists, suits the
+    task and takes the params. Every file is checked; any failure makes the exit code 2."""
+    from mlops_pack.errors import SpecError
     from mlops_pack.spec import load_spec
+    from mlops_pack.steps.estimator_check import make_estimator
 
-    checked = {}
+    checked, failed = {}, []
     for path in args.specs:
-        spec = load_spec(path)
+        try:
+            spec = load_spec(path)
+            make_estimator(spec, str(path))
+        except SpecError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            failed.append(str(exc))
+            continue
         checked[spec.name] = spec.sha256()
         print(f"{path}: ok (sha256 {spec.sha256()[:12]})")
+    if failed:
+        raise SpecError(
+            f"{len(failed)} of {len(args.specs)} spec files failed the checks above",
+            {"errors": failed, "specs": checked},
+        )
     return EXIT_OK, {"specs": checked}
 
 
