@@ -26,6 +26,7 @@ from mlops_pack.airflow.exceptions import (
     DeployFailure,
     MlopsBadInputFailure,
 )
+from mlops_pack.settings import store_not_writable, writable_by
 
 STEP_INCLUDE = "/opt/include"
 STEP_DATA = "/data"
@@ -248,6 +249,9 @@ class MlopsStepOperator(BaseOperator):
         data = _env_path("MLOPS_PACK_DATA_DIR", include / "data")
         home = _home()
         uid, gid = container_user(home)
+        if not writable_by(home, uid, gid):  # fail before a container starts, never retried
+            problem = store_not_writable(home, uid, gid, "its owner and mode deny that user")
+            raise MlopsBadInputFailure(str(problem), problem.payload)
         user = f"{uid}:{gid}"
         hand_over(work, uid, gid)
         args = [a.replace("{include}", STEP_INCLUDE).replace("{work}", STEP_WORK) for a in argv]
