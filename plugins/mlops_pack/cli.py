@@ -104,7 +104,22 @@ def cmd_check_spec(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
 def cmd_schema(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
     from mlops_pack.spec import spec_json_schema
 
-    text = json.dumps(spec_json_schema(), indent=2, sort_keys=True) + "\n"
+    if args.markdown:
+        import yaml
+
+        from mlops_pack.spec_reference import spec_reference_markdown
+
+        examples = (
+            [
+                yaml.safe_load(path.read_text(encoding="utf-8"))
+                for path in sorted(Path(args.examples).glob("*.yaml"))
+            ]
+            if args.examples
+            else []
+        )
+        text = spec_reference_markdown(spec_json_schema(), examples)
+    else:
+        text = json.dumps(spec_json_schema(), indent=2, sort_keys=True) + "\n"
     if args.output:
         Path(args.output).write_text(text, encoding="utf-8")
     else:
@@ -319,6 +334,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("schema", help="print the model spec JSON schema")
     p.add_argument("--output")
+    p.add_argument(
+        "--markdown", action="store_true", help="the spec reference (docs/spec-reference.md)"
+    )
+    p.add_argument("--examples", help="with --markdown: a folder of spec files to quote")
     p.set_defaults(func=cmd_schema, writes_result=False)
 
     p = sub.add_parser("generate", help="write example data")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -196,3 +197,49 @@ def test_check_spec_refuses_estimators_that_cannot_train(tmp_path):
 def test_check_spec_passes_the_example_specs():
     done = _check_spec(*SPECS)
     assert done.returncode == 0, done.stderr
+
+
+def test_spec_reference_is_generated_from_the_current_schema(tmp_path, monkeypatch):
+    from mlops_pack.cli import main
+
+    monkeypatch.delenv("MLOPS_PACK_EXTENSIONS", raising=False)  # built-in metrics only
+    out = tmp_path / "spec-reference.md"
+    argv = ["schema", "--markdown", "--examples", str(ROOT / "include/models")]
+    assert main([*argv, "--output", str(out)]) == 0
+    committed = (ROOT / "docs" / "spec-reference.md").read_text()
+    assert committed == out.read_text(), (
+        "docs/spec-reference.md is stale; run: mlops-pack schema --markdown "
+        "--examples include/models --output docs/spec-reference.md"
+    )
+
+
+def test_spec_reference_names_every_key_with_a_type_and_an_example():
+    text = (ROOT / "docs" / "spec-reference.md").read_text()
+    documented = set()
+    section = ""
+    for line in text.splitlines():
+        if line.startswith("## `"):
+            section = line.removeprefix("## `").removesuffix("`") + "."
+        elif line.startswith("## "):
+            section = "" if line == "## Top level" else None
+        elif section is not None and line.startswith("| `"):
+            cells = re.split(r"(?<!\\)\|", line.strip().strip("|"))
+            key, kind, _, _, example, _ = (c.strip() for c in cells)
+            documented.add(section + key.strip("`"))
+            assert kind, line
+            assert example or "mapping" in kind, f"no example: {line}"
+
+    def keys(model, prefix=""):
+        for name, field in model.model_fields.items():
+            key = prefix + (field.alias or name)
+            yield key
+            inner = field.annotation
+            for arg in (*getattr(inner, "__args__", ()), inner):
+                if isinstance(arg, type) and issubclass(arg, BaseModel):
+                    suffix = "[]." if getattr(inner, "__origin__", None) is list else "."
+                    yield from keys(arg, key + suffix)
+
+    from mlops_pack.spec import ModelSpec
+    from pydantic import BaseModel
+
+    assert set(keys(ModelSpec)) == documented
