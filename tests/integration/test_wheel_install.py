@@ -159,10 +159,14 @@ def _clean_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith(prefixes)}
 
 
+@pytest.fixture(scope="module")
+def venv(tmp_path_factory) -> Path:
+    """The venv with this checkout's wheel installed, once per test session."""
+    return _venv(_wheel(tmp_path_factory.mktemp("wheel")), _clean_env())
+
+
 @pytest.mark.timeout(3600)  # the first run installs Airflow into the cached venv
-def test_installed_wheel_runs_a_users_own_model(tmp_path):
-    wheel = _wheel(tmp_path)
-    venv = _venv(wheel, _clean_env())
+def test_installed_wheel_runs_a_users_own_model(venv, tmp_path):
     bin_ = venv / "bin"
     user = _user_project(tmp_path / "project")
     env = {
@@ -204,9 +208,8 @@ def test_installed_wheel_runs_a_users_own_model(tmp_path):
     assert champion[-1] == "1"  # validate, train, evaluate, gate and promote all ran
 
 
-def test_installed_wheel_without_specs_says_where_it_looked(tmp_path):
-    wheel = _wheel(tmp_path)
-    venv = _venv(wheel, _clean_env())
+@pytest.mark.timeout(3600)
+def test_installed_wheel_without_specs_says_where_it_looked(venv, tmp_path):
     airflow_home = tmp_path / "empty-airflow"
     (airflow_home / "dags").mkdir(parents=True)
     env = {**_clean_env(), "AIRFLOW_HOME": str(airflow_home)}
