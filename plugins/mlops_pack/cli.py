@@ -76,20 +76,50 @@ def _context(args: argparse.Namespace):
 
 
 def cmd_check_spec(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
+    """Schema rules, then what only scikit-learn can tell: the estimator exists, suits the
+    task and takes the params. Every file is checked; any failure makes the exit code 2."""
+    from mlops_pack.errors import SpecError
     from mlops_pack.spec import load_spec
+    from mlops_pack.steps.estimator_check import make_estimator
 
-    checked = {}
+    checked, failed = {}, []
     for path in args.specs:
-        spec = load_spec(path)
+        try:
+            spec = load_spec(path)
+            make_estimator(spec, str(path))
+        except SpecError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            failed.append(str(exc))
+            continue
         checked[spec.name] = spec.sha256()
         print(f"{path}: ok (sha256 {spec.sha256()[:12]})")
+    if failed:
+        raise SpecError(
+            f"{len(failed)} of {len(args.specs)} spec files failed the checks above",
+            {"errors": failed, "specs": checked},
+        )
     return EXIT_OK, {"specs": checked}
 
 
 def cmd_schema(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
     from mlops_pack.spec import spec_json_schema
 
-    text = json.dumps(spec_json_schema(), indent=2, sort_keys=True) + "\n"
+    if args.markdown:
+        import yaml
+
+        from mlops_pack.spec_reference import spec_reference_markdown
+
+        examples = (
+            [
+                yaml.safe_load(path.read_text(encoding="utf-8"))
+                for path in sorted(Path(args.examples).glob("*.yaml"))
+            ]
+            if args.examples
+            else []
+        )
+        text = spec_reference_markdown(spec_json_schema(), examples)
+    else:
+        text = json.dumps(spec_json_schema(), indent=2, sort_keys=True) + "\n"
     if args.output:
         Path(args.output).write_text(text, encoding="utf-8")
     else:
@@ -314,6 +344,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("schema", help="print the model spec JSON schema")
     p.add_argument("--output")
+    p.add_argument(
+        "--markdown", action="store_true", help="the spec reference (docs/spec-reference.md)"
+    )
+    p.add_argument("--examples", help="with --markdown: a folder of spec files to quote")
     p.set_defaults(func=cmd_schema, writes_result=False)
 
     p = sub.add_parser("generate", help="write example data")

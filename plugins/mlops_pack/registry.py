@@ -59,7 +59,7 @@ class Registry:
             os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
             from mlflow.tracking import MlflowClient
 
-            self.settings.home.mkdir(parents=True, exist_ok=True)
+            self.settings.check_store_writable()
             self._client = MlflowClient(self.settings.tracking_uri, self.settings.registry_uri)
         return self._client
 

@@ -12,8 +12,15 @@ data path comes from a trigger form or REST call, and must not reach arbitrary f
 from __future__ import annotations
 
 import os
+import stat
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+
+from mlops_pack.errors import BadInputError
+
+# What the embedded default writes under the store, besides new files in it.
+STORE_ENTRIES = ("mlflow.db", "mlartifacts", "locks")
 
 
 @dataclass(frozen=True)
@@ -47,3 +54,60 @@ class Settings:
                 if root.strip()
             ),
         )
+
+    def check_store_writable(self) -> None:
+        """Refuse at once a store this process cannot write (before MLflow opens it).
+
+        SQLite on an unwritable folder fails only after MLflow's and Airflow's retries
+        (minutes) with "unable to open database file", which names neither the folder nor
+        the user. A real write is the only reliable test (ACLs, read-only mounts).
+        """
+        home = self.home
+        try:
+            home.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryFile(dir=home):
+                pass
+        except OSError as exc:
+            raise store_not_writable(home, os.geteuid(), os.getegid(), exc.strerror) from None
+        for name in STORE_ENTRIES:
+            entry = home / name
+            if entry.exists() and not os.access(entry, os.W_OK):
+                raise store_not_writable(
+                    home, os.geteuid(), os.getegid(), f"{name} is not writable"
+                )
+
+
+def store_not_writable(home: Path, uid: int, gid: int, reason: str) -> BadInputError:
+    """The one message for an unwritable store, from the step or from the operator."""
+    return BadInputError(
+        f"MLOPS_PACK_HOME {home}: not writable by uid {uid} (gid {gid}): {reason}. Step "
+        "containers run as the store's owner (a root-owned store maps to 65534, nobody) "
+        f"or as MLOPS_PACK_CONTAINER_USER. Fix: chown -R {uid}:{gid} {home}, or set "
+        "MLOPS_PACK_CONTAINER_USER=uid:gid of a user who can write it",
+        {"rule": "store_writable", "directory": str(home), "uid": uid, "gid": gid},
+    )
+
+
+def writable_by(path: Path, uid: int, gid: int) -> bool:
+    """Whether ``uid:gid`` (no supplementary groups, as in a step container) may create
+    files in ``path``, judged from its mode bits; a folder with an ACL is given the
+    benefit of the doubt, as the step checks again with a real write."""
+    if uid == 0:
+        return True
+    info = path.stat()
+    if "system.posix_acl_access" in _xattrs(path):
+        return True
+    if info.st_uid == uid:
+        needed = stat.S_IWUSR | stat.S_IXUSR
+    elif info.st_gid == gid:
+        needed = stat.S_IWGRP | stat.S_IXGRP
+    else:
+        needed = stat.S_IWOTH | stat.S_IXOTH
+    return info.st_mode & needed == needed
+
+
+def _xattrs(path: Path) -> list[str]:
+    try:
+        return os.listxattr(path)
+    except OSError:  # no xattr support on this file system: no ACLs either
+        return []

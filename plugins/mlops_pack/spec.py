@@ -121,7 +121,11 @@ class Holdout(_Strict):
     strategy: Literal["split", "file"] = "split"
     fraction: float = Field(0.2, gt=0.0, lt=0.9)
     stratify: bool = True
-    path: str | None = None
+    path: str | None = Field(
+        None,
+        description="strategy 'file': the holdout file, relative to the include dir.",
+        examples=["holdouts/churn.csv"],
+    )
     seed: int = 7
 
     @model_validator(mode="after")
@@ -155,7 +159,7 @@ class Guardrail(_Strict):
 
 class Slices(_Strict):
     columns: list[str] = Field(default_factory=list)
-    metric: str | None = None
+    metric: str | None = Field(None, description="Metric compared per slice.", examples=["roc_auc"])
     tolerance: float = Field(0.02, ge=0.0)
     min_size: int = Field(200, ge=1)
 
@@ -255,7 +259,11 @@ class Serving(_Strict):
 
 class Schedule(_Strict):
     cron: str | None = None
-    asset: str | None = Field(None, description="Asset URI; an update triggers retraining.")
+    asset: str | None = Field(
+        None,
+        description="Asset URI; an update triggers retraining.",
+        examples=["s3://bucket/churn/latest.csv"],
+    )
 
     @model_validator(mode="after")
     def _one_of(self) -> Schedule:
@@ -267,11 +275,17 @@ class Schedule(_Strict):
 class ModelSpec(_Strict):
     """A model: its data, features, estimator, checks, holdout, metrics and gate."""
 
-    name: Annotated[str, Field(pattern=NAME_PATTERN)]
+    name: Annotated[
+        str,
+        Field(
+            pattern=NAME_PATTERN,
+            description="The model's name; must equal the file name (churn.yaml: churn).",
+        ),
+    ]
     description: str = ""
     task: Literal["classification", "regression"]
     data: DataSource
-    target: str
+    target: str = Field(description="The label column.")
     positive_class: str | int | None = Field(
         None, description="Binary classification: the label value scored as positive."
     )

@@ -26,6 +26,7 @@ from mlops_pack.airflow.exceptions import (
     DeployFailure,
     MlopsBadInputFailure,
 )
+from mlops_pack.settings import store_not_writable, writable_by
 
 STEP_INCLUDE = "/opt/include"
 STEP_DATA = "/data"
@@ -38,8 +39,34 @@ def _env_path(name: str, default: Path) -> Path:
 
 
 def default_include_dir() -> Path:
-    # plugins/mlops_pack/airflow/operators.py -> the checkout's include/
-    return _env_path("MLOPS_PACK_INCLUDE_DIR", Path(__file__).resolve().parents[3] / "include")
+    """The folder with the specs (``models/``) and suites (``expectations/``).
+
+    In this order: ``MLOPS_PACK_INCLUDE_DIR`` when set (used as is); ``include/`` beside
+    Airflow's dags folder (the layout of Airflow projects); the source checkout's
+    ``include/`` when the pack runs from a checkout. An installed wheel has no checkout,
+    so a deployment sets the variable or keeps ``include/`` next to ``dags/``.
+    """
+    explicit = os.environ.get("MLOPS_PACK_INCLUDE_DIR")
+    if explicit:
+        candidates = [("MLOPS_PACK_INCLUDE_DIR", Path(explicit).absolute())]
+    else:
+        from airflow.configuration import conf
+
+        dags = Path(conf.get("core", "dags_folder")).expanduser().absolute()
+        # plugins/mlops_pack/airflow/operators.py -> the checkout's include/
+        checkout = Path(__file__).resolve().parents[3]
+        candidates = [("beside the dags folder", dags.parent / "include")]
+        if (checkout / "pyproject.toml").is_file():
+            candidates.append(("in the source checkout", checkout / "include"))
+    for _, folder in candidates:
+        if any((folder / "models").glob("*.yaml")):
+            return folder
+    tried = "; ".join(f"{folder} ({where})" for where, folder in candidates)
+    raise MlopsBadInputFailure(
+        f"no include dir with model specs (models/*.yaml): tried {tried}. Fix: set "
+        "MLOPS_PACK_INCLUDE_DIR to the folder holding models/ and expectations/, or put "
+        "them in include/ next to the dags folder (docs/bring-your-own-model.md)"
+    )
 
 
 class MlopsStepOperator(BaseOperator):
@@ -250,6 +277,9 @@ class MlopsStepOperator(BaseOperator):
         data = _env_path("MLOPS_PACK_DATA_DIR", include / "data")
         home = _home()
         uid, gid = container_user(home)
+        if not writable_by(home, uid, gid):  # fail before a container starts, never retried
+            problem = store_not_writable(home, uid, gid, "its owner and mode deny that user")
+            raise MlopsBadInputFailure(str(problem), problem.payload)
         user = f"{uid}:{gid}"
         hand_over(work, uid, gid)
         args = [a.replace("{include}", STEP_INCLUDE).replace("{work}", STEP_WORK) for a in argv]

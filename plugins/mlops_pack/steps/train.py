@@ -6,7 +6,6 @@ a bad dataset can never produce a model version, let alone a promotion.
 
 from __future__ import annotations
 
-import importlib
 import platform
 import tempfile
 import time
@@ -16,7 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mlops_pack.errors import BadInputError, SpecError
+from mlops_pack.errors import BadInputError
 from mlops_pack.hashing import sha256_file
 from mlops_pack.records import write_json
 from mlops_pack.registry import TAG
@@ -24,27 +23,20 @@ from mlops_pack.spec import ModelSpec
 from mlops_pack.steps import holdout as holdouts
 from mlops_pack.steps.context import StepContext
 from mlops_pack.steps.dataset import read_frame
+from mlops_pack.steps.estimator_check import make_estimator
 from mlops_pack.steps.model_io import MODEL_FILE, TRUSTED_TYPES
 
 RESULT = "train.json"
 
 
-def build_pipeline(spec: ModelSpec):
+def build_pipeline(spec: ModelSpec, source: str | None = None):
     from sklearn.compose import ColumnTransformer
     from sklearn.impute import SimpleImputer
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, StandardScaler
 
     est = spec.estimator
-    module_name, _, class_name = est.class_path.rpartition(".")
-    try:
-        estimator_class = getattr(importlib.import_module(module_name), class_name)
-    except (ImportError, AttributeError):
-        raise SpecError(f"estimator.class: cannot import {est.class_path!r}") from None
-    try:
-        estimator = estimator_class(**est.params)
-    except TypeError as exc:
-        raise SpecError(f"estimator.params: {exc}") from None
+    estimator = make_estimator(spec, source or f"spec {spec.name}")
     if "random_state" in estimator.get_params():
         estimator.set_params(random_state=est.seed)
     numeric = [c.name for c in spec.features() if c.type == "numeric"]
@@ -113,6 +105,8 @@ def train(ctx: StepContext) -> dict[str, Any]:
 
     started = time.perf_counter()
     spec, registry = ctx.spec, ctx.registry
+    # An estimator that cannot train is refused before a holdout or a model is registered.
+    make_estimator(spec, str(ctx.spec_path))
     path = ctx.data_path()
     data_sha256 = sha256_file(path)
     validation_run = _require_validated(ctx, data_sha256)
