@@ -89,7 +89,7 @@ def run_params(spec: ModelSpec) -> dict[str, Param]:
     }
 
 
-@task(task_id="run_overrides", retries=0)
+@task(task_id="run_overrides")  # bad conf fails without retry (AirflowFailException)
 def collect_overrides(params: dict[str, Any] | None = None, dag_run: Any = None) -> dict[str, Any]:
     """Turn the run's Params into validated overrides; a bad value fails here, once.
 
@@ -154,7 +154,18 @@ Every step runs in the hardened task container.
   bootstrap CI lower bound; guardrails {[g.metric for g in gate.guardrails]}; floors {gate.floors}.
 * **A rejected challenger** skips `promote`; the run stays green; the verdict is in the
   `gate` task's log and XCom.
-* **Trigger with conf**: `data_path`, `reason`, `gate_mode`, `gate_margin`, `gate_confidence`.
+* **Trigger with conf**: `data_path`, `reason`, `gate_mode`, `gate_margin`, `gate_confidence`,
+  all optional; any other key fails the run at `run_overrides`.
+{_approval_doc(spec)}"""
+
+
+def _approval_doc(spec: ModelSpec) -> str:
+    if not spec.gate.approval.required:
+        return ""
+    approval = spec.gate.approval
+    return f"""* **Approval**: a passed challenger waits in `approve` for Approve or Reject
+  ({approval.default} after {approval.timeout_hours} h); every answer is recorded in the
+  model's history by `record_approval`; `deploy`/`promote` run only on Approve.
 """
 
 
