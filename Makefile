@@ -17,7 +17,7 @@ $(BIN)/.installed: pyproject.toml constraints.txt
 # month 1 promotes the first champion, month 2 is compared on the same holdout.
 demo: $(BIN)/.installed
 	@if docker info >/dev/null 2>&1; then include/docker/build_task_image.sh >/dev/null; fi
-	DEMO_ROWS=$(DEMO_ROWS) $(BIN)/python -m mlops_pack.airflow.demo
+	@DEMO_ROWS=$(DEMO_ROWS) $(BIN)/python -m mlops_pack.airflow.demo
 
 # The same retrain without Airflow, through the CLI, in-process.
 demo-cli: $(BIN)/.installed

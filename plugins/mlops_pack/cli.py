@@ -264,6 +264,17 @@ def cmd_promote(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
     return EXIT_OK, record
 
 
+def cmd_record_approval(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
+    from mlops_pack.steps.approval import record_approval
+
+    record = record_approval(_context(args), Path(args.response), Path(args.decision))
+    print(
+        f"approval recorded: {record['option']} by {record['approver']} "
+        f"for decision {record['decision_id']} (v{record['challenger_version']})"
+    )
+    return EXIT_OK, record
+
+
 def cmd_rollback(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
     from mlops_pack.steps.decide import rollback
 
@@ -310,6 +321,11 @@ def cmd_history(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
     events = Registry().history(name)
     for event in events:
         fields = ", ".join(f"{k}={v}" for k, v in event.items() if k not in ("event_id", "kind"))
+        if event["kind"] == "approval":  # who answered what, first: the line people look for
+            fields = (
+                f"{event.get('option')} by {event.get('approver')} at "
+                f"{event.get('responded_at')} for decision {event.get('decision_id')}; {fields}"
+            )
         print(f"{event['kind']:<18} {fields}")
     return EXIT_OK, {"model": name, "events": events}
 
@@ -385,6 +401,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--decision", required=True)
     p.add_argument("--approved-by")
     _server_args(p)
+    p = _step(sub, "record-approval", cmd_record_approval, "record an approval answer")
+    p.add_argument("--response", required=True, help="the approval task's answer (JSON)")
+    p.add_argument("--decision", required=True, help="the decision it answered (JSON)")
     p = _step(sub, "rollback", cmd_rollback, "move champion back to previous (or a version)")
     p.add_argument("--reason", required=True)
     p.add_argument("--to-version")

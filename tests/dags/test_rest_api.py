@@ -1,9 +1,14 @@
-"""`make up`'s Airflow driven through its REST API with the official Python client."""
+"""`make up`'s Airflow driven through its REST API with the official Python client.
+
+The stack reads a test include dir: churn (served), churn_gated (human approval, not
+served) and a spec with a typo, which must not take the other DAGs down.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -14,12 +19,33 @@ from pathlib import Path
 
 import airflow_client.client as ac
 import pytest
-from support import ROOT, free_port
+import yaml
+from support import ROOT, free_port, open_dir
 
 PORT = free_port()
 SERVER_PORT = free_port()  # never collide with a user's `make up` or another test run
 BASE = f"http://127.0.0.1:{PORT}"
 DAG_ID = "mlops_retrain__churn"
+GATED = "mlops_retrain__churn_gated"
+BROKEN = "mlops_retrain__zz_broken"
+
+
+def _include_dir() -> Path:
+    include = open_dir("mlops-stack-include-")
+    shutil.copytree(ROOT / "include" / "expectations", include / "expectations")
+    (include / "models").mkdir()
+    churn = yaml.safe_load((ROOT / "include/models/churn.yaml").read_text())
+    (include / "models" / "churn.yaml").write_text(yaml.safe_dump(churn))
+    gated = {**churn, "name": "churn_gated"}
+    del gated["serving"]
+    gated["gate"] = {**churn["gate"], "approval": {"required": True, "timeout_hours": 1}}
+    (include / "models" / "churn_gated.yaml").write_text(yaml.safe_dump(gated))
+    broken = {**churn, "name": "zz_broken"}
+    broken["gate"] = {**churn["gate"], "primary": {**churn["gate"]["primary"], "margn": 0.01}}
+    (include / "models" / "zz_broken.yaml").write_text(yaml.safe_dump(broken))
+    for item in [include, *include.rglob("*")]:
+        item.chmod(0o755 if item.is_dir() else 0o644)
+    return include
 
 
 @pytest.fixture(scope="module")
@@ -30,16 +56,17 @@ def stack():
         **os.environ,
         "MLOPS_PACK_STACK_DIR": str(state),
         "MLOPS_PACK_AIRFLOW_PORT": str(PORT),
-        "MLOPS_PACK_SERVER_PORT_BASE": str(SERVER_PORT),  # churn; diabetes on the next port
+        "MLOPS_PACK_SERVER_PORT_BASE": str(SERVER_PORT),  # churn, the one served spec
+        "MLOPS_PACK_INCLUDE_DIR": str(_include_dir()),
     }
     for key in (
         "AIRFLOW_HOME",
         "AIRFLOW__CORE__DAGS_FOLDER",
         "MLOPS_PACK_HOME",
         "MLOPS_PACK_DATA_DIR",
-        "MLOPS_PACK_INCLUDE_DIR",
         "MLOPS_PACK_TASK_IMAGE",
         "MLOPS_PACK_RUNNER",
+        "MLOPS_PACK_SCHEDULES",
     ):
         env.pop(key, None)
     command = [sys.executable, "-m", "mlops_pack.airflow.local_stack"]
@@ -55,7 +82,14 @@ def stack():
         )
         assert up.returncode == 0, up.stdout + up.stderr + _tail(state / "airflow.log")
         assert "admin password:" in up.stdout
-        yield {"state": state, "passwords": json.loads((state / "passwords.json").read_text())}
+        assert "DAGs are unpaused and run when triggered" in up.stdout
+        # The broken spec is reported and skipped; make up still comes up.
+        assert "zz_broken.yaml: gate.primary.margn" in up.stdout
+        yield {
+            "state": state,
+            "passwords": json.loads((state / "passwords.json").read_text()),
+            "up": up.stdout,
+        }
     finally:
         subprocess.run([*command, "down"], env=env, cwd=ROOT, capture_output=True, check=False)
 
@@ -79,25 +113,41 @@ def _client(token: str | None) -> ac.ApiClient:
     return ac.ApiClient(ac.Configuration(host=BASE, access_token=token))
 
 
-def _wait_for_dag(api: ac.ApiClient) -> None:
+def _wait_for_dag(api: ac.ApiClient, dag_id: str = DAG_ID):
     for _ in range(90):
         try:
-            ac.DAGApi(api).get_dag(DAG_ID)
-            return
+            return ac.DAGApi(api).get_dag(dag_id)
         except ac.ApiException:
             time.sleep(2)
-    raise AssertionError(f"{DAG_ID} never appeared")
+    raise AssertionError(f"{dag_id} never appeared")
 
 
-def _run_to_end(api: ac.ApiClient, run_id: str, timeout: float = 900) -> str:
+def _run_to_end(api: ac.ApiClient, run_id: str, timeout: float = 900, dag_id: str = DAG_ID) -> str:
     runs = ac.DagRunApi(api)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        state = str(runs.get_dag_run(DAG_ID, run_id).state.value)
+        state = str(runs.get_dag_run(dag_id, run_id).state.value)
         if state in ("success", "failed"):
             return state
         time.sleep(3)
     raise AssertionError(f"run {run_id} did not finish in {timeout}s")
+
+
+def _trigger(api: ac.ApiClient, dag_id: str, conf: dict | None) -> str:
+    body = ac.TriggerDAGRunPostBody(logical_date=None, conf=conf)
+    return ac.DagRunApi(api).trigger_dag_run(dag_id, body).dag_run_id
+
+
+def _xcom(api: ac.ApiClient, dag_id: str, task_id: str, run_id: str) -> dict:
+    """An XCom value as the README shows: the client wraps it, and the value is JSON text."""
+    entry = ac.XComApi(api).get_xcom_entry(dag_id, task_id, run_id, "return_value")
+    value = entry.actual_instance.value
+    return json.loads(value) if isinstance(value, str) else value
+
+
+def _task_states(api: ac.ApiClient, dag_id: str, run_id: str) -> dict[str, str]:
+    listed = ac.TaskInstanceApi(api).get_task_instances(dag_id, run_id).task_instances
+    return {ti.task_id: str(ti.state.value) if ti.state else "none" for ti in listed}
 
 
 def test_rest_api_auth_trigger_poll_and_decision(stack):
@@ -107,8 +157,8 @@ def test_rest_api_auth_trigger_poll_and_decision(stack):
 
     admin = _client(_token("admin", stack["passwords"]["admin"]))
     viewer = _client(_token("viewer", stack["passwords"]["viewer"]))
-    _wait_for_dag(admin)
-    ac.DAGApi(admin).patch_dag(DAG_ID, ac.DAGPatchBody(is_paused=False))
+    # make up leaves the pack's DAGs unpaused: a triggered run starts without a click.
+    assert _wait_for_dag(admin).is_paused is False
     # A viewer can read but not trigger.
     ac.DAGApi(viewer).get_dag(DAG_ID)
     with pytest.raises(ac.ApiException) as denied:
@@ -121,10 +171,9 @@ def test_rest_api_auth_trigger_poll_and_decision(stack):
         )
     assert bad.value.status == 400
 
-    # Two runs triggered at once for one model (unpausing may also have queued the latest
-    # scheduled run): every run ends green, at most one promotes, and the alias history is
-    # one consistent chain. The manual runs train on the same batch, so after one of them
-    # (or the scheduled run) promotes, the other's identical model ties and is rejected.
+    # Two runs triggered at once for one model: both end green, one promotes, and the
+    # alias history is one consistent chain. They train on the same batch, so after one
+    # promotes, the other's identical model ties and is rejected.
     conf = {"data_path": "churn/churn_month_01.csv", "reason": "REST test"}
     runs = [
         ac.DagRunApi(admin)
@@ -134,16 +183,12 @@ def test_rest_api_auth_trigger_poll_and_decision(stack):
     ]
     states = [_run_to_end(admin, run_id) for run_id in runs]
     assert states == ["success", "success"]
-    for run in ac.DagRunApi(admin).get_dag_runs(DAG_ID).dag_runs:
-        assert _run_to_end(admin, run.dag_run_id) == "success"
-    decisions = [
-        ac.XComApi(admin)
-        .get_xcom_entry(DAG_ID, "gate", run_id, "return_value")
-        .actual_instance.value
-        for run_id in runs
-    ]
-    verdicts = [json.loads(d)["verdict"] if isinstance(d, str) else d["verdict"] for d in decisions]
-    assert verdicts.count("promote") <= 1 and "reject" in verdicts
+    # Schedules are off in make up's stack: no scheduled run joined the manual ones.
+    listed = ac.DagRunApi(admin).get_dag_runs(DAG_ID).dag_runs
+    assert sorted(r.dag_run_id for r in listed) == sorted(runs)
+    assert {str(r.run_type.value) for r in listed} == {"manual"}
+    verdicts = [_xcom(admin, DAG_ID, "gate", run_id)["verdict"] for run_id in runs]
+    assert sorted(verdicts) == ["promote", "reject"]
 
     os.environ["MLOPS_PACK_HOME"] = str(stack["state"] / "store")
     try:
@@ -177,3 +222,88 @@ def test_rest_api_auth_trigger_poll_and_decision(stack):
     with urllib.request.urlopen(request, timeout=10) as response:
         answer = json.loads(response.read())
     assert answer["version"] == "1" and answer["slot"] == "stable" and answer["labels"][0] in (0, 1)
+
+
+def test_form_and_api_agree_and_unknown_conf_keys_fail_the_run(stack):
+    admin = _client(_token("admin", stack["passwords"]["admin"]))
+    _wait_for_dag(admin)
+    # What the trigger form renders from: every field may be empty (not required), and
+    # gate_mode's empty choice carries a label, not "null".
+    params = ac.DAGApi(admin).get_dag_details(DAG_ID).params
+    for name in ("data_path", "reason", "gate_mode", "gate_margin", "gate_confidence"):
+        assert "null" in params[name]["schema"]["type"], name
+    assert params["gate_mode"]["schema"]["values_display"]["null"].startswith("spec default")
+    # REST takes the same empty values the form sends; a misspelt key fails the run at
+    # run_overrides, before any data is read or any model is trained.
+    conf = {"reason": None, "gate_mode": None, "gate_margn": 0.01}
+    run_id = _trigger(admin, DAG_ID, conf)
+    assert _run_to_end(admin, run_id, timeout=300) == "failed"
+    states = _task_states(admin, DAG_ID, run_id)
+    assert states["run_overrides"] == "failed"
+    assert states["validate"] == "upstream_failed" and states["train"] == "upstream_failed"
+
+
+def test_a_broken_spec_is_visible_and_the_other_dags_stay(stack):
+    admin = _client(_token("admin", stack["passwords"]["admin"]))
+    broken = _wait_for_dag(admin, BROKEN)
+    assert "zz_broken.yaml" in broken.description
+    assert "gate.primary.margn" in broken.description
+    assert "broken-spec" in [tag.name for tag in broken.tags]
+    for dag_id in (DAG_ID, GATED, "mlops_rollback"):
+        _wait_for_dag(admin, dag_id)
+    assert ac.ImportErrorApi(admin).get_import_errors().total_entries == 0
+
+
+def _answer(api: ac.ApiClient, run_id: str, option: str) -> None:
+    """Answer the approval request as a person would, once the run asks.
+
+    Only once the task is parked in ``awaiting_input``: the request exists a moment
+    earlier, and an answer sent then is lost (the task ran again and asked anew).
+    """
+    tasks = ac.TaskInstanceApi(api)
+    deadline = time.monotonic() + 900
+    while time.monotonic() < deadline:
+        states = _task_states(api, GATED, run_id)
+        if states.get("approve") == "awaiting_input":
+            tasks.get_hitl_detail(GATED, run_id, "approve", -1)
+            break
+        assert states.get("gate") != "failed", states
+        time.sleep(3)
+    else:
+        raise AssertionError(f"run {run_id} never asked for approval")
+    payload = ac.UpdateHITLDetailPayload(chosen_options=[option], params_input={})
+    tasks.update_hitl_detail(GATED, run_id, "approve", -1, payload)
+
+
+def test_approval_answers_are_recorded_end_to_end(stack):
+    admin = _client(_token("admin", stack["passwords"]["admin"]))
+    _wait_for_dag(admin, GATED)
+    # First run (no champion: the gate promotes) approved; no reason given, as REST allows.
+    approved = _trigger(admin, GATED, {"data_path": "churn/churn_month_01.csv"})
+    _answer(admin, approved, "Approve")
+    assert _run_to_end(admin, approved, dag_id=GATED) == "success"
+    assert _task_states(admin, GATED, approved)["promote"] == "success"
+    # Second run passes a lenient gate, and a person rejects it: nothing is promoted.
+    lenient = {"gate_mode": "non_inferiority", "gate_margin": 0.2, "reason": "reject me"}
+    rejected = _trigger(admin, GATED, {"data_path": "churn/churn_month_02.csv", **lenient})
+    _answer(admin, rejected, "Reject")
+    assert _run_to_end(admin, rejected, dag_id=GATED) == "success"
+    states = _task_states(admin, GATED, rejected)
+    assert states["record_approval"] == "success"
+    assert states["approved"] == "success" and states["promote"] == "skipped"
+
+    decisions = [_xcom(admin, GATED, "gate", run)["decision_id"] for run in (approved, rejected)]
+    os.environ["MLOPS_PACK_HOME"] = str(stack["state"] / "store")
+    try:
+        from mlops_pack.registry import Registry
+
+        events = Registry().history("churn_gated", "approval")
+        promotions = Registry().history("churn_gated", "promotion")
+    finally:
+        os.environ.pop("MLOPS_PACK_HOME")
+    assert [(e["option"], e["approver"], e["decision_id"], e["dag_run_id"]) for e in events] == [
+        ("Approve", "admin", decisions[0], approved),
+        ("Reject", "admin", decisions[1], rejected),
+    ]
+    assert all(e["responded_at"] for e in events)
+    assert [(p["to_version"], p.get("approver")) for p in promotions] == [("1", "admin")]

@@ -6,12 +6,16 @@ pandas, scikit-learn, GX or mlflow is imported, so DAG files parse in millisecon
 
 from __future__ import annotations
 
+import logging
+import os
+import re
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from airflow.sdk import DAG, Asset, Param, task
 
+from mlops_pack.airflow.approval import RecordApprovalOperator
 from mlops_pack.airflow.operators import (
     DeployModelOperator,
     EvaluateChallengerOperator,
@@ -22,14 +26,25 @@ from mlops_pack.airflow.operators import (
     ValidateDataOperator,
     default_include_dir,
 )
+from mlops_pack.errors import SpecError
 from mlops_pack.spec import ModelSpec, RunOverrides, load_spec
 
+log = logging.getLogger(__name__)
 START = datetime(2026, 1, 1)
 DEFAULT_ARGS = {"owner": "mlops", "retries": 2, "retry_delay": timedelta(seconds=20)}
+# What a run may override: the Params below, and nothing else in ``conf``.
+RUN_PARAMS = ("data_path", "reason", "gate_mode", "gate_margin", "gate_confidence")
+# ``off``: retrain DAGs run only when triggered (``make up`` sets it; see the README).
+SCHEDULES_ENV = "MLOPS_PACK_SCHEDULES"
 
 
 def run_params(spec: ModelSpec) -> dict[str, Param]:
-    """What a run may override, as Params: the UI trigger form and REST ``conf``."""
+    """What a run may override, as Params: the UI trigger form and REST ``conf``.
+
+    Every field is optional in both: the form marks a field required unless its type
+    allows null, so each type does, and an empty field means "the spec's value".
+    """
+    primary = spec.gate.primary
     return {
         "data_path": Param(
             None,
@@ -38,19 +53,31 @@ def run_params(spec: ModelSpec) -> dict[str, Param]:
             pattern=r"^[^\x00-\x1f]*$",
             description=f"Data file, relative to the data dir (default {spec.data.path}).",
         ),
-        "reason": Param("", type="string", maxLength=500, description="Why this run; recorded."),
+        "reason": Param(
+            None,
+            type=["null", "string"],
+            maxLength=500,
+            description="Why this run; recorded. Optional.",
+        ),
         "gate_mode": Param(
             None,
             type=["null", "string"],
+            # JSON schema checks enum whatever the type, so null must be listed; the form
+            # shows it with the label below instead of a literal "null".
             enum=[None, "superiority", "non_inferiority"],
-            description=f"Primary rule (default {spec.gate.primary.mode}).",
+            values_display={
+                "null": f"spec default ({primary.mode})",
+                "superiority": "superiority",
+                "non_inferiority": "non-inferiority",
+            },
+            description=f"Primary rule (default {primary.mode}).",
         ),
         "gate_margin": Param(
             None,
             type=["null", "number"],
             minimum=-0.2,
             maximum=0.2,
-            description=f"Primary margin (default {spec.gate.primary.margin}).",
+            description=f"Primary margin (default {primary.margin}).",
         ),
         "gate_confidence": Param(
             None,
@@ -62,20 +89,24 @@ def run_params(spec: ModelSpec) -> dict[str, Param]:
     }
 
 
-@task(task_id="run_overrides", retries=0)
+@task(task_id="run_overrides")  # bad conf fails without retry (AirflowFailException)
 def collect_overrides(params: dict[str, Any] | None = None, dag_run: Any = None) -> dict[str, Any]:
     """Turn the run's Params into validated overrides; a bad value fails here, once.
 
     Airflow validates each Param's value at trigger time but lets unknown ``conf`` keys
-    through; those are refused here so a typo never silently does nothing.
+    through, and merges them into ``params``; so the run's ``conf`` is compared with the
+    declared names, and a typo fails the run here instead of silently doing nothing.
     """
     from airflow.sdk.exceptions import AirflowFailException
     from pydantic import ValidationError
 
     params = params or {}
-    unknown = sorted(set((dag_run.conf if dag_run else None) or {}) - set(params))
+    unknown = sorted(set((dag_run.conf if dag_run else None) or {}) - set(RUN_PARAMS))
     if unknown:
-        raise AirflowFailException(f"run conf: unknown keys {unknown}; allowed: {sorted(params)}")
+        raise AirflowFailException(
+            f"run conf: unknown key(s) {unknown}; allowed: {sorted(RUN_PARAMS)}. "
+            "Fix the key's spelling and trigger again."
+        )
     raw = {
         "data_path": params.get("data_path") or None,
         "reason": params.get("reason") or "",
@@ -100,11 +131,11 @@ def challenger_passed(decision: dict[str, Any]) -> bool:
     return decision.get("verdict") == "promote"
 
 
-@task(task_id="approver")
-def approver_of(response: dict[str, Any] | None) -> str:
-    """Who approved (recorded with the promotion); the timeout default is named as such."""
-    user = (response or {}).get("responded_by_user") or {}
-    return str(user.get("name") or user.get("id") or "timeout-default")
+@task.short_circuit(task_id="approved", ignore_downstream_trigger_rules=False)
+def approved(approval: dict[str, Any]) -> bool:
+    """Go on to deploy and promote only if the recorded answer is Approve."""
+    print(f"{approval.get('option')} by {approval.get('approver')}")
+    return bool(approval.get("approved"))
 
 
 def _doc(spec: ModelSpec) -> str:
@@ -123,7 +154,18 @@ Every step runs in the hardened task container.
   bootstrap CI lower bound; guardrails {[g.metric for g in gate.guardrails]}; floors {gate.floors}.
 * **A rejected challenger** skips `promote`; the run stays green; the verdict is in the
   `gate` task's log and XCom.
-* **Trigger with conf**: `data_path`, `reason`, `gate_mode`, `gate_margin`, `gate_confidence`.
+* **Trigger with conf**: `data_path`, `reason`, `gate_mode`, `gate_margin`, `gate_confidence`,
+  all optional; any other key fails the run at `run_overrides`.
+{_approval_doc(spec)}"""
+
+
+def _approval_doc(spec: ModelSpec) -> str:
+    if not spec.gate.approval.required:
+        return ""
+    approval = spec.gate.approval
+    return f"""* **Approval**: a passed challenger waits in `approve` for Approve or Reject
+  ({approval.default} after {approval.timeout_hours} h); every answer is recorded in the
+  model's history by `record_approval`; `deploy`/`promote` run only on Approve.
 """
 
 
@@ -140,13 +182,18 @@ def _serving_doc(spec: ModelSpec) -> str:
 """
 
 
+def _schedule(spec: ModelSpec) -> Any:
+    if os.environ.get(SCHEDULES_ENV, "on") == "off":
+        return None
+    if spec.schedule.asset:
+        return [Asset(spec.schedule.asset)]
+    return spec.schedule.cron
+
+
 def build_retrain_dag(spec_path: Path) -> DAG:
     spec = load_spec(spec_path)
     name = spec.name
-    if spec.schedule.asset:
-        schedule: Any = [Asset(spec.schedule.asset)]
-    else:
-        schedule = spec.schedule.cron
+    schedule = _schedule(spec)
     with DAG(
         dag_id=f"mlops_retrain__{name}",
         schedule=schedule,
@@ -188,22 +235,39 @@ def build_retrain_dag(spec_path: Path) -> DAG:
             deploy >> promote
             before_promote = [deploy]
         if spec.gate.approval.required:
-            from airflow.providers.standard.operators.hitl import ApprovalOperator
-
-            approve = ApprovalOperator(
-                task_id="approve",
-                subject=f"Promote {name}?",
-                body="{{ ti.xcom_pull(task_ids='gate')['summary'] }}",
-                response_timeout=timedelta(hours=spec.gate.approval.timeout_hours),
-                defaults=["Approve" if spec.gate.approval.default == "approve" else "Reject"],
+            approve = _approval_request(spec)
+            record = RecordApprovalOperator(
+                task_id="record_approval",
+                response=approve.output,
+                decision=gate.output,
+                **common,
             )
-            who = approver_of(approve.output)
-            passed >> approve
-            who >> before_promote
-            promote.approver = who
+            passed >> approve >> record >> approved(record.output) >> before_promote
+            promote.approver = "{{ ti.xcom_pull(task_ids='record_approval')['approver'] }}"
         else:
             passed >> before_promote
     return dag
+
+
+def _approval_request(spec: ModelSpec):
+    """A person answers Approve or Reject (or the timeout default applies).
+
+    The plain HITLOperator, not ApprovalOperator: ApprovalOperator skips its downstream
+    tasks on Reject, which would skip the task that records the answer too; here every
+    answer is recorded first, and ``approved`` then skips deploy and promote on Reject.
+    """
+    from airflow.providers.standard.operators.hitl import HITLOperator
+
+    approval = spec.gate.approval
+    return HITLOperator(
+        task_id="approve",
+        subject=f"Promote {spec.name}?",
+        body="{{ ti.xcom_pull(task_ids='gate')['summary'] }}",
+        options=["Approve", "Reject"],
+        defaults=["Approve" if approval.default == "approve" else "Reject"],
+        multiple=False,
+        response_timeout=timedelta(hours=approval.timeout_hours),
+    )
 
 
 def server_conn_id(model: str) -> str:
@@ -238,12 +302,53 @@ def build_rollback_dag(models: list[str]) -> DAG:
     return dag
 
 
+def broken_spec_dag(spec_path: Path, error: str) -> DAG:
+    """Stands in for a spec that does not load: visible in the UI, naming file and field.
+
+    One DAG file builds every model's DAG, so an exception here would remove them all
+    (Airflow records one import error per file). The placeholder keeps the DAG id, says
+    what is wrong in its description and docs, and fails at once if triggered.
+    """
+    from airflow.providers.standard.operators.python import PythonOperator
+
+    dag_id = "mlops_retrain__" + re.sub(r"[^A-Za-z0-9_.-]", "_", spec_path.stem)
+    with DAG(
+        dag_id=dag_id,
+        schedule=None,
+        start_date=START,
+        catchup=False,
+        max_active_runs=1,
+        tags=["mlops-pack", "retrain", "broken-spec"],
+        description=f"BROKEN SPEC: {error}"[:1000],
+        doc_md=f"### Broken model spec\n\n`{error}`\n\nFix the file; this DAG then "
+        "becomes the model's retrain DAG again.",
+        default_args={**DEFAULT_ARGS, "retries": 0},
+    ) as dag:
+        PythonOperator(task_id="spec_error", python_callable=_refuse, op_args=[error])
+    return dag
+
+
+def _refuse(error: str) -> None:
+    from airflow.sdk.exceptions import AirflowFailException
+
+    raise AirflowFailException(error)
+
+
 def build_all(include_dir: Path | None = None) -> dict[str, DAG]:
+    """Every spec's retrain DAG (a placeholder for a broken spec) and the rollback DAG."""
     from mlops_pack.extensions import load_extensions
 
     load_extensions()
     include = include_dir or default_include_dir()
-    specs = sorted((include / "models").glob("*.yaml"))
-    dags = {f"mlops_retrain__{p.stem}": build_retrain_dag(p) for p in specs}
-    dags["mlops_rollback"] = build_rollback_dag([p.stem for p in specs])
+    dags: dict[str, DAG] = {}
+    good: list[str] = []
+    for path in sorted((include / "models").glob("*.yaml")):
+        try:
+            dag = build_retrain_dag(path)
+            good.append(path.stem)
+        except SpecError as exc:
+            log.error("model spec not loaded: %s", exc)
+            dag = broken_spec_dag(path, str(exc))
+        dags[dag.dag_id] = dag
+    dags["mlops_rollback"] = build_rollback_dag(good)
     return dags

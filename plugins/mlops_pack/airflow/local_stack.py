@@ -8,10 +8,17 @@ passwords for an ``admin`` and a read-only ``viewer`` user, and prints the admin
 servers' admin tokens reach Airflow only as Connections (``AIRFLOW_CONN_...`` in the
 environment of the Airflow processes). ``down`` stops exactly what ``up`` started, found
 through its PID and servers files.
+
+The pack's DAGs start unpaused and the retrain DAGs run only when triggered (UI or
+REST): a local stack that trained on its own on start-up, or sat on a queued run until
+someone found the pause toggle, surprised everyone who tried it. ``MLOPS_PACK_SCHEDULES=on``
+keeps the specs' cron and Asset schedules (Airflow then also runs the latest cron tick
+at once, as it does with ``catchup=False``). A DAG paused by hand stays paused.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import secrets
@@ -48,6 +55,8 @@ def stack_env() -> dict[str, str]:
         "AIRFLOW_HOME": str(airflow_home),
         "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+        "MLOPS_PACK_SCHEDULES": os.environ.get("MLOPS_PACK_SCHEDULES", "off"),
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin,viewer:viewer",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(STATE / "passwords.json"),
         "AIRFLOW__API__HOST": "127.0.0.1",
@@ -59,9 +68,13 @@ def stack_env() -> dict[str, str]:
         "AIRFLOW__SCHEDULER__MIN_FILE_PROCESS_INTERVAL": "10",
         "MLOPS_PACK_HOME": str(store),
         "MLOPS_PACK_DATA_DIR": str(data),
-        "MLOPS_PACK_INCLUDE_DIR": str(ROOT / "include"),
+        "MLOPS_PACK_INCLUDE_DIR": str(_include_dir()),
         "MLOPS_PACK_RUNNER": runner,
     }
+
+
+def _include_dir() -> Path:
+    return Path(os.environ.get("MLOPS_PACK_INCLUDE_DIR") or ROOT / "include").absolute()
 
 
 def _passwords() -> dict[str, str]:
@@ -126,6 +139,13 @@ def up() -> int:
             print(f"  viewer password: in {STATE / 'passwords.json'}")
             runner = env["MLOPS_PACK_RUNNER"]
             print(f"  steps run with the {runner} runner; logs in {STATE / 'airflow.log'}")
+            if env["MLOPS_PACK_SCHEDULES"] == "off":
+                print(
+                    "  DAGs are unpaused and run when triggered (UI or REST); the specs' "
+                    "schedules are off (MLOPS_PACK_SCHEDULES=on make up keeps them)"
+                )
+            else:
+                print("  DAGs are unpaused and follow the specs' schedules")
             for served in servers:
                 key = served.secrets_dir / "prediction_key"
                 print(f"Model server {served.model}: {served.url}  (prediction key in {key})")
@@ -139,13 +159,11 @@ def up() -> int:
 def start_model_servers(env: dict[str, str]) -> list:
     """A server per served spec; records what was started for ``down``."""
     from mlops_pack.airflow import model_server
-    from mlops_pack.spec import load_spec
 
     include = Path(env["MLOPS_PACK_INCLUDE_DIR"])
     home = Path(env["MLOPS_PACK_HOME"])
     os.environ.update({k: env[k] for k in ("MLOPS_PACK_HOME", "MLOPS_PACK_DATA_DIR")})
-    specs = sorted((include / "models").glob("*.yaml"))
-    served_models = [p.stem for p in specs if load_spec(p).serving is not None]
+    served_models = served_specs(include)
     started, record = [], {}
     for index, model in enumerate(served_models):
         served, handle = model_server.launch(
@@ -167,6 +185,27 @@ def start_model_servers(env: dict[str, str]) -> list:
         print(f"model server {model} on {served.url}: {state}")
         started.append(served)
     return started
+
+
+def served_specs(include: Path) -> list[str]:
+    """Models whose spec has a ``serving`` section; a broken spec is reported and skipped.
+
+    Its DAG shows the same error in the UI (a placeholder DAG), so one bad file does
+    not stop the stack.
+    """
+    from mlops_pack.errors import SpecError
+    from mlops_pack.spec import load_spec
+
+    served = []
+    for path in sorted((include / "models").glob("*.yaml")):
+        try:
+            spec = load_spec(path)
+        except SpecError as exc:
+            print(f"skipped (no model server, DAG marked broken): {exc}")
+            continue
+        if spec.serving is not None:
+            served.append(path.stem)
+    return served
 
 
 def stop_model_servers() -> None:
@@ -223,5 +262,19 @@ def down() -> int:
     return 0
 
 
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m mlops_pack.airflow.local_stack",
+        description="Airflow with the pack loaded, plus a model server per served spec "
+        "(`make up` / `make down`).",
+        epilog="Environment: MLOPS_PACK_AIRFLOW_PORT (8080), MLOPS_PACK_SERVER_PORT_BASE, "
+        "MLOPS_PACK_STACK_DIR (.mlops/stack), MLOPS_PACK_INCLUDE_DIR (include), "
+        "MLOPS_PACK_SCHEDULES (off: retrain DAGs run when triggered; on: the specs' schedules).",
+    )
+    parser.add_argument("command", choices=["up", "down"], help="start, or stop what up started")
+    args = parser.parse_args(argv)
+    return {"up": up, "down": down}[args.command]()
+
+
 if __name__ == "__main__":
-    raise SystemExit({"up": up, "down": down}[sys.argv[1]]())
+    raise SystemExit(main())

@@ -6,11 +6,17 @@ pids, memory and CPU limits). It uses the host network because it must be reacha
 the engine may have no bridge network; it binds to 127.0.0.1 only. It sees the include
 dir and its staged models read-only, writes only its state and prediction logs, and
 reads its two secrets from a read-only mount.
+
+Several stacks (checkouts, ``make demo`` next to ``make up``) may share one Docker
+engine: each server container carries its stack's id, derived from the store
+(``MLOPS_PACK_HOME``), in its name and labels, and a stack removes only containers
+labelled with its own id.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -32,6 +38,39 @@ from mlops_pack.serving.client import ServerClient
 log = logging.getLogger(__name__)
 SECRET_FILES = ("admin_token", "prediction_key")
 SERVER_LIMITS = ContainerLimits(memory="1g", cpus=1.0, pids=128, tmpfs_size="64m")
+STACK_LABEL = "io.mlops-pack.stack"
+
+
+def stack_id(home: Path) -> str:
+    """A short id for the stack that owns the store ``home``: same store, same id."""
+    return hashlib.sha256(str(Path(home).resolve()).encode()).hexdigest()[:12]
+
+
+def container_name(model: str, port: int, stack: str) -> str:
+    return f"mlops-server-{model}-{port}-{stack}"
+
+
+def owner_of(client, name: str) -> str | None:
+    """Stack id on container ``name``: ``""`` if unlabelled, None if there is no such container."""
+    from docker.errors import NotFound
+
+    try:
+        labels = client.inspect_container(name)["Config"].get("Labels") or {}
+    except NotFound:
+        return None
+    return labels.get(STACK_LABEL, "")
+
+
+def remove_owned(client, name: str, stack: str) -> bool:
+    """Remove container ``name`` only if ``stack`` owns it; True if it was removed or absent."""
+    owner = owner_of(client, name)
+    if owner is None:
+        return True
+    if owner != stack:
+        log.warning("container %s belongs to stack %r, not %r: left alone", name, owner, stack)
+        return False
+    _remove(client, name, log)
+    return True
 
 
 @dataclass(frozen=True)
@@ -40,6 +79,7 @@ class ServedModel:
     port: int
     container: str
     secrets_dir: Path
+    stack: str = ""  # the owning stack's id (containers only)
 
     @property
     def url(self) -> str:
@@ -121,7 +161,14 @@ def start_server(
     uid, gid = container_user(home)
     base = _serving_dir(home, model, uid, gid)
     ensure_secrets(secrets_dir, uid, gid)
-    served = ServedModel(model, port, f"mlops-server-{model}-{port}", secrets_dir)
+    stack = stack_id(home)
+    served = ServedModel(model, port, container_name(model, port, stack), secrets_dir, stack)
+    if not remove_owned(client, served.container, stack):
+        raise RuntimeError(
+            f"container {served.container} exists but is not this stack's "
+            f"({STACK_LABEL}={owner_of(client, served.container)!r}, this stack {stack!r}); "
+            "it was left running: remove it yourself if it is stale"
+        )
     container_spec = ContainerSpec(
         image=image,
         # Inside the container: the mounts below.
@@ -141,7 +188,12 @@ def start_server(
         network_mode="host",
         limits=SERVER_LIMITS,
         entrypoint=["python", "-m", "mlops_pack.serving"],
-        labels={LABEL: "server", "io.mlops-pack.server": model},
+        labels={
+            LABEL: "server",
+            "io.mlops-pack.server": model,
+            STACK_LABEL: stack,
+            "io.mlops-pack.home": str(Path(home).resolve()),
+        },
     )
     container_id = create(client, container_spec, log)
     client.start(container_id)
@@ -149,13 +201,13 @@ def start_server(
         ServerClient(served.url, served.secret("prediction_key")).wait_ready(ready_timeout)
     except TimeoutError:
         logs = client.logs(container_id, tail=40).decode("utf-8", "replace")
-        _remove(client, served.container, log)
+        _remove(client, container_id, log)
         raise RuntimeError(f"model server {served.container} did not start:\n{logs}") from None
     return served
 
 
 def stop_server(client, served: ServedModel) -> None:
-    _remove(client, served.container, log)
+    remove_owned(client, served.container, served.stack)
 
 
 def start_server_process(
@@ -235,7 +287,7 @@ def launch(
             secrets_dir=secrets_dir,
             port=port,
         )
-        return served, {"container": served.container}
+        return served, {"container": served.container, "stack": served.stack}
     served, pid = start_server_process(
         model=model,
         include_dir=include_dir,
@@ -252,7 +304,7 @@ def stop(handle: dict[str, object]) -> None:
     import signal
 
     if "container" in handle:
-        _remove(_client(), str(handle["container"]), log)
+        remove_owned(_client(), str(handle["container"]), str(handle.get("stack", "")))
         return
     with contextlib.suppress(ProcessLookupError):
         os.killpg(int(handle["pid"]), signal.SIGTERM)
