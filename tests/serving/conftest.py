@@ -39,7 +39,7 @@ def served(task_image, data_dir):
         ):
             code, result = run_cli(step, "--spec", spec, *extra, "--out", work / f"v2-{step}")
             assert code == 0, result
-        evaluation_uri = result["result"]["evaluation_uri"]
+        smoke_sample_uri = result["result"]["smoke_sample_uri"]
         server = start_server(
             client,
             model="churn",
@@ -76,7 +76,7 @@ def served(task_image, data_dir):
             "work": work,
             "secrets": secrets,
             "image": task_image,
-            "evaluation_uri": evaluation_uri,
+            "smoke_sample_uri": smoke_sample_uri,
         }
         yield state
         server = state["server"]

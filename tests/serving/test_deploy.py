@@ -12,7 +12,8 @@ import shutil
 import threading
 import time
 
-from mlops_pack.serving.client import ServerClient
+from mlops_pack.errors import ServiceUnavailableError
+from mlops_pack.server_client import ServerClient
 from serving_support import restart_server, write_spec
 from support import open_dir, run_cli
 
@@ -34,7 +35,7 @@ class Traffic:
                     self.failures.append((status, body))
                 else:
                     self.versions.add(body["version"])
-            except OSError as exc:
+            except ServiceUnavailableError as exc:
                 self.failures.append(("connection", str(exc)))
             self.sent += 1
             time.sleep(0.02)
@@ -48,7 +49,7 @@ class Traffic:
         self._thread.join(10)
 
 
-def _deploy(served, spec, evaluation, out_name: str) -> tuple[int, dict]:
+def _deploy(served, spec, smoke_sample, out_name: str) -> tuple[int, dict]:
     work = served["work"]
     return run_cli(
         "deploy",
@@ -56,8 +57,8 @@ def _deploy(served, spec, evaluation, out_name: str) -> tuple[int, dict]:
         spec,
         "--challenger",
         "2",
-        "--evaluation",
-        evaluation,
+        "--smoke-sample",
+        smoke_sample,
         "--server-url",
         served["server"].url,
         "--admin-token-file",
@@ -99,7 +100,7 @@ def _public(served) -> ServerClient:
 def test_over_latency_budget_rolls_back_with_no_failed_request(served):
     tight = write_spec(open_dir("srv-tight-"), latency_budget_ms_p95=0.01)
     with Traffic(_public(served), _row(served)) as traffic:
-        code, result = _deploy(served, tight, served["evaluation_uri"], "latency")
+        code, result = _deploy(served, tight, served["smoke_sample_uri"], "latency")
     assert code == 5 and result["status"] == "deploy_failed", result
     assert "smoke_latency_p95" in result["error"] and "stable v1 keeps serving" in result["error"]
     checks = {c["name"]: c["passed"] for c in result["result"]["checks"]}
@@ -119,12 +120,11 @@ def test_predictions_unlike_the_offline_scores_roll_back(served):
     # environment differs from the evaluation's): copy the evaluation and shift them.
     copy = open_dir("srv-eval-")
     source = served["work"] / "v2-evaluate"
-    shutil.copy(source / "evaluation.json", copy / "evaluation.json")
     sample = json.loads((source / "smoke_sample.json").read_text())
     sample["predictions"] = [p + 0.01 for p in sample["predictions"]]
     (copy / "smoke_sample.json").write_text(json.dumps(sample))
     with Traffic(_public(served), _row(served)) as traffic:
-        code, result = _deploy(served, served["spec"], str(copy / "evaluation.json"), "offline")
+        code, result = _deploy(served, served["spec"], copy / "smoke_sample.json", "offline")
     assert code == 5, result
     assert "offline_match: max |served - offline| = 0.01" in result["error"]
     _assert_untouched(served, traffic)
@@ -137,7 +137,7 @@ def test_a_model_that_cannot_load_rolls_back(served):
     staged.write_bytes(b"not a model")  # corrupted after staging
     try:
         with Traffic(_public(served), _row(served)) as traffic:
-            code, result = _deploy(served, served["spec"], served["evaluation_uri"], "load")
+            code, result = _deploy(served, served["spec"], served["smoke_sample_uri"], "load")
     finally:
         if original is None:
             shutil.rmtree(staged.parent)
@@ -174,13 +174,13 @@ def test_killing_the_server_during_the_canary_fails_clearly_and_restart_serves_s
                     served["client"].kill(served["server"].container)
                     killed.set()
                     return
-            except OSError:
+            except ServiceUnavailableError:
                 return
             time.sleep(0.2)
 
     killer = threading.Thread(target=kill_when_canary_runs, daemon=True)
     killer.start()
-    code, result = _deploy(served, slow, served["evaluation_uri"], "killed")
+    code, result = _deploy(served, slow, served["smoke_sample_uri"], "killed")
     killer.join(10)
     assert killed.is_set()
     assert code == 1 and result["status"] == "error", result
