@@ -1,6 +1,6 @@
 """Operators, one per step, on a shared base that runs the step in a hardened container.
 
-Each step is the same CLI the containers and people run (``python -m mlops_pack.steps``);
+Each step is the same CLI the containers and people run (``python -m mlops_pack``);
 the operator fills a fresh work directory, runs the step (in Docker by default, or
 in-process with ``runner="inprocess"``), reads ``result.json`` and returns it as XCom.
 Exit codes map onto Airflow outcomes: bad input and a moved champion fail without retry;
