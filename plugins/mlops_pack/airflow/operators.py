@@ -160,7 +160,7 @@ class MlopsStepOperator(BaseOperator):
             path = self._secrets / name
             path.write_text(value, encoding="utf-8")
             hand_over(path, uid, gid, 0o400)
-        hand_over(self._secrets, uid, gid, 0o500)
+        hand_over(self._secrets, uid, gid, 0o700)
         self.network_mode = "host"  # the server listens on the host's 127.0.0.1 only
         args = ["--server-url", url, "--admin-token-file", "{secrets}/admin_token"]
         if "prediction_key" in secrets:
