@@ -371,7 +371,7 @@ def probe_container(image: str, repeat: int) -> dict[str, float]:
         "same, a step container's hardening and limits": _common.median_wall(
             _common.docker_run(image, ["-c", "pass"]), repeat
         ),
-        "same, step entry point (python -m mlops_pack.steps --help)": _common.median_wall(
+        "same, step entry point (python -m mlops_pack --help)": _common.median_wall(
             _common.docker_run(image, ["--help"], entrypoint=None), repeat
         ),
     }

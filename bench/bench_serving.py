@@ -155,7 +155,7 @@ def train_versions(work: Path, rows: int, log: Path) -> dict[str, Any]:
     return {
         "v1_sample": work / "v1" / "smoke_sample.json",
         "v2": version,
-        "evaluation_uri": uri,
+        "smoke_sample_uri": evaluation["result"]["smoke_sample_uri"],
         "decision": (work / ("v2-gate-lenient" if lenient else "v2-gate")) / "decision.json",
         "gate_summary": decision["result"].get("summary"),
         "lenient_gate": lenient,
@@ -493,7 +493,7 @@ def benchmark(
 
 def instrument_deploy() -> Profiler:
     """Time the deploy's parts and the promote's server switch (this process only)."""
-    from mlops_pack.serving.client import ServerClient
+    from mlops_pack.server_client import ServerClient
     from mlops_pack.steps import deploy, served
 
     prof = Profiler()
@@ -519,8 +519,8 @@ def deploy_and_switch(work: Path, served: Any, trained: dict[str, Any], log: Pat
             "deploy",
             "--challenger",
             trained["v2"],
-            "--evaluation",
-            trained["evaluation_uri"],
+            "--smoke-sample",
+            trained["smoke_sample_uri"],
             *server,
             "--prediction-key-file",
             str(key),

@@ -40,4 +40,4 @@ RUN /opt/venv/bin/pip install --quiet --no-deps --no-build-isolation . \
 ENV HOME=/tmp
 USER 65534:65534
 WORKDIR /work
-ENTRYPOINT ["python", "-m", "mlops_pack.steps"]
+ENTRYPOINT ["python", "-m", "mlops_pack"]

@@ -1,39 +1,36 @@
 """``mlops-pack``: the command line for people and for step containers.
 
 Every step command writes ``result.json`` in its ``--out`` directory, whatever happens:
-``status`` (ok, rejected, bad_input, champion_moved, error), the exit code, the step's
-record or the error's payload. Exit codes: 0 ok, 2 bad input, 3 challenger rejected,
-4 champion moved during promotion, 1 internal error.
+``status``, the exit code, the step's record or the error's payload. Statuses and exit
+codes come from one table, ``mlops_pack.errors.EXIT_CODES``: 0 ok, 1 error (internal or
+infrastructure, retried), 2 bad input, 3 challenger rejected, 4 champion moved during
+promotion, 5 deploy failed and rolled back.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import signal
 import sys
+import threading
 import time
 import traceback
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from mlops_pack.errors import (
-    EXIT_BAD_INPUT,
     EXIT_INTERNAL,
     EXIT_OK,
     EXIT_REJECTED,
     BadInputError,
     MlopsPackError,
+    StepTerminated,
+    status_of,
 )
 from mlops_pack.records import write_json
-
-STATUS = {
-    EXIT_OK: "ok",
-    EXIT_REJECTED: "rejected",
-    EXIT_BAD_INPUT: "bad_input",
-    4: "champion_moved",
-    5: "deploy_failed",
-    EXIT_INTERNAL: "error",
-}
 
 
 def _overrides(args: argparse.Namespace):
@@ -217,7 +214,7 @@ def _switch(ctx, args: argparse.Namespace):
                 file=sys.stderr,
             )
         return None
-    from mlops_pack.serving.client import ServerClient
+    from mlops_pack.server_client import ServerClient
     from mlops_pack.steps.served import ServedSwitch
 
     admin = ServerClient(args.server_url, _secret(args.admin_token_file, "--admin-token-file"))
@@ -239,7 +236,7 @@ def cmd_deploy(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
     record = deploy(
         _context(args),
         str(args.challenger),
-        args.evaluation,
+        args.smoke_sample,
         args.server_url,
         _secret(args.admin_token_file, "--admin-token-file"),
         _secret(args.prediction_key_file, "--prediction-key-file"),
@@ -394,7 +391,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reason", help="why this run happens, recorded in the decision")
     p = _step(sub, "deploy", cmd_deploy, "load, smoke-test and canary the challenger")
     p.add_argument("--challenger", required=True, help="challenger model version")
-    p.add_argument("--evaluation", required=True, help="the evaluate step's evaluation_uri")
+    p.add_argument(
+        "--smoke-sample", required=True, help="the evaluate step's smoke_sample_uri (or a path)"
+    )
     _server_args(p, required=True)
     p.add_argument("--prediction-key-file", required=True)
     p = _step(sub, "promote", cmd_promote, "move the champion alias (compare-and-set)")
@@ -415,6 +414,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@contextlib.contextmanager
+def _stop_on_sigterm() -> Iterator[None]:
+    """Turn SIGTERM into ``StepTerminated`` so ``finally`` blocks run (``docker stop``).
+
+    Only where nobody else handles it: in a step container or a shell, not inside an
+    Airflow task process (the in-process runner), whose own handler stays in charge.
+    """
+    mine = (
+        threading.current_thread() is threading.main_thread()
+        and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    )
+    if mine:
+        signal.signal(signal.SIGTERM, _terminated)
+    try:
+        yield
+    finally:
+        if mine:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def _terminated(signum: int, frame: Any) -> None:
+    raise StepTerminated("the step was stopped (SIGTERM) before it finished")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     code, record, error = EXIT_INTERNAL, {}, None
@@ -422,7 +445,8 @@ def main(argv: list[str] | None = None) -> int:
         from mlops_pack.extensions import load_extensions
 
         load_extensions()
-        code, record = args.func(args)
+        with _stop_on_sigterm():
+            code, record = args.func(args)
     except MlopsPackError as exc:
         code, record, error = exc.exit_code, exc.payload, str(exc)
         print(f"error: {exc}", file=sys.stderr)
@@ -434,7 +458,7 @@ def main(argv: list[str] | None = None) -> int:
             Path(args.out) / "result.json",
             {
                 "step": args.command,
-                "status": STATUS.get(code, "error"),
+                "status": status_of(code),
                 "exit_code": code,
                 "error": error,
                 "result": record,

@@ -9,30 +9,49 @@ from __future__ import annotations
 
 from typing import Any
 
-# CLI exit codes. Distinct codes let a container's exit status say what happened without
-# parsing output: the Airflow operators map them back onto these exception classes.
-EXIT_OK = 0
-EXIT_INTERNAL = 1
-EXIT_BAD_INPUT = 2
-EXIT_REJECTED = 3
-EXIT_CHAMPION_MOVED = 4
-EXIT_DEPLOY_FAILED = 5
+# The one table of step outcomes: status string (in result.json) -> exit code. Distinct
+# codes let a container's exit status say what happened without parsing output; the CLI
+# writes the status from this table and the Airflow world maps each status onto one
+# exception class (``mlops_pack.airflow.exceptions.FAILURES``).
+EXIT_CODES: dict[str, int] = {
+    "ok": 0,
+    "error": 1,  # infrastructure or internal: a retry may succeed
+    "bad_input": 2,  # no retry can fix it
+    "rejected": 3,  # the gate rejected the challenger: a normal outcome
+    "champion_moved": 4,
+    "deploy_failed": 5,
+}
+EXIT_OK = EXIT_CODES["ok"]
+EXIT_INTERNAL = EXIT_CODES["error"]
+EXIT_BAD_INPUT = EXIT_CODES["bad_input"]
+EXIT_REJECTED = EXIT_CODES["rejected"]
+EXIT_CHAMPION_MOVED = EXIT_CODES["champion_moved"]
+EXIT_DEPLOY_FAILED = EXIT_CODES["deploy_failed"]
+
+
+def status_of(exit_code: int) -> str:
+    """The status string of an exit code; an unknown code (a crash, a kill) is ``error``."""
+    return next((s for s, c in EXIT_CODES.items() if c == exit_code), "error")
 
 
 class MlopsPackError(Exception):
     """Base class; ``payload`` is a JSON-able dict describing the failure."""
 
-    exit_code = EXIT_INTERNAL
+    status = "error"
 
     def __init__(self, message: str, payload: dict[str, Any] | None = None) -> None:
         super().__init__(message)
         self.payload = payload or {}
 
+    @property
+    def exit_code(self) -> int:
+        return EXIT_CODES[self.status]
+
 
 class BadInputError(MlopsPackError):
     """Input that no retry can fix: a bad spec, a bad dataset, a refused artifact."""
 
-    exit_code = EXIT_BAD_INPUT
+    status = "bad_input"
 
 
 class SpecError(BadInputError):
@@ -54,7 +73,7 @@ class UntrustedArtifactError(BadInputError):
 class ChampionMovedError(MlopsPackError):
     """The ``champion`` alias no longer points at the version the gate evaluated."""
 
-    exit_code = EXIT_CHAMPION_MOVED
+    status = "champion_moved"
 
 
 class DeployFailedError(MlopsPackError):
@@ -64,4 +83,23 @@ class DeployFailedError(MlopsPackError):
     failure; the payload is the deploy record with every check and the reason.
     """
 
-    exit_code = EXIT_DEPLOY_FAILED
+    status = "deploy_failed"
+
+
+class ServiceUnavailableError(MlopsPackError):
+    """A service the step needs (the model server, MLflow) did not answer or answered 5xx.
+
+    Nothing was decided from its absence; a retry may succeed, so this is ``error``.
+    """
+
+
+class ServerRefusedError(BadInputError):
+    """The model server answered 4xx: the request itself is wrong, a retry repeats it."""
+
+    def __init__(self, status: int, message: str, payload: dict[str, Any] | None = None) -> None:
+        super().__init__(message, payload)
+        self.http_status = status
+
+
+class StepTerminated(MlopsPackError):
+    """The step process was asked to stop (SIGTERM); cleanup ran, a retry may succeed."""

@@ -17,12 +17,56 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mlops_pack.errors import BadInputError, ChampionMovedError, MlopsPackError
+from mlops_pack.errors import (
+    BadInputError,
+    ChampionMovedError,
+    MlopsPackError,
+    ServiceUnavailableError,
+)
 from mlops_pack.settings import Settings
 
 CHAMPION = "champion"
 PREVIOUS = "previous"
 TAG = "mlops."
+
+
+def _is_missing(exc: Exception, *also: int) -> bool:
+    """True when MLflow says the thing does not exist (its error code, matched exactly).
+
+    Anything else (no answer, a 5xx, a database error) is an outage, never "missing".
+    """
+    from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, ErrorCode
+
+    codes = {ErrorCode.Name(code) for code in (RESOURCE_DOES_NOT_EXIST, *also)}
+    return getattr(exc, "error_code", None) in codes
+
+
+def _outage(what: str, exc: Exception) -> ServiceUnavailableError:
+    code = getattr(exc, "error_code", type(exc).__name__)
+    first = str(exc).splitlines()[0][:300] if str(exc) else ""
+    return ServiceUnavailableError(
+        f"MLflow failed to {what} ({code}: {first}); the registry is unreachable or "
+        "failing, a retry may succeed",
+        {"mlflow_error_code": code},
+    )
+
+
+def _test_hook(point: str) -> None:
+    """A test hook inside promotion, off unless ``MLOPS_PACK_TEST_HOOK_DIR`` is set.
+
+    Never set in production. The promotion race test sets it so that two promotions
+    overlap for certain: each process marks reaching ``point`` with a file
+    ``<dir>/<point>.<pid>``, and at ``inside`` (in the critical section, after reading
+    the alias) waits until ``<dir>/release`` exists (at most two minutes).
+    """
+    folder = os.environ.get("MLOPS_PACK_TEST_HOOK_DIR")
+    if not folder:
+        return
+    Path(folder, f"{point}.{os.getpid()}").touch()
+    if point == "inside":
+        deadline = time.monotonic() + 120
+        while not Path(folder, "release").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
 
 
 @dataclass(frozen=True)
@@ -95,25 +139,48 @@ class Registry:
 
     def ensure_model(self, name: str) -> None:
         from mlflow.exceptions import MlflowException
+        from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, ErrorCode
 
         try:
             self.client.get_registered_model(name)
-        except MlflowException:
-            with contextlib.suppress(MlflowException):  # lost a creation race: fine
-                self.client.create_registered_model(name, tags={f"{TAG}managed": "true"})
+            return
+        except MlflowException as exc:
+            if not _is_missing(exc):
+                raise _outage(f"read registered model {name}", exc) from None
+        try:
+            self.client.create_registered_model(name, tags={f"{TAG}managed": "true"})
+        except MlflowException as exc:
+            if exc.error_code != ErrorCode.Name(RESOURCE_ALREADY_EXISTS):
+                raise _outage(f"create registered model {name}", exc) from None
+            # else: another process created it first, which is fine
 
     # Versions and aliases -----------------------------------------------------------
     def version(self, name: str, version: str) -> Version:
-        mv = self.client.get_model_version(name, str(version))
-        return Version(mv.name, str(mv.version), mv.run_id, mv.source, dict(mv.tags))
-
-    def alias(self, name: str, alias: str) -> Version | None:
+        """A registered version; ``BadInputError`` only when MLflow says it does not exist."""
         from mlflow.exceptions import MlflowException
 
         try:
+            mv = self.client.get_model_version(name, str(version))
+        except MlflowException as exc:
+            if _is_missing(exc):
+                raise BadInputError(
+                    f"model {name}: version {version} does not exist in the registry"
+                ) from None
+            raise _outage(f"read model {name} version {version}", exc) from None
+        return Version(mv.name, str(mv.version), mv.run_id, mv.source, dict(mv.tags))
+
+    def alias(self, name: str, alias: str) -> Version | None:
+        """The version ``alias`` points at; None when the model or the alias does not exist."""
+        from mlflow.exceptions import MlflowException
+        from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+
+        try:
             mv = self.client.get_model_version_by_alias(name, alias)
-        except MlflowException:
-            return None
+        except MlflowException as exc:
+            # MLflow reports an alias that is not set as INVALID_PARAMETER_VALUE.
+            if _is_missing(exc, INVALID_PARAMETER_VALUE):
+                return None
+            raise _outage(f"read alias {alias} of model {name}", exc) from None
         return Version(mv.name, str(mv.version), mv.run_id, mv.source, dict(mv.tags))
 
     def model_tags(self, name: str) -> dict[str, str]:
@@ -121,8 +188,10 @@ class Registry:
 
         try:
             return dict(self.client.get_registered_model(name).tags)
-        except MlflowException:
-            return {}
+        except MlflowException as exc:
+            if _is_missing(exc):
+                return {}
+            raise _outage(f"read registered model {name}", exc) from None
 
     def set_model_tag(self, name: str, key: str, value: str) -> None:
         self.client.set_registered_model_tag(name, key, value)
@@ -196,9 +265,11 @@ class Registry:
         cannot move, ``unserve`` puts the served model back. So the alias never names a
         model the server does not serve, and no other promotion can interleave.
         """
+        _test_hook("lock_wait")
         with self.lock(model):
             current = self.alias(model, CHAMPION)
             current_version = current.version if current else None
+            _test_hook("inside")
             if current_version == str(challenger):
                 served = serve() if serve else None  # a retry after a crash: serve it too
                 done = [
@@ -262,10 +333,7 @@ class Registry:
                 if previous is None:
                     raise BadInputError(f"model {model}: no 'previous' version to roll back to")
                 target = previous.version
-            try:
-                target_version = self.version(model, target)
-            except Exception:
-                raise BadInputError(f"model {model}: version {target} does not exist") from None
+            target_version = self.version(model, target)
             served = serve(target_version) if serve else None
             if current is not None and current.version == target:
                 return {

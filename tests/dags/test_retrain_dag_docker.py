@@ -124,7 +124,7 @@ def _result(home: Path, run, task_id: str) -> dict:
 
 
 def _served_version(world) -> str:
-    from mlops_pack.serving.client import ServerClient
+    from mlops_pack.server_client import ServerClient
 
     served = world["served"]
     return ServerClient(served.url, served.secret("prediction_key")).ok("GET", "/version")
@@ -230,7 +230,8 @@ def test_retrain_dag_in_containers(world, caplog):
 
 
 def _kill_during_canary(world, killed: threading.Event) -> None:
-    from mlops_pack.serving.client import ServerClient
+    from mlops_pack.errors import ServiceUnavailableError
+    from mlops_pack.server_client import ServerClient
 
     served = world["served"]
     admin = ServerClient(served.url, served.secret("admin_token"))
@@ -242,6 +243,6 @@ def _kill_during_canary(world, killed: threading.Event) -> None:
                 world["client"].kill(served.container)
                 killed.set()
                 return
-        except OSError:
+        except ServiceUnavailableError:
             return
         time.sleep(0.2)

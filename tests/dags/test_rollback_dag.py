@@ -27,7 +27,7 @@ def test_rollback_dag_moves_champion_back_and_a_subclass_reports_history(
     # The served model must roll back with the alias: a server (a local process, as
     # without Docker) serving the champion v2, reachable through its Connection.
     from mlops_pack.airflow import model_server
-    from mlops_pack.serving.client import ServerClient
+    from mlops_pack.server_client import ServerClient
 
     served, handle = model_server.launch(
         "churn",

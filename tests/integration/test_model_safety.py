@@ -10,7 +10,7 @@ import pytest
 import skops.io as sio
 from mlops_pack.errors import EXIT_BAD_INPUT, UntrustedArtifactError
 from mlops_pack.hashing import sha256_file
-from mlops_pack.steps.model_io import load_model
+from mlops_pack.model_io import load_model
 from support import CHURN_SPEC, run_cli
 
 

@@ -1,4 +1,10 @@
-"""Two promotions racing for one model: exactly one wins, the alias history stays consistent."""
+"""Two promotions racing for one model: exactly one wins, the alias history stays consistent.
+
+The overlap is forced, not hoped for: the registry's test hook (``MLOPS_PACK_TEST_HOOK_DIR``,
+off in production) makes each process mark when it reaches the lock and hold inside the
+critical section until the test releases it. With the lock, the second process cannot get
+in while the first holds it; without it, both are inside at once and both promote.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +13,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 from mlops_pack.errors import EXIT_CHAMPION_MOVED, EXIT_OK
 from mlops_pack.registry import CHAMPION, PREVIOUS
@@ -56,13 +63,15 @@ def test_two_promotions_race_and_exactly_one_wins(store, registry, tmp_path):
     ]
     # Both decisions were made against champion v1; promote them at the same time from
     # two processes, as two Airflow workers would.
-    env = dict(os.environ)
+    hooks = tmp_path / "hooks"
+    hooks.mkdir()
+    env = {**os.environ, "MLOPS_PACK_TEST_HOOK_DIR": str(hooks)}
     procs = [
         subprocess.Popen(
             [
                 sys.executable,
                 "-m",
-                "mlops_pack.steps",
+                "mlops_pack",
                 "promote",
                 "--spec",
                 str(CHURN_SPEC),
@@ -79,7 +88,20 @@ def test_two_promotions_race_and_exactly_one_wins(store, registry, tmp_path):
         )
         for i, decision in enumerate(decisions)
     ]
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and not (
+        len(list(hooks.glob("lock_wait.*"))) == 2 and list(hooks.glob("inside.*"))
+    ):
+        assert all(p.poll() is None for p in procs), [p.communicate() for p in procs]
+        time.sleep(0.1)
+    assert len(list(hooks.glob("lock_wait.*"))) == 2, "both promotions should reach the lock"
+    time.sleep(3)  # ample for the second to read the alias too, if nothing stopped it
+    inside_together = sorted(p.name for p in hooks.glob("inside.*"))
+    (hooks / "release").touch()
     codes = [p.wait(timeout=300) for p in procs]
+    assert len(inside_together) == 1, (
+        f"both promotions were in the critical section: {inside_together}"
+    )
     assert sorted(codes) == [EXIT_OK, EXIT_CHAMPION_MOVED], [p.stderr.read() for p in procs]
     loser = codes.index(EXIT_CHAMPION_MOVED)
     loser_result = json.loads((tmp_path / f"p{loser}" / "result.json").read_text())

@@ -9,7 +9,7 @@ import time
 import urllib.request
 from datetime import UTC, datetime
 
-from mlops_pack.serving.client import ServerClient
+from mlops_pack.server_client import ServerClient
 from mlops_pack.serving.prediction_log import read_records
 from serving_support import restart_server, sample_rows
 

@@ -228,7 +228,7 @@ def build_retrain_dag(spec_path: Path) -> DAG:
             deploy = DeployModelOperator(
                 task_id="deploy",
                 challenger_version="{{ ti.xcom_pull(task_ids='train')['version'] }}",
-                evaluation_uri="{{ ti.xcom_pull(task_ids='evaluate')['evaluation_uri'] }}",
+                smoke_sample_uri="{{ ti.xcom_pull(task_ids='evaluate')['smoke_sample_uri'] }}",
                 **server,
                 **common,
             )

@@ -136,7 +136,7 @@ def _run_dag_twice(env: dict[str, str], served) -> int:
     from mlops_pack.airflow.dag_factory import build_retrain_dag
     from mlops_pack.gate import decision_table
     from mlops_pack.records import DecisionRecord
-    from mlops_pack.serving.client import ServerClient
+    from mlops_pack.server_client import ServerClient
 
     dag = build_retrain_dag(ROOT / "include" / "models" / "churn.yaml")
     print(f"Full Airflow and step logs: {LOG}")

@@ -29,3 +29,12 @@ class DeployFailure(AirflowFailException):
     def __init__(self, message: str, payload: dict[str, Any] | None = None) -> None:
         super().__init__(message)
         self.payload = payload or {}
+
+
+# Each failing step status (``mlops_pack.errors.EXIT_CODES``) onto the exception Airflow
+# sees; any status not named here (``error``, or no result at all) is retried.
+FAILURES: dict[str, type[AirflowFailException]] = {
+    "bad_input": MlopsBadInputFailure,
+    "champion_moved": ChampionMovedFailure,
+    "deploy_failed": DeployFailure,
+}

@@ -33,7 +33,8 @@ from mlops_pack.airflow.container import (
     hand_over,
 )
 from mlops_pack.airflow.container import remove_quietly as _remove
-from mlops_pack.serving.client import ServerClient
+from mlops_pack.errors import ServiceUnavailableError
+from mlops_pack.server_client import ServerClient
 
 log = logging.getLogger(__name__)
 SECRET_FILES = ("admin_token", "prediction_key")
@@ -199,7 +200,7 @@ def start_server(
     client.start(container_id)
     try:
         ServerClient(served.url, served.secret("prediction_key")).wait_ready(ready_timeout)
-    except TimeoutError:
+    except ServiceUnavailableError:
         logs = client.logs(container_id, tail=40).decode("utf-8", "replace")
         _remove(client, container_id, log)
         raise RuntimeError(f"model server {served.container} did not start:\n{logs}") from None
@@ -244,7 +245,7 @@ def start_server_process(
         )
     try:
         ServerClient(served.url, served.secret("prediction_key")).wait_ready(ready_timeout)
-    except TimeoutError:
+    except ServiceUnavailableError:
         process.kill()
         raise RuntimeError(f"model server for {model} did not start; see {log_file}") from None
     return served, process.pid

@@ -1,6 +1,6 @@
 """Operators, one per step, on a shared base that runs the step in a hardened container.
 
-Each step is the same CLI the containers and people run (``python -m mlops_pack.steps``);
+Each step is the same CLI the containers and people run (``python -m mlops_pack``);
 the operator fills a fresh work directory, runs the step (in Docker by default, or
 in-process with ``runner="inprocess"``), reads ``result.json`` and returns it as XCom.
 Exit codes map onto Airflow outcomes: bad input and a moved champion fail without retry;
@@ -21,17 +21,14 @@ from airflow.exceptions import AirflowException
 from airflow.sdk import BaseOperator
 
 from mlops_pack.airflow.container import ContainerLimits, container_user, hand_over
-from mlops_pack.airflow.exceptions import (
-    ChampionMovedFailure,
-    DeployFailure,
-    MlopsBadInputFailure,
-)
+from mlops_pack.airflow.exceptions import FAILURES, MlopsBadInputFailure
 from mlops_pack.settings import store_not_writable, writable_by
 
 STEP_INCLUDE = "/opt/include"
 STEP_DATA = "/data"
 STEP_WORK = "/work"
 STEP_EXTENSIONS = "/opt/extensions"
+STEP_SECRETS = "/run/mlops-pack/secrets"
 
 
 def _env_path(name: str, default: Path) -> Path:
@@ -83,8 +80,9 @@ class MlopsStepOperator(BaseOperator):
     :param server_conn_id: Airflow Connection of the model's server (host, port, the admin
         token as password, ``prediction_api_key`` in extra); ``auto`` uses
         ``mlops_pack_server_<model>`` when the spec has a ``serving`` section. The secrets
-        reach the step as files in its work dir, never as arguments or environment, and
-        the step then runs on the host network to reach the server on 127.0.0.1.
+        reach the step as files in a private directory outside the store (see
+        ``_private_secrets_dir``), never as arguments or environment, and the step then
+        runs on the host network to reach the server on 127.0.0.1.
     """
 
     step: str = ""
@@ -124,6 +122,7 @@ class MlopsStepOperator(BaseOperator):
         self.docker_url = docker_url
         self.docker_conn_id = docker_conn_id
         self._container_name: str | None = None
+        self._secrets: Path | None = None
 
     # What subclasses provide ---------------------------------------------------------
     def step_arguments(self, context: Any, work: Path) -> list[str]:
@@ -152,8 +151,8 @@ class MlopsStepOperator(BaseOperator):
             (work / "overrides.json").write_text(json.dumps(overrides), encoding="utf-8")
             argv += ["--overrides", "{work}/overrides.json"]
         argv += self.step_arguments(context, work)
-        argv += self._server_arguments(work)
         try:
+            argv += self._server_arguments()
             if runner == "docker":
                 code = self._run_docker(argv, work, context)
             elif runner == "inprocess":
@@ -163,7 +162,9 @@ class MlopsStepOperator(BaseOperator):
                     f"runner must be 'docker' or 'inprocess', got {runner!r}"
                 )
         finally:
-            shutil.rmtree(work / "secrets", ignore_errors=True)
+            if self._secrets is not None:
+                shutil.rmtree(self._secrets, ignore_errors=True)
+                self._secrets = None
         return self._outcome(code, work, context)
 
     def _server_conn(self) -> str | None:
@@ -175,11 +176,27 @@ class MlopsStepOperator(BaseOperator):
         spec = load_spec(default_include_dir() / "models" / f"{self.model}.yaml")
         return f"mlops_pack_server_{self.model}" if spec.serving is not None else None
 
-    def _server_arguments(self, work: Path) -> list[str]:
+    def _server_arguments(self) -> list[str]:
         """Model server URL and secret files for steps that talk to the server."""
         conn_id = self._server_conn()
         if conn_id is None:
             return []
+        url, secrets = self._server_secrets(conn_id)
+        self._secrets = _private_secrets_dir()
+        uid, gid = container_user(_home())
+        for name, value in secrets.items():
+            path = self._secrets / name
+            path.write_text(value, encoding="utf-8")
+            hand_over(path, uid, gid, 0o400)
+        hand_over(self._secrets, uid, gid, 0o700)
+        self.network_mode = "host"  # the server listens on the host's 127.0.0.1 only
+        args = ["--server-url", url, "--admin-token-file", "{secrets}/admin_token"]
+        if "prediction_key" in secrets:
+            args += ["--prediction-key-file", "{secrets}/prediction_key"]
+        return args
+
+    def _server_secrets(self, conn_id: str) -> tuple[str, dict[str, str]]:
+        """The server's URL and the secrets this step needs, from the Airflow Connection."""
         from airflow.sdk import BaseHook
 
         conn = BaseHook.get_connection(conn_id)
@@ -187,32 +204,15 @@ class MlopsStepOperator(BaseOperator):
             raise MlopsBadInputFailure(
                 f"connection {conn_id}: the admin token (password) is missing; see docs/serving.md"
             )
-        secrets = work / "secrets"
-        secrets.mkdir(mode=0o700)
-        files = {"admin_token": conn.password}
+        secrets = {"admin_token": conn.password}
         if self.needs_prediction_key:
             key = conn.extra_dejson.get("prediction_api_key")
             if not key:
                 raise MlopsBadInputFailure(
                     f"connection {conn_id}: extra 'prediction_api_key' is missing"
                 )
-            files["prediction_key"] = key
-        uid, gid = container_user(_home())
-        for name, value in files.items():
-            path = secrets / name
-            path.write_text(value, encoding="utf-8")
-            hand_over(path, uid, gid, 0o600)
-        hand_over(secrets, uid, gid)
-        self.network_mode = "host"  # the server listens on the host's 127.0.0.1 only
-        args = [
-            "--server-url",
-            f"{conn.schema or 'http'}://{conn.host or '127.0.0.1'}:{conn.port}",
-            "--admin-token-file",
-            "{work}/secrets/admin_token",
-        ]
-        if self.needs_prediction_key:
-            args += ["--prediction-key-file", "{work}/secrets/prediction_key"]
-        return args
+            secrets["prediction_key"] = key
+        return f"{conn.schema or 'http'}://{conn.host or '127.0.0.1'}:{conn.port}", secrets
 
     def _overrides(self) -> dict[str, Any]:
         raw = self.overrides
@@ -221,9 +221,7 @@ class MlopsStepOperator(BaseOperator):
         return {k: v for k, v in (raw or {}).items() if v not in (None, "", {})}
 
     def _fresh_work_dir(self, context: Any) -> Path:
-        root = _env_path(
-            "MLOPS_PACK_WORK_ROOT", _env_path("MLOPS_PACK_HOME", Path(".mlops")) / "work"
-        )
+        root = _work_root()
         ti = context["ti"]
         safe_run = re.sub(r"[^A-Za-z0-9_.-]", "_", context["run_id"])
         work = root / ti.dag_id / safe_run / f"{ti.task_id}.{ti.try_number}"
@@ -244,19 +242,16 @@ class MlopsStepOperator(BaseOperator):
             return value
         # Publish what the step found before failing, so the UI shows the reasons.
         context["ti"].xcom_push(key="return_value", value={**value, "error": result.get("error")})
-        if status == "bad_input":
-            raise MlopsBadInputFailure(result.get("error") or "bad input", value)
-        if status == "champion_moved":
-            raise ChampionMovedFailure(result.get("error") or "champion moved", value)
-        if status == "deploy_failed":
-            raise DeployFailure(result.get("error") or "deploy failed", value)
+        failure = FAILURES.get(status)
+        if failure is not None:
+            raise failure(result.get("error") or status, value)
         raise AirflowException(f"step {self.step} failed: {result.get('error')}")
 
     def _run_inprocess(self, argv: list[str], work: Path, context: Any) -> int:
         from mlops_pack.cli import main
 
         include = default_include_dir()
-        args = [a.replace("{include}", str(include)).replace("{work}", str(work)) for a in argv]
+        args = _substitute(argv, include=include, work=work, secrets=self._secrets)
         previous = os.environ.get("MLOPS_PACK_DATA_DIR")
         os.environ["MLOPS_PACK_DATA_DIR"] = str(_env_path("MLOPS_PACK_DATA_DIR", include / "data"))
         try:
@@ -282,7 +277,7 @@ class MlopsStepOperator(BaseOperator):
             raise MlopsBadInputFailure(str(problem), problem.payload)
         user = f"{uid}:{gid}"
         hand_over(work, uid, gid)
-        args = [a.replace("{include}", STEP_INCLUDE).replace("{work}", STEP_WORK) for a in argv]
+        args = _substitute(argv, include=STEP_INCLUDE, work=STEP_WORK, secrets=STEP_SECRETS)
         ti = context["ti"]
         self._container_name = re.sub(
             r"[^A-Za-z0-9_.-]", "_", f"mlops-{ti.dag_id}-{ti.task_id}-{context['run_id']}"
@@ -315,6 +310,12 @@ class MlopsStepOperator(BaseOperator):
                 Mount(str(home), str(home), type="bind", read_only=False),
                 Mount(STEP_WORK, str(work), type="bind", read_only=False),
                 *extra_mounts,
+                # Only this container sees the secrets: not under the store, read-only.
+                *(
+                    [Mount(STEP_SECRETS, str(self._secrets), type="bind", read_only=True)]
+                    if self._secrets
+                    else []
+                ),
             ],
             environment=environment,
             network_mode=self.network_mode,
@@ -341,6 +342,47 @@ class MlopsStepOperator(BaseOperator):
             from mlops_pack.airflow.container import remove_quietly
 
             remove_quietly(self._docker_client(), self._container_name, self.log)
+
+
+def _work_root() -> Path:
+    return _env_path("MLOPS_PACK_WORK_ROOT", _env_path("MLOPS_PACK_HOME", Path(".mlops")) / "work")
+
+
+def _substitute(argv: list[str], **places: Any) -> list[str]:
+    """Fill ``{include}``, ``{work}`` and ``{secrets}`` with paths as the step sees them."""
+    out = []
+    for arg in argv:
+        filled = arg
+        for name, value in places.items():
+            filled = filled.replace(f"{{{name}}}", str(value))
+        out.append(filled)
+    return out
+
+
+def _private_secrets_dir() -> Path:
+    """A fresh directory for one step's secrets, outside the store and the work root.
+
+    Every step container mounts the store (and the work root under it) read-write as the
+    same user, so a secret written there could be read by any step running at the same
+    time. This directory is bind-mounted read-only into the one container that needs it
+    (or read in-process) and removed when the step ends. It lives in memory (/dev/shm)
+    where the host has it, so the secrets never reach a disk; ``MLOPS_PACK_SECRETS_ROOT``
+    chooses another parent.
+    """
+    import tempfile
+
+    root = os.environ.get("MLOPS_PACK_SECRETS_ROOT") or (
+        "/dev/shm" if os.access("/dev/shm", os.W_OK) else None  # noqa: S108
+    )
+    path = Path(tempfile.mkdtemp(prefix="mlops-pack-secrets-", dir=root)).resolve()
+    for shared in (_home().resolve(), _work_root().resolve()):
+        if path.is_relative_to(shared):
+            path.rmdir()
+            raise MlopsBadInputFailure(
+                f"MLOPS_PACK_SECRETS_ROOT={root}: secrets would be written under {shared}, "
+                "which every step container mounts; choose a directory outside it"
+            )
+    return path
 
 
 def _home() -> Path:
@@ -419,7 +461,14 @@ class DeployModelOperator(MlopsStepOperator):
     """Load the challenger into the server's candidate slot, smoke-test it, run the canary.
 
     A failed check rolls the candidate back and fails the task without retry; the
-    switch itself (candidate to stable, and the alias) is the promote task's job.
+    switch itself (candidate to stable, and the alias) is the promote task's job. The
+    step puts the server back in its safe state (no canary traffic, no candidate) on
+    every exit it lives to see, SIGTERM included; when the step could not (its container
+    was killed, timed out or ran out of memory, or the task is killed), this operator
+    does it from the worker.
+
+    :param smoke_sample_uri: the evaluate step's ``smoke_sample_uri`` (rows and offline
+        scores of this challenger), templated.
     """
 
     step = "deploy"
@@ -427,22 +476,49 @@ class DeployModelOperator(MlopsStepOperator):
     template_fields: Sequence[str] = (
         *MlopsStepOperator.template_fields,
         "challenger_version",
-        "evaluation_uri",
+        "smoke_sample_uri",
     )
 
-    def __init__(self, *, challenger_version: str, evaluation_uri: str, **kwargs: Any) -> None:
+    def __init__(self, *, challenger_version: str, smoke_sample_uri: str, **kwargs: Any) -> None:
         kwargs.setdefault("retries", 0)  # a half-run canary is for a human to look at
         super().__init__(**kwargs)
         self.challenger_version = challenger_version
-        self.evaluation_uri = evaluation_uri
+        self.smoke_sample_uri = smoke_sample_uri
 
     def step_arguments(self, context: Any, work: Path) -> list[str]:
         return [
             "--challenger",
             str(self.challenger_version),
-            "--evaluation",
-            str(self.evaluation_uri),
+            "--smoke-sample",
+            str(self.smoke_sample_uri),
         ]
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        try:
+            return super().execute(context)
+        except BaseException:
+            self._safe_state()
+            raise
+
+    def on_kill(self) -> None:
+        super().on_kill()
+        self._safe_state()
+
+    def _safe_state(self) -> None:
+        """Canary traffic off and the candidate dropped, from the worker (best effort)."""
+        from mlops_pack.errors import MlopsPackError
+        from mlops_pack.server_client import ServerClient
+
+        conn_id = self._server_conn()
+        if conn_id is None:
+            return
+        try:
+            url, secrets = self._server_secrets(conn_id)
+            ServerClient(url, secrets["admin_token"], timeout=10).ok("DELETE", "/admin/candidate")
+        except (MlopsPackError, AirflowException) as exc:
+            self.log.warning("could not drop the candidate on %s: %s", conn_id, exc)
+        else:
+            self.log.info("model server %s: canary traffic off, candidate dropped", conn_id)
 
 
 class PromoteModelOperator(MlopsStepOperator):

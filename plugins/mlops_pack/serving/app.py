@@ -33,12 +33,12 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from mlops_pack.errors import BadInputError
+from mlops_pack.model_io import predict
 from mlops_pack.serving.prediction_log import PredictionLog
 from mlops_pack.serving.requests import ParsedRequest, RequestError, RequestSchema
 from mlops_pack.serving.slots import LoadedModel, Slots
 from mlops_pack.serving.telemetry import Telemetry
 from mlops_pack.spec import ModelSpec
-from mlops_pack.steps.model_io import predict
 
 log = logging.getLogger("mlops_pack.serving")
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")

@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from mlops_pack.errors import BadInputError
+from mlops_pack.model_io import MODEL_FILE, load_model
 from mlops_pack.records import write_json
-from mlops_pack.steps.model_io import MODEL_FILE, load_model
 
 VERSION = re.compile(r"^[0-9]{1,9}$")
 _draw = random.SystemRandom()

@@ -13,14 +13,10 @@ from collections import defaultdict, deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from mlops_pack.percentile import percentile
+
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 RECENT = 20_000
-
-
-def percentile95(values) -> float:
-    """The nearest-rank 95th percentile of a non-empty collection (no interpolation)."""
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))]
 
 
 @dataclass
@@ -35,7 +31,7 @@ class VersionStats:
     paired_abs_diff: float = 0.0
 
     def summary(self) -> dict[str, Any]:
-        p95 = percentile95(self.latencies) if self.latencies else None
+        p95 = percentile(self.latencies, 95) if self.latencies else None
         return {
             "requests": self.requests,
             "errors": self.errors,

@@ -18,26 +18,37 @@ Checks, in order (each recorded with its figures):
   (within the budget and ``max_latency_ratio`` times stable's p95),
   ``canary_prediction_shift`` (mean of candidate - stable on the same rows) and
   ``canary_client_errors`` (no client saw a failed request).
+
+Every way out of a deploy that is not "ready to switch" (a failed check, an error, the
+server going away, SIGTERM from ``docker stop`` or a timeout) leaves the server in its
+safe state: canary traffic off and the candidate dropped (``finally`` in ``run``).
+Server answers are classified by the shared client: a 4xx is bad input, no answer or a
+5xx is ``ServiceUnavailableError`` (retried).
 """
 
 from __future__ import annotations
 
 import itertools
 import json
+import sys
 import time
 import uuid
 from typing import Any
 
-from mlops_pack.errors import BadInputError, DeployFailedError, UntrustedArtifactError
+from mlops_pack.errors import (
+    BadInputError,
+    DeployFailedError,
+    ServerRefusedError,
+    ServiceUnavailableError,
+    UntrustedArtifactError,
+)
+from mlops_pack.percentile import percentile
 from mlops_pack.records import write_json
 from mlops_pack.registry import TAG
-from mlops_pack.serving.client import ServerClient
-from mlops_pack.serving.telemetry import percentile95
+from mlops_pack.server_client import ServerClient
 from mlops_pack.spec import Serving
 from mlops_pack.steps.context import StepContext
-from mlops_pack.steps.evaluate import RESULT as EVALUATION
-from mlops_pack.steps.evaluate import SMOKE_SAMPLE
-from mlops_pack.steps.served import ServedSwitch, ServerUnavailableError, stage
+from mlops_pack.steps.served import ServedSwitch, stage
 
 DEPLOY = "deploy.json"
 
@@ -55,6 +66,7 @@ class Deployment:
         self.admin, self.public = admin, public
         self.switch = ServedSwitch(admin, ctx.registry, ctx.spec.name)
         self.checks: list[dict[str, Any]] = []
+        self._safe = False
 
     def check(self, name: str, passed: bool, detail: str, **figures: Any) -> None:
         self.checks.append({"name": name, "passed": bool(passed), "detail": detail, **figures})
@@ -69,13 +81,14 @@ class Deployment:
         errors = 0
         size = self.serving.max_batch_rows
         for start in range(0, len(rows), size):
-            status, body, _ = self.admin.call(
-                "POST", "/admin/score", {"slot": "candidate", "rows": rows[start : start + size]}
-            )
-            if status != 200:
-                self.check(
-                    "offline_match", False, f"scoring holdout rows failed: HTTP {status} {body}"
+            try:
+                body = self.admin.ok(
+                    "POST",
+                    "/admin/score",
+                    {"slot": "candidate", "rows": rows[start : start + size]},
                 )
+            except ServerRefusedError as exc:
+                self.check("offline_match", False, f"scoring holdout rows failed: {exc}")
             served += body["predictions"]
         worst = max(abs(a - b) for a, b in zip(served, expected, strict=True))
         self.check(
@@ -94,7 +107,7 @@ class Deployment:
             )
             timings.append((time.perf_counter() - started) * 1000)
             errors += status != 200
-        p95 = percentile95(timings)
+        p95 = percentile(timings, 95)
         budget = self.serving.latency_budget_ms_p95
         self.check(
             "smoke_latency_p95",
@@ -107,7 +120,7 @@ class Deployment:
     # Canary ----------------------------------------------------------------------------
     def canary(self, sample: dict[str, Any], version: str, stable: str) -> None:
         canary = self.serving.canary
-        self.switch.call("PUT", "/admin/traffic", {"mode": canary.mode, "share": canary.share})
+        self.admin.ok("PUT", "/admin/traffic", {"mode": canary.mode, "share": canary.share})
         rows = itertools.cycle(sample["rows"])
         deadline = time.monotonic() + canary.max_seconds
         client_errors = sent = 0
@@ -125,10 +138,10 @@ class Deployment:
                     client_errors += status != 200
             else:
                 time.sleep(1.0)
-            figures = self.switch.call("GET", "/admin/stats")["versions"]
+            figures = self.admin.ok("GET", "/admin/stats")["versions"]
             if figures.get(version, {}).get("requests", 0) >= canary.requests:
                 break
-        self.switch.call("PUT", "/admin/traffic", {"mode": "off", "share": 0.0})
+        self.admin.ok("PUT", "/admin/traffic", {"mode": "off", "share": 0.0})
         mine, theirs = figures.get(version, {}), figures.get(stable, {})
         seen = mine.get("requests", 0)
         self.check(
@@ -174,7 +187,7 @@ class Deployment:
         )
 
     # The whole deploy ------------------------------------------------------------------
-    def run(self, challenger_version: str, evaluation_location: str) -> dict[str, Any]:
+    def run(self, challenger_version: str, smoke_sample_location: str) -> dict[str, Any]:
         ctx, name = self.ctx, self.ctx.spec.name
         started = time.perf_counter()
         version = ctx.registry.version(name, challenger_version)
@@ -186,35 +199,14 @@ class Deployment:
             "checks": self.checks,
             "dag_run_id": ctx.dag_run_id,
         }
+        ready = False
         try:
-            try:
-                health = self.public.wait_ready(self.serving.smoke.ready_timeout_seconds)
-            except TimeoutError as exc:
-                raise ServerUnavailableError(str(exc)) from None
+            health = self.public.wait_ready(self.serving.smoke.ready_timeout_seconds)
             self.check("ready", True, f"server answered /health: {health}")
             stable = (self.switch.state().get("stable") or {}).get("version")
             record["stable_before"] = stable
-            sample = json.loads(ctx.fetch(self._sibling(evaluation_location)).read_text())
-            if str(sample.get("version")) != version.version:
-                raise BadInputError(
-                    f"{evaluation_location}: the smoke sample is for "
-                    f"v{sample.get('version')}, not v{version.version}"
-                )
-            loading = time.perf_counter()
-            try:
-                sha = stage(ctx.registry, version)
-            except UntrustedArtifactError as exc:
-                self.check("load", False, f"staging v{version.version} refused: {exc}")
-            status, body, _ = self.admin.call(
-                "POST", "/admin/candidate", {"version": version.version, "sha256": sha}
-            )
-            error = body.get("error", "ok") if isinstance(body, dict) else body
-            self.check(
-                "load",
-                status == 200,
-                f"candidate v{version.version} load: HTTP {status} {error}",
-                seconds=round(time.perf_counter() - loading, 3),
-            )
+            sample = self._smoke_sample(smoke_sample_location, version.version)
+            self._load(version)
             self.smoke(sample)
             if stable and self.serving.canary.enabled:
                 self.canary(sample, version.version, stable)
@@ -223,33 +215,69 @@ class Deployment:
                 self.checks.append(
                     {"name": "canary", "passed": True, "skipped": True, "detail": reason}
                 )
+            ready = True
         except _CheckFailed as failed:
-            self._roll_back(record, str(failed), started)
-        except (OSError, ServerUnavailableError) as exc:
+            self._safe_state()
+            self._reject(record, str(failed), started)
+        except ServiceUnavailableError as exc:
             record.update(outcome="server_unavailable", seconds=time.perf_counter() - started)
             write_json(ctx.out_dir / DEPLOY, record)
-            raise ServerUnavailableError(
+            raise ServiceUnavailableError(
                 f"model server for {name} at {self.admin.url} stopped answering during the "
                 f"deploy of v{version.version} ({exc}); nothing was switched: the alias did not "
                 "move, and a restarted server serves its stable model",
                 record,
             ) from None
+        finally:
+            if not ready:  # any other exit, SIGTERM included: no candidate keeps traffic
+                self._safe_state()
         record.update(outcome="ready_to_switch", seconds=round(time.perf_counter() - started, 3))
         write_json(ctx.out_dir / DEPLOY, record)
         return record
 
-    @staticmethod
-    def _sibling(evaluation_location: str) -> str:
-        if not str(evaluation_location).endswith(EVALUATION):
+    def _smoke_sample(self, location: str, version: str) -> dict[str, Any]:
+        """The evaluate step's holdout rows and offline scores, for this very version."""
+        sample = json.loads(self.ctx.fetch(location).read_text(encoding="utf-8"))
+        if str(sample.get("version")) != version:
             raise BadInputError(
-                f"--evaluation must point at {EVALUATION}, got {evaluation_location!r}"
+                f"{location}: the smoke sample is for v{sample.get('version')}, not v{version}; "
+                "pass the smoke_sample_uri of the evaluation of this version"
             )
-        return str(evaluation_location)[: -len(EVALUATION)] + SMOKE_SAMPLE
+        return sample
 
-    def _roll_back(self, record: dict[str, Any], reason: str, started: float) -> None:
+    def _load(self, version) -> None:
+        loading = time.perf_counter()
+        try:
+            sha = stage(self.ctx.registry, version)
+        except UntrustedArtifactError as exc:
+            self.check("load", False, f"staging v{version.version} refused: {exc}")
+        try:
+            self.admin.ok("POST", "/admin/candidate", {"version": version.version, "sha256": sha})
+        except ServerRefusedError as exc:
+            self.check("load", False, f"candidate v{version.version} load refused: {exc}")
+        self.check(
+            "load",
+            True,
+            f"candidate v{version.version} loaded",
+            seconds=round(time.perf_counter() - loading, 3),
+        )
+
+    def _safe_state(self) -> None:
+        """Traffic off and the candidate dropped (one call does both); idempotent.
+
+        Best effort: if the server cannot be reached it serves no candidate traffic
+        either, and a restarted server never restores a candidate.
+        """
+        if self._safe:
+            return
+        try:
+            self.admin.ok("DELETE", "/admin/candidate")
+            self._safe = True
+        except (ServiceUnavailableError, ServerRefusedError) as exc:
+            print(f"warning: could not drop the candidate: {exc}", file=sys.stderr)
+
+    def _reject(self, record: dict[str, Any], reason: str, started: float) -> None:
         ctx, name, version = self.ctx, self.ctx.spec.name, record["version"]
-        # Dropping the candidate also turns its traffic off; stable never stopped serving.
-        self.switch.call("DELETE", "/admin/candidate")
         ctx.registry.client.set_model_version_tag(name, version, f"{TAG}deploy_rejected", reason)
         ctx.registry.append_event(
             name,
@@ -270,11 +298,11 @@ class Deployment:
 def deploy(
     ctx: StepContext,
     challenger_version: str,
-    evaluation_location: str,
+    smoke_sample_location: str,
     server_url: str,
     admin_token: str,
     prediction_key: str,
 ) -> dict[str, Any]:
     admin = ServerClient(server_url, admin_token)
     public = ServerClient(server_url, prediction_key)
-    return Deployment(ctx, admin, public).run(challenger_version, evaluation_location)
+    return Deployment(ctx, admin, public).run(challenger_version, smoke_sample_location)

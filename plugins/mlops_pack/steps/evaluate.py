@@ -17,13 +17,14 @@ import pandas as pd
 
 from mlops_pack.errors import BadInputError
 from mlops_pack.metric_catalog import metric_info
+from mlops_pack.model_io import MODEL_FILE, load_model, predict
+from mlops_pack.percentile import percentile
 from mlops_pack.records import EvaluationRecord, MetricDelta, ModelScore, SliceScore, write_json
 from mlops_pack.registry import CHAMPION, TAG, Version
 from mlops_pack.spec import ModelSpec
 from mlops_pack.steps import holdout as holdouts
 from mlops_pack.steps import metrics
 from mlops_pack.steps.context import StepContext
-from mlops_pack.steps.model_io import MODEL_FILE, load_model, predict
 
 RESULT = "evaluation.json"
 SMOKE_SAMPLE = "smoke_sample.json"
@@ -52,7 +53,7 @@ def _latency(spec: ModelSpec, model: Any, frame: pd.DataFrame) -> tuple[float, f
             predict(spec, model, row)
             if index >= 5:  # the first calls warm caches
                 timings.append((time.perf_counter() - started) * 1000)
-    return float(np.percentile(timings, 50)), float(np.percentile(timings, 95))
+    return percentile(timings, 50), percentile(timings, 95)
 
 
 def _score(
@@ -219,6 +220,8 @@ def evaluate(ctx: StepContext, challenger_version: str) -> dict[str, Any]:
             registry.client.log_artifact(challenger.run_id, str(ctx.out_dir / SMOKE_SAMPLE), folder)
         run = registry.client.get_run(challenger.run_id)
         out["evaluation_uri"] = f"{run.info.artifact_uri}/{folder}/{RESULT}"
+        if spec.serving is not None:  # what deploy smoke-tests against (--smoke-sample)
+            out["smoke_sample_uri"] = f"{run.info.artifact_uri}/{folder}/{SMOKE_SAMPLE}"
         for name, value in new_score.metrics.items():
             if value is not None and np.isfinite(value):
                 registry.client.log_metric(challenger.run_id, f"holdout_{name}", value)

@@ -11,14 +11,15 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from mlops_pack.model_io import predict
 from mlops_pack.records import write_json
 from mlops_pack.registry import CHAMPION
 from mlops_pack.steps import holdout as holdouts
 from mlops_pack.steps import metrics
 from mlops_pack.steps.context import StepContext
 from mlops_pack.steps.dataset import read_frame
-from mlops_pack.steps.evaluate import fetch_model, labels, predict
-from mlops_pack.steps.train import _require_validated
+from mlops_pack.steps.evaluate import fetch_model, labels
+from mlops_pack.steps.validated import require_validated
 
 RESULT = "holdout_refresh.json"
 
@@ -27,7 +28,7 @@ def refresh_and_rescore(ctx: StepContext, reason: str) -> dict[str, Any]:
     from mlops_pack.hashing import sha256_file
 
     path = ctx.data_path()
-    _require_validated(ctx, sha256_file(path))
+    require_validated(ctx, sha256_file(path))
     old, pin = holdouts.refresh(ctx, read_frame(path, ctx.spec), reason)
     champion = ctx.registry.alias(ctx.spec.name, CHAMPION)
     scores: dict[str, float] = {}

@@ -15,14 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mlops_pack.errors import BadInputError, MlopsPackError
+from mlops_pack.model_io import MODEL_FILE, verify_sha256
 from mlops_pack.registry import TAG, Registry, Version
-from mlops_pack.serving.client import ServerClient, ServerError
-from mlops_pack.steps.model_io import MODEL_FILE, verify_sha256
-
-
-class ServerUnavailableError(MlopsPackError):
-    """The model server did not answer; nothing was switched. A retry may succeed."""
+from mlops_pack.server_client import ServerClient
 
 
 def serving_dir(registry: Registry, model: str) -> Path:
@@ -60,18 +55,7 @@ class ServedSwitch:
     model: str
 
     def state(self) -> dict[str, Any]:
-        return self.call("GET", "/admin/stats")["slots"]
-
-    def call(self, method: str, path: str, body: Any = None) -> Any:
-        try:
-            return self.admin.ok(method, path, body)
-        except OSError as exc:
-            raise ServerUnavailableError(
-                f"model server for {self.model} at {self.admin.url} did not answer {method} "
-                f"{path} ({exc}); nothing was switched"
-            ) from None
-        except ServerError as exc:
-            raise BadInputError(f"model server refused {method} {path}: {exc}") from None
+        return self.admin.ok("GET", "/admin/stats")["slots"]
 
     def serve(self, version: Version) -> dict[str, Any]:
         """Make ``version`` the stable model: promote the candidate, or load it directly."""
@@ -79,10 +63,10 @@ class ServedSwitch:
         before = slots.get("stable")
         candidate = slots.get("candidate") or {}
         if candidate.get("version") == version.version:
-            outcome = self.call("POST", "/admin/promote", {"version": version.version})
+            outcome = self.admin.ok("POST", "/admin/promote", {"version": version.version})
         else:
             sha = stage(self.registry, version)
-            outcome = self.call(
+            outcome = self.admin.ok(
                 "POST", "/admin/rollback", {"version": version.version, "sha256": sha}
             )
         return {"outcome": outcome["outcome"], "served": outcome["stable"], "before": before}
@@ -90,4 +74,4 @@ class ServedSwitch:
     def restore(self, before: dict[str, str] | None) -> None:
         """Undo ``serve``: the server goes back to what it served before (if anything)."""
         if before:
-            self.call("POST", "/admin/rollback", before)
+            self.admin.ok("POST", "/admin/rollback", before)

@@ -17,6 +17,7 @@ import pandas as pd
 
 from mlops_pack.errors import BadInputError
 from mlops_pack.hashing import sha256_file
+from mlops_pack.model_io import MODEL_FILE, TRUSTED_TYPES
 from mlops_pack.records import write_json
 from mlops_pack.registry import TAG
 from mlops_pack.spec import ModelSpec
@@ -24,7 +25,7 @@ from mlops_pack.steps import holdout as holdouts
 from mlops_pack.steps.context import StepContext
 from mlops_pack.steps.dataset import read_frame
 from mlops_pack.steps.estimator_check import make_estimator
-from mlops_pack.steps.model_io import MODEL_FILE, TRUSTED_TYPES
+from mlops_pack.steps.validated import require_validated
 
 RESULT = "train.json"
 
@@ -63,25 +64,6 @@ def build_pipeline(spec: ModelSpec, source: str | None = None):
     )
 
 
-def _require_validated(ctx: StepContext, data_sha256: str) -> str:
-    registry = ctx.registry
-    experiment = registry.experiment_id(f"mlops-pack/{ctx.spec.name}")
-    runs = registry.client.search_runs(
-        [experiment],
-        filter_string=(
-            f"tags.`{TAG}step` = 'validate' and tags.`{TAG}data_sha256` = '{data_sha256}' "
-            f"and tags.`{TAG}status` = 'passed'"
-        ),
-        max_results=1,
-    )
-    if not runs:
-        raise BadInputError(
-            f"{ctx.data_path()}: this data (sha256 {data_sha256[:12]}) has not passed validation; "
-            "run `mlops-pack validate` on it first"
-        )
-    return runs[0].info.run_id
-
-
 def _versions() -> dict[str, str]:
     import sklearn
     import skops
@@ -109,7 +91,7 @@ def train(ctx: StepContext) -> dict[str, Any]:
     make_estimator(spec, str(ctx.spec_path))
     path = ctx.data_path()
     data_sha256 = sha256_file(path)
-    validation_run = _require_validated(ctx, data_sha256)
+    validation_run = require_validated(ctx, data_sha256)
     frame = read_frame(path, spec)
     pin = holdouts.ensure(ctx, frame)
     held = holdouts.exclusion(spec, frame, holdouts.load(ctx, pin))

@@ -1,0 +1,133 @@
+"""The model server's HTTP client, shared by the steps, the Airflow world and the CLI.
+
+Built on urllib3 (connection reuse, and its ``Retry`` policy) so that a transient fault
+is retried here and only a lasting one reaches the caller, classified:
+
+* no connection, or a 5xx that outlived the retries (a server restarting answers 503):
+  ``ServiceUnavailableError``, exit 1, retried by Airflow;
+* a 4xx: ``ServerRefusedError``, a ``BadInputError`` (the request is wrong; a retry
+  would repeat it).
+
+Status retries apply to idempotent methods only (GET, PUT, DELETE): a POST that reached
+the server is never sent twice. Connection failures (nothing was sent) are retried for
+every method. Secrets travel only in the ``Authorization`` header and never appear in an
+exception message.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import urllib3
+from urllib3.util.retry import Retry
+
+from mlops_pack.errors import ServerRefusedError, ServiceUnavailableError
+
+RETRY_STATUSES = frozenset({502, 503, 504})
+IDEMPOTENT = frozenset({"GET", "PUT", "DELETE"})
+
+
+class ServerClient:
+    def __init__(
+        self, url: str, secret: str, timeout: float = 30.0, retries: int = 3, backoff: float = 0.3
+    ) -> None:
+        if not url.startswith(("http://", "https://")):
+            raise ValueError(f"model server URL must be http(s), got {url!r}")
+        self.url = url.rstrip("/")
+        self._secret = secret
+        self.timeout = timeout
+        self._retry = Retry(
+            total=retries,
+            connect=retries,
+            read=0,  # a request the server may have acted on is not repeated blindly
+            status=retries,
+            status_forcelist=RETRY_STATUSES,
+            allowed_methods=IDEMPOTENT,
+            backoff_factor=backoff,
+            raise_on_status=False,  # the last answer is returned and classified below
+            respect_retry_after_header=True,
+        )
+        self._pool = urllib3.PoolManager(maxsize=4)
+
+    def call(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        raw: bytes | None = None,
+        headers: dict[str, str] | None = None,
+        retry: bool = True,
+    ) -> tuple[int, Any, dict[str, str]]:
+        """One request; returns (status, decoded body, headers) for any HTTP answer.
+
+        Raises ``ServiceUnavailableError`` when no answer came (after the retries).
+        """
+        data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
+        sent = {
+            "Authorization": f"Bearer {self._secret}",
+            "Content-Type": "application/json",
+            **(headers or {}),
+        }
+        try:
+            response = self._pool.request(
+                method,
+                self.url + path,
+                body=data,
+                headers=sent,
+                timeout=urllib3.Timeout(total=self.timeout),
+                retries=self._retry if retry else False,
+                redirect=False,
+            )
+        except urllib3.exceptions.HTTPError as exc:
+            raise ServiceUnavailableError(
+                f"model server at {self.url} did not answer {method} {path} ({_reason(exc)})"
+            ) from None
+        return response.status, _decode(response.data), dict(response.headers)
+
+    def ok(self, method: str, path: str, body: Any = None) -> Any:
+        """The decoded body of a 200; any other answer raises, classified (see module doc)."""
+        status, payload, _ = self.call(method, path, body)
+        if status == 200:
+            return payload
+        message = payload.get("error") if isinstance(payload, dict) else payload
+        what = f"model server at {self.url}: {method} {path}: HTTP {status}: {message}"
+        if 400 <= status < 500:
+            raise ServerRefusedError(status, what, {"http_status": status})
+        raise ServiceUnavailableError(what, {"http_status": status})
+
+    def wait_ready(self, timeout: float) -> dict[str, Any]:
+        """Poll ``/health`` until it answers 200 or 503 (up, maybe with no model yet)."""
+        deadline = time.monotonic() + timeout
+        last = "no answer yet"
+        while time.monotonic() < deadline:
+            try:
+                status, payload, _ = self.call("GET", "/health", retry=False)
+            except ServiceUnavailableError as exc:
+                last = str(exc)
+            else:
+                if status in (200, 503):
+                    return payload
+                if 400 <= status < 500:
+                    raise ServerRefusedError(
+                        status, f"model server at {self.url}: GET /health: HTTP {status}"
+                    )
+                last = f"GET /health: HTTP {status}"
+            time.sleep(0.25)
+        raise ServiceUnavailableError(
+            f"model server at {self.url} did not answer within {timeout:.0f} s ({last})"
+        )
+
+
+def _reason(exc: Exception) -> str:
+    """The underlying cause of a urllib3 failure, without the URL's query or headers."""
+    reason = getattr(exc, "reason", None) or exc
+    return f"{type(reason).__name__}: {reason}"
+
+
+def _decode(raw: bytes) -> Any:
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return raw.decode("utf-8", "replace")
