@@ -1,11 +1,13 @@
-"""Metrics computed with per-row weights, so the paired bootstrap is a matrix product.
+"""Metrics computed with per-row weights, and the paired bootstrap over them.
 
 A bootstrap resample is a vector of counts (how often each holdout row was drawn). Each
-metric is *prepared* once for (labels, predictions) and then evaluated on a whole
-(resamples x rows) count matrix at once, so champion and challenger are scored on exactly
-the same resampled rows and 1,000 resamples of 100k rows cost seconds. ROC AUC groups
-rows by score once and becomes a weighted Mann-Whitney statistic: two sparse products
-and a cumulative sum per block, no sort per resample.
+metric can be *prepared* once for (labels, predictions) and then evaluated on a whole
+(resamples x rows) count matrix; that is the extension point custom metrics implement.
+The built-in metrics take a faster path in ``paired_bootstrap``: rows with the same
+(prediction, label) are interchangeable, so draws are counted per such key, mean-type
+metrics become one matrix product with a small per-key table, and ROC AUC one cumulative
+sum over keys in score order, in exact integers. Champion and challenger are always
+scored on exactly the same drawn rows.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ from scipy import sparse
 
 from mlops_pack.metric_catalog import CUSTOM_IMPLEMENTATIONS
 
-EPS = 1e-15
+# Probabilities are clipped to [eps, 1 - eps] before the log, as scikit-learn does.
+EPS = float(np.finfo(np.float64).eps)
 Weighted = Callable[[np.ndarray], np.ndarray]
 # prepare(y_true, prediction) -> evaluate(weights[b, n]) -> values[b]. For classification
 # the prediction is the positive-class probability; for regression the predicted value.
@@ -122,15 +125,146 @@ def score(name: str, y: np.ndarray, p: np.ndarray) -> float:
     return float(implementation(name)(y, p)(np.ones((1, len(y))))[0])
 
 
-def bootstrap_counts(n: int, resamples: int, seed: int, block: int = 100):
-    """Yield (block x n) matrices of multinomial bootstrap counts, reproducibly."""
+def bootstrap_draws(n: int, resamples: int, seed: int, block: int = 100):
+    """Yield (block x n) matrices of drawn row indices (with replacement), reproducibly."""
     rng = np.random.default_rng(seed)
     done = 0
     while done < resamples:
         size = min(block, resamples - done)
-        draws = rng.integers(0, n, size=(size, n)) + (np.arange(size) * n)[:, None]
-        yield np.bincount(draws.ravel(), minlength=size * n).reshape(size, n).astype(np.float64)
+        yield rng.integers(0, n, size=(size, n), dtype=np.int32 if n < 2**31 else np.int64)
         done += size
+
+
+def bootstrap_counts(n: int, resamples: int, seed: int, block: int = 100):
+    """Yield (block x n) matrices of multinomial bootstrap counts, reproducibly.
+
+    Row ``b`` says how often each holdout row was drawn in resample ``b``; the same seed
+    gives the same resamples as ``paired_bootstrap``.
+    """
+    for draws in bootstrap_draws(n, resamples, seed, block):
+        yield _histograms(draws, np.arange(n), n).astype(np.float64)
+
+
+def _histograms(draws: np.ndarray, key: np.ndarray, bins: int) -> np.ndarray:
+    """Per resample, how many draws fell on each key (``key[row]`` in ``0..bins-1``)."""
+    size = draws.shape[0]
+    keyed = key[draws]
+    keyed += (np.arange(size, dtype=keyed.dtype) * bins)[:, None]
+    return np.bincount(keyed.ravel(), minlength=size * bins).reshape(size, bins)
+
+
+# The fast path for built-in metrics ----------------------------------------------------
+#
+# A built-in metric of one model depends on a row only through (prediction, label). Rows
+# that share both are interchangeable, so a resample is fully described by how many draws
+# fell on each distinct (prediction, label) pair: a "key". Counting draws per key (one
+# bincount), every mean-type metric becomes one product of that count matrix with a
+# small table of per-key values, and ROC AUC a cumulative sum over keys sorted by score,
+# done in exact integer arithmetic. Both models read the same draws, so the pairing holds.
+
+# name -> (per-key columns from (label, prediction), finish(sums, total) -> values)
+_Columns = Callable[[np.ndarray, np.ndarray], list[np.ndarray]]
+_Finish = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+
+def _ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(denominator > 0, numerator / denominator, np.nan)
+
+
+def _r2_finish(sums: np.ndarray, total: np.ndarray) -> np.ndarray:
+    mean_y = sums[:, 0] / total
+    ss_tot = sums[:, 1] - total * mean_y**2
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(ss_tot > 1e-12 * np.maximum(total, 1), 1 - sums[:, 2] / ss_tot, np.nan)
+
+
+def _clipped(p: np.ndarray) -> np.ndarray:
+    return np.clip(p, EPS, 1 - EPS)
+
+
+_SUMS: dict[str, tuple[_Columns, _Finish]] = {
+    "log_loss": (
+        lambda y, p: [-(y * np.log(_clipped(p)) + (1 - y) * np.log(1 - _clipped(p)))],
+        lambda s, t: s[:, 0] / t,
+    ),
+    "brier": (lambda y, p: [(p - y) ** 2], lambda s, t: s[:, 0] / t),
+    "accuracy": (
+        lambda y, p: [((p >= 0.5) == (y == 1)).astype(float)],
+        lambda s, t: s[:, 0] / t,
+    ),
+    # 2TP + FP + FN = predicted positives + actual positives
+    "f1": (
+        lambda y, p: [
+            ((p >= 0.5) & (y == 1)).astype(float),
+            (p >= 0.5).astype(float) + (y == 1).astype(float),
+        ],
+        lambda s, t: _ratio(2 * s[:, 0], s[:, 1]),
+    ),
+    "rmse": (lambda y, p: [(p - y) ** 2], lambda s, t: np.sqrt(s[:, 0] / t)),
+    "mae": (lambda y, p: [np.abs(p - y)], lambda s, t: s[:, 0] / t),
+    "r2": (lambda y, p: [y, y**2, (p - y) ** 2], _r2_finish),
+}
+
+
+class _KeyedModel:
+    """One model's predictions grouped into keys, with what each metric needs per key.
+
+    Keys are numbered negatives first, then positives, each in score order, so a count
+    matrix splits into two contiguous halves and AUC needs one cumulative sum.
+    """
+
+    def __init__(self, names: list[str], y: np.ndarray, p: np.ndarray) -> None:
+        self.names = names
+        positive = y == 1
+        order = np.lexsort((p, positive))  # negatives first, then by score
+        sorted_p, sorted_y = p[order], y[order]
+        first = np.ones(len(p), dtype=bool)
+        first[1:] = (sorted_p[1:] != sorted_p[:-1]) | (sorted_y[1:] != sorted_y[:-1])
+        key_of_sorted = np.cumsum(first, dtype=np.int64) - 1
+        self.key = np.empty(len(p), dtype=np.int64)
+        self.key[order] = key_of_sorted
+        starts = np.flatnonzero(first)
+        key_p, key_y = sorted_p[starts], sorted_y[starts]
+        self.keys = len(starts)
+        self.negatives = int(np.count_nonzero(key_y == 0))
+        columns: list[np.ndarray] = []
+        self.slices: dict[str, slice] = {}
+        for name in names:
+            if name in _SUMS:
+                made = _SUMS[name][0](key_y, key_p)
+                self.slices[name] = slice(len(columns), len(columns) + len(made))
+                columns.extend(made)
+        self.table = np.column_stack(columns) if columns else np.zeros((self.keys, 0))
+        # For each positive key: how many negative keys score below it (strictly), and
+        # how many score below or tie with it; indexes into a cumulative sum with a
+        # leading zero.
+        negative_p = key_p[: self.negatives]
+        positive_p = key_p[self.negatives :]
+        self.below = np.searchsorted(negative_p, positive_p, side="left")
+        self.below_or_tied = np.searchsorted(negative_p, positive_p, side="right")
+
+    def evaluate(self, draws: np.ndarray) -> dict[str, np.ndarray]:
+        counts = _histograms(draws, self.key, self.keys)
+        sums = counts.astype(np.float64) @ self.table
+        total = np.full(len(counts), float(draws.shape[1]))
+        out = {name: _SUMS[name][1](sums[:, part], total) for name, part in self.slices.items()}
+        if "roc_auc" in self.names:
+            out["roc_auc"] = self._auc(counts)
+        return out
+
+    def _auc(self, counts: np.ndarray) -> np.ndarray:
+        """Weighted Mann-Whitney AUC, ties counting one half, in exact integers (x2)."""
+        size = len(counts)
+        cumulative = np.zeros((size, self.negatives + 1), dtype=np.int64)
+        np.cumsum(counts[:, : self.negatives], axis=1, out=cumulative[:, 1:])
+        # 2 x (negatives strictly below + half the tied ones) = below + below_or_tied
+        credit2 = cumulative[:, self.below]
+        credit2 += cumulative[:, self.below_or_tied]
+        positives = counts[:, self.negatives :]
+        numerator2 = np.einsum("ij,ij->i", positives, credit2)
+        denominator = positives.sum(axis=1) * cumulative[:, -1]
+        return _ratio(numerator2.astype(np.float64), 2.0 * denominator)
 
 
 def paired_bootstrap(
@@ -144,16 +278,31 @@ def paired_bootstrap(
 ) -> dict[str, np.ndarray]:
     """Sorted bootstrap improvements of challenger over champion, per metric.
 
-    Both models see the same count matrix in every block: that pairing is what makes the
-    delta's interval narrow enough to gate on.
+    Both models see the same drawn rows in every block: that pairing is what makes the
+    delta's interval narrow enough to gate on. Built-in metrics take the keyed fast path;
+    custom metrics get the (resamples x rows) count matrix their ``prepare`` expects.
     """
-    block = max(1, min(100, 10_000_000 // max(1, len(y))))  # about 80 MB of counts a block
+    n = len(y)
+    # Small blocks keep a block's draws and counts in the CPU cache: measured fastest at
+    # 4 to 8 resamples of 100k rows (docs/benchmarks.md, evaluation).
+    block = max(1, min(100, 600_000 // max(1, n)))
+    builtin = [name for name in names if name in _SUMS or name == "roc_auc"]
+    custom = [name for name in names if name not in builtin]
+    keyed = [_KeyedModel(builtin, y, p) for p in (challenger, champion)] if builtin else []
     prepared = {
-        n: (implementation(n)(y, challenger), implementation(n)(y, champion)) for n in names
+        name: (implementation(name)(y, challenger), implementation(name)(y, champion))
+        for name in custom
     }
     parts: dict[str, list[np.ndarray]] = {name: [] for name in names}
-    for weights in bootstrap_counts(len(y), resamples, seed, block):
-        for name, (new, old) in prepared.items():
-            diff = new(weights) - old(weights)
+    for draws in bootstrap_draws(n, resamples, seed, block):
+        pairs = {}
+        if keyed:
+            new, old = (model.evaluate(draws) for model in keyed)
+            pairs = {name: (new[name], old[name]) for name in builtin}
+        if custom:
+            weights = _histograms(draws, np.arange(n), n).astype(np.float64)
+            pairs.update({name: (f(weights), g(weights)) for name, (f, g) in prepared.items()})
+        for name, (new_values, old_values) in pairs.items():
+            diff = new_values - old_values
             parts[name].append(diff if higher_is_better[name] else -diff)
     return {name: np.sort(np.concatenate(chunks)) for name, chunks in parts.items()}
