@@ -327,6 +327,28 @@ def cmd_history(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
     return EXIT_OK, {"model": name, "events": events}
 
 
+def cmd_data(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
+    from mlops_pack.registry import Registry
+    from mlops_pack.spec import load_spec
+    from mlops_pack.steps import retention
+
+    spec = load_spec(args.spec)
+    record = retention.prune(Registry(), spec, apply=args.action == "prune" and args.apply)
+    policy = ", ".join(f"{k}={v}" for k, v in record["policy"].items() if v is not None)
+    print(f"{spec.name}: retained batches (policy: {policy or 'keep everything'})")
+    for batch in record["batches"]:
+        versions = ",".join(f"v{v}" for v in batch["versions"]) or "-"
+        print(
+            f"  {batch['sha256'][:12]}  {batch['retained_at']}  {batch['rows']:>9} rows "
+            f"{batch['bytes']:>12} B  {versions:<12} {'keep' if batch['keep'] else 'PRUNE'}: "
+            f"{batch['why']}"
+        )
+    if args.action == "prune":
+        verb = "pruned" if record["applied"] else "would prune (dry run; --apply to prune)"
+        print(f"{verb} {len(record['pruned'])} batches, {record['bytes_freed']} bytes")
+    return EXIT_OK, record
+
+
 # Parser ------------------------------------------------------------------------------
 
 
@@ -411,6 +433,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="data to carve the new holdout from")
     p.add_argument("--reason", required=True)
     _step(sub, "history", cmd_history, "print the model's decision and alias history")
+    p = sub.add_parser("data", help="list or prune the retained raw data batches")
+    p.add_argument("action", choices=["list", "prune"])
+    p.add_argument("--spec", required=True)
+    p.add_argument("--apply", action="store_true", help="prune for real (default: dry run)")
+    p.set_defaults(func=cmd_data, writes_result=False)
     return parser
 
 

@@ -272,6 +272,18 @@ class Schedule(_Strict):
         return self
 
 
+class Retention(_Strict):
+    """How long raw training batches stay in the artifact store.
+
+    A batch may be pruned only when it is outside every limit that is set and no live
+    version (an aliased one, or the newest) was trained on it. With no limit set nothing
+    is ever pruned.
+    """
+
+    days: int | None = Field(None, ge=1, description="Keep batches stored within this many days.")
+    batches: int | None = Field(None, ge=1, description="Keep the newest N batches.")
+
+
 class ModelSpec(_Strict):
     """A model: its data, features, estimator, checks, holdout, metrics and gate."""
 
@@ -297,6 +309,7 @@ class ModelSpec(_Strict):
     metrics: list[str] = Field(min_length=1)
     gate: Gate
     schedule: Schedule = Schedule()
+    retention: Retention = Retention()
     serving: Serving | None = Field(None, description="Serve the champion; deploy through it.")
 
     @model_validator(mode="after")

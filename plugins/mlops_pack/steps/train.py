@@ -22,6 +22,7 @@ from mlops_pack.records import write_json
 from mlops_pack.registry import TAG
 from mlops_pack.spec import ModelSpec
 from mlops_pack.steps import holdout as holdouts
+from mlops_pack.steps import retention
 from mlops_pack.steps.context import StepContext
 from mlops_pack.steps.dataset import read_frame
 from mlops_pack.steps.estimator_check import make_estimator
@@ -93,6 +94,8 @@ def train(ctx: StepContext) -> dict[str, Any]:
     data_sha256 = sha256_file(path)
     validation_run = require_validated(ctx, data_sha256)
     frame = read_frame(path, spec)
+    # Kept before the version exists, so no version can point at data that is not stored.
+    retained = retention.retain(registry, spec.name, path, data_sha256, len(frame))
     pin = holdouts.ensure(ctx, frame)
     held = holdouts.exclusion(spec, frame, holdouts.load(ctx, pin))
     train_frame = frame.loc[~held.mask.to_numpy()]
@@ -178,6 +181,7 @@ def train(ctx: StepContext) -> dict[str, Any]:
         "holdout_rows_excluded": held.excluded,
         "holdout_excluded_by": held.by,
         "fit_seconds": round(fit_seconds, 3),
+        "retention": retained,
         "seconds": round(time.perf_counter() - started, 3),
     }
     write_json(ctx.out_dir / RESULT, result)
