@@ -54,3 +54,24 @@ def promote_month_two(out: Path) -> int:
         "--overrides", LENIENT, "--out", out,
     )  # fmt: skip
     return code
+
+
+def churn_spec_copy(tmp_path: Path, edit) -> Path:
+    """The churn spec in a fresh include dir (suite included), changed by ``edit(raw)``.
+
+    The single-row latency budget is dropped: it is not what such tests test, and a busy
+    machine can exceed it.
+    """
+    import shutil
+
+    import yaml
+
+    include = tmp_path / "include"
+    shutil.copytree(ROOT / "include" / "expectations", include / "expectations")
+    (include / "models").mkdir(parents=True)
+    raw = yaml.safe_load(CHURN_SPEC.read_text())
+    raw["gate"]["budgets"]["max_latency_ms_p95"] = None
+    edit(raw)
+    spec = include / "models" / "churn.yaml"
+    spec.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return spec

@@ -380,6 +380,7 @@ def decide(
         champion_version=evaluation.champion.version if evaluation.champion else None,
         challenger_version=evaluation.challenger.version,
         holdout_sha256=evaluation.holdout_sha256,
+        holdout=evaluation.holdout,
         spec_sha256=evaluation.spec_sha256,
         data_sha256=evaluation.data_sha256,
         dag_run_id=dag_run_id,

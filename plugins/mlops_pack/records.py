@@ -53,11 +53,21 @@ class SliceScore(_Record):
     challenger: float | None
 
 
+class HoldoutInfo(_Record):
+    """Where the scored rows came from: the strategy, the source batch, their time span."""
+
+    strategy: str
+    rows: int
+    source_data_sha256: str | None = None
+    time_range: list[str] | None = None
+
+
 class EvaluationRecord(_Record):
     schema_: Literal["mlops_pack.evaluation/1"] = Field("mlops_pack.evaluation/1", alias="schema")
     model: str
     holdout_sha256: str
     holdout_rows: int
+    holdout: HoldoutInfo | None = None
     spec_sha256: str
     data_sha256: str | None = None
     champion: ModelScore | None
@@ -94,6 +104,7 @@ class DecisionRecord(_Record):
     champion_version: str | None
     challenger_version: str
     holdout_sha256: str
+    holdout: HoldoutInfo | None = None
     spec_sha256: str
     data_sha256: str | None
     dag_run_id: str | None = None

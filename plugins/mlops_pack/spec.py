@@ -116,9 +116,17 @@ class Validation(_Strict):
 
 
 class Holdout(_Strict):
-    """The shared holdout: created once, pinned by sha256, reused by every evaluation."""
+    """Where the rows both models are scored on come from.
 
-    strategy: Literal["split", "file"] = "split"
+    ``out_of_time`` (the default): every retrain holds out the newest rows of its own
+    batch (the latest by ``time_column`` when set, else a seeded, stratified share) and
+    trains on the rest, so the gate judges both models on the world they will serve.
+    ``split`` and ``file`` are the pinned strategies: one holdout, carved once from the
+    first batch (``split``) or read from ``path`` (``file``), reused by every evaluation
+    until it is deliberately refreshed; for populations that do not move.
+    """
+
+    strategy: Literal["out_of_time", "split", "file"] = "out_of_time"
     fraction: float = Field(0.2, gt=0.0, lt=0.9)
     stratify: bool = True
     path: str | None = Field(
@@ -127,12 +135,39 @@ class Holdout(_Strict):
         examples=["holdouts/churn.csv"],
     )
     seed: int = 7
+    time_column: str | None = Field(
+        None,
+        description="out_of_time: a declared column giving each row's time (numbers, or "
+        "ISO-8601 text); the latest rows are held out.",
+    )
+    min_rows: int = Field(100, ge=1, description="Fewest holdout rows a decision may rest on.")
 
     @model_validator(mode="after")
     def _file_needs_path(self) -> Holdout:
         if self.strategy == "file" and not self.path:
             raise ValueError("strategy 'file' needs 'path'")
+        if self.time_column and self.strategy != "out_of_time":
+            raise ValueError("time_column applies to strategy 'out_of_time' only")
         return self
+
+    @property
+    def pinned(self) -> bool:
+        return self.strategy != "out_of_time"
+
+
+class Window(_Strict):
+    """Which retained batches the challenger trains on, besides the newest one."""
+
+    batches: int = Field(
+        1, ge=1, le=1000, description="The newest batch plus the N-1 retained before it."
+    )
+    days: int | None = Field(
+        None, ge=1, description="Instead: every retained batch stored within N days."
+    )
+
+
+class Training(_Strict):
+    window: Window = Window()
 
 
 class Primary(_Strict):
@@ -306,6 +341,7 @@ class ModelSpec(_Strict):
     estimator: Estimator
     validation: Validation = Validation()
     holdout: Holdout = Holdout()
+    training: Training = Training()
     metrics: list[str] = Field(min_length=1)
     gate: Gate
     schedule: Schedule = Schedule()
@@ -328,6 +364,9 @@ class ModelSpec(_Strict):
         for column in self.gate.slices.columns:
             if column not in names:
                 raise ValueError(f"gate.slices.columns: {column!r} is not a declared column")
+        time_column = self.holdout.time_column
+        if time_column and time_column not in names:
+            raise ValueError(f"holdout.time_column: {time_column!r} is not a declared column")
         return self
 
     @model_validator(mode="after")

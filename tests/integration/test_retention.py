@@ -3,30 +3,14 @@ from under a live version."""
 
 from __future__ import annotations
 
-import shutil
-from pathlib import Path
-
-import yaml
 from mlops_pack.hashing import sha256_file
-from support import CHURN_SPEC, LENIENT, ROOT, run_cli
-
-
-def _spec_with_retention(tmp_path: Path, **policy) -> Path:
-    include = tmp_path / "include"
-    shutil.copytree(ROOT / "include" / "expectations", include / "expectations")
-    (include / "models").mkdir(parents=True)
-    raw = yaml.safe_load(CHURN_SPEC.read_text())
-    raw["retention"] = policy
-    raw["gate"]["budgets"]["max_latency_ms_p95"] = None  # not under test; a busy CI box
-    spec = include / "models" / "churn.yaml"
-    spec.write_text(yaml.safe_dump(raw, sort_keys=False))
-    return spec
+from support import LENIENT, churn_spec_copy, run_cli
 
 
 def test_batches_are_kept_once_and_pruned_only_outside_policy_and_live_versions(
     store, data_dir, tmp_path, registry
 ):
-    spec = _spec_with_retention(tmp_path, batches=1)
+    spec = churn_spec_copy(tmp_path, lambda raw: raw.update(retention={"batches": 1}))
     # v1 promoted (month 1), v2 rejected (35% label noise), v3 promoted (month 2).
     batches = ["churn/churn_month_01.csv", "churn/churn_noisy.csv", "churn/churn_month_02.csv"]
     for i, (batch, expected) in enumerate(zip(batches, (0, 3, 0), strict=True)):

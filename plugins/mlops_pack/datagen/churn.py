@@ -138,6 +138,11 @@ def iter_chunks(cfg: ChurnConfig):
         index += 1
 
 
+def frame(cfg: ChurnConfig) -> pd.DataFrame:
+    """The whole batch in memory (small batches: tests, examples, the traffic simulator)."""
+    return pd.concat(list(iter_chunks(cfg)), ignore_index=True)
+
+
 def write(cfg: ChurnConfig, out: str | os.PathLike[str]) -> Path:
     """Write one batch to ``out`` (.csv or .parquet) atomically; returns the path."""
     out = Path(out)

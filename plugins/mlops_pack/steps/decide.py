@@ -39,7 +39,8 @@ def gate(ctx: StepContext, evaluation_location: str | Path) -> DecisionRecord:
             f"{evaluation_path}: evaluation is for model {evaluation.model!r}, "
             f"not {ctx.spec.name!r}"
         )
-    pin = holdouts.pinned(ctx)
+    challenger = ctx.registry.version(ctx.spec.name, evaluation.challenger.version)
+    pin = holdouts.for_version(ctx, challenger.tags)
     decision = decide(
         evaluation,
         ctx.spec.gate,
@@ -49,18 +50,18 @@ def gate(ctx: StepContext, evaluation_location: str | Path) -> DecisionRecord:
     )
     path = write_json(ctx.out_dir / DECISION, decision)
     registry = ctx.registry
-    version = registry.version(ctx.spec.name, decision.challenger_version)
     registry.client.set_model_version_tag(
-        ctx.spec.name, version.version, f"{TAG}verdict", decision.verdict
+        ctx.spec.name, challenger.version, f"{TAG}verdict", decision.verdict
     )
     registry.client.set_model_version_tag(
-        ctx.spec.name, version.version, f"{TAG}decision_id", decision.decision_id
+        ctx.spec.name, challenger.version, f"{TAG}decision_id", decision.decision_id
     )
     registry.client.set_model_version_tag(
-        ctx.spec.name, version.version, f"{TAG}summary", decision.summary[:5000]
+        ctx.spec.name, challenger.version, f"{TAG}summary", decision.summary[:5000]
     )
-    if version.run_id:
-        registry.client.log_artifact(version.run_id, str(path), f"decisions/{decision.decision_id}")
+    if challenger.run_id:
+        folder = f"decisions/{decision.decision_id}"
+        registry.client.log_artifact(challenger.run_id, str(path), folder)
     registry.append_event(
         ctx.spec.name,
         "decision",
@@ -99,7 +100,8 @@ def promote(
             f"model {name}: the spec requires approval before promotion "
             "(gate.approval.required); pass the approver"
         )
-    pin = holdouts.pinned(ctx)
+    challenger = ctx.registry.version(name, decision.challenger_version)
+    pin = holdouts.for_version(ctx, challenger.tags)
     if pin is None or pin.sha256 != decision.holdout_sha256:
         raise HoldoutMismatchError(
             f"model {name}: the holdout was refreshed since this decision "
@@ -107,7 +109,6 @@ def promote(
         )
     hooks: dict[str, Any] = {}
     if switch is not None:
-        challenger = ctx.registry.version(name, decision.challenger_version)
         hooks = {"serve": lambda: switch.serve(challenger), "unserve": _unserve(switch)}
     result = ctx.registry.promote(
         name,

@@ -15,11 +15,18 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mlops_pack.errors import BadInputError
+from mlops_pack.errors import BadInputError, HoldoutMismatchError
 from mlops_pack.metric_catalog import metric_info
 from mlops_pack.model_io import MODEL_FILE, load_model, predict
 from mlops_pack.percentile import percentile
-from mlops_pack.records import EvaluationRecord, MetricDelta, ModelScore, SliceScore, write_json
+from mlops_pack.records import (
+    EvaluationRecord,
+    HoldoutInfo,
+    MetricDelta,
+    ModelScore,
+    SliceScore,
+    write_json,
+)
 from mlops_pack.registry import CHAMPION, TAG, Version
 from mlops_pack.spec import ModelSpec
 from mlops_pack.steps import holdout as holdouts
@@ -143,13 +150,31 @@ def _finite(value: float) -> float | None:
     return value if np.isfinite(value) else None
 
 
+def _refuse_in_sample_champion(model: str, champion: Version, pin: holdouts.HoldoutPin) -> None:
+    """An out-of-time holdout carved from a batch the champion trained on is not out of
+    sample for the champion (unless the champion held out these very rows)."""
+    if pin.source is None:
+        return
+    trained_on = champion.tags.get(f"{TAG}window_sha256s") or champion.tags.get(
+        f"{TAG}data_sha256", ""
+    )
+    if pin.source in trained_on.split(",") and (
+        champion.tags.get(f"{TAG}holdout_sha256") != pin.sha256
+    ):
+        raise HoldoutMismatchError(
+            f"model {model}: the champion v{champion.version} trained on batch "
+            f"{pin.source[:12]}, the batch this holdout was carved from, so its score on it "
+            "would be in-sample; retrain on a batch the champion has not seen"
+        )
+
+
 def evaluate(ctx: StepContext, challenger_version: str) -> dict[str, Any]:
     started = time.perf_counter()
     spec, registry = ctx.spec, ctx.registry
-    pin = holdouts.pinned(ctx)
+    challenger = registry.version(spec.name, challenger_version)
+    pin = holdouts.for_version(ctx, challenger.tags)
     if pin is None:
         raise BadInputError(f"model {spec.name}: no pinned holdout; train a model first")
-    challenger = registry.version(spec.name, challenger_version)
     if challenger.tags.get(f"{TAG}holdout_sha256") != pin.sha256:
         raise BadInputError(
             f"model {spec.name} v{challenger_version} was trained against holdout "
@@ -159,6 +184,8 @@ def evaluate(ctx: StepContext, challenger_version: str) -> dict[str, Any]:
     champion = registry.alias(spec.name, CHAMPION)
     if champion is not None and champion.version == challenger.version:
         raise BadInputError(f"model {spec.name}: v{challenger_version} is already the champion")
+    if champion is not None:
+        _refuse_in_sample_champion(spec.name, champion, pin)
     frame = holdouts.load(ctx, pin)
     y = labels(spec, frame)
     with tempfile.TemporaryDirectory() as tmp:
@@ -197,6 +224,12 @@ def evaluate(ctx: StepContext, challenger_version: str) -> dict[str, Any]:
         model=spec.name,
         holdout_sha256=pin.sha256,
         holdout_rows=len(frame),
+        holdout=HoldoutInfo(
+            strategy=pin.strategy,
+            rows=len(frame),
+            source_data_sha256=pin.source,
+            time_range=list(pin.time_range) if pin.time_range else None,
+        ),
         spec_sha256=spec.sha256(),
         data_sha256=challenger.tags.get(f"{TAG}data_sha256"),
         champion=old_score,

@@ -1,7 +1,13 @@
-"""The shared holdout: one per model, created once, pinned by sha256, reused everywhere.
+"""The holdout both models are scored on: out of time per retrain, or pinned per model.
 
-The pin lives on the registered model (tags), the rows in the artifact store (Parquet),
-so any worker can fetch the same bytes and prove they are the same by their hash.
+``out_of_time``: each retrain holds out the newest rows of its own batch (the latest by
+the spec's time column, or a seeded, stratified share); the rows are stored with the
+challenger's version, so its evaluation, gate and promotion all refer to exactly them.
+Pinned (``split``, ``file``): one holdout per model, created once, reused until a
+deliberate refresh; the pin lives on the registered model's tags.
+
+Either way the rows sit in the artifact store as Parquet, so any worker can fetch the
+same bytes and prove by their hash that they are the same.
 """
 
 from __future__ import annotations
@@ -27,9 +33,49 @@ class HoldoutPin:
     sha256: str
     uri: str
     rows: int
+    strategy: str = "split"
+    source: str | None = None  # out_of_time: the sha256 of the batch the rows came from
+    time_range: tuple[str, str] | None = None
 
     def as_dict(self) -> dict[str, object]:
-        return {"sha256": self.sha256, "uri": self.uri, "rows": self.rows}
+        return {
+            "sha256": self.sha256,
+            "uri": self.uri,
+            "rows": self.rows,
+            "strategy": self.strategy,
+            "source_data_sha256": self.source,
+            "time_range": list(self.time_range) if self.time_range else None,
+        }
+
+    def version_tags(self) -> dict[str, str]:
+        """What a challenger records so its evaluation finds these very rows."""
+        tags = {
+            "holdout_sha256": self.sha256,
+            "holdout_uri": self.uri,
+            "holdout_rows": str(self.rows),
+            "holdout_strategy": self.strategy,
+        }
+        if self.source:
+            tags["holdout_source"] = self.source
+        if self.time_range:
+            tags["holdout_time_range"] = "/".join(self.time_range)
+        return {f"{TAG}{k}": v for k, v in tags.items()}
+
+
+def for_version(ctx: StepContext, tags: dict[str, str]) -> HoldoutPin | None:
+    """The holdout a version must be judged on: its own (out of time), or the model's pin."""
+    if tags.get(f"{TAG}holdout_strategy") != "out_of_time":
+        return pinned(ctx)
+    span = tags.get(f"{TAG}holdout_time_range")
+    first, _, last = (span or "").partition("/")
+    return HoldoutPin(
+        tags[f"{TAG}holdout_sha256"],
+        tags[f"{TAG}holdout_uri"],
+        int(tags[f"{TAG}holdout_rows"]),
+        "out_of_time",
+        tags.get(f"{TAG}holdout_source"),
+        (first, last) if span else None,
+    )
 
 
 def pinned(ctx: StepContext) -> HoldoutPin | None:
@@ -37,23 +83,82 @@ def pinned(ctx: StepContext) -> HoldoutPin | None:
     if f"{TAG}holdout_sha256" not in tags:
         return None
     return HoldoutPin(
-        tags[f"{TAG}holdout_sha256"], tags[f"{TAG}holdout_uri"], int(tags[f"{TAG}holdout_rows"])
+        tags[f"{TAG}holdout_sha256"],
+        tags[f"{TAG}holdout_uri"],
+        int(tags[f"{TAG}holdout_rows"]),
+        ctx.spec.holdout.strategy,
     )
 
 
 def split(spec: ModelSpec, frame: pd.DataFrame) -> pd.DataFrame:
     """Carve the holdout rows from ``frame`` (stratified on the label for classification)."""
+    return _seeded_split(spec, frame)[1]
+
+
+def _seeded_split(spec: ModelSpec, frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     from sklearn.model_selection import train_test_split
 
     h = spec.holdout
     stratify = frame[spec.target] if h.stratify and spec.task == "classification" else None
     try:
-        _, holdout = train_test_split(
+        rest, holdout = train_test_split(
             frame, test_size=h.fraction, random_state=h.seed, stratify=stratify
         )
     except ValueError as exc:
         raise BadInputError(f"model {spec.name}: cannot carve the holdout: {exc}") from None
-    return holdout.sort_index().reset_index(drop=True)
+    return rest.sort_index(), holdout.sort_index().reset_index(drop=True)
+
+
+def _times(spec: ModelSpec, frame: pd.DataFrame, path: Path) -> pd.Series:
+    """The time column as comparable values: numbers as they are, text as ISO-8601."""
+    name = spec.holdout.time_column or ""
+    column = frame[name]
+    missing = column.isna()
+    if missing.any():
+        raise BadInputError(
+            f"{path}: holdout.time_column: {name!r} is empty in {int(missing.sum())} rows "
+            f"(first at row {int(missing.to_numpy().argmax())}); every row needs a time"
+        )
+    if pd.api.types.is_numeric_dtype(column):
+        return column
+    try:
+        return pd.to_datetime(column, format="ISO8601", utc=True)
+    except (ValueError, TypeError) as exc:
+        raise BadInputError(
+            f"{path}: holdout.time_column: {name!r} holds values that are not ISO-8601 "
+            f"times ({str(exc).splitlines()[0][:120]}); write times like 2026-05-31T12:00:00Z "
+            "or declare a numeric column"
+        ) from None
+
+
+def out_of_time(
+    spec: ModelSpec, frame: pd.DataFrame, path: Path
+) -> tuple[pd.DataFrame, pd.DataFrame, tuple[str, str] | None]:
+    """Split the newest batch into (rows to train on, holdout rows, holdout time span).
+
+    With a time column the holdout is the latest ``fraction`` of the rows, cut at a time
+    so that no training row is later than a holdout row; without one, a seeded share.
+    """
+    h = spec.holdout
+    span = None
+    if h.time_column:
+        times = _times(spec, frame, path)
+        ordered = times.sort_values(kind="stable")
+        cut = ordered.iloc[max(0, len(frame) - max(1, round(h.fraction * len(frame))))]
+        late = (times >= cut).to_numpy()
+        rest, holdout = frame.loc[~late], frame.loc[late].reset_index(drop=True)
+        held_times = times[late]
+        span = (str(held_times.min()), str(held_times.max()))
+    else:
+        rest, holdout = _seeded_split(spec, frame)
+    if len(holdout) < h.min_rows or rest.empty:
+        raise BadInputError(
+            f"{path}: holdout.min_rows: this batch of {len(frame)} rows gives "
+            f"{len(holdout)} holdout rows and {len(rest)} to train on; the spec needs at "
+            f"least {h.min_rows} holdout rows. Send a larger batch, or lower "
+            "holdout.min_rows or raise holdout.fraction"
+        )
+    return rest, holdout, span
 
 
 @dataclass(frozen=True)
@@ -84,7 +189,14 @@ def exclusion(spec: ModelSpec, frame: pd.DataFrame, held: pd.DataFrame) -> Exclu
     return Exclusion(row_hashes(frame, spec).isin(held_hashes), "row values")
 
 
-def _publish(ctx: StepContext, holdout: pd.DataFrame, reason: str) -> HoldoutPin:
+def store(
+    ctx: StepContext,
+    holdout: pd.DataFrame,
+    reason: str,
+    source: str | None = None,
+    time_range: tuple[str, str] | None = None,
+) -> HoldoutPin:
+    """Write the rows to the artifact store as Parquet; the pin names them by sha256."""
     registry = ctx.registry
     experiment = registry.experiment_id(f"mlops-pack/{ctx.spec.name}")
     with tempfile.TemporaryDirectory() as tmp:
@@ -98,7 +210,20 @@ def _publish(ctx: StepContext, holdout: pd.DataFrame, reason: str) -> HoldoutPin
         )
         registry.client.log_artifact(run.info.run_id, str(path))
         registry.client.set_terminated(run.info.run_id)
-    pin = HoldoutPin(digest, f"{run.info.artifact_uri}/{FILE}", len(holdout))
+    return HoldoutPin(
+        digest,
+        f"{run.info.artifact_uri}/{FILE}",
+        len(holdout),
+        ctx.spec.holdout.strategy,
+        source,
+        time_range,
+    )
+
+
+def _publish(ctx: StepContext, holdout: pd.DataFrame, reason: str) -> HoldoutPin:
+    """Store the rows and pin them on the registered model (the pinned strategies)."""
+    pin = store(ctx, holdout, reason)
+    registry = ctx.registry
     registry.ensure_model(ctx.spec.name)
     for key, value in (
         ("holdout_sha256", pin.sha256),
@@ -151,6 +276,11 @@ def refresh(
     ctx: StepContext, frame: pd.DataFrame, reason: str
 ) -> tuple[HoldoutPin | None, HoldoutPin]:
     """Deliberately replace the pinned holdout with rows from ``frame``; recorded."""
+    if not ctx.spec.holdout.pinned:
+        raise BadInputError(
+            f"model {ctx.spec.name}: holdout.strategy is out_of_time: every retrain already "
+            "holds out the newest rows of its batch; refreshing is for the pinned strategies"
+        )
     if not reason.strip():
         raise BadInputError("refreshing the holdout needs a reason (--reason)")
     with ctx.registry.lock(ctx.spec.name):

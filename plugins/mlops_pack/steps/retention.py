@@ -169,12 +169,37 @@ def inventory(registry: Registry, model: str) -> list[Batch]:
     except MlflowException:
         versions = []
     for version in versions:
-        batch = by_sha.get(version.tags.get(f"{TAG}data_sha256", ""))
-        if batch is not None:
-            batch.versions.append(str(version.version))
+        used = version.tags.get(f"{TAG}window_sha256s") or version.tags.get(f"{TAG}data_sha256", "")
+        for sha in used.split(","):
+            if sha in by_sha:
+                by_sha[sha].versions.append(str(version.version))
     for batch in batches:
         batch.versions.sort(key=int)
     return batches
+
+
+def window(registry: Registry, spec: ModelSpec, newest: str) -> list[Batch]:
+    """The retained batches before ``newest`` that ``training.window`` adds, newest first.
+
+    A model that has received fewer batches than the window trains on what there is; a
+    batch inside the window that was pruned is refused, since training without it would
+    silently be a different model than the spec describes.
+    """
+    rule = spec.training.window
+    earlier = [b for b in inventory(registry, spec.name) if b.sha256 != newest]
+    if rule.days is not None:
+        horizon = datetime.now(tz=UTC) - timedelta(days=rule.days)
+        chosen = [b for b in earlier if b.retained_at >= horizon]
+    else:
+        chosen = earlier[: rule.batches - 1]
+    pruned = [b for b in chosen if b.pruned_at is not None]
+    if pruned:
+        raise DataMissingError(
+            f"model {spec.name}: training.window: the window takes "
+            f"{', '.join(f'{b.sha256[:12]} ({b.source})' for b in pruned)}, pruned under the "
+            "retention policy; shrink training.window or keep batches longer (retention)"
+        )
+    return chosen
 
 
 def plan(

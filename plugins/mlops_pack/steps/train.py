@@ -83,6 +83,25 @@ def _requirements() -> list[str]:
     return [f"{name}=={versions[name]}" for name in ("scikit-learn", "pandas", "numpy", "skops")]
 
 
+def read_batches(ctx: StepContext, batches: list[retention.Batch]) -> list[pd.DataFrame]:
+    """The retained batches of the training window, fetched and checked by sha256."""
+    frames = []
+    for batch in batches:
+        with tempfile.TemporaryDirectory() as tmp:
+            local = retention.fetch(ctx.registry, ctx.spec.name, batch.sha256, Path(tmp))
+            frames.append(read_frame(local, ctx.spec))
+    return frames
+
+
+def training_rows(
+    spec: ModelSpec, frames: list[pd.DataFrame], held: pd.DataFrame
+) -> tuple[pd.DataFrame, holdouts.Exclusion]:
+    """The window's rows, newest batch first, without any row of the holdout."""
+    combined = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+    excluded = holdouts.exclusion(spec, combined, held)
+    return combined.loc[~excluded.mask.to_numpy()], excluded
+
+
 def train(ctx: StepContext) -> dict[str, Any]:
     import mlflow.sklearn
 
@@ -94,16 +113,22 @@ def train(ctx: StepContext) -> dict[str, Any]:
     data_sha256 = sha256_file(path)
     validation_run = require_validated(ctx, data_sha256)
     frame = read_frame(path, spec)
-    # Kept before the version exists, so no version can point at data that is not stored.
-    retained = retention.retain(registry, spec.name, path, data_sha256, len(frame))
-    pin = holdouts.ensure(ctx, frame)
-    held = holdouts.exclusion(spec, frame, holdouts.load(ctx, pin))
-    train_frame = frame.loc[~held.mask.to_numpy()]
+    if spec.holdout.pinned:
+        pin = holdouts.ensure(ctx, frame)
+        newest, held_frame = frame, holdouts.load(ctx, pin)
+    else:
+        newest, held_frame, span = holdouts.out_of_time(spec, frame, path)
+        reason = f"out of time: newest rows of batch {data_sha256[:12]}"
+        pin = holdouts.store(ctx, held_frame, reason, data_sha256, span)
+    older = retention.window(registry, spec, data_sha256)
+    train_frame, held = training_rows(spec, [newest, *read_batches(ctx, older)], held_frame)
     if len(train_frame) < spec.validation.min_rows:
         raise BadInputError(
             f"{path}: only {len(train_frame)} rows remain after removing holdout "
             f"rows; need validation.min_rows={spec.validation.min_rows}"
         )
+    # Kept before the version exists, so no version can point at data that is not stored.
+    retained = retention.retain(registry, spec.name, path, data_sha256, len(frame))
     pipeline = build_pipeline(spec)
     fit_started = time.perf_counter()
     pipeline.fit(train_frame, train_frame[spec.target])
@@ -164,7 +189,8 @@ def train(ctx: StepContext) -> dict[str, Any]:
             f"{TAG}artifact_sha256": artifact_sha256,
             f"{TAG}data_sha256": data_sha256,
             f"{TAG}spec_sha256": spec.sha256(),
-            f"{TAG}holdout_sha256": pin.sha256,
+            f"{TAG}window_sha256s": ",".join([data_sha256, *(b.sha256 for b in older)]),
+            **pin.version_tags(),
         },
     )
     result = {
@@ -180,6 +206,8 @@ def train(ctx: StepContext) -> dict[str, Any]:
         "holdout_rows": pin.rows,
         "holdout_rows_excluded": held.excluded,
         "holdout_excluded_by": held.by,
+        "holdout": pin.as_dict(),
+        "window": [data_sha256, *(b.sha256 for b in older)],
         "fit_seconds": round(fit_seconds, 3),
         "retention": retained,
         "seconds": round(time.perf_counter() - started, 3),
