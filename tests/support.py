@@ -8,7 +8,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 CHURN_SPEC = ROOT / "include" / "models" / "churn.yaml"
 DIABETES_SPEC = ROOT / "include" / "models" / "diabetes.yaml"
-# A gate any sane challenger passes: for tests that need a second promotion.
+# A primary rule any sane challenger passes (guardrails and slices still apply).
 LENIENT = '{"gate": {"mode": "non_inferiority", "margin": 0.2}}'
 
 
@@ -47,12 +47,20 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def lenient(raw: dict) -> None:
+    """A spec edit for a gate any sane challenger passes: for tests that need a second
+    promotion. Out of time, month 2's own rows judge it, and noise alone can move a
+    guardrail or a slice past its tolerance, so only the primary (non-inferiority, margin
+    0.2) and the floors are kept; a label-noised challenger still fails its floor."""
+    raw["gate"]["primary"] = {"metric": "roc_auc", "mode": "non_inferiority", "margin": 0.2}
+    raw["gate"]["guardrails"] = []
+    raw["gate"]["slices"] = {"columns": []}
+
+
 def promote_month_two(out: Path) -> int:
-    """Retrain churn on month 2 under the lenient gate (v2 becomes champion); exit code."""
-    code, _ = run_cli(
-        "retrain", "--spec", CHURN_SPEC, "--data", "churn/churn_month_02.csv",
-        "--overrides", LENIENT, "--out", out,
-    )  # fmt: skip
+    """Retrain churn on month 2 under a lenient gate (v2 becomes champion); exit code."""
+    spec = churn_spec_copy(out.parent / f"{out.name}-lenient", lenient)
+    code, _ = run_cli("retrain", "--spec", spec, "--data", "churn/churn_month_02.csv", "--out", out)
     return code
 
 
@@ -75,3 +83,8 @@ def churn_spec_copy(tmp_path: Path, edit) -> Path:
     spec = include / "models" / "churn.yaml"
     spec.write_text(yaml.safe_dump(raw, sort_keys=False))
     return spec
+
+
+def pinned_churn_spec(tmp_path: Path) -> Path:
+    """The churn spec with today's pinned holdout (carved once from the first batch)."""
+    return churn_spec_copy(tmp_path / "pinned", lambda raw: raw["holdout"].update(strategy="split"))

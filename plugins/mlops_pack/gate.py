@@ -265,6 +265,43 @@ def _guardrail_checks(
     return checks
 
 
+def _backtest_checks(policy: Gate, evaluation: EvaluationRecord) -> list[Check]:
+    rule = policy.backtest
+    if not rule.enabled:
+        return []
+    scores = evaluation.backtest
+    if scores is None:
+        return [
+            Check(
+                name="backtest",
+                kind="backtest",
+                verdict="skip",
+                detail="no older holdout to backtest on (the champion has none of its own)",
+            )
+        ]
+    name = f"backtest {scores.metric}"
+    better = metric_info(scores.metric).higher_is_better
+    if not (_usable(scores.challenger) and _usable(scores.champion)):
+        missing = "a model has no usable score on the older holdout"
+        return [
+            Check(name=name, kind="backtest", metric=scores.metric, verdict="fail", detail=missing)
+        ]
+    improvement = scores.challenger - scores.champion
+    improvement = improvement if better else -improvement
+    return [
+        Check(
+            name=name,
+            kind="backtest",
+            metric=scores.metric,
+            value=improvement,
+            threshold=-rule.tolerance,
+            comparator=">=",
+            verdict="pass" if improvement >= -rule.tolerance else "fail",
+            detail=f"on {scores.source} ({scores.rows} rows, {scores.holdout_sha256[:12]})",
+        )
+    ]
+
+
 def _slice_checks(policy: Gate, evaluation: EvaluationRecord) -> list[Check]:
     slices = policy.slices
     if not slices.columns:
@@ -370,6 +407,7 @@ def decide(
         checks.append(_primary_check(policy, evaluation, deltas))
         checks += _guardrail_checks(policy, evaluation, deltas)
         checks += _slice_checks(policy, evaluation)
+        checks += _backtest_checks(policy, evaluation)
     verdict = "reject" if any(c.verdict == "fail" for c in checks) else "promote"
     return DecisionRecord(
         decision_id=uuid.uuid4().hex,

@@ -62,6 +62,17 @@ class HoldoutInfo(_Record):
     time_range: list[str] | None = None
 
 
+class BacktestScore(_Record):
+    """Both models on an older holdout (the backtest guardrail's evidence)."""
+
+    holdout_sha256: str
+    rows: int
+    source: str
+    metric: str
+    champion: float | None
+    challenger: float | None
+
+
 class EvaluationRecord(_Record):
     schema_: Literal["mlops_pack.evaluation/1"] = Field("mlops_pack.evaluation/1", alias="schema")
     model: str
@@ -74,6 +85,7 @@ class EvaluationRecord(_Record):
     challenger: ModelScore
     deltas: list[MetricDelta] = Field(default_factory=list)
     slices: list[SliceScore] = Field(default_factory=list)
+    backtest: BacktestScore | None = None
     bootstrap_resamples: int = 0
     bootstrap_seed: int = 0
     seconds: float = 0.0
@@ -83,7 +95,9 @@ class EvaluationRecord(_Record):
 
 class Check(_Record):
     name: str
-    kind: Literal["holdout", "floor", "budget", "first_run", "primary", "guardrail", "slice"]
+    kind: Literal[
+        "holdout", "floor", "budget", "first_run", "primary", "guardrail", "slice", "backtest"
+    ]
     metric: str | None = None
     value: float | None = None
     threshold: float | None = None

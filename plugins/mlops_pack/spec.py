@@ -192,6 +192,21 @@ class Guardrail(_Strict):
     tolerance_type: Literal["absolute", "relative"] = "absolute"
 
 
+class Backtest(_Strict):
+    """Optional guardrail: the challenger may not lose more than ``tolerance`` of the
+    metric on an older holdout, so a model that fits only the newest batch is caught.
+
+    The older holdout is the champion's own (the rows of the decision that promoted it;
+    out-of-time strategy), or the fixed reference file ``path`` when set. Its rows are
+    kept out of the challenger's training.
+    """
+
+    enabled: bool = False
+    metric: str | None = Field(None, description="Default: the primary metric.")
+    tolerance: float = Field(0.02, ge=0.0, description="Absolute; the point estimate is gated.")
+    path: str | None = Field(None, description="Reference holdout file, relative to include/.")
+
+
 class Slices(_Strict):
     columns: list[str] = Field(default_factory=list)
     metric: str | None = Field(None, description="Metric compared per slice.", examples=["roc_auc"])
@@ -220,6 +235,7 @@ class Gate(_Strict):
         "this for lower-is-better ones.",
     )
     slices: Slices = Slices()
+    backtest: Backtest = Backtest()
     budgets: Budgets = Budgets()
     first_run: Literal["promote", "reject"] = Field(
         "promote", description="With no champion: promote if floors and budgets pass, or reject."
@@ -392,6 +408,8 @@ class ModelSpec(_Strict):
         used += list(self.gate.floors)
         if self.gate.slices.metric:
             used.append(self.gate.slices.metric)
+        if self.gate.backtest.metric:
+            used.append(self.gate.backtest.metric)
         for metric in used:
             if metric not in self.metrics:
                 raise ValueError(f"gate uses metric {metric!r}, which is not listed in 'metrics'")

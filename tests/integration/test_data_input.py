@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import yaml
 from mlops_pack.errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_REJECTED
-from support import CHURN_SPEC, DIABETES_SPEC, run_cli
+from support import CHURN_SPEC, DIABETES_SPEC, pinned_churn_spec, run_cli
 
 PASSWD_FIRST_LINE = "root:x:0:0"
 
@@ -251,6 +251,7 @@ def _held_out(registry, tmp_path: Path) -> pd.DataFrame:
 def test_holdout_rows_are_excluded_by_key_and_counted_in_every_summary(
     store, registry, data, tmp_path, capsys
 ):
+    CHURN_SPEC = pinned_churn_spec(tmp_path)
     code, _ = run_cli(
         "retrain", "--spec", CHURN_SPEC, "--data", "churn/churn_month_01.csv",
         "--out", tmp_path / "r1",

@@ -4,10 +4,11 @@ decisions made on the old holdout."""
 from __future__ import annotations
 
 from mlops_pack.errors import EXIT_BAD_INPUT, EXIT_OK
-from support import CHURN_SPEC, run_cli
+from support import pinned_churn_spec, run_cli
 
 
 def test_refresh_is_recorded_and_old_decisions_are_refused(store, registry, tmp_path):
+    CHURN_SPEC = pinned_churn_spec(tmp_path)
     assert run_cli("retrain", "--spec", CHURN_SPEC, "--out", tmp_path / "r1")[0] == EXIT_OK
     old_pin = registry.model_tags("churn")["mlops.holdout_sha256"]
     lenient = '{"gate": {"mode": "non_inferiority", "margin": 0.2}}'

@@ -173,3 +173,31 @@ def test_window_over_a_pruned_batch_is_refused(store, data_dir, tmp_path, regist
     assert code == 2, result
     assert "training.window" in result["error"] and sha256_file(paths[2])[:12] in result["error"]
     assert len(registry.client.search_model_versions("name = 'churn'")) == versions_before
+
+
+def test_backtest_catches_a_challenger_that_only_fits_the_newest_month(
+    store, data_dir, tmp_path, registry
+):
+    """With the backtest on, v2 (trained after concept drift) must also hold up on the
+    rows v1 was promoted on; it does not, so it is rejected with the backtest named."""
+
+    def edit(raw):
+        raw["gate"]["backtest"] = {"enabled": True, "tolerance": 0.0}
+
+    spec = churn_spec_copy(tmp_path, edit)
+    first = data_dir / "churn" / "bt_month_01.csv"
+    drifted = data_dir / "churn" / "bt_month_06_concept.csv"
+    churn.write(churn.ChurnConfig(rows=8_000, month=1), first)
+    churn.write(churn.ChurnConfig(rows=8_000, month=6, concept_drift=1.0), drifted)
+    code, result = run_cli("retrain", "--spec", spec, "--data", first, "--out", tmp_path / "r1")
+    assert code == 0, result
+    code, result = run_cli("retrain", "--spec", spec, "--data", drifted, "--out", tmp_path / "r2")
+    decision = result["result"]["decision"]
+    check = next(c for c in decision["checks"] if c["kind"] == "backtest")
+    assert check["verdict"] == "fail" and check["value"] < 0, check
+    assert "the champion's own holdout (v1)" in check["detail"]
+    assert code == 3 and decision["verdict"] == "reject"
+    evaluation = json.loads((tmp_path / "r2" / "evaluation.json").read_text())
+    v1_holdout = registry.version("churn", "1").tags["mlops.holdout_sha256"]
+    assert evaluation["backtest"]["holdout_sha256"] == v1_holdout
+    assert registry.version("churn", "2").tags["mlops.backtest_version"] == "1"

@@ -4,19 +4,22 @@ from under a live version."""
 from __future__ import annotations
 
 from mlops_pack.hashing import sha256_file
-from support import LENIENT, churn_spec_copy, run_cli
+from support import churn_spec_copy, lenient, run_cli
 
 
 def test_batches_are_kept_once_and_pruned_only_outside_policy_and_live_versions(
     store, data_dir, tmp_path, registry
 ):
-    spec = churn_spec_copy(tmp_path, lambda raw: raw.update(retention={"batches": 1}))
+    def edit(raw):
+        lenient(raw)
+        raw["retention"] = {"batches": 1}
+
+    spec = churn_spec_copy(tmp_path, edit)
     # v1 promoted (month 1), v2 rejected (35% label noise), v3 promoted (month 2).
     batches = ["churn/churn_month_01.csv", "churn/churn_noisy.csv", "churn/churn_month_02.csv"]
     for i, (batch, expected) in enumerate(zip(batches, (0, 3, 0), strict=True)):
         code, result = run_cli(
-            "retrain", "--spec", spec, "--data", batch, "--overrides", LENIENT,
-            "--out", tmp_path / f"run{i}",
+            "retrain", "--spec", spec, "--data", batch, "--out", tmp_path / f"run{i}",
         )  # fmt: skip
         assert code == expected, result
     # The same batch again is not stored twice (v4, the newest version).

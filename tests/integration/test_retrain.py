@@ -9,6 +9,11 @@ from mlops_pack.registry import CHAMPION, PREVIOUS
 from support import CHURN_SPEC, DIABETES_SPEC, run_cli
 
 
+def _data_sha256(out) -> str:
+    """The sha256 of the batch a run trained on."""
+    return json.loads((out / "train.json").read_text())["data_sha256"]
+
+
 def test_churn_twice_then_a_worse_challenger_is_rejected(store, registry, tmp_path):
     code, first = run_cli(
         "retrain", "--spec", CHURN_SPEC, "--out", tmp_path / "r1", "--run-id", "run-1"
@@ -16,12 +21,11 @@ def test_churn_twice_then_a_worse_challenger_is_rejected(store, registry, tmp_pa
     assert code == EXIT_OK, first
     assert first["result"]["verdict"] == "promote"
     assert registry.alias("churn", CHAMPION).version == "1"
-    pin = registry.model_tags("churn")["mlops.holdout_sha256"]
     train1 = json.loads((tmp_path / "r1" / "train.json").read_text())
-    # The holdout was carved from month 1, so exactly its rows were kept out of training.
-    assert train1["holdout_rows_excluded"] == int(
-        registry.model_tags("churn")["mlops.holdout_rows"]
-    )
+    # Out of time: a fifth of month 1 held out, the rest trained on, nothing else lost.
+    assert train1["holdout"]["strategy"] == "out_of_time"
+    assert (train1["holdout_rows"], train1["train_rows"]) == (1_600, 6_400)
+    assert train1["holdout_rows_excluded"] == 0
 
     code, second = run_cli(
         "retrain",
@@ -35,7 +39,10 @@ def test_churn_twice_then_a_worse_challenger_is_rejected(store, registry, tmp_pa
     assert code in (EXIT_OK, EXIT_REJECTED), second
     evaluation = json.loads((tmp_path / "r2" / "evaluation.json").read_text())
     assert evaluation["champion"]["version"] == "1"
+    # Both scored on v2's own holdout: the newest rows of month 2.
+    pin = registry.version("churn", "2").tags["mlops.holdout_sha256"]
     assert evaluation["holdout_sha256"] == pin
+    assert evaluation["holdout"]["source_data_sha256"] == _data_sha256(tmp_path / "r2")
     assert (
         evaluation["champion"]["holdout_sha256"]
         == evaluation["challenger"]["holdout_sha256"]
@@ -54,7 +61,9 @@ def test_churn_twice_then_a_worse_challenger_is_rejected(store, registry, tmp_pa
     decision = third["result"]["decision"]
     assert decision["verdict"] == "reject"
     assert decision["summary"].startswith("REJECT churn v3")
-    assert any(c["kind"] == "primary" and c["verdict"] == "fail" for c in decision["checks"])
+    assert any(
+        c["kind"] in ("primary", "floor") and c["verdict"] == "fail" for c in decision["checks"]
+    )
     assert registry.alias("churn", CHAMPION).version == champion_after_second
     assert registry.version("churn", "3").tags["mlops.verdict"] == "reject"
     kinds = [e["kind"] for e in registry.history("churn")]

@@ -20,6 +20,7 @@ from mlops_pack.metric_catalog import metric_info
 from mlops_pack.model_io import MODEL_FILE, load_model, predict
 from mlops_pack.percentile import percentile
 from mlops_pack.records import (
+    BacktestScore,
     EvaluationRecord,
     HoldoutInfo,
     MetricDelta,
@@ -168,6 +169,34 @@ def _refuse_in_sample_champion(model: str, champion: Version, pin: holdouts.Hold
         )
 
 
+def _backtest(
+    ctx: StepContext, challenger: Version, champion_model: Any, challenger_model: Any
+) -> BacktestScore | None:
+    """Both models on the older holdout the challenger's training kept out (train chose it)."""
+    rule = ctx.spec.gate.backtest
+    if not rule.enabled:
+        return None
+    version = challenger.tags.get(f"{TAG}backtest_version")
+    tags = ctx.registry.version(ctx.spec.name, version).tags if version else None
+    reference = holdouts.backtest_reference(ctx, tags)
+    if reference is None:
+        return None
+    metric = rule.metric or ctx.spec.gate.primary.metric
+    y = labels(ctx.spec, reference.frame)
+    old, new = (
+        _finite(metrics.score(metric, y, predict(ctx.spec, model, reference.frame)))
+        for model in (champion_model, challenger_model)
+    )
+    return BacktestScore(
+        holdout_sha256=reference.sha256,
+        rows=len(reference.frame),
+        source=f"{reference.source} (v{version})" if version else reference.source,
+        metric=metric,
+        champion=old,
+        challenger=new,
+    )
+
+
 def evaluate(ctx: StepContext, challenger_version: str) -> dict[str, Any]:
     started = time.perf_counter()
     spec, registry = ctx.spec, ctx.registry
@@ -191,10 +220,11 @@ def evaluate(ctx: StepContext, challenger_version: str) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         new_model, new_size = fetch_model(ctx, challenger, Path(tmp))
         new_score, new_pred = _score(spec, challenger, new_model, new_size, frame, y, pin.sha256)
-        old_score, old_pred = None, None
+        old_score, old_pred, backtest = None, None, None
         if champion is not None:
             old_model, old_size = fetch_model(ctx, champion, Path(tmp))
             old_score, old_pred = _score(spec, champion, old_model, old_size, frame, y, pin.sha256)
+            backtest = _backtest(ctx, challenger, old_model, new_model)
     deltas = []
     unc = spec.gate.uncertainty
     if old_pred is not None:
@@ -236,6 +266,7 @@ def evaluate(ctx: StepContext, challenger_version: str) -> dict[str, Any]:
         challenger=new_score,
         deltas=deltas,
         slices=_slices(spec, frame, y, old_pred, new_pred),
+        backtest=backtest,
         bootstrap_resamples=unc.resamples if old_pred is not None and unc.enabled else 0,
         bootstrap_seed=unc.seed,
         seconds=round(time.perf_counter() - started, 3),

@@ -78,6 +78,33 @@ def for_version(ctx: StepContext, tags: dict[str, str]) -> HoldoutPin | None:
     )
 
 
+@dataclass(frozen=True)
+class Reference:
+    """An older holdout for the backtest guardrail."""
+
+    frame: pd.DataFrame
+    sha256: str
+    source: str
+
+
+def backtest_reference(ctx: StepContext, champion_tags: dict[str, str] | None) -> Reference | None:
+    """The backtest's rows: the spec's reference file, else the champion's own holdout.
+
+    None when the backtest is off, or when the only candidate is the pinned holdout the
+    evaluation already uses (a backtest on the same rows would say nothing new).
+    """
+    rule = ctx.spec.gate.backtest
+    if not rule.enabled:
+        return None
+    if rule.path:
+        path = ctx.include_path(rule.path)
+        return Reference(read_frame(path, ctx.spec), sha256_file(path), f"reference {rule.path}")
+    if not champion_tags or champion_tags.get(f"{TAG}holdout_strategy") != "out_of_time":
+        return None
+    pin = for_version(ctx, champion_tags)
+    return Reference(load(ctx, pin), pin.sha256, "the champion's own holdout")
+
+
 def pinned(ctx: StepContext) -> HoldoutPin | None:
     tags = ctx.registry.model_tags(ctx.spec.name)
     if f"{TAG}holdout_sha256" not in tags:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import platform
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from mlops_pack.errors import BadInputError
 from mlops_pack.hashing import sha256_file
 from mlops_pack.model_io import MODEL_FILE, TRUSTED_TYPES
 from mlops_pack.records import write_json
-from mlops_pack.registry import TAG
+from mlops_pack.registry import CHAMPION, TAG
 from mlops_pack.spec import ModelSpec
 from mlops_pack.steps import holdout as holdouts
 from mlops_pack.steps import retention
@@ -102,6 +103,46 @@ def training_rows(
     return combined.loc[~excluded.mask.to_numpy()], excluded
 
 
+@dataclass(frozen=True)
+class TrainingRows:
+    """What a challenger trains on and what it must never see."""
+
+    frame: pd.DataFrame
+    pin: holdouts.HoldoutPin
+    held: holdouts.Exclusion
+    older: list[retention.Batch]
+    backtest_version: str | None
+
+
+def select_rows(
+    ctx: StepContext, path: Path, data_sha256: str, frame: pd.DataFrame
+) -> TrainingRows:
+    """The holdout (out of time, or the pin), the window's rows, minus every unseen row."""
+    spec, registry = ctx.spec, ctx.registry
+    if spec.holdout.pinned:
+        pin = holdouts.ensure(ctx, frame)
+        newest, held_frame = frame, holdouts.load(ctx, pin)
+    else:
+        newest, held_frame, span = holdouts.out_of_time(spec, frame, path)
+        reason = f"out of time: newest rows of batch {data_sha256[:12]}"
+        pin = holdouts.store(ctx, held_frame, reason, data_sha256, span)
+    older = retention.window(registry, spec, data_sha256)
+    # The backtest's older holdout must stay unseen by the challenger, like its own.
+    champion = registry.alias(spec.name, CHAMPION)
+    reference = holdouts.backtest_reference(ctx, champion.tags if champion else None)
+    unseen = held_frame
+    if reference is not None:
+        unseen = pd.concat([held_frame, reference.frame], ignore_index=True)
+    train_frame, held = training_rows(spec, [newest, *read_batches(ctx, older)], unseen)
+    if len(train_frame) < spec.validation.min_rows:
+        raise BadInputError(
+            f"{path}: only {len(train_frame)} rows remain after removing holdout "
+            f"rows; need validation.min_rows={spec.validation.min_rows}"
+        )
+    backtest_version = champion.version if reference is not None and champion else None
+    return TrainingRows(train_frame, pin, held, older, backtest_version)
+
+
 def train(ctx: StepContext) -> dict[str, Any]:
     import mlflow.sklearn
 
@@ -113,20 +154,8 @@ def train(ctx: StepContext) -> dict[str, Any]:
     data_sha256 = sha256_file(path)
     validation_run = require_validated(ctx, data_sha256)
     frame = read_frame(path, spec)
-    if spec.holdout.pinned:
-        pin = holdouts.ensure(ctx, frame)
-        newest, held_frame = frame, holdouts.load(ctx, pin)
-    else:
-        newest, held_frame, span = holdouts.out_of_time(spec, frame, path)
-        reason = f"out of time: newest rows of batch {data_sha256[:12]}"
-        pin = holdouts.store(ctx, held_frame, reason, data_sha256, span)
-    older = retention.window(registry, spec, data_sha256)
-    train_frame, held = training_rows(spec, [newest, *read_batches(ctx, older)], held_frame)
-    if len(train_frame) < spec.validation.min_rows:
-        raise BadInputError(
-            f"{path}: only {len(train_frame)} rows remain after removing holdout "
-            f"rows; need validation.min_rows={spec.validation.min_rows}"
-        )
+    rows = select_rows(ctx, path, data_sha256, frame)
+    train_frame, pin, held, older = rows.frame, rows.pin, rows.held, rows.older
     # Kept before the version exists, so no version can point at data that is not stored.
     retained = retention.retain(registry, spec.name, path, data_sha256, len(frame))
     pipeline = build_pipeline(spec)
@@ -191,6 +220,7 @@ def train(ctx: StepContext) -> dict[str, Any]:
             f"{TAG}spec_sha256": spec.sha256(),
             f"{TAG}window_sha256s": ",".join([data_sha256, *(b.sha256 for b in older)]),
             **pin.version_tags(),
+            **({f"{TAG}backtest_version": rows.backtest_version} if rows.backtest_version else {}),
         },
     )
     result = {
