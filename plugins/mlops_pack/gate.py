@@ -296,6 +296,7 @@ def _backtest_checks(policy: Gate, evaluation: EvaluationRecord) -> list[Check]:
             value=improvement,
             threshold=-rule.tolerance,
             comparator=">=",
+            value_label=DELTA,
             verdict="pass" if improvement >= -rule.tolerance else "fail",
             detail=f"on {scores.source} ({scores.rows} rows, {scores.holdout_sha256[:12]})",
         )

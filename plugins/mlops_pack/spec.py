@@ -139,8 +139,11 @@ class Holdout(_Strict):
         None,
         description="out_of_time: a declared column giving each row's time (numbers, or "
         "ISO-8601 text); the latest rows are held out.",
+        examples=["observed_at"],
     )
-    min_rows: int = Field(100, ge=1, description="Fewest holdout rows a decision may rest on.")
+    min_rows: int = Field(
+        100, ge=1, description="Fewest holdout rows a decision may rest on.", examples=[500]
+    )
 
     @model_validator(mode="after")
     def _file_needs_path(self) -> Holdout:
@@ -159,10 +162,17 @@ class Window(_Strict):
     """Which retained batches the challenger trains on, besides the newest one."""
 
     batches: int = Field(
-        1, ge=1, le=1000, description="The newest batch plus the N-1 retained before it."
+        1,
+        ge=1,
+        le=1000,
+        description="The newest batch plus the N-1 retained before it.",
+        examples=[3],
     )
     days: int | None = Field(
-        None, ge=1, description="Instead: every retained batch stored within N days."
+        None,
+        ge=1,
+        description="Instead: every retained batch stored within N days.",
+        examples=[90],
     )
 
 
@@ -201,10 +211,18 @@ class Backtest(_Strict):
     kept out of the challenger's training.
     """
 
-    enabled: bool = False
-    metric: str | None = Field(None, description="Default: the primary metric.")
-    tolerance: float = Field(0.02, ge=0.0, description="Absolute; the point estimate is gated.")
-    path: str | None = Field(None, description="Reference holdout file, relative to include/.")
+    enabled: bool = Field(False, examples=[True])
+    metric: str | None = Field(
+        None, description="Default: the primary metric.", examples=["roc_auc"]
+    )
+    tolerance: float = Field(
+        0.02, ge=0.0, description="Absolute; the point estimate is gated.", examples=[0.01]
+    )
+    path: str | None = Field(
+        None,
+        description="Reference holdout file, relative to include/.",
+        examples=["holdouts/reference.csv"],
+    )
 
 
 class Slices(_Strict):
@@ -331,8 +349,10 @@ class Retention(_Strict):
     is ever pruned.
     """
 
-    days: int | None = Field(None, ge=1, description="Keep batches stored within this many days.")
-    batches: int | None = Field(None, ge=1, description="Keep the newest N batches.")
+    days: int | None = Field(
+        None, ge=1, description="Keep batches stored within this many days.", examples=[365]
+    )
+    batches: int | None = Field(None, ge=1, description="Keep the newest N batches.", examples=[12])
 
 
 class ModelSpec(_Strict):
