@@ -4,7 +4,7 @@ Every step command writes ``result.json`` in its ``--out`` directory, whatever h
 ``status``, the exit code, the step's record or the error's payload. Statuses and exit
 codes come from one table, ``mlops_pack.errors.EXIT_CODES``: 0 ok, 1 error (internal or
 infrastructure, retried), 2 bad input, 3 challenger rejected, 4 champion moved during
-promotion, 5 deploy failed and rolled back.
+promotion, 5 deploy failed and rolled back, 6 a version did not reproduce.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from mlops_pack.errors import (
     EXIT_REJECTED,
     BadInputError,
     MlopsPackError,
+    NotReproducedError,
     StepTerminated,
     status_of,
 )
@@ -310,6 +311,21 @@ def cmd_holdout_refresh(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
     return EXIT_OK, record
 
 
+def cmd_reproduce(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
+    from mlops_pack.steps.reproduce import reproduce
+
+    record = reproduce(_context(args), args.version)
+    if not record["reproduced"]:
+        raise NotReproducedError(record["summary"], record)
+    artifact = record["artifact"]
+    print(
+        f"{record['summary']} (content sha256 {artifact['retrained_content_sha256'][:12]}; "
+        f"archive sha256 {'equal' if artifact['sha256_equal'] else 'differs, as skops saves do'})"
+        f" in {record['seconds']}s"
+    )
+    return EXIT_OK, record
+
+
 def cmd_history(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
     from mlops_pack.registry import Registry
     from mlops_pack.spec import load_spec
@@ -432,13 +448,20 @@ def build_parser() -> argparse.ArgumentParser:
     p = _step(sub, "refresh-holdout", cmd_holdout_refresh, "replace the pinned holdout (recorded)")
     p.add_argument("--data", required=True, help="data to carve the new holdout from")
     p.add_argument("--reason", required=True)
+    _record_commands(sub)
+    return parser
+
+
+def _record_commands(sub) -> None:
+    """Commands over what the registry keeps: history, retained data, reproduction."""
     _step(sub, "history", cmd_history, "print the model's decision and alias history")
     p = sub.add_parser("data", help="list or prune the retained raw data batches")
     p.add_argument("action", choices=["list", "prune"])
     p.add_argument("--spec", required=True)
     p.add_argument("--apply", action="store_true", help="prune for real (default: dry run)")
     p.set_defaults(func=cmd_data, writes_result=False)
-    return parser
+    p = _step(sub, "reproduce", cmd_reproduce, "retrain a version from its records and compare")
+    p.add_argument("--version", required=True, help="the model version to reproduce")
 
 
 @contextlib.contextmanager

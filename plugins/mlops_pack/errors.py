@@ -20,6 +20,7 @@ EXIT_CODES: dict[str, int] = {
     "rejected": 3,  # the gate rejected the challenger: a normal outcome
     "champion_moved": 4,
     "deploy_failed": 5,
+    "not_reproduced": 6,  # a version retrained from its records is not the same
 }
 EXIT_OK = EXIT_CODES["ok"]
 EXIT_INTERNAL = EXIT_CODES["error"]
@@ -27,6 +28,7 @@ EXIT_BAD_INPUT = EXIT_CODES["bad_input"]
 EXIT_REJECTED = EXIT_CODES["rejected"]
 EXIT_CHAMPION_MOVED = EXIT_CODES["champion_moved"]
 EXIT_DEPLOY_FAILED = EXIT_CODES["deploy_failed"]
+EXIT_NOT_REPRODUCED = EXIT_CODES["not_reproduced"]
 
 
 def status_of(exit_code: int) -> str:
@@ -103,3 +105,10 @@ class ServerRefusedError(BadInputError):
 
 class StepTerminated(MlopsPackError):
     """The step process was asked to stop (SIGTERM); cleanup ran, a retry may succeed."""
+
+
+class NotReproducedError(MlopsPackError):
+    """A version retrained from its records differs from the registered one, or cannot be
+    retrained (its data or spec is gone or altered); the payload names what differs."""
+
+    status = "not_reproduced"

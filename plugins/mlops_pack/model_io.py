@@ -9,12 +9,13 @@ author put in it. Loading checks, in this order and before any byte is deseriali
 
 from __future__ import annotations
 
+import json
 import zipfile
 from pathlib import Path
 from typing import Any
 
 from mlops_pack.errors import UntrustedArtifactError
-from mlops_pack.hashing import sha256_file
+from mlops_pack.hashing import sha256_bytes, sha256_file
 
 MODEL_FILE = "model.skops"
 
@@ -81,3 +82,36 @@ def predict(spec: Any, model: Any, frame: Any) -> Any:
         column = list(model.classes_).index(spec.positive_class)
         return model.predict_proba(frame)[:, column]
     return np.asarray(model.predict(frame), dtype=float)
+
+
+def content_sha256(path: Path) -> str:
+    """A hash of what a skops archive holds, equal for equal fitted models.
+
+    The archive's own sha256 differs between two saves of the same model, even in one
+    process: skops names array members after CPython object ids (``<id>.npy``), writes
+    those ids into ``schema.json`` (``__id__``) and zip stamps every member with the save
+    time. Here each member reference becomes the sha256 of its bytes and each id its
+    order of first appearance, so only the model's content is hashed.
+    """
+    with zipfile.ZipFile(path) as archive:
+        members = set(archive.namelist())
+        ids: dict[Any, int] = {}
+
+        def canonical(node: Any) -> Any:
+            if isinstance(node, list):
+                return [canonical(item) for item in node]
+            if not isinstance(node, dict):
+                return node
+            out = {}
+            for key in sorted(node):
+                value = node[key]
+                if key == "__id__":
+                    out[key] = ids.setdefault(value, len(ids))
+                elif key == "file" and isinstance(value, str) and value in members:
+                    out[key] = sha256_bytes(archive.read(value))
+                else:
+                    out[key] = canonical(value)
+            return out
+
+        schema = canonical(json.loads(archive.read("schema.json")))
+    return sha256_bytes(json.dumps(schema, sort_keys=True).encode())

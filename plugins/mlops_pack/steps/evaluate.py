@@ -179,8 +179,8 @@ def _backtest(
     version = challenger.tags.get(f"{TAG}backtest_version")
     tags = ctx.registry.version(ctx.spec.name, version).tags if version else None
     reference = holdouts.backtest_reference(ctx, tags)
-    if reference is None:
-        return None
+    if reference is None or reference.sha256 != challenger.tags.get(f"{TAG}backtest_sha256"):
+        return None  # not the rows train kept out: no fair backtest
     metric = rule.metric or ctx.spec.gate.primary.metric
     y = labels(ctx.spec, reference.frame)
     old, new = (

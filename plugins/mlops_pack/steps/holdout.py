@@ -66,13 +66,21 @@ def for_version(ctx: StepContext, tags: dict[str, str]) -> HoldoutPin | None:
     """The holdout a version must be judged on: its own (out of time), or the model's pin."""
     if tags.get(f"{TAG}holdout_strategy") != "out_of_time":
         return pinned(ctx)
+    return recorded(tags)
+
+
+def recorded(tags: dict[str, str]) -> HoldoutPin:
+    """The holdout a version's tags name: the rows kept out of its training when it was fit.
+
+    For a pinned strategy this stays the version's own pin after a later refresh.
+    """
     span = tags.get(f"{TAG}holdout_time_range")
     first, _, last = (span or "").partition("/")
     return HoldoutPin(
         tags[f"{TAG}holdout_sha256"],
         tags[f"{TAG}holdout_uri"],
         int(tags[f"{TAG}holdout_rows"]),
-        "out_of_time",
+        tags.get(f"{TAG}holdout_strategy", "split"),
         tags.get(f"{TAG}holdout_source"),
         (first, last) if span else None,
     )

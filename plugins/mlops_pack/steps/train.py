@@ -66,7 +66,8 @@ def build_pipeline(spec: ModelSpec, source: str | None = None):
     )
 
 
-def _versions() -> dict[str, str]:
+def library_versions() -> dict[str, str]:
+    """The versions a model's bytes depend on; recorded on its run, compared by reproduce."""
     import sklearn
     import skops
 
@@ -80,16 +81,16 @@ def _versions() -> dict[str, str]:
 
 
 def _requirements() -> list[str]:
-    versions = _versions()
+    versions = library_versions()
     return [f"{name}=={versions[name]}" for name in ("scikit-learn", "pandas", "numpy", "skops")]
 
 
-def read_batches(ctx: StepContext, batches: list[retention.Batch]) -> list[pd.DataFrame]:
+def read_batches(ctx: StepContext, sha256s: list[str]) -> list[pd.DataFrame]:
     """The retained batches of the training window, fetched and checked by sha256."""
     frames = []
-    for batch in batches:
+    for sha256 in sha256s:
         with tempfile.TemporaryDirectory() as tmp:
-            local = retention.fetch(ctx.registry, ctx.spec.name, batch.sha256, Path(tmp))
+            local = retention.fetch(ctx.registry, ctx.spec.name, sha256, Path(tmp))
             frames.append(read_frame(local, ctx.spec))
     return frames
 
@@ -103,6 +104,21 @@ def training_rows(
     return combined.loc[~excluded.mask.to_numpy()], excluded
 
 
+def write_model(pipeline: Any, model_dir: Path) -> Path:
+    """Save a fitted pipeline the one way versions are stored; returns the model file."""
+    import mlflow.sklearn
+
+    mlflow.sklearn.save_model(
+        pipeline,
+        str(model_dir),
+        serialization_format="skops",
+        skops_trusted_types=list(TRUSTED_TYPES),
+        # Stated, not inferred: inference starts a Python subprocess (6-10 s).
+        pip_requirements=_requirements(),
+    )
+    return model_dir / MODEL_FILE
+
+
 @dataclass(frozen=True)
 class TrainingRows:
     """What a challenger trains on and what it must never see."""
@@ -111,7 +127,8 @@ class TrainingRows:
     pin: holdouts.HoldoutPin
     held: holdouts.Exclusion
     older: list[retention.Batch]
-    backtest_version: str | None
+    backtest: holdouts.Reference | None
+    backtest_version: str | None  # the champion whose own holdout is the backtest's
 
 
 def select_rows(
@@ -133,19 +150,30 @@ def select_rows(
     unseen = held_frame
     if reference is not None:
         unseen = pd.concat([held_frame, reference.frame], ignore_index=True)
-    train_frame, held = training_rows(spec, [newest, *read_batches(ctx, older)], unseen)
+    frames = [newest, *read_batches(ctx, [b.sha256 for b in older])]
+    train_frame, held = training_rows(spec, frames, unseen)
     if len(train_frame) < spec.validation.min_rows:
         raise BadInputError(
             f"{path}: only {len(train_frame)} rows remain after removing holdout "
             f"rows; need validation.min_rows={spec.validation.min_rows}"
         )
-    backtest_version = champion.version if reference is not None and champion else None
-    return TrainingRows(train_frame, pin, held, older, backtest_version)
+    from_champion = reference is not None and champion is not None and not spec.gate.backtest.path
+    return TrainingRows(
+        train_frame, pin, held, older, reference, champion.version if from_champion else None
+    )
+
+
+def _backtest_tags(rows: TrainingRows) -> dict[str, str]:
+    """Which older holdout the challenger never saw, for evaluate and reproduce."""
+    if rows.backtest is None:
+        return {}
+    tags = {f"{TAG}backtest_sha256": rows.backtest.sha256}
+    if rows.backtest_version:
+        tags[f"{TAG}backtest_version"] = rows.backtest_version
+    return tags
 
 
 def train(ctx: StepContext) -> dict[str, Any]:
-    import mlflow.sklearn
-
     started = time.perf_counter()
     spec, registry = ctx.spec, ctx.registry
     # An estimator that cannot train is refused before a holdout or a model is registered.
@@ -178,16 +206,9 @@ def train(ctx: StepContext) -> dict[str, Any]:
     run_id = run.info.run_id
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = Path(tmp) / "model"
-        mlflow.sklearn.save_model(
-            pipeline,
-            str(model_dir),
-            serialization_format="skops",
-            skops_trusted_types=list(TRUSTED_TYPES),
-            # Stated, not inferred: inference starts a Python subprocess (6-10 s).
-            pip_requirements=_requirements(),
-        )
-        artifact_sha256 = sha256_file(model_dir / MODEL_FILE)
-        size_bytes = (model_dir / MODEL_FILE).stat().st_size
+        model_file = write_model(pipeline, model_dir)
+        artifact_sha256 = sha256_file(model_file)
+        size_bytes = model_file.stat().st_size
         registry.client.log_artifacts(run_id, str(model_dir), "model")
         (Path(tmp) / "spec.json").write_text(spec.canonical_json(), encoding="utf-8")
         registry.client.log_artifact(run_id, str(Path(tmp) / "spec.json"))
@@ -198,7 +219,7 @@ def train(ctx: StepContext) -> dict[str, Any]:
     }
     for key, value in params.items():
         registry.client.log_param(run_id, key, value)
-    for key, value in _versions().items():
+    for key, value in library_versions().items():
         registry.client.set_tag(run_id, f"{TAG}version.{key}", value)
     metrics = {
         "train_seconds": fit_seconds,
@@ -220,7 +241,7 @@ def train(ctx: StepContext) -> dict[str, Any]:
             f"{TAG}spec_sha256": spec.sha256(),
             f"{TAG}window_sha256s": ",".join([data_sha256, *(b.sha256 for b in older)]),
             **pin.version_tags(),
-            **({f"{TAG}backtest_version": rows.backtest_version} if rows.backtest_version else {}),
+            **_backtest_tags(rows),
         },
     )
     result = {
