@@ -145,7 +145,7 @@ def _doc(spec: ModelSpec) -> str:
 
 {spec.description}
 
-validate → train → evaluate (champion vs challenger, pinned holdout) → gate →
+validate → train → evaluate (champion vs challenger, {_holdout_words(spec)}) → gate →
 {"deploy (candidate slot, smoke test, canary) → " if spec.serving else ""}promote.
 Every step runs in the hardened task container.
 {_serving_doc(spec)}
@@ -167,6 +167,12 @@ def _approval_doc(spec: ModelSpec) -> str:
   ({approval.default} after {approval.timeout_hours} h); every answer is recorded in the
   model's history by `record_approval`; `deploy`/`promote` run only on Approve.
 """
+
+
+def _holdout_words(spec: ModelSpec) -> str:
+    if spec.holdout.pinned:
+        return f"pinned holdout ({spec.holdout.strategy})"
+    return "the newest rows of the batch, out of time"
 
 
 def _serving_doc(spec: ModelSpec) -> str:

@@ -409,7 +409,7 @@ class TrainModelOperator(MlopsStepOperator):
 
 
 class EvaluateChallengerOperator(MlopsStepOperator):
-    """Score challenger and champion on the pinned holdout in one pass."""
+    """Score challenger and champion on the challenger's holdout in one pass."""
 
     step = "evaluate"
     template_fields: Sequence[str] = (*MlopsStepOperator.template_fields, "challenger_version")
