@@ -21,8 +21,8 @@ ROWS = 12_000
 
 
 def _auc_on(registry, version: str, frame: pd.DataFrame) -> float:
+    from mlops_pack.model_io import MODEL_FILE, load_model, predict
     from mlops_pack.spec import load_spec
-    from mlops_pack.steps.model_io import MODEL_FILE, load_model, predict
     from sklearn.metrics import roc_auc_score
 
     spec = load_spec(CHURN_SPEC)

@@ -197,6 +197,42 @@ def _backtest(
     )
 
 
+def _deltas(
+    spec: ModelSpec,
+    y: np.ndarray,
+    old_score: ModelScore,
+    old_pred: np.ndarray,
+    new_score: ModelScore,
+    new_pred: np.ndarray,
+) -> list[MetricDelta]:
+    """Each metric's improvement, with its paired bootstrap distribution when enabled."""
+    unc = spec.gate.uncertainty
+    direction = {m: metric_info(m).higher_is_better for m in spec.metrics}
+    samples = (
+        metrics.paired_bootstrap(
+            spec.metrics, y, old_pred, new_pred, unc.resamples, unc.seed, direction
+        )
+        if unc.enabled
+        else {}
+    )
+    deltas = []
+    for name in spec.metrics:
+        new, old = new_score.metrics[name], old_score.metrics[name]
+        diff = (new - old) if direction[name] else (old - new)
+        boot = samples.get(name)
+        deltas.append(
+            MetricDelta(
+                metric=name,
+                higher_is_better=direction[name],
+                improvement=_finite(diff),
+                bootstrap=[]
+                if boot is None
+                else [float(v) for v in boot[np.isfinite(boot)].round(8)],
+            )
+        )
+    return deltas
+
+
 def evaluate(ctx: StepContext, challenger_version: str) -> dict[str, Any]:
     started = time.perf_counter()
     spec, registry = ctx.spec, ctx.registry
@@ -225,31 +261,8 @@ def evaluate(ctx: StepContext, challenger_version: str) -> dict[str, Any]:
             old_model, old_size = fetch_model(ctx, champion, Path(tmp))
             old_score, old_pred = _score(spec, champion, old_model, old_size, frame, y, pin.sha256)
             backtest = _backtest(ctx, challenger, old_model, new_model)
-    deltas = []
+    deltas = [] if old_pred is None else _deltas(spec, y, old_score, old_pred, new_score, new_pred)
     unc = spec.gate.uncertainty
-    if old_pred is not None:
-        direction = {m: metric_info(m).higher_is_better for m in spec.metrics}
-        samples = (
-            metrics.paired_bootstrap(
-                spec.metrics, y, old_pred, new_pred, unc.resamples, unc.seed, direction
-            )
-            if unc.enabled
-            else {}
-        )
-        for name in spec.metrics:
-            new, old = new_score.metrics[name], old_score.metrics[name]
-            diff = (new - old) if direction[name] else (old - new)
-            boot = samples.get(name)
-            deltas.append(
-                MetricDelta(
-                    metric=name,
-                    higher_is_better=direction[name],
-                    improvement=_finite(diff),
-                    bootstrap=[]
-                    if boot is None
-                    else [float(v) for v in boot[np.isfinite(boot)].round(8)],
-                )
-            )
     record = EvaluationRecord(
         model=spec.name,
         holdout_sha256=pin.sha256,
