@@ -29,7 +29,8 @@ Pipeline is scored in memory, which gives the same predictions), data validation
 generator's batches pass it) and the two budget checks (model size and single-row
 latency are recorded as 0, so they pass; they judge the model's bytes and speed, not
 its data: the churn model is about 1.5 MB as skops bytes against a 20 MB budget, and
-latency is not measured here). The holdout hash is a hash of the rows in memory, not of a Parquet file.
+latency is not measured here). The holdout hash is a hash of the rows in memory, not of
+a Parquet file.
 
 Each model is also scored on a large "fresh" sample: a clean (noise-free) month-7 batch
 of the cell's drifted world, so the table says whether a promoted challenger is really
@@ -181,10 +182,10 @@ def judge(spec: Any, champion: Any, challenger: Any, holdout: Any) -> tuple[Any,
     import numpy as np
     from mlops_pack.gate import decide
     from mlops_pack.metric_catalog import metric_info
+    from mlops_pack.model_io import predict
     from mlops_pack.records import EvaluationRecord, HoldoutInfo, MetricDelta
     from mlops_pack.steps import metrics
     from mlops_pack.steps.evaluate import _slices, labels
-    from mlops_pack.steps.model_io import predict
 
     y = labels(spec, holdout)
     old, new = predict(spec, champion, holdout), predict(spec, challenger, holdout)
@@ -265,9 +266,9 @@ class Replicate:
 
     def fresh_auc(self, spec: Any, cell: Cell, key: str) -> float:
         """ROC AUC of a fitted model on a large, clean sample of the cell's drifted world."""
+        from mlops_pack.model_io import predict
         from mlops_pack.steps import metrics
         from mlops_pack.steps.evaluate import labels
-        from mlops_pack.steps.model_io import predict
 
         if cell.world not in self._fresh:
             self._fresh[cell.world] = cell.batch(self.fresh_rows, self.seed, FRESH_MONTH, False)
