@@ -113,3 +113,34 @@ def test_a_leftover_container_from_a_killed_try_is_replaced():
     )
     assert container.run(_client(), _spec(name, "pass"), LOG) == 0
     assert _inspect(name) is None
+
+
+def test_a_step_never_removes_another_stacks_container():
+    """A container under the step's name is replaced only when it is this stack's own
+    leftover; another stack's (or an unlabelled one) is left alone and the run refused."""
+    client = _client()
+    name = f"mlops-stack-{time.time_ns()}"
+    spec = _spec(name, "print('ok')")
+    spec.labels[container.STACK_LABEL] = "stack-a"
+    client.create_container(
+        image=spec.image, name=name, command=["true"], labels={container.STACK_LABEL: "stack-b"}
+    )
+    try:
+        with pytest.raises(AirflowException, match="not this stack's"):
+            container.run(client, spec, LOG)
+        assert _inspect(name)["Config"]["Labels"][container.STACK_LABEL] == "stack-b"
+    finally:
+        client.remove_container(name, force=True)
+    client.create_container(
+        image=spec.image, name=name, command=["true"], labels={container.STACK_LABEL: "stack-a"}
+    )
+    assert container.run(client, spec, LOG) == 0  # our own leftover: replaced, no 409
+    assert _inspect(name) is None
+
+
+def test_step_containers_carry_their_stack_in_name_and_label(tmp_path):
+    from mlops_pack.airflow.container import STACK_LABEL, stack_id
+
+    first, second = tmp_path / "a" / ".mlops", tmp_path / "b" / ".mlops"
+    assert stack_id(first) != stack_id(second) and stack_id(first) == stack_id(first)
+    assert STACK_LABEL == "io.mlops-pack.stack"

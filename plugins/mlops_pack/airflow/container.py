@@ -7,6 +7,7 @@ weight), so steps talk to the provider's hook directly and set them all.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import threading
@@ -17,7 +18,26 @@ from typing import Any
 from airflow.exceptions import AirflowException
 
 LABEL = "io.mlops-pack.step"
+# Which stack (store) a container belongs to: two checkouts on one engine never touch
+# each other's containers, whatever their names.
+STACK_LABEL = "io.mlops-pack.stack"
 NOBODY = 65534
+
+
+def stack_id(home: Path) -> str:
+    """A short id for the stack that owns the store ``home``: same store, same id."""
+    return hashlib.sha256(str(Path(home).resolve()).encode()).hexdigest()[:12]
+
+
+def owner_of(client, name: str) -> str | None:
+    """Stack id on container ``name``: ``""`` if unlabelled, None if there is no such container."""
+    from docker.errors import NotFound
+
+    try:
+        labels = client.inspect_container(name)["Config"].get("Labels") or {}
+    except NotFound:
+        return None
+    return labels.get(STACK_LABEL, "")
 
 
 def container_user(home: Path) -> tuple[int, int]:
@@ -100,9 +120,17 @@ def remove_quietly(client, name_or_id: str, log: logging.Logger) -> None:
 def create(client, spec: ContainerSpec, log: logging.Logger) -> str:
     """Create the hardened container (not started) and return its id.
 
-    A container of the same name left by a killed earlier try is removed first, or
-    create would fail with 409.
+    A container of the same name left by a killed earlier try of this stack is removed
+    first, or create would fail with 409; one of another stack (or unlabelled) is left
+    alone and the create is refused.
     """
+    stack = spec.labels.get(STACK_LABEL)
+    owner = owner_of(client, spec.name) if stack else None
+    if owner is not None and owner != stack:
+        raise AirflowException(
+            f"container {spec.name} exists but is not this stack's ({STACK_LABEL}={owner!r}, "
+            f"this stack {stack!r}); it was left alone: remove it yourself if it is stale"
+        )
     remove_quietly(client, spec.name, log)
     container = client.create_container(
         image=spec.image,

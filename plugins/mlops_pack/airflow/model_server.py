@@ -16,7 +16,6 @@ labelled with its own id.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import os
@@ -26,11 +25,14 @@ from pathlib import Path
 
 from mlops_pack.airflow.container import (
     LABEL,
+    STACK_LABEL,
     ContainerLimits,
     ContainerSpec,
     container_user,
     create,
     hand_over,
+    owner_of,
+    stack_id,
 )
 from mlops_pack.airflow.container import remove_quietly as _remove
 from mlops_pack.errors import ServiceUnavailableError
@@ -39,27 +41,10 @@ from mlops_pack.server_client import ServerClient
 log = logging.getLogger(__name__)
 SECRET_FILES = ("admin_token", "prediction_key")
 SERVER_LIMITS = ContainerLimits(memory="1g", cpus=1.0, pids=128, tmpfs_size="64m")
-STACK_LABEL = "io.mlops-pack.stack"
-
-
-def stack_id(home: Path) -> str:
-    """A short id for the stack that owns the store ``home``: same store, same id."""
-    return hashlib.sha256(str(Path(home).resolve()).encode()).hexdigest()[:12]
 
 
 def container_name(model: str, port: int, stack: str) -> str:
     return f"mlops-server-{model}-{port}-{stack}"
-
-
-def owner_of(client, name: str) -> str | None:
-    """Stack id on container ``name``: ``""`` if unlabelled, None if there is no such container."""
-    from docker.errors import NotFound
-
-    try:
-        labels = client.inspect_container(name)["Config"].get("Labels") or {}
-    except NotFound:
-        return None
-    return labels.get(STACK_LABEL, "")
 
 
 def remove_owned(client, name: str, stack: str) -> bool:

@@ -279,8 +279,11 @@ class MlopsStepOperator(BaseOperator):
         hand_over(work, uid, gid)
         args = _substitute(argv, include=STEP_INCLUDE, work=STEP_WORK, secrets=STEP_SECRETS)
         ti = context["ti"]
+        stack = container.stack_id(home)
         self._container_name = re.sub(
-            r"[^A-Za-z0-9_.-]", "_", f"mlops-{ti.dag_id}-{ti.task_id}-{context['run_id']}"
+            r"[^A-Za-z0-9_.-]",
+            "_",
+            f"mlops-{stack}-{ti.dag_id}-{ti.task_id}-{context['run_id']}",
         )[:200]
         environment = {
             "MLOPS_PACK_HOME": str(home),
@@ -321,7 +324,11 @@ class MlopsStepOperator(BaseOperator):
             network_mode=self.network_mode,
             limits=self.limits,
             timeout_seconds=self.container_timeout,
-            labels={"io.mlops-pack.model": self.model, "io.mlops-pack.run": context["run_id"][:63]},
+            labels={
+                "io.mlops-pack.model": self.model,
+                "io.mlops-pack.run": context["run_id"][:63],
+                container.STACK_LABEL: stack,
+            },
         )
         client = self._docker_client()
         image = client.inspect_image(spec.image)
