@@ -319,13 +319,13 @@ def attach_events(runs: list[dict[str, Any]], events_file: Path) -> None:
         for task_id, task in run["tasks"].items():
             if task_id not in STEP_TASKS:
                 continue
-            prefix = f"mlops-{DAG_ID}-{task_id}-"
+            part = f"-{DAG_ID}-{task_id}-"  # names are mlops-<stack>-<dag>-<task>-<run>
             found: dict[str, float] = {}
             for event in events:
                 attributes = (event.get("Actor") or {}).get("Attributes") or {}
-                if attributes.get("io.mlops-pack.run") != label or not attributes.get(
+                if attributes.get("io.mlops-pack.run") != label or part not in attributes.get(
                     "name", ""
-                ).startswith(prefix):
+                ):
                     continue
                 action = event.get("Action") or event.get("status")
                 if action == "create":
