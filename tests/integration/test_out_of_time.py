@@ -111,13 +111,19 @@ def test_window_time_cut_and_holdout_keys_never_train(store, data_dir, tmp_path,
 
 @pytest.mark.parametrize(
     ("case", "rule"),
-    [("unparsable_time", "holdout.time_column"), ("too_small", "holdout.min_rows")],
+    [
+        ("unparsable_time", "holdout.time_column"),
+        ("missing_time", "missing columns ['observed_at']"),
+        ("too_small", "holdout.min_rows"),
+    ],
 )
 def test_bad_out_of_time_batches_register_nothing(store, data_dir, tmp_path, registry, case, rule):
     spec = _window_spec(tmp_path, batches=1)
     frame = _timed(churn.frame(churn.ChurnConfig(rows=3_000, month=1)), "2026-01-01")
     if case == "unparsable_time":
         frame.loc[frame.index[7], "observed_at"] = "last tuesday"
+    elif case == "missing_time":
+        frame = frame.drop(columns="observed_at")
     else:
         frame = frame.head(300)  # 60 holdout rows < holdout.min_rows (100)
     batch = _write(frame, data_dir / "bad" / f"{case}.csv")
