@@ -113,7 +113,7 @@ def test_window_time_cut_and_holdout_keys_never_train(store, data_dir, tmp_path,
     ("case", "rule"),
     [
         ("unparsable_time", "holdout.time_column"),
-        ("missing_time", "missing columns ['observed_at']"),
+        ("missing_time", "columns: missing ['observed_at']"),
         ("too_small", "holdout.min_rows"),
     ],
 )
