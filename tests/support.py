@@ -8,8 +8,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 CHURN_SPEC = ROOT / "include" / "models" / "churn.yaml"
 DIABETES_SPEC = ROOT / "include" / "models" / "diabetes.yaml"
-# A primary rule any sane challenger passes (guardrails and slices still apply).
-LENIENT = '{"gate": {"mode": "non_inferiority", "margin": 0.2}}'
 
 
 def run_cli(*args: str | Path) -> tuple[int, dict]:

@@ -17,24 +17,19 @@ import time
 
 from mlops_pack.errors import EXIT_CHAMPION_MOVED, EXIT_OK
 from mlops_pack.registry import CHAMPION, PREVIOUS
-from support import CHURN_SPEC, LENIENT, ROOT, run_cli
-
-# Lenient enough that both challengers pass the gate against v1: the race is the subject.
+from support import ROOT, churn_spec_copy, lenient, run_cli
 
 
-def _challenger(data: str, tmp_path, tag: str) -> str:
+def _challenger(spec, data: str, tmp_path, tag: str) -> str:
     assert (
-        run_cli("validate", "--spec", CHURN_SPEC, "--data", data, "--out", tmp_path / f"v{tag}")[0]
-        == 0
+        run_cli("validate", "--spec", spec, "--data", data, "--out", tmp_path / f"v{tag}")[0] == 0
     )
-    code, trained = run_cli(
-        "train", "--spec", CHURN_SPEC, "--data", data, "--out", tmp_path / f"t{tag}"
-    )
+    code, trained = run_cli("train", "--spec", spec, "--data", data, "--out", tmp_path / f"t{tag}")
     assert code == EXIT_OK, trained
     run_cli(
         "evaluate",
         "--spec",
-        CHURN_SPEC,
+        spec,
         "--challenger",
         trained["result"]["version"],
         "--out",
@@ -43,9 +38,7 @@ def _challenger(data: str, tmp_path, tag: str) -> str:
     code, gated = run_cli(
         "gate",
         "--spec",
-        CHURN_SPEC,
-        "--overrides",
-        LENIENT,
+        spec,
         "--evaluation",
         tmp_path / f"e{tag}" / "evaluation.json",
         "--out",
@@ -56,10 +49,12 @@ def _challenger(data: str, tmp_path, tag: str) -> str:
 
 
 def test_two_promotions_race_and_exactly_one_wins(store, registry, tmp_path):
-    assert run_cli("retrain", "--spec", CHURN_SPEC, "--out", tmp_path / "r1")[0] == EXIT_OK
+    # Lenient enough that both challengers pass the gate against v1: the race is the subject.
+    spec = churn_spec_copy(tmp_path, lenient)
+    assert run_cli("retrain", "--spec", spec, "--out", tmp_path / "r1")[0] == EXIT_OK
     decisions = [
-        _challenger("churn/churn_month_02.csv", tmp_path, "a"),
-        _challenger("churn/churn_month_01.csv", tmp_path, "b"),
+        _challenger(spec, "churn/churn_month_02.csv", tmp_path, "a"),
+        _challenger(spec, "churn/churn_month_01.csv", tmp_path, "b"),
     ]
     # Both decisions were made against champion v1; promote them at the same time from
     # two processes, as two Airflow workers would.
@@ -74,7 +69,7 @@ def test_two_promotions_race_and_exactly_one_wins(store, registry, tmp_path):
                 "mlops_pack",
                 "promote",
                 "--spec",
-                str(CHURN_SPEC),
+                str(spec),
                 "--decision",
                 decision,
                 "--out",
