@@ -50,7 +50,7 @@ def spec_reference_markdown(
 
 
 def _metrics() -> str:
-    from mlops_pack.metric_catalog import known_metrics, metric_info
+    from mlops_pack.metric_catalog import CUSTOM_IMPLEMENTATIONS, known_metrics, metric_info
 
     lines = [
         "## Metric names",
@@ -62,7 +62,8 @@ def _metrics() -> str:
         "| metric | task | better | description |",
         "|---|---|---|---|",
     ]
-    for name in known_metrics():
+    # The pack's own metrics only: extensions loaded in this process are a deployment's.
+    for name in (n for n in known_metrics() if n not in CUSTOM_IMPLEMENTATIONS):
         info = metric_info(name)
         better = "higher" if info.higher_is_better else "lower"
         lines.append(f"| `{name}` | {info.task} | {better} | {_cell(info.description)} |")
