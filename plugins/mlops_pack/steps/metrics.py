@@ -27,35 +27,80 @@ Weighted = Callable[[np.ndarray], np.ndarray]
 Preparer = Callable[[np.ndarray, np.ndarray], Weighted]
 
 
-def _mean_of(per_row: np.ndarray) -> Weighted:
-    return lambda w: (w @ per_row) / w.sum(axis=1)
+# The fast path for built-in metrics ----------------------------------------------------
+#
+# A built-in metric of one model depends on a row only through (prediction, label). Rows
+# that share both are interchangeable, so a resample is fully described by how many draws
+# fell on each distinct (prediction, label) pair: a "key". Counting draws per key (one
+# bincount), every mean-type metric becomes one product of that count matrix with a
+# small table of per-key values, and ROC AUC a cumulative sum over keys sorted by score,
+# done in exact integer arithmetic. Both models read the same draws, so the pairing holds.
+
+# Each mean-type metric, defined once: name -> (columns of per-row (or per-key) values
+# from (label, prediction), finish(weighted sums, total weight) -> values). The fast
+# path and the count-matrix preparers below both use it.
+_Columns = Callable[[np.ndarray, np.ndarray], list[np.ndarray]]
+_Finish = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 
-def log_loss(y: np.ndarray, p: np.ndarray) -> Weighted:
-    p = np.clip(p, EPS, 1 - EPS)
-    return _mean_of(-(y * np.log(p) + (1 - y) * np.log(1 - p)))
+def _ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(denominator > 0, numerator / denominator, np.nan)
 
 
-def brier(y: np.ndarray, p: np.ndarray) -> Weighted:
-    return _mean_of((p - y) ** 2)
+def _r2_finish(sums: np.ndarray, total: np.ndarray) -> np.ndarray:
+    mean_y = sums[:, 0] / total
+    ss_tot = sums[:, 1] - total * mean_y**2
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(ss_tot > 1e-12 * np.maximum(total, 1), 1 - sums[:, 2] / ss_tot, np.nan)
 
 
-def accuracy(y: np.ndarray, p: np.ndarray) -> Weighted:
-    return _mean_of(((p >= 0.5) == (y == 1)).astype(float))
+def _clipped(p: np.ndarray) -> np.ndarray:
+    return np.clip(p, EPS, 1 - EPS)
 
 
-def f1(y: np.ndarray, p: np.ndarray) -> Weighted:
-    predicted = p >= 0.5
-    tp_rows = (predicted & (y == 1)).astype(float)
+_SUMS: dict[str, tuple[_Columns, _Finish]] = {
+    "log_loss": (
+        lambda y, p: [-(y * np.log(_clipped(p)) + (1 - y) * np.log(1 - _clipped(p)))],
+        lambda s, t: s[:, 0] / t,
+    ),
+    "brier": (lambda y, p: [(p - y) ** 2], lambda s, t: s[:, 0] / t),
+    "accuracy": (
+        lambda y, p: [((p >= 0.5) == (y == 1)).astype(float)],
+        lambda s, t: s[:, 0] / t,
+    ),
     # 2TP + FP + FN = predicted positives + actual positives
-    denom_rows = predicted.astype(float) + (y == 1).astype(float)
+    "f1": (
+        lambda y, p: [
+            ((p >= 0.5) & (y == 1)).astype(float),
+            (p >= 0.5).astype(float) + (y == 1).astype(float),
+        ],
+        lambda s, t: _ratio(2 * s[:, 0], s[:, 1]),
+    ),
+    "rmse": (lambda y, p: [(p - y) ** 2], lambda s, t: np.sqrt(s[:, 0] / t)),
+    "mae": (lambda y, p: [np.abs(p - y)], lambda s, t: s[:, 0] / t),
+    "r2": (lambda y, p: [y, y**2, (p - y) ** 2], _r2_finish),
+}
 
-    def evaluate(w: np.ndarray) -> np.ndarray:
-        tp, denominator = w @ tp_rows, w @ denom_rows
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return np.where(denominator > 0, 2 * tp / denominator, np.nan)
 
-    return evaluate
+def _from_sums(name: str) -> Preparer:
+    """The count-matrix form of a mean-type metric, from its one definition in ``_SUMS``."""
+    columns, finish = _SUMS[name]
+
+    def prepare(y: np.ndarray, p: np.ndarray) -> Weighted:
+        table = np.column_stack(columns(y, p))
+        return lambda w: finish(w @ table, w.sum(axis=1))
+
+    return prepare
+
+
+log_loss = _from_sums("log_loss")
+brier = _from_sums("brier")
+accuracy = _from_sums("accuracy")
+f1 = _from_sums("f1")
+rmse = _from_sums("rmse")
+mae = _from_sums("mae")
+r2 = _from_sums("r2")
 
 
 def roc_auc(y: np.ndarray, p: np.ndarray) -> Weighted:
@@ -74,29 +119,6 @@ def roc_auc(y: np.ndarray, p: np.ndarray) -> Weighted:
         denominator = pos_per_group.sum(axis=1) * neg_per_group.sum(axis=1)
         with np.errstate(invalid="ignore", divide="ignore"):
             return np.where(denominator > 0, numerator / denominator, np.nan)
-
-    return evaluate
-
-
-def rmse(y: np.ndarray, p: np.ndarray) -> Weighted:
-    mse = _mean_of((p - y) ** 2)
-    return lambda w: np.sqrt(mse(w))
-
-
-def mae(y: np.ndarray, p: np.ndarray) -> Weighted:
-    return _mean_of(np.abs(p - y))
-
-
-def r2(y: np.ndarray, p: np.ndarray) -> Weighted:
-    squared_error = (p - y) ** 2
-
-    def evaluate(w: np.ndarray) -> np.ndarray:
-        total = w.sum(axis=1)
-        mean_y = (w @ y) / total
-        ss_tot = (w @ (y**2)) - total * mean_y**2
-        ss_res = w @ squared_error
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return np.where(ss_tot > 1e-12 * np.maximum(total, 1), 1 - ss_res / ss_tot, np.nan)
 
     return evaluate
 
@@ -151,60 +173,6 @@ def _histograms(draws: np.ndarray, key: np.ndarray, bins: int) -> np.ndarray:
     keyed = key[draws]
     keyed += (np.arange(size, dtype=keyed.dtype) * bins)[:, None]
     return np.bincount(keyed.ravel(), minlength=size * bins).reshape(size, bins)
-
-
-# The fast path for built-in metrics ----------------------------------------------------
-#
-# A built-in metric of one model depends on a row only through (prediction, label). Rows
-# that share both are interchangeable, so a resample is fully described by how many draws
-# fell on each distinct (prediction, label) pair: a "key". Counting draws per key (one
-# bincount), every mean-type metric becomes one product of that count matrix with a
-# small table of per-key values, and ROC AUC a cumulative sum over keys sorted by score,
-# done in exact integer arithmetic. Both models read the same draws, so the pairing holds.
-
-# name -> (per-key columns from (label, prediction), finish(sums, total) -> values)
-_Columns = Callable[[np.ndarray, np.ndarray], list[np.ndarray]]
-_Finish = Callable[[np.ndarray, np.ndarray], np.ndarray]
-
-
-def _ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(denominator > 0, numerator / denominator, np.nan)
-
-
-def _r2_finish(sums: np.ndarray, total: np.ndarray) -> np.ndarray:
-    mean_y = sums[:, 0] / total
-    ss_tot = sums[:, 1] - total * mean_y**2
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(ss_tot > 1e-12 * np.maximum(total, 1), 1 - sums[:, 2] / ss_tot, np.nan)
-
-
-def _clipped(p: np.ndarray) -> np.ndarray:
-    return np.clip(p, EPS, 1 - EPS)
-
-
-_SUMS: dict[str, tuple[_Columns, _Finish]] = {
-    "log_loss": (
-        lambda y, p: [-(y * np.log(_clipped(p)) + (1 - y) * np.log(1 - _clipped(p)))],
-        lambda s, t: s[:, 0] / t,
-    ),
-    "brier": (lambda y, p: [(p - y) ** 2], lambda s, t: s[:, 0] / t),
-    "accuracy": (
-        lambda y, p: [((p >= 0.5) == (y == 1)).astype(float)],
-        lambda s, t: s[:, 0] / t,
-    ),
-    # 2TP + FP + FN = predicted positives + actual positives
-    "f1": (
-        lambda y, p: [
-            ((p >= 0.5) & (y == 1)).astype(float),
-            (p >= 0.5).astype(float) + (y == 1).astype(float),
-        ],
-        lambda s, t: _ratio(2 * s[:, 0], s[:, 1]),
-    ),
-    "rmse": (lambda y, p: [(p - y) ** 2], lambda s, t: np.sqrt(s[:, 0] / t)),
-    "mae": (lambda y, p: [np.abs(p - y)], lambda s, t: s[:, 0] / t),
-    "r2": (lambda y, p: [y, y**2, (p - y) ** 2], _r2_finish),
-}
 
 
 class _KeyedModel:
