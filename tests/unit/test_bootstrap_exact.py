@@ -60,6 +60,20 @@ def test_classification_matches_sklearn_with_ties_and_extremes():
         np.testing.assert_allclose(got[name], expected[name], rtol=0, atol=1e-12, err_msg=name)
 
 
+def test_classification_matches_sklearn_with_distinct_scores():
+    """Continuous scores (every row its own key) take the shared per-row counts."""
+    rng = np.random.default_rng(6)
+    n = 4_000
+    y = (rng.random(n) < 0.4).astype(float)
+    old = 1 / (1 + np.exp(-(1.2 * (y - 0.4) + rng.normal(0, 1, n))))
+    new = 1 / (1 + np.exp(-(1.5 * (y - 0.4) + rng.normal(0, 1, n))))
+    assert len(np.unique(old)) == n and len(np.unique(new)) == n
+    names = ["roc_auc", "log_loss", "accuracy", "f1", "brier"]
+    got, expected = _bootstrap(names, y, old, new), _expected(names, y, old, new)
+    for name in names:
+        np.testing.assert_allclose(got[name], expected[name], rtol=0, atol=1e-12, err_msg=name)
+
+
 def test_regression_matches_sklearn():
     rng = np.random.default_rng(4)
     n = 2_000

@@ -6,13 +6,16 @@ metric can be *prepared* once for (labels, predictions) and then evaluated on a 
 The built-in metrics take a faster path in ``paired_bootstrap``: rows with the same
 (prediction, label) are interchangeable, so draws are counted per such key, mean-type
 metrics become one matrix product with a small per-key table, and ROC AUC one cumulative
-sum over keys in score order, in exact integers. Champion and challenger are always
-scored on exactly the same drawn rows.
+sum over keys in score order, in exact integers. With continuous scores nearly every
+row is its own key; then draws are counted once per row for both models. The two models
+are scored on two threads. Champion and challenger are always scored on exactly the same
+drawn rows.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from scipy import sparse
@@ -164,15 +167,19 @@ def bootstrap_counts(n: int, resamples: int, seed: int, block: int = 100):
     gives the same resamples as ``paired_bootstrap``.
     """
     for draws in bootstrap_draws(n, resamples, seed, block):
-        yield _histograms(draws, np.arange(n), n).astype(np.float64)
+        yield _histograms(draws, None, n).astype(np.float64)
 
 
-def _histograms(draws: np.ndarray, key: np.ndarray, bins: int) -> np.ndarray:
-    """Per resample, how many draws fell on each key (``key[row]`` in ``0..bins-1``)."""
-    size = draws.shape[0]
-    keyed = key[draws]
-    keyed += (np.arange(size, dtype=keyed.dtype) * bins)[:, None]
-    return np.bincount(keyed.ravel(), minlength=size * bins).reshape(size, bins)
+def _histograms(draws: np.ndarray, key: np.ndarray | None, bins: int) -> np.ndarray:
+    """Per resample, how many draws fell on each key (``key[row]`` in ``0..bins-1``;
+    without a key, on each row)."""
+    keyed = draws if key is None else np.take(key, draws)
+    # One bincount per resample: its output stays in the CPU cache, which one bincount
+    # over the whole block with offset keys does not (measured 1.4x slower at 100k rows).
+    out = np.empty((draws.shape[0], bins), dtype=np.int64)
+    for row, values in zip(out, keyed, strict=True):
+        row[:] = np.bincount(values, minlength=bins)
+    return out
 
 
 class _KeyedModel:
@@ -180,6 +187,11 @@ class _KeyedModel:
 
     Keys are numbered negatives first, then positives, each in score order, so a count
     matrix splits into two contiguous halves and AUC needs one cumulative sum.
+
+    When most keys hold a single row (continuous scores), counting draws per key again
+    for each model would repeat the work: such a model is *dense* and reads the per-row
+    counts shared by both models instead (one gather in key order), its mean-type sums
+    one product of the row weights with its table laid out per row.
     """
 
     def __init__(self, names: list[str], y: np.ndarray, p: np.ndarray) -> None:
@@ -190,12 +202,18 @@ class _KeyedModel:
         first = np.ones(len(p), dtype=bool)
         first[1:] = (sorted_p[1:] != sorted_p[:-1]) | (sorted_y[1:] != sorted_y[:-1])
         key_of_sorted = np.cumsum(first, dtype=np.int64) - 1
-        self.key = np.empty(len(p), dtype=np.int64)
-        self.key[order] = key_of_sorted
+        key = np.empty(len(p), dtype=np.int64)
+        key[order] = key_of_sorted
         starts = np.flatnonzero(first)
         key_p, key_y = sorted_p[starts], sorted_y[starts]
         self.keys = len(starts)
         self.negatives = int(np.count_nonzero(key_y == 0))
+        self.key = key.astype(np.int32) if self.keys < 2**31 else key
+        # Dense: at least a quarter as many keys as rows (then a per-model bincount costs
+        # about as much as the shared one it would repeat).
+        self.dense = 4 * self.keys >= len(p) and len(p) > 0
+        self.order = order
+        self.starts = starts if self.keys < len(p) else None
         columns: list[np.ndarray] = []
         self.slices: dict[str, slice] = {}
         for name in names:
@@ -204,19 +222,36 @@ class _KeyedModel:
                 self.slices[name] = slice(len(columns), len(columns) + len(made))
                 columns.extend(made)
         self.table = np.column_stack(columns) if columns else np.zeros((self.keys, 0))
+        # The same table per row, for the product with the shared row weights.
+        self.row_table = self.table[key] if self.dense else None
         # For each positive key: how many negative keys score below it (strictly), and
         # how many score below or tie with it; indexes into a cumulative sum with a
-        # leading zero.
+        # leading zero. Without ties between classes one index serves both.
         negative_p = key_p[: self.negatives]
         positive_p = key_p[self.negatives :]
         self.below = np.searchsorted(negative_p, positive_p, side="left")
         self.below_or_tied = np.searchsorted(negative_p, positive_p, side="right")
+        self.ties = bool((self.below != self.below_or_tied).any())
 
-    def evaluate(self, draws: np.ndarray) -> dict[str, np.ndarray]:
-        counts = _histograms(draws, self.key, self.keys)
-        sums = counts.astype(np.float64) @ self.table
-        total = np.full(len(counts), float(draws.shape[1]))
-        out = {name: _SUMS[name][1](sums[:, part], total) for name, part in self.slices.items()}
+    def evaluate(
+        self, draws: np.ndarray, row_counts: np.ndarray | None, weights: np.ndarray | None
+    ) -> dict[str, np.ndarray]:
+        """Every metric for each resample of the block.
+
+        ``row_counts`` (draws per row, integers) and ``weights`` (the same as floats) are
+        given when a dense model or a custom metric needs them.
+        """
+        if self.dense:
+            in_order = np.take(row_counts, self.order, axis=1)
+            counts = (
+                in_order if self.starts is None else np.add.reduceat(in_order, self.starts, axis=1)
+            )
+            sums = weights @ self.row_table
+        else:
+            counts = _histograms(draws, self.key, self.keys)
+            sums = counts.astype(np.float64) @ self.table
+        totals = np.full(len(counts), float(draws.shape[1]))
+        out = {name: _SUMS[name][1](sums[:, part], totals) for name, part in self.slices.items()}
         if "roc_auc" in self.names:
             out["roc_auc"] = self._auc(counts)
         return out
@@ -227,8 +262,11 @@ class _KeyedModel:
         cumulative = np.zeros((size, self.negatives + 1), dtype=np.int64)
         np.cumsum(counts[:, : self.negatives], axis=1, out=cumulative[:, 1:])
         # 2 x (negatives strictly below + half the tied ones) = below + below_or_tied
-        credit2 = cumulative[:, self.below]
-        credit2 += cumulative[:, self.below_or_tied]
+        credit2 = np.take(cumulative, self.below, axis=1)
+        if self.ties:
+            credit2 += np.take(cumulative, self.below_or_tied, axis=1)
+        else:
+            credit2 *= 2
         positives = counts[:, self.negatives :]
         numerator2 = np.einsum("ij,ij->i", positives, credit2)
         denominator = positives.sum(axis=1) * cumulative[:, -1]
@@ -261,16 +299,26 @@ def paired_bootstrap(
         name: (implementation(name)(y, challenger), implementation(name)(y, champion))
         for name in custom
     }
+    need_rows = bool(custom) or any(model.dense for model in keyed)
     parts: dict[str, list[np.ndarray]] = {name: [] for name in names}
-    for draws in bootstrap_draws(n, resamples, seed, block):
-        pairs = {}
-        if keyed:
-            new, old = (model.evaluate(draws) for model in keyed)
-            pairs = {name: (new[name], old[name]) for name in builtin}
-        if custom:
-            weights = _histograms(draws, np.arange(n), n).astype(np.float64)
+    # Two cores: while the champion is scored here, the pool draws the next block and
+    # scores the challenger (numpy draws, gathers, sums and products without the GIL).
+    # The generator is advanced by one job at a time, so the draws stay the same.
+    blocks = bootstrap_draws(n, resamples, seed, block)
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="bootstrap") as pool:
+        upcoming = pool.submit(next, blocks, None)
+        while (draws := upcoming.result()) is not None:
+            upcoming = pool.submit(next, blocks, None)
+            row_counts = _histograms(draws, None, n) if need_rows else None
+            weights = row_counts.astype(np.float64) if need_rows else None
+            pairs = {}
+            if keyed:
+                challenger_job = pool.submit(keyed[0].evaluate, draws, row_counts, weights)
+                old = keyed[1].evaluate(draws, row_counts, weights)
+                new = challenger_job.result()
+                pairs = {name: (new[name], old[name]) for name in builtin}
             pairs.update({name: (f(weights), g(weights)) for name, (f, g) in prepared.items()})
-        for name, (new_values, old_values) in pairs.items():
-            diff = new_values - old_values
-            parts[name].append(diff if higher_is_better[name] else -diff)
+            for name, (new_values, old_values) in pairs.items():
+                diff = new_values - old_values
+                parts[name].append(diff if higher_is_better[name] else -diff)
     return {name: np.sort(np.concatenate(chunks)) for name, chunks in parts.items()}
