@@ -88,3 +88,49 @@ def churn_spec_copy(tmp_path: Path, edit, source: Path = CHURN_SPEC) -> Path:
 def pinned_churn_spec(tmp_path: Path) -> Path:
     """The churn spec with today's pinned holdout (carved once from the first batch)."""
     return churn_spec_copy(tmp_path / "pinned", lambda raw: raw["holdout"].update(strategy="split"))
+
+
+def challenger_decision(spec: Path, data: str, tmp_path: Path, tag: str) -> str:
+    """Validate, train, evaluate and gate a challenger on ``data``; the decision's path.
+    The gate must pass (use a lenient spec)."""
+    assert (
+        run_cli("validate", "--spec", spec, "--data", data, "--out", tmp_path / f"v{tag}")[0] == 0
+    )
+    code, trained = run_cli("train", "--spec", spec, "--data", data, "--out", tmp_path / f"t{tag}")
+    assert code == 0, trained
+    run_cli(
+        "evaluate",
+        "--spec",
+        spec,
+        "--challenger",
+        trained["result"]["version"],
+        "--out",
+        tmp_path / f"e{tag}",
+    )
+    code, gated = run_cli(
+        "gate",
+        "--spec",
+        spec,
+        "--evaluation",
+        tmp_path / f"e{tag}" / "evaluation.json",
+        "--out",
+        tmp_path / f"g{tag}",
+    )
+    assert code == 0, gated
+    return str(tmp_path / f"g{tag}" / "decision.json")
+
+
+def promote_process(spec: Path, decision: str, out: Path, env: dict, cwd: Path):
+    """``mlops_pack promote`` in a process of its own, as an Airflow worker runs it."""
+    import subprocess
+    import sys
+
+    argv = ["promote", "--spec", str(spec), "--decision", decision, "--out", str(out)]
+    return subprocess.Popen(
+        [sys.executable, "-m", "mlops_pack", *argv],
+        env=env,
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )

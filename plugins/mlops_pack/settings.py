@@ -32,6 +32,9 @@ class Settings:
     lock_dir: Path
     data_dir: Path | None
     data_roots: tuple[Path, ...] = ()
+    # A Postgres DSN for the promotion lock shared by every host (see promotion_lock).
+    lock_dsn: str | None = None
+    lock_dir_set: bool = False  # MLOPS_PACK_LOCK_DIR named explicitly (shared storage)
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -44,9 +47,11 @@ class Settings:
             tracking_uri=tracking,
             registry_uri=env.get("MLFLOW_REGISTRY_URI") or tracking,
             artifact_root=env.get("MLOPS_PACK_ARTIFACT_ROOT") or (home / "mlartifacts").as_uri(),
-            # Promotion locks must be shared by every process that can promote; with a
-            # remote MLflow and several hosts, point this at shared storage.
+            # The file lock of the embedded default (one host); with several hosts set
+            # MLOPS_PACK_LOCK_DSN instead and the lock is a Postgres advisory lock.
             lock_dir=Path(env.get("MLOPS_PACK_LOCK_DIR", home / "locks")),
+            lock_dsn=env.get("MLOPS_PACK_LOCK_DSN") or None,
+            lock_dir_set=bool(env.get("MLOPS_PACK_LOCK_DIR")),
             data_dir=Path(data_dir) if data_dir else None,
             data_roots=tuple(
                 Path(root).absolute()
@@ -54,6 +59,11 @@ class Settings:
                 if root.strip()
             ),
         )
+
+    @property
+    def remote_tracking(self) -> bool:
+        """An MLflow server reached over HTTP: nothing is shared through the file system."""
+        return self.tracking_uri.startswith(("http://", "https://"))
 
     def check_store_writable(self) -> None:
         """Refuse at once a store this process cannot write (before MLflow opens it).

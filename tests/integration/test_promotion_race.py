@@ -11,41 +11,18 @@ from __future__ import annotations
 import itertools
 import json
 import os
-import subprocess
-import sys
 import time
 
 from mlops_pack.errors import EXIT_CHAMPION_MOVED, EXIT_OK
 from mlops_pack.registry import CHAMPION, PREVIOUS
-from support import ROOT, churn_spec_copy, lenient, run_cli
-
-
-def _challenger(spec, data: str, tmp_path, tag: str) -> str:
-    assert (
-        run_cli("validate", "--spec", spec, "--data", data, "--out", tmp_path / f"v{tag}")[0] == 0
-    )
-    code, trained = run_cli("train", "--spec", spec, "--data", data, "--out", tmp_path / f"t{tag}")
-    assert code == EXIT_OK, trained
-    run_cli(
-        "evaluate",
-        "--spec",
-        spec,
-        "--challenger",
-        trained["result"]["version"],
-        "--out",
-        tmp_path / f"e{tag}",
-    )
-    code, gated = run_cli(
-        "gate",
-        "--spec",
-        spec,
-        "--evaluation",
-        tmp_path / f"e{tag}" / "evaluation.json",
-        "--out",
-        tmp_path / f"g{tag}",
-    )
-    assert code == EXIT_OK, gated
-    return str(tmp_path / f"g{tag}" / "decision.json")
+from support import (
+    ROOT,
+    challenger_decision,
+    churn_spec_copy,
+    lenient,
+    promote_process,
+    run_cli,
+)
 
 
 def test_two_promotions_race_and_exactly_one_wins(store, registry, tmp_path):
@@ -53,8 +30,8 @@ def test_two_promotions_race_and_exactly_one_wins(store, registry, tmp_path):
     spec = churn_spec_copy(tmp_path, lenient)
     assert run_cli("retrain", "--spec", spec, "--out", tmp_path / "r1")[0] == EXIT_OK
     decisions = [
-        _challenger(spec, "churn/churn_month_02.csv", tmp_path, "a"),
-        _challenger(spec, "churn/churn_month_01.csv", tmp_path, "b"),
+        challenger_decision(spec, "churn/churn_month_02.csv", tmp_path, "a"),
+        challenger_decision(spec, "churn/churn_month_01.csv", tmp_path, "b"),
     ]
     # Both decisions were made against champion v1; promote them at the same time from
     # two processes, as two Airflow workers would.
@@ -62,25 +39,7 @@ def test_two_promotions_race_and_exactly_one_wins(store, registry, tmp_path):
     hooks.mkdir()
     env = {**os.environ, "MLOPS_PACK_TEST_HOOK_DIR": str(hooks)}
     procs = [
-        subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "mlops_pack",
-                "promote",
-                "--spec",
-                str(spec),
-                "--decision",
-                decision,
-                "--out",
-                str(tmp_path / f"p{i}"),
-            ],
-            env=env,
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        promote_process(spec, decision, tmp_path / f"p{i}", env, ROOT)
         for i, decision in enumerate(decisions)
     ]
     deadline = time.monotonic() + 240

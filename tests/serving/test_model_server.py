@@ -61,12 +61,31 @@ def test_serves_v1_with_version_health_and_metrics(served):
 
     status, metrics, _ = public.call("GET", "/metrics")
     assert status == 200
-    assert 'mlops_pack_requests_total{model="churn",version="1",slot="stable",status="ok"} 2' in (
-        metrics
+    samples = _samples(metrics)
+    ok = {"model": "churn", "version": "1", "status": "ok"}
+    assert samples["mlops_pack_requests_total", _key({**ok, "slot": "stable"})] == 2
+    assert (
+        samples["mlops_pack_predictions_total", _key({**ok, "slot": "stable"}, drop="status")]
+        == 101
     )
-    assert 'mlops_pack_predictions_total{model="churn",version="1",slot="stable"} 101' in metrics
-    assert 'mlops_pack_request_seconds_count{model="churn",version="1",status="ok"} 2' in metrics
-    assert 'mlops_pack_model_info{model="churn",slot="stable",version="1"' in metrics
+    assert samples["mlops_pack_request_seconds_count", _key(ok)] == 2
+    info = [k for name, k in samples if name == "mlops_pack_model_info"]
+    assert [dict(k)["version"] for k in info if dict(k)["slot"] == "stable"] == ["1"]
+
+
+def _samples(text: str) -> dict[tuple[str, tuple], float]:
+    """The exposition parsed by Prometheus' own parser: (name, sorted labels) -> value."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return {
+        (s.name, _key(s.labels)): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def _key(labels: dict[str, str], drop: str | None = None) -> tuple:
+    return tuple(sorted((k, v) for k, v in labels.items() if k != drop))
 
 
 def test_malformed_requests_get_4xx_that_name_the_problem(served):

@@ -49,7 +49,7 @@ def _layer(module: str) -> str:
     parts = module.split(".")
     if parts[1:2] in (["steps"], ["serving"], ["datagen"], ["airflow"]):
         return parts[1]
-    if parts[1:2] in (["cli"], ["__main__"]):
+    if parts[1:2] in (["cli"], ["__main__"], ["pod_entry"]):
         return "cli"
     return "core"
 

@@ -8,9 +8,12 @@ weight), so steps talk to the provider's hook directly and set them all.
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
 import os
+import tarfile
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -110,7 +113,8 @@ def remove_quietly(client, name_or_id: str, log: logging.Logger) -> None:
     from docker.errors import NotFound
 
     try:
-        client.remove_container(name_or_id, force=True)
+        # v=True: the anonymous work volume of a no-shared-file-system step goes too.
+        client.remove_container(name_or_id, force=True, v=True)
     except NotFound:
         return
     except Exception as exc:  # removal is best effort; a leftover is reported, not fatal
@@ -146,10 +150,22 @@ def create(client, spec: ContainerSpec, log: logging.Logger) -> str:
     return container["Id"]
 
 
-def run(client, spec: ContainerSpec, log: logging.Logger) -> int:
-    """Run to completion and return the exit code; the container is always removed."""
+def run(
+    client,
+    spec: ContainerSpec,
+    log: logging.Logger,
+    before_start: Callable[[str], None] | None = None,
+    after_exit: Callable[[str], None] | None = None,
+) -> int:
+    """Run to completion and return the exit code; the container is always removed.
+
+    ``before_start(id)`` runs on the created container (to copy inputs in) and
+    ``after_exit(id)`` on the stopped one (to copy results out), before its removal.
+    """
     container_id = create(client, spec, log)
     try:
+        if before_start:
+            before_start(container_id)
         client.start(container_id)
         streamer = threading.Thread(
             target=_stream_logs, args=(client, container_id, log), daemon=True
@@ -170,6 +186,8 @@ def run(client, spec: ContainerSpec, log: logging.Logger) -> int:
                 "it was killed and removed"
             )
         streamer.join(timeout=5)
+        if after_exit:
+            after_exit(container_id)
         return int(status.get("StatusCode", 1))
     finally:
         remove_quietly(client, container_id, log)
@@ -181,3 +199,41 @@ def _stream_logs(client, container_id: str, log: logging.Logger) -> None:
             log.info("%s", line.decode("utf-8", "replace").rstrip())
     except Exception:  # the container was removed under us: nothing more to show
         return
+
+
+def copy_in(client, container_id: str, folder: Path, into: str, name: str, user: str) -> None:
+    """Copy ``folder`` into the created container as ``<into>/<name>``, owned by ``user``
+    ("uid:gid") so the step can write its results there (no host bind mount)."""
+    uid, gid = (int(x) for x in user.split(":"))
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for path in [folder, *sorted(folder.rglob("*"))]:
+            info = tar.gettarinfo(str(path), arcname=str(Path(name) / path.relative_to(folder)))
+            info.uid, info.gid, info.uname, info.gname = uid, gid, "", ""
+            if path.is_file():
+                with path.open("rb") as handle:
+                    tar.addfile(info, handle)
+            else:
+                tar.addfile(info)
+    client.put_archive(container_id, into, buffer.getvalue())
+
+
+def copy_out(client, container_id: str, path: str, to: Path, limit: int = 16 << 20) -> bool:
+    """Copy one regular file out of the stopped container to ``to``; False if it is not
+    there. Refuses anything but a regular file, and files over ``limit`` bytes."""
+    from docker.errors import NotFound
+
+    try:
+        stream, _ = client.get_archive(container_id, path)
+    except NotFound:
+        return False
+    raw = b"".join(stream)
+    with tarfile.open(fileobj=io.BytesIO(raw)) as tar:
+        member = tar.next()
+        if member is None or not member.isreg() or member.size > limit:
+            raise AirflowException(f"step container: {path} is not a regular file under {limit} B")
+        handle = tar.extractfile(member)
+        tmp = to.with_name(to.name + ".part")
+        tmp.write_bytes(handle.read() if handle else b"")
+        tmp.replace(to)  # nothing half-written becomes visible
+    return True

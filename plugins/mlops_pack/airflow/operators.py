@@ -14,7 +14,7 @@ import os
 import re
 import shutil
 from collections.abc import Sequence
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from airflow.exceptions import AirflowException
@@ -29,6 +29,10 @@ STEP_DATA = "/data"
 STEP_WORK = "/work"
 STEP_EXTENSIONS = "/opt/extensions"
 STEP_SECRETS = "/run/mlops-pack/secrets"
+# Without a shared file system: the work dir copied into the container's own volume, and
+# a home for the settings on the tmpfs (a remote MLflow keeps nothing in it).
+STEP_REMOTE_WORK = "/work/run"
+STEP_REMOTE_HOME = "/tmp/mlops-home"  # noqa: S108
 
 
 def _env_path(name: str, default: Path) -> Path:
@@ -71,7 +75,8 @@ class MlopsStepOperator(BaseOperator):
 
     :param model: model name; its spec is ``<include>/models/<model>.yaml``.
     :param overrides: run overrides (templated), validated by the step against the spec's bounds.
-    :param runner: ``docker`` (default) or ``inprocess`` where no Docker engine is available.
+    :param runner: ``docker`` (default), ``kubernetes`` (a hardened pod, docs/runners.md) or
+        ``inprocess`` where no Docker engine is available.
     :param image: task image; default ``$MLOPS_PACK_TASK_IMAGE`` or ``mlops-pack-task:latest``.
     :param limits: memory, CPU quota, pids and tmpfs size of the step container.
     :param network_mode: ``none`` unless the step must reach a service (a remote MLflow).
@@ -157,9 +162,11 @@ class MlopsStepOperator(BaseOperator):
                 code = self._run_docker(argv, work, context)
             elif runner == "inprocess":
                 code = self._run_inprocess(argv, work, context)
+            elif runner == "kubernetes":
+                code = self._run_kubernetes(argv, work, context)
             else:
                 raise MlopsBadInputFailure(
-                    f"runner must be 'docker' or 'inprocess', got {runner!r}"
+                    f"runner must be 'docker', 'kubernetes' or 'inprocess', got {runner!r}"
                 )
         finally:
             if self._secrets is not None:
@@ -272,12 +279,15 @@ class MlopsStepOperator(BaseOperator):
         data = _env_path("MLOPS_PACK_DATA_DIR", include / "data")
         home = _home()
         uid, gid = container_user(home)
-        if not writable_by(home, uid, gid):  # fail before a container starts, never retried
+        # An MLflow server over HTTP: the step shares no file system with this worker.
+        remote = _remote_tracking()
+        if not remote and not writable_by(home, uid, gid):  # fail early, never retried
             problem = store_not_writable(home, uid, gid, "its owner and mode deny that user")
             raise MlopsBadInputFailure(str(problem), problem.payload)
         user = f"{uid}:{gid}"
         hand_over(work, uid, gid)
-        args = _substitute(argv, include=STEP_INCLUDE, work=STEP_WORK, secrets=STEP_SECRETS)
+        step_work = STEP_REMOTE_WORK if remote else STEP_WORK
+        args = _substitute(argv, include=STEP_INCLUDE, work=step_work, secrets=STEP_SECRETS)
         ti = context["ti"]
         stack = container.stack_id(home)
         self._container_name = re.sub(
@@ -286,42 +296,45 @@ class MlopsStepOperator(BaseOperator):
             f"mlops-{stack}-{ti.dag_id}-{ti.task_id}-{context['run_id']}",
         )[:200]
         environment = {
-            "MLOPS_PACK_HOME": str(home),
+            # Remote: the settings need a home, but nothing is kept there (tmpfs).
+            "MLOPS_PACK_HOME": STEP_REMOTE_HOME if remote else str(home),
             "MLOPS_PACK_DATA_DIR": STEP_DATA,
             "MLOPS_PACK_DAG_RUN_ID": context["run_id"],
         }
-        passed = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLOPS_PACK_LOCK_DIR")
+        passed = ["MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLOPS_PACK_LOCK_DSN"]
+        if not remote:  # a lock folder of this worker's means nothing in a remote step
+            passed.append("MLOPS_PACK_LOCK_DIR")
         for name in (*passed, "MLOPS_PACK_EXTENSIONS"):
             if os.environ.get(name):
                 environment[name] = os.environ[name]
-        extra_mounts = []
+        mounts = [
+            Mount(STEP_INCLUDE, str(include), type="bind", read_only=True),
+            Mount(STEP_DATA, str(data), type="bind", read_only=True),
+        ]
+        if remote:
+            # A volume of the container's own, removed with it: inputs are copied in
+            # before the start and result.json out after the exit.
+            mounts.append(Mount(STEP_WORK, None, type="volume"))
+        else:
+            mounts += [
+                # The store is mounted at its host path so recorded artifact URIs resolve.
+                Mount(str(home), str(home), type="bind", read_only=False),
+                Mount(STEP_WORK, str(work), type="bind", read_only=False),
+            ]
         extensions = extensions_dir()
         if extensions is not None:  # in-house modules: read-only, importable by the step
-            extra_mounts.append(
-                Mount(STEP_EXTENSIONS, str(extensions), type="bind", read_only=True)
-            )
+            mounts.append(Mount(STEP_EXTENSIONS, str(extensions), type="bind", read_only=True))
             environment["MLOPS_PACK_EXTENSIONS_DIR"] = STEP_EXTENSIONS
+        if self._secrets:  # only this container sees them: not under the store, read-only
+            mounts.append(Mount(STEP_SECRETS, str(self._secrets), type="bind", read_only=True))
         spec = container.ContainerSpec(
             image=self.image or os.environ.get("MLOPS_PACK_TASK_IMAGE", "mlops-pack-task:latest"),
             command=args,
             name=self._container_name,
             user=user,
-            mounts=[
-                Mount(STEP_INCLUDE, str(include), type="bind", read_only=True),
-                Mount(STEP_DATA, str(data), type="bind", read_only=True),
-                # The store is mounted at its host path so recorded artifact URIs resolve.
-                Mount(str(home), str(home), type="bind", read_only=False),
-                Mount(STEP_WORK, str(work), type="bind", read_only=False),
-                *extra_mounts,
-                # Only this container sees the secrets: not under the store, read-only.
-                *(
-                    [Mount(STEP_SECRETS, str(self._secrets), type="bind", read_only=True)]
-                    if self._secrets
-                    else []
-                ),
-            ],
+            mounts=mounts,
             environment=environment,
-            network_mode=self.network_mode,
+            network_mode=self._step_network(remote),
             limits=self.limits,
             timeout_seconds=self.container_timeout,
             labels={
@@ -334,7 +347,64 @@ class MlopsStepOperator(BaseOperator):
         image = client.inspect_image(spec.image)
         self.log.info("running step %s in %s (%s)", self.step, spec.image, image["Id"])
         context["ti"].xcom_push(key="image_id", value=image["Id"])
-        return container.run(client, spec, self.log)
+        if not remote:
+            return container.run(client, spec, self.log)
+        name = PurePosixPath(STEP_REMOTE_WORK).name
+        return container.run(
+            client,
+            spec,
+            self.log,
+            before_start=lambda cid: container.copy_in(client, cid, work, STEP_WORK, name, user),
+            after_exit=lambda cid: container.copy_out(
+                client, cid, f"{STEP_REMOTE_WORK}/result.json", work / "result.json"
+            ),
+        )
+
+    def _step_network(self, remote: bool) -> str:
+        """``none`` unless the step must reach a service. Without a shared file system it
+        must reach the MLflow server: on ``MLOPS_PACK_STEP_NETWORK`` (a Docker network
+        that reaches only MLflow), which has to be named when this operator's is none."""
+        if not remote or self.network_mode != "none":
+            return self.network_mode
+        network = os.environ.get("MLOPS_PACK_STEP_NETWORK", "").strip()
+        if not network:
+            raise MlopsBadInputFailure(
+                f"MLFLOW_TRACKING_URI={os.environ.get('MLFLOW_TRACKING_URI')} is a server, so "
+                "step containers must reach it, but MLOPS_PACK_STEP_NETWORK is not set. Fix: "
+                "set it to a Docker network that reaches only the MLflow server (in "
+                "docker-compose, the steps' network), or to 'host' on a single machine"
+            )
+        return network
+
+    def step_pod(self, argv: list[str], work: Path, context: Any):
+        """The hardened pod operator for this step (``runner="kubernetes"``)."""
+        from mlops_pack.airflow.kubernetes import POD_WORK, step_pod_operator
+
+        if self._secrets is not None:
+            raise MlopsBadInputFailure(
+                f"step {self.step}: the kubernetes runner cannot hand the model server's "
+                "secrets to a pod yet; run the server steps (deploy, promote, rollback of "
+                "a served model) with runner='docker'"
+            )
+        inputs = {p.name: p.read_text(encoding="utf-8") for p in work.iterdir() if p.is_file()}
+        return step_pod_operator(
+            task_id=f"{self.task_id}-pod",
+            image=self.image or os.environ.get("MLOPS_PACK_TASK_IMAGE", "mlops-pack-task:latest"),
+            arguments=_substitute(argv, include=STEP_INCLUDE, work=POD_WORK, secrets=""),
+            inputs=inputs,
+            limits=self.limits,
+            labels={"io.mlops-pack.model": self.model, "io.mlops-pack.step": self.step},
+            timeout_seconds=self.container_timeout,
+        )
+
+    def _run_kubernetes(self, argv: list[str], work: Path, context: Any) -> int:
+        from mlops_pack.airflow.kubernetes import run_step_pod
+
+        record = run_step_pod(self.step_pod(argv, work, context), context)
+        if record is None:
+            return 1  # no result: _outcome reports it (retried)
+        (work / "result.json").write_text(json.dumps(record), encoding="utf-8")
+        return 0
 
     def _docker_client(self):
         from airflow.providers.docker.hooks.docker import DockerHook
@@ -349,6 +419,12 @@ class MlopsStepOperator(BaseOperator):
             from mlops_pack.airflow.container import remove_quietly
 
             remove_quietly(self._docker_client(), self._container_name, self.log)
+
+
+def _remote_tracking() -> bool:
+    from mlops_pack.settings import Settings
+
+    return Settings.from_env().remote_tracking
 
 
 def _work_root() -> Path:

@@ -25,11 +25,12 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
 from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from mlops_pack.errors import BadInputError
@@ -299,9 +300,7 @@ class ModelServer:
             k: {"version": v.version, "sha256": v.sha256[:12]} if v else None
             for k, v in slots.items()
         }
-        return PlainTextResponse(
-            self.telemetry.render(info), media_type="text/plain; version=0.0.4"
-        )
+        return Response(self.telemetry.render(info), media_type=CONTENT_TYPE_LATEST)
 
     # Admin endpoints -------------------------------------------------------------------
     async def admin(self, request: Request) -> Response:

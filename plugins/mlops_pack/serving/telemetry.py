@@ -1,7 +1,8 @@
 """Prometheus metrics and the per-version figures the deploy step compares.
 
-The exposition is written by hand (a few counters and one histogram) rather than
-adding a client library to the image. Canary figures are kept per model version since
+The counters are kept here, in plain dicts the canary figures share, and exposed through
+``prometheus_client``'s collector interface, which writes the exposition format (names,
+label escaping, histogram buckets). Canary figures are kept per model version since
 the candidate was loaded: request and error counts, recent latencies, and the paired
 prediction shift, i.e. the mean of candidate - stable on the very same rows.
 """
@@ -9,6 +10,7 @@ prediction shift, i.e. the mean of candidate - stable on the very same rows.
 from __future__ import annotations
 
 import bisect
+import itertools
 from collections import defaultdict, deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -45,15 +47,6 @@ class VersionStats:
             "mean_shift": self.paired_diff / self.paired_rows if self.paired_rows else None,
             "mean_abs_diff": self.paired_abs_diff / self.paired_rows if self.paired_rows else None,
         }
-
-
-def _labels(values: dict[str, str]) -> str:
-    inner = ",".join(f'{k}="{_escape(v)}"' for k, v in values.items())
-    return "{" + inner + "}"
-
-
-def _escape(value: str) -> str:
-    return str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
 class Telemetry:
@@ -102,59 +95,65 @@ class Telemetry:
     def refused(self, status: int) -> None:
         self.rejected[status] += 1
 
-    def render(self, slots: dict[str, dict[str, str] | None]) -> str:
-        m = {"model": self.model}
-        out = [
-            "# HELP mlops_pack_requests_total Prediction requests by model version, slot, status.",
-            "# TYPE mlops_pack_requests_total counter",
-        ]
-        for (version, slot, status), n in sorted(self.requests.items()):
-            labels = _labels({**m, "version": version, "slot": slot, "status": status})
-            out.append(f"mlops_pack_requests_total{labels} {n}")
-        out += [
-            "# HELP mlops_pack_request_seconds Prediction latency by model version and status.",
-            "# TYPE mlops_pack_request_seconds histogram",
-        ]
-        for (version, status), counts in sorted(self.histograms.items()):
-            base = {**m, "version": version, "status": status}
-            running = 0
-            for bound, n in zip((*BUCKETS, float("inf")), counts, strict=True):
-                running += n
-                le = "+Inf" if bound == float("inf") else repr(bound)
-                out.append(
-                    f"mlops_pack_request_seconds_bucket{_labels({**base, 'le': le})} {running}"
-                )
-            total = self.latency_sum[(version, status)]
-            out.append(f"mlops_pack_request_seconds_sum{_labels(base)} {total:.6f}")
-            out.append(f"mlops_pack_request_seconds_count{_labels(base)} {running}")
-        out += [
-            "# HELP mlops_pack_predictions_total Rows scored, by model version and slot.",
-            "# TYPE mlops_pack_predictions_total counter",
-        ]
-        for (version, slot), n in sorted(self.predictions.items()):
-            labels = _labels({**m, "version": version, "slot": slot})
-            out.append(f"mlops_pack_predictions_total{labels} {n}")
-        out += [
-            "# HELP mlops_pack_range_violations_total Flagged inputs, predictions and batches.",
-            "# TYPE mlops_pack_range_violations_total counter",
-        ]
-        for (version, kind), n in sorted(self.violations.items()):
-            labels = _labels({**m, "version": version, "kind": kind})
-            out.append(f"mlops_pack_range_violations_total{labels} {n}")
-        out += [
-            "# HELP mlops_pack_refused_requests_total Requests refused before scoring, by status.",
-            "# TYPE mlops_pack_refused_requests_total counter",
-        ]
-        for status, n in sorted(self.rejected.items()):
-            out.append(
-                f"mlops_pack_refused_requests_total{_labels({**m, 'status': str(status)})} {n}"
+    def render(self, slots: dict[str, dict[str, str] | None]) -> bytes:
+        """The Prometheus text exposition of every metric, with the slots' versions."""
+        from prometheus_client import CollectorRegistry, generate_latest
+
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(_Snapshot(self, slots))
+        return generate_latest(registry)
+
+
+class _Snapshot:
+    """A collector over the telemetry's counts at one instant (one scrape)."""
+
+    def __init__(self, telemetry: Telemetry, slots: dict[str, dict[str, str] | None]) -> None:
+        self.telemetry = telemetry
+        self.slots = slots
+
+    def collect(self):
+        from prometheus_client.core import (
+            CounterMetricFamily,
+            GaugeMetricFamily,
+            HistogramMetricFamily,
+        )
+
+        t = self.telemetry
+        model = t.model
+        counters = (
+            ("mlops_pack_requests", "Prediction requests by model version, slot, status.",
+             ("version", "slot", "status"), t.requests),
+            ("mlops_pack_predictions", "Rows scored, by model version and slot.",
+             ("version", "slot"), t.predictions),
+            ("mlops_pack_range_violations", "Flagged inputs, predictions and batches.",
+             ("version", "kind"), t.violations),
+            ("mlops_pack_refused_requests", "Requests refused before scoring, by status.",
+             ("status",), {(str(k),): n for k, n in t.rejected.items()}),
+        )  # fmt: skip
+        for name, doc, labels, counts in counters:
+            family = CounterMetricFamily(name, doc, labels=("model", *labels))
+            for key, n in sorted(counts.items()):
+                family.add_metric((model, *key), n)
+            yield family
+        latency = HistogramMetricFamily(
+            "mlops_pack_request_seconds",
+            "Prediction latency by model version and status.",
+            labels=("model", "version", "status"),
+        )
+        bounds = [*(repr(b) for b in BUCKETS), "+Inf"]
+        for (version, status), counts in sorted(t.histograms.items()):
+            latency.add_metric(
+                (model, version, status),
+                list(zip(bounds, itertools.accumulate(counts), strict=True)),
+                t.latency_sum[(version, status)],
             )
-        out += [
-            "# HELP mlops_pack_model_info The model version loaded in each slot.",
-            "# TYPE mlops_pack_model_info gauge",
-        ]
-        for slot, info in sorted(slots.items()):
-            if info:
-                labels = _labels({**m, "slot": slot, **info})
-                out.append(f"mlops_pack_model_info{labels} 1")
-        return "\n".join(out) + "\n"
+        yield latency
+        info = GaugeMetricFamily(
+            "mlops_pack_model_info",
+            "The model version loaded in each slot.",
+            labels=("model", "slot", "version", "sha256"),
+        )
+        for slot, loaded in sorted(self.slots.items()):
+            if loaded:
+                info.add_metric((model, slot, loaded["version"], loaded["sha256"]), 1)
+        yield info

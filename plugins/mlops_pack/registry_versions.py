@@ -1,0 +1,168 @@
+"""Model versions, aliases and tags in MLflow's registry; mlflow is imported only when used."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mlops_pack.errors import BadInputError, ServiceUnavailableError
+from mlops_pack.settings import Settings
+
+CHAMPION = "champion"
+PREVIOUS = "previous"
+TAG = "mlops."
+
+
+def is_missing(exc: Exception, *also: int) -> bool:
+    """True when MLflow says the thing does not exist (its error code, matched exactly).
+
+    Anything else (no answer, a 5xx, a database error) is an outage, never "missing".
+    """
+    from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, ErrorCode
+
+    codes = {ErrorCode.Name(code) for code in (RESOURCE_DOES_NOT_EXIST, *also)}
+    return getattr(exc, "error_code", None) in codes
+
+
+def outage(what: str, exc: Exception) -> ServiceUnavailableError:
+    code = getattr(exc, "error_code", type(exc).__name__)
+    first = str(exc).splitlines()[0][:300] if str(exc) else ""
+    return ServiceUnavailableError(
+        f"MLflow failed to {what} ({code}: {first}); the registry is unreachable or "
+        "failing, a retry may succeed",
+        {"mlflow_error_code": code},
+    )
+
+
+@dataclass(frozen=True)
+class Version:
+    name: str
+    version: str
+    run_id: str | None
+    source: str
+    tags: dict[str, str]
+
+
+def _version(mv) -> Version:
+    return Version(mv.name, str(mv.version), mv.run_id, mv.source, dict(mv.tags))
+
+
+class ModelVersions:
+    """A thin, explicit layer over MlflowClient for versions, aliases, tags and artifacts."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._client = None
+
+    @property
+    def client(self):
+        if self._client is None:
+            # Progress bars are noise in task logs and result files.
+            os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+            from mlflow.tracking import MlflowClient
+
+            if not self.settings.remote_tracking:  # a server owns its own store
+                self.settings.check_store_writable()
+            self._client = MlflowClient(self.settings.tracking_uri, self.settings.registry_uri)
+        return self._client
+
+    def experiment_id(self, name: str) -> str:
+        found = self.client.get_experiment_by_name(name)
+        if found is not None:
+            return found.experiment_id
+        try:
+            return self.client.create_experiment(name, artifact_location=self._artifacts_for(name))
+        except Exception:  # created concurrently by another process
+            found = self.client.get_experiment_by_name(name)
+            if found is None:
+                raise
+            return found.experiment_id
+
+    def _artifacts_for(self, experiment: str) -> str | None:
+        if self.settings.artifact_root.startswith(
+            "file:"
+        ) and self.settings.tracking_uri.startswith("sqlite"):
+            return f"{self.settings.artifact_root}/{experiment.replace('/', '_')}"
+        return None
+
+    def ensure_model(self, name: str) -> None:
+        from mlflow.exceptions import MlflowException
+        from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, ErrorCode
+
+        try:
+            self.client.get_registered_model(name)
+            return
+        except MlflowException as exc:
+            if not is_missing(exc):
+                raise outage(f"read registered model {name}", exc) from None
+        try:
+            self.client.create_registered_model(name, tags={f"{TAG}managed": "true"})
+        except MlflowException as exc:
+            if exc.error_code != ErrorCode.Name(RESOURCE_ALREADY_EXISTS):
+                raise outage(f"create registered model {name}", exc) from None
+            # else: another process created it first, which is fine
+
+    def version(self, name: str, version: str) -> Version:
+        """A registered version; ``BadInputError`` only when MLflow says it does not exist."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            mv = self.client.get_model_version(name, str(version))
+        except MlflowException as exc:
+            if is_missing(exc):
+                raise BadInputError(
+                    f"model {name}: version {version} does not exist in the registry"
+                ) from None
+            raise outage(f"read model {name} version {version}", exc) from None
+        return _version(mv)
+
+    def alias(self, name: str, alias: str) -> Version | None:
+        """The version ``alias`` points at; None when the model or the alias does not exist."""
+        from mlflow.exceptions import MlflowException
+        from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+
+        try:
+            mv = self.client.get_model_version_by_alias(name, alias)
+        except MlflowException as exc:
+            # MLflow reports an alias that is not set as INVALID_PARAMETER_VALUE.
+            if is_missing(exc, INVALID_PARAMETER_VALUE):
+                return None
+            raise outage(f"read alias {alias} of model {name}", exc) from None
+        return _version(mv)
+
+    def set_alias(self, name: str, alias: str, version: str) -> None:
+        self.client.set_registered_model_alias(name, alias, str(version))
+
+    def model_tags(self, name: str) -> dict[str, str]:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return dict(self.client.get_registered_model(name).tags)
+        except MlflowException as exc:
+            if is_missing(exc):
+                return {}
+            raise outage(f"read registered model {name}", exc) from None
+
+    def set_model_tag(self, name: str, key: str, value: str) -> None:
+        self.client.set_registered_model_tag(name, key, value)
+
+    def download(self, uri: str, dst: Path) -> Path:
+        import mlflow.artifacts
+
+        return Path(
+            mlflow.artifacts.download_artifacts(
+                artifact_uri=uri, dst_path=str(dst), tracking_uri=self.settings.tracking_uri
+            )
+        )
+
+    def log_json(
+        self, run_id: str, record: dict[str, Any], artifact_path: str, filename: str
+    ) -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / filename
+            path.write_text(json.dumps(record, indent=2, sort_keys=True), encoding="utf-8")
+            self.client.log_artifact(run_id, str(path), artifact_path)

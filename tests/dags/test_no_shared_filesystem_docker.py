@@ -1,0 +1,114 @@
+"""Steps that share no file system with the worker: an MLflow tracking server over HTTP
+holds the registry and the artifacts, a Postgres holds the promotion lock; the step
+containers get no bind mount of the store or of the work dir: inputs are copied in, and
+result.json is copied out of the stopped container.
+
+Here the containers use ``network_mode=host`` to reach the server on 127.0.0.1 (this
+engine has no bridge network); in docker-compose they join a network that reaches MLflow.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import threading
+import time
+
+import pytest
+import yaml
+from mlops_pack.airflow.container import STACK_LABEL, stack_id
+from services import mlflow_server, postgres
+from support import ROOT, open_dir
+
+MOUNTS: list[list[dict]] = []
+
+
+def _watch_mounts(stack: str, stop: threading.Event) -> None:
+    """Record the mounts of every step container of this stack (this test's store: other
+    tests on the same engine run churn containers too) while the DAG runs."""
+    while not stop.is_set():
+        out = subprocess.run(
+            ["docker", "ps", "-q", "--filter", f"label={STACK_LABEL}={stack}"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        for cid in out.stdout.split():
+            found = subprocess.run(
+                ["docker", "inspect", "--format", "{{json .Mounts}}", cid],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            if found.returncode == 0:
+                MOUNTS.append(json.loads(found.stdout))
+        time.sleep(0.3)
+
+
+@pytest.fixture
+def remote_world(task_image, airflow_db, monkeypatch, tmp_path):
+    from mlops_pack.datagen import churn
+
+    include, data, home = open_dir("mlops-inc-"), open_dir("mlops-data-"), open_dir("mlops-home-")
+    shutil.copytree(ROOT / "include" / "expectations", include / "expectations")
+    spec = yaml.safe_load((ROOT / "include/models/churn.yaml").read_text())
+    spec.pop("serving", None)  # the served path is covered by the compose stack test
+    spec["gate"]["budgets"]["max_latency_ms_p95"] = None
+    (include / "models").mkdir()
+    (include / "models" / "churn.yaml").write_text(yaml.safe_dump(spec))
+    churn.write(churn.ChurnConfig(rows=4_000, month=1), data / "m1.csv")
+    for path in (include, data):
+        for item in path.rglob("*"):
+            item.chmod(0o755 if item.is_dir() else 0o644)
+    with postgres() as dsn, mlflow_server(tmp_path / "mlflow") as tracking:
+        for name, value in {
+            "MLOPS_PACK_INCLUDE_DIR": include,
+            "MLOPS_PACK_DATA_DIR": data,
+            "MLOPS_PACK_HOME": home,
+            "MLOPS_PACK_TASK_IMAGE": task_image,
+            "MLOPS_PACK_RUNNER": "docker",
+            "MLFLOW_TRACKING_URI": tracking,
+            "MLOPS_PACK_LOCK_DSN": dsn,
+            "MLOPS_PACK_STEP_NETWORK": "host",
+        }.items():
+            monkeypatch.setenv(name, str(value))
+        from mlops_pack.airflow.dag_factory import build_retrain_dag
+
+        yield {"dag": build_retrain_dag(include / "models" / "churn.yaml"), "home": home}
+    for path in (include, data, home):
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def test_retrain_dag_steps_share_no_file_system_with_the_worker(remote_world):
+    from mlops_pack.registry import Registry
+
+    stop = threading.Event()
+    stack = stack_id(remote_world["home"])
+    watcher = threading.Thread(target=_watch_mounts, args=(stack, stop), daemon=True)
+    watcher.start()
+    try:
+        run = remote_world["dag"].test(run_conf={"data_path": "m1.csv", "reason": "remote"})
+    finally:
+        stop.set()
+        watcher.join()
+    states = {ti.task_id: ti.state for ti in run.get_task_instances()}
+    assert run.state == "success", states
+    assert states["promote"] == "success"
+    registry = Registry()
+    assert registry.alias("churn", "champion").version == "1"
+    assert [e["to_version"] for e in registry.history("churn", "promotion")] == ["1"]
+    # The result came back through the copy: the worker's work dir holds result.json.
+    home = remote_world["home"]
+    results = sorted(home.glob("work/*/*/promote.*/result.json"))
+    assert results and json.loads(results[-1].read_text())["result"]["champion"] == "1"
+    # No step container had the store or the work dir bind-mounted; /work was a volume.
+    assert MOUNTS, "no step container was seen running"
+    for mounts in MOUNTS:
+        sources = {m.get("Source", "") for m in mounts if m["Type"] == "bind"}
+        assert not any(s.startswith(str(home)) for s in sources), sources
+        assert [m["Type"] for m in mounts if m["Destination"] == "/work"] == ["volume"]
+    # The store's folder was never used as an MLflow store or a lock folder.
+    assert not (home / "mlflow.db").exists() and not (home / "locks").exists()
+    assert os.listdir(home) == ["work"]

@@ -1,0 +1,142 @@
+"""Real services for the cross-host tests: a throwaway PostgreSQL cluster and an MLflow
+tracking server, each in a temp dir on a free port, stopped by PID afterwards."""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import os
+import pwd
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+from support import free_port, open_dir
+
+
+def _pg_bin(name: str) -> str:
+    found = shutil.which(name) or next(
+        iter(sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"), reverse=True)), None
+    )
+    if found is None:
+        raise RuntimeError(
+            f"PostgreSQL's {name} is not installed: apt-get install postgresql "
+            "(.ci/run installs it in CI)"
+        )
+    return found
+
+
+def _as_owner(argv: list[str], owner: str | None) -> list[str]:
+    """PostgreSQL refuses to run as root: run its tools as ``owner`` then."""
+    return ["runuser", "-u", owner, "--", *argv] if owner else argv
+
+
+@contextlib.contextmanager
+def postgres() -> Iterator[str]:
+    """A PostgreSQL cluster in a fresh temp dir, listening on 127.0.0.1; yields a DSN.
+
+    The dir is outside pytest's (which is private to root): under root the cluster runs
+    as ``postgres`` (or nobody), which must reach it.
+    """
+    owner = None
+    if os.geteuid() == 0:
+        owner = "postgres" if _has_user("postgres") else "nobody"
+    root = open_dir("mlops-pack-pg-")
+    data = root / "pgdata"
+    if owner:
+        entry = pwd.getpwnam(owner)
+        os.chown(root, entry.pw_uid, entry.pw_gid)
+    port = free_port()
+    subprocess.run(
+        _as_owner([_pg_bin("initdb"), "-D", str(data), "-A", "trust", "-U", "postgres"], owner),
+        check=True,
+        capture_output=True,
+    )
+    options = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off"
+    ctl = _pg_bin("pg_ctl")
+    subprocess.run(
+        _as_owner(
+            [ctl, "-D", str(data), "-o", options, "-l", str(root / "pg.log"), "-w", "start"],
+            owner,
+        ),
+        check=True,
+        capture_output=True,
+    )
+    try:
+        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run(
+            _as_owner([ctl, "-D", str(data), "-m", "immediate", "-w", "stop"], owner),
+            check=False,
+            capture_output=True,
+        )
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _has_user(name: str) -> bool:
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def mlflow_server(root: Path) -> Iterator[str]:
+    """``mlflow server`` with a SQLite backend and a proxied artifact store (clients need
+    only its URL); yields the tracking URI."""
+    root.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    log = (root / "mlflow-server.log").open("wb")
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--backend-store-uri",
+            f"sqlite:///{root / 'mlflow.db'}",
+            "--serve-artifacts",
+            "--artifacts-destination",
+            str(root / "artifacts"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=root,
+        start_new_session=True,  # its workers share its process group, stopped together
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=2) as answer:
+                    if answer.status == 200:
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"mlflow server did not start: {(root / 'mlflow-server.log').read_text()}"
+                )
+            time.sleep(0.5)
+        yield url
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        log.close()

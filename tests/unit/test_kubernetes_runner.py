@@ -1,0 +1,105 @@
+"""The pod the Kubernetes runner builds (no cluster here: the pod spec is the subject),
+and the pod's entry point run for real on a step."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+
+def _pod(tmp_path, monkeypatch, **env):
+    from mlops_pack.airflow.container import ContainerLimits
+    from mlops_pack.airflow.operators import PromoteModelOperator
+
+    for name, value in {
+        "MLFLOW_TRACKING_URI": "http://mlflow:5000",
+        "MLOPS_PACK_LOCK_DSN": "postgresql://u:topsecret@pg/locks",
+        "MLOPS_PACK_K8S_SECRET": "mlops-pack-step-secrets",
+        **env,
+    }.items():
+        monkeypatch.setenv(name, value)
+    (tmp_path / "decision.json").write_text('{"decision_id": "d1"}')
+    operator = PromoteModelOperator(
+        task_id="promote",
+        model="churn",
+        decision={"decision_id": "d1"},
+        runner="kubernetes",
+        image="registry.example/mlops-pack-task:1",
+        limits=ContainerLimits(memory="2g", cpus=1.0, tmpfs_size="256m"),
+        container_timeout=600,
+    )
+    argv = ["promote", "--spec", "{include}/models/churn.yaml", "--out", "{work}"]
+    argv += ["--decision", "{work}/decision.json"]
+    return operator.step_pod(argv, tmp_path, None).build_pod_request_obj(dry_run=True)
+
+
+def test_the_step_pod_is_hardened_and_returns_its_result_through_xcom(tmp_path, monkeypatch):
+    pod = _pod(tmp_path, monkeypatch)
+    spec = pod.spec
+    base = next(c for c in spec.containers if c.name == "base")
+    assert base.image == "registry.example/mlops-pack-task:1"
+    assert base.command == ["python", "-m", "mlops_pack.pod_entry"]
+    assert base.args == [
+        "promote",
+        "--spec",
+        "/opt/include/models/churn.yaml",
+        "--out",
+        "/work/run",
+        "--decision",
+        "/work/run/decision.json",
+    ]
+    # Pod and container hardening, as the Docker runner's.
+    assert spec.security_context.run_as_non_root is True
+    assert spec.security_context.run_as_user == 65534
+    assert spec.security_context.seccomp_profile.type == "RuntimeDefault"
+    sc = base.security_context
+    assert sc.read_only_root_filesystem is True
+    assert sc.allow_privilege_escalation is False
+    assert sc.privileged is False
+    assert sc.capabilities.drop == ["ALL"]
+    assert spec.automount_service_account_token is False
+    assert not spec.host_network
+    assert base.resources.limits == {"cpu": "1.0", "memory": "2Gi"}
+    assert base.resources.requests == base.resources.limits
+    assert spec.active_deadline_seconds == 600
+    # Only in-pod volumes: an in-memory /tmp and the work dir; no host path.
+    volumes = {v.name: v for v in spec.volumes}
+    assert all(v.host_path is None for v in spec.volumes)
+    assert volumes["tmp"].empty_dir.medium == "Memory"
+    assert volumes["tmp"].empty_dir.size_limit == "256Mi"
+    mounts = {m.mount_path for m in base.volume_mounts}
+    assert {"/tmp", "/work", "/airflow/xcom"} <= mounts
+    # The result comes back through the provider's XCom sidecar.
+    assert any(c.name == "airflow-xcom-sidecar" for c in spec.containers)
+    # Inputs travel in the spec; the lock's DSN only through the Secret.
+    env = {e.name: e.value for e in base.env}
+    assert json.loads(env["MLOPS_PACK_POD_INPUTS"]) == {"decision.json": '{"decision_id": "d1"}'}
+    assert env["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
+    assert "MLOPS_PACK_LOCK_DSN" not in env
+    assert "topsecret" not in json.dumps(pod.to_dict(), default=str)
+    assert [s.secret_ref.name for s in base.env_from] == ["mlops-pack-step-secrets"]
+
+
+def test_a_pod_needs_an_mlflow_server(tmp_path, monkeypatch):
+    from mlops_pack.airflow.exceptions import MlopsBadInputFailure
+
+    with pytest.raises(MlopsBadInputFailure, match="MLFLOW_TRACKING_URI must be an MLflow server"):
+        _pod(tmp_path, monkeypatch, MLFLOW_TRACKING_URI="sqlite:///x.db")
+
+
+def test_pod_entry_writes_inputs_and_hands_the_result_to_the_sidecar(tmp_path, monkeypatch, store):
+    from mlops_pack.pod_entry import run
+    from support import CHURN_SPEC
+
+    monkeypatch.setenv("MLOPS_PACK_POD_INPUTS", json.dumps({"overrides.json": '{"bogus": 1}'}))
+    work, xcom = tmp_path / "work", tmp_path / "xcom" / "return.json"
+    argv = ["validate", "--spec", str(CHURN_SPEC), "--out", str(work)]
+    code = run([*argv, "--overrides", str(work / "overrides.json")], work, xcom)
+    # A bad override is the step's outcome, carried in the result: the pod still exits 0.
+    assert code == 0
+    result = json.loads(xcom.read_text())
+    assert result == json.loads((work / "result.json").read_text())
+    assert result["status"] == "bad_input" and "bogus" in result["error"]
+    monkeypatch.setenv("MLOPS_PACK_POD_INPUTS", json.dumps({"../escape": "x"}))
+    assert run(argv, work, tmp_path / "x2.json") == 2
