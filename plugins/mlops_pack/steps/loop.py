@@ -20,38 +20,27 @@ decides the same way and every decision leaves a trace:
 
 from __future__ import annotations
 
-import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from mlops_pack.errors import BadInputError
 from mlops_pack.records import write_json
+from mlops_pack.retrain_loop import (
+    ACKNOWLEDGE,
+    ESCALATION_OPTIONS,
+    INCIDENT_REASON,
+    PAUSE,
+    ROLL_BACK,
+    incident_reason,
+)
 from mlops_pack.spec import RetrainPolicy
 from mlops_pack.steps.approval import TIMEOUT_DEFAULT, read_json_object
 from mlops_pack.steps.context import StepContext
 
 ALARMS = ("drift", "decay", "stale")
-INCIDENT_REASON = re.compile(r"^monitor incident (\S+):")
-ACKNOWLEDGE, PAUSE, ROLL_BACK = "Acknowledge", "Pause retraining", "Roll back"
-ESCALATION_OPTIONS = (ACKNOWLEDGE, PAUSE, ROLL_BACK)
 LOOP = "loop.json"
 METRICS = "loop.prom"
-
-
-def retrain_asset_uri(model: str) -> str:
-    """The Asset a model's monitor emits on and its retrain DAG listens to.
-
-    A scheme of the pack's own: no storage behind it, it names an intent ("retrain this
-    model"), so Airflow needs no normalizer for it, and one URI per model keeps the
-    models' retrains apart.
-    """
-    return f"mlops-pack://{model}/retrain"
-
-
-def incident_reason(incident_id: str, status: str, summary: str) -> str:
-    """The retrain run's reason, which ties its gate decision to the incident."""
-    return f"monitor incident {incident_id}: {status}: {summary}"[:500]
 
 
 def _load_monitor(path: Path) -> dict[str, Any]:

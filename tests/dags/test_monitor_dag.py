@@ -1,0 +1,103 @@
+"""The monitor DAG per served spec, and the retrain DAG listening to its Asset."""
+
+from __future__ import annotations
+
+import shutil
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+import yaml
+from support import ROOT
+
+RETRAIN_URI = "mlops-pack://churn/retrain"
+
+
+def _include(tmp_path: Path, monitoring: dict | None) -> Path:
+    include = tmp_path / "include"
+    shutil.copytree(ROOT / "include" / "expectations", include / "expectations")
+    (include / "models").mkdir()
+    for name in ("churn", "diabetes"):
+        raw = yaml.safe_load((ROOT / "include" / "models" / f"{name}.yaml").read_text())
+        if monitoring is not None and name == "churn":
+            raw["monitoring"] = monitoring
+        (include / "models" / f"{name}.yaml").write_text(yaml.safe_dump(raw))
+    return include
+
+
+def test_a_served_spec_with_monitoring_gets_a_monitor_dag(airflow_db, tmp_path, monkeypatch):
+    from airflow.sdk import AssetOrTimeSchedule
+    from mlops_pack.airflow.dag_factory import build_all
+
+    monkeypatch.delenv("MLOPS_PACK_SCHEDULES", raising=False)
+    dags = build_all(_include(tmp_path, {"retrain": {"max_failed_retrains": 2}}))
+    # Only the specs with a monitoring section (churn here) are watched.
+    assert sorted(dags) == [
+        "mlops_monitor__churn",
+        "mlops_retrain__churn",
+        "mlops_retrain__diabetes",
+        "mlops_rollback",
+    ]
+    monitor = dags["mlops_monitor__churn"]
+    edges = {t.task_id: sorted(t.downstream_task_ids) for t in monitor.tasks}
+    assert edges["monitor"] == ["decide_retrain"]
+    assert edges["next_step"] == ["emit_retrain", "escalate"]
+    assert edges["escalate"] == ["record_escalation"]
+    assert edges["roll_back_chosen"] == ["roll_back"]
+    assert [a.uri for a in monitor.get_task("emit_retrain").outlets] == [RETRAIN_URI]
+    escalate = monitor.get_task("escalate")
+    assert escalate.options == ["Acknowledge", "Pause retraining", "Roll back"]
+    assert monitor.max_active_runs == 1 and "2 retrains" in monitor.doc_md.replace("\n", " ")
+
+    # The retrain DAG runs on its cron or on the monitor's Asset, whichever comes first.
+    timetable = dags["mlops_retrain__churn"].timetable
+    assert isinstance(timetable, AssetOrTimeSchedule)
+    assert timetable.asset_condition.uri == RETRAIN_URI
+    assert dags["mlops_retrain__churn"].max_active_runs == 1
+    # With schedules off (make up), only the Asset remains: no cron tick retrains.
+    monkeypatch.setenv("MLOPS_PACK_SCHEDULES", "off")
+    quiet = build_all(_include(tmp_path / "off", {}))["mlops_retrain__churn"]
+    assert not isinstance(quiet.timetable, AssetOrTimeSchedule)
+    assert [a.uri for a in quiet.timetable.asset_condition.objects] == [RETRAIN_URI]
+
+
+def test_without_monitoring_nothing_changes(airflow_db, tmp_path, monkeypatch):
+    from mlops_pack.airflow.dag_factory import build_all
+
+    monkeypatch.delenv("MLOPS_PACK_SCHEDULES", raising=False)
+    dags = build_all(_include(tmp_path, None))
+    assert "mlops_monitor__churn" not in dags
+    assert dags["mlops_retrain__churn"].timetable.expression == "0 4 1 * *"
+
+
+def _event(uri: str, extra: dict, minute: int):
+    from airflow.sdk.api.datamodels._generated import AssetReferenceAssetEventDagRun
+    from airflow.sdk.execution_time.comms import AssetEventDagRunReferenceResult
+
+    return AssetEventDagRunReferenceResult(
+        asset=AssetReferenceAssetEventDagRun(name=uri, uri=uri, extra={}),
+        extra=extra,
+        source_task_id="emit_retrain",
+        source_dag_id="mlops_monitor__churn",
+        source_run_id=f"scheduled__{minute}",
+        source_map_index=-1,
+        source_aliases=[],
+        timestamp=datetime(2026, 5, 1, 6, minute, tzinfo=UTC),
+    )
+
+
+@pytest.mark.parametrize("with_data_asset", [False, True])
+def test_the_run_reason_comes_from_the_newest_retrain_event(airflow_db, with_data_asset):
+    from airflow.sdk.execution_time.context import TriggeringAssetEventsAccessor
+    from mlops_pack.airflow.dag_factory import monitor_reason
+
+    events = [
+        _event(RETRAIN_URI, {"run_reason": "monitor incident A: drift: x"}, 1),
+        _event(RETRAIN_URI, {"run_reason": "monitor incident A: decay: y"}, 2),
+    ]
+    if with_data_asset:
+        events.append(_event("s3://bucket/churn.csv", {"run_reason": "not ours"}, 3))
+    accessor = TriggeringAssetEventsAccessor.build(events)
+    assert monitor_reason(accessor) == "monitor incident A: decay: y"
+    assert monitor_reason(TriggeringAssetEventsAccessor.build([])) == ""
+    assert monitor_reason(None) == ""
