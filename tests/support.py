@@ -88,3 +88,15 @@ def churn_spec_copy(tmp_path: Path, edit, source: Path = CHURN_SPEC) -> Path:
 def pinned_churn_spec(tmp_path: Path) -> Path:
     """The churn spec with today's pinned holdout (carved once from the first batch)."""
     return churn_spec_copy(tmp_path / "pinned", lambda raw: raw["holdout"].update(strategy="split"))
+
+
+def register_dag(dag) -> None:
+    """Write a test's own DAG to the metadata DB: ``dag.test()`` runs only serialized DAGs,
+    and it is not in the DAGs folder the DAG processor would find it in."""
+    from airflow.dag_processing.bundles.manager import DagBundlesManager
+    from airflow.dag_processing.dagbag import DagBag, sync_bag_to_db
+
+    DagBundlesManager().sync_bundles_to_db()
+    bag = DagBag(dag_folder=open_dir("test-dags-"))
+    bag.bag_dag(dag)
+    sync_bag_to_db(bag, "dags-folder", None)

@@ -101,3 +101,58 @@ def test_the_run_reason_comes_from_the_newest_retrain_event(airflow_db, with_dat
     assert monitor_reason(accessor) == "monitor incident A: decay: y"
     assert monitor_reason(TriggeringAssetEventsAccessor.build([])) == ""
     assert monitor_reason(None) == ""
+
+
+def test_decide_then_emit_puts_the_reason_on_the_asset_event(
+    airflow_db, store, tmp_path, monkeypatch
+):
+    """The decide step (in-process runner) and the Asset event, run by Airflow."""
+    from airflow.models.asset import AssetEvent, AssetModel
+    from airflow.sdk import DAG, Asset
+    from airflow.utils.session import create_session
+    from mlops_pack.airflow.dag_factory import _emit_retrain, next_step
+    from mlops_pack.airflow.operators import DecideRetrainOperator
+    from support import register_dag
+
+    monkeypatch.setenv("MLOPS_PACK_INCLUDE_DIR", str(_include(tmp_path, {})))
+    monkeypatch.setenv("MLOPS_PACK_RUNNER", "inprocess")
+    monkeypatch.setenv("MLOPS_PACK_WORK_ROOT", str(tmp_path / "work"))
+    monitor = {
+        "status": "drift",
+        "alarms": [{"kind": "data_drift", "summary": "3 of 10 features drifted"}],
+        "window": {"start": "2026-05-01T00:00:00+00:00", "end": "2026-05-02T00:00:00+00:00",
+                   "rows": 900, "labelled_rows": 0, "requests": 9},
+        "champion_version": "1",
+        "performance": None,
+    }  # fmt: skip
+    with DAG("test_monitor_emit", schedule=None, catchup=False) as dag:
+        decide = DecideRetrainOperator(task_id="decide_retrain", model="churn", monitor=monitor)
+        next_step(decide.output) >> _emit_retrain(Asset(RETRAIN_URI))(decide.output)
+    register_dag(dag)
+
+    def run_once() -> tuple[dict, list[dict]]:
+        run = dag.test()
+        states = {ti.task_id: str(ti.state) for ti in run.get_task_instances()}
+        with create_session() as session:
+            events = (
+                session.query(AssetEvent)
+                .join(AssetModel, AssetEvent.asset_id == AssetModel.id)
+                .filter(AssetModel.uri == RETRAIN_URI, AssetEvent.source_dag_id == dag.dag_id)
+                .all()
+            )
+            return states, [dict(e.extra) for e in events]
+
+    states, extras = run_once()
+    assert states == {
+        "decide_retrain": "success",
+        "next_step": "success",
+        "emit_retrain": "success",
+    }, states
+    assert len(extras) == 1, extras
+    assert extras[0]["reason"] == "drift"
+    assert extras[0]["window"]["rows"] == 900
+    assert extras[0]["run_reason"].startswith("monitor incident ")
+    assert extras[0]["run_reason"].endswith(": drift: 3 of 10 features drifted")
+    # The same alarm again at once: the retrain is in flight, so no second event.
+    states, extras = run_once()
+    assert states["emit_retrain"] == "skipped" and len(extras) == 1, (states, extras)
