@@ -374,6 +374,9 @@ class RetrainPolicy(_Strict):
     period_days: float = Field(
         14.0, gt=0.0, description="Only retrains triggered within this period are counted."
     )
+    answer_timeout_hours: float = Field(
+        24.0, gt=0.0, description="An unanswered escalation is acknowledged after this."
+    )
 
 
 class Monitoring(_Strict):

@@ -30,7 +30,8 @@ def test_a_served_spec_with_monitoring_gets_a_monitor_dag(airflow_db, tmp_path, 
     from mlops_pack.airflow.dag_factory import build_all
 
     monkeypatch.delenv("MLOPS_PACK_SCHEDULES", raising=False)
-    dags = build_all(_include(tmp_path, {"retrain": {"max_failed_retrains": 2}}))
+    policy = {"max_failed_retrains": 2, "answer_timeout_hours": 2}
+    dags = build_all(_include(tmp_path, {"retrain": policy}))
     # Only the specs with a monitoring section (churn here) are watched.
     assert sorted(dags) == [
         "mlops_monitor__churn",
@@ -47,6 +48,7 @@ def test_a_served_spec_with_monitoring_gets_a_monitor_dag(airflow_db, tmp_path, 
     assert [a.uri for a in monitor.get_task("emit_retrain").outlets] == [RETRAIN_URI]
     escalate = monitor.get_task("escalate")
     assert escalate.options == ["Acknowledge", "Pause retraining", "Roll back"]
+    assert escalate.defaults == ["Acknowledge"] and escalate.response_timeout.seconds == 7200
     assert monitor.max_active_runs == 1 and "2 retrains" in monitor.doc_md.replace("\n", " ")
 
     # The retrain DAG runs on its cron or on the monitor's Asset, whichever comes first.

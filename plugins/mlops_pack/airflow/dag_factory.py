@@ -383,7 +383,7 @@ retrains of one incident did not help, asks a person in `escalate`
             options=list(ESCALATION_OPTIONS),
             defaults=[ACKNOWLEDGE],
             multiple=False,
-            response_timeout=timedelta(hours=24),
+            response_timeout=timedelta(hours=spec.monitoring.retrain.answer_timeout_hours),
         )
         record = RecordEscalationOperator(
             task_id="record_escalation", model=name, response=escalate.output, loop=decide.output
