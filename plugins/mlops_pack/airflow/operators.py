@@ -581,27 +581,31 @@ def json_input(work: Path, name: str, value: dict[str, Any] | str, **changes: An
 class MonitorOperator(MlopsStepOperator):
     """Judge a window of the served model's predictions (and the labels that arrived).
 
+    An alarm is a normal outcome: the task stays green and its XCom (the monitor's
+    record, without the per-feature detail, which stays in the step's files) says which.
+
     :param window_end: the window's end (templated; default the run's data interval end).
     """
 
     step = "monitor"
     template_fields: Sequence[str] = (*MlopsStepOperator.template_fields, "window_end")
+    # What the decision after the monitor needs; the rest stays in result.json and the report.
+    xcom_keys = ("status", "alarms", "window", "model", "champion_version", "performance")
 
     def __init__(self, *, window_end: str = "{{ data_interval_end }}", **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.window_end = window_end
 
     def step_arguments(self, context: Any, work: Path) -> list[str]:
-        return ["--window-end", str(self.window_end)] if self.window_end else []
+        return ["--end", str(self.window_end)] if self.window_end else []
 
     def _outcome(self, code: int, work: Path, context: Any) -> dict[str, Any]:
-        # The monitor's own status (healthy, drift, ...) is in its record; the step's
-        # status says only whether it ran.
-        value = super()._outcome(code, work, context)
-        value["step_status"] = value.pop("status")
-        record = json.loads((work / "result.json").read_text(encoding="utf-8"))["result"]
-        value["status"] = record.get("status")
-        return value
+        result_file = work / "result.json"
+        record = json.loads(result_file.read_text(encoding="utf-8")) if result_file.exists() else {}
+        if code != 0 or "result" in record:  # a failed step: the usual outcome rules
+            return super()._outcome(code, work, context)
+        # The step's result.json is the monitor record itself (its status is the verdict).
+        return {k: record.get(k) for k in self.xcom_keys}
 
 
 class DecideRetrainOperator(MlopsStepOperator):

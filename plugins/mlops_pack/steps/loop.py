@@ -45,8 +45,8 @@ METRICS = "loop.prom"
 
 def _load_monitor(path: Path) -> dict[str, Any]:
     record = read_json_object(path, "monitor record")
-    # The step's result.json wraps the record; a bare record is read as is.
-    record = record.get("result") or {} if "step" in record else record
+    # A failed step's result.json wraps its payload in "result"; a record is read as is.
+    record = record["result"] if isinstance(record.get("result"), dict) else record
     status = record.get("status")
     if status not in (*ALARMS, "healthy", "insufficient_data"):
         raise BadInputError(
