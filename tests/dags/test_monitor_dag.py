@@ -106,9 +106,11 @@ def test_the_run_reason_comes_from_the_newest_retrain_event(airflow_db, with_dat
 
 
 def test_decide_then_emit_puts_the_reason_on_the_asset_event(
-    airflow_db, store, tmp_path, monkeypatch
+    airflow_db, store, task_image, tmp_path, monkeypatch
 ):
-    """The decide step (in-process runner) and the Asset event, run by Airflow."""
+    """The decide step (in the task container) and the Asset event, run by Airflow."""
+    import subprocess
+
     from airflow.models.asset import AssetEvent, AssetModel
     from airflow.sdk import DAG, Asset
     from airflow.utils.session import create_session
@@ -117,8 +119,11 @@ def test_decide_then_emit_puts_the_reason_on_the_asset_event(
     from support import register_dag
 
     monkeypatch.setenv("MLOPS_PACK_INCLUDE_DIR", str(_include(tmp_path, {})))
-    monkeypatch.setenv("MLOPS_PACK_RUNNER", "inprocess")
-    monkeypatch.setenv("MLOPS_PACK_WORK_ROOT", str(tmp_path / "work"))
+    monkeypatch.setenv("MLOPS_PACK_RUNNER", "docker")
+    monkeypatch.setenv("MLOPS_PACK_TASK_IMAGE", task_image)
+    # A deployment's store belongs to the user its step containers run as.
+    store.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["chown", "-R", "65534:65534", str(store)], check=True)
     monitor = {
         "status": "drift",
         "alarms": [{"kind": "data_drift", "summary": "3 of 10 features drifted"}],
