@@ -134,3 +134,14 @@ def promote_process(spec: Path, decision: str, out: Path, env: dict, cwd: Path):
         stderr=subprocess.PIPE,
         text=True,
     )
+
+def register_dag(dag) -> None:
+    """Write a test's own DAG to the metadata DB: ``dag.test()`` runs only serialized DAGs,
+    and it is not in the DAGs folder the DAG processor would find it in."""
+    from airflow.dag_processing.bundles.manager import DagBundlesManager
+    from airflow.dag_processing.dagbag import DagBag, sync_bag_to_db
+
+    DagBundlesManager().sync_bundles_to_db()
+    bag = DagBag(dag_folder=open_dir("test-dags-"))
+    bag.bag_dag(dag)
+    sync_bag_to_db(bag, "dags-folder", None)

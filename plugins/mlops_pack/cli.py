@@ -365,6 +365,78 @@ def cmd_data(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
     return EXIT_OK, record
 
 
+def cmd_decide_retrain(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
+    from datetime import datetime
+
+    from mlops_pack.steps.loop import decide
+
+    try:
+        now = datetime.fromisoformat(args.now) if args.now else None
+    except ValueError:
+        raise BadInputError(f"--now: {args.now!r} is not an ISO time") from None
+    record = decide(_context(args), Path(args.monitor), now)
+    print(f"{record['model']}: {record['status']} -> {record['action']}: {record['why']}")
+    return EXIT_OK, record
+
+
+def cmd_record_escalation(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
+    from mlops_pack.steps.loop import record_escalation_answer
+
+    record = record_escalation_answer(_context(args), Path(args.response), Path(args.loop))
+    print(
+        f"escalation answer recorded: {record['option']} by {record['approver']} "
+        f"for incident {record['incident_id']}"
+    )
+    return EXIT_OK, record
+
+
+def cmd_resume_retraining(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
+    from mlops_pack.steps.loop import resume_retraining
+
+    record = resume_retraining(_context(args), args.reason)
+    print(f"{record['model']}: automatic retraining resumed ({args.reason})")
+    return EXIT_OK, record
+
+
+def cmd_simulate(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
+    from datetime import date
+
+    from mlops_pack.datagen.traffic import Scenario, simulate
+    from mlops_pack.server_client import ServerClient
+    from mlops_pack.spec import load_spec
+
+    try:
+        start = date.fromisoformat(args.start_date) if args.start_date else date.today()
+    except ValueError:
+        raise BadInputError(
+            f"--start-date: {args.start_date!r} is not a date; use YYYY-MM-DD"
+        ) from None
+    scenario = Scenario(
+        days=args.days,
+        rows_per_day=args.rows_per_day,
+        batch_rows=args.batch_rows,
+        start=start,
+        label_delay_days=args.label_delay_days,
+        onset_day=args.onset_day,
+        covariate_drift=args.covariate_drift,
+        concept_drift=args.concept_drift,
+        label_noise=args.label_noise,
+        seed=args.seed,
+    )
+    key = _secret(args.prediction_key_file, "--prediction-key-file")
+    record = simulate(
+        load_spec(args.spec), ServerClient(args.server_url, key), Path(args.labels_dir), scenario
+    )
+    print(
+        f"simulated {len(record['days'])} days: {record['requests']} requests, "
+        f"{record['rows']} rows; {len(record['label_files'])} label files in {args.labels_dir} "
+        f"(delay {scenario.label_delay_days} days)"
+    )
+    if args.out:
+        write_json(Path(args.out) / "simulation.json", record)
+    return EXIT_OK, record
+
+
 # Parser ------------------------------------------------------------------------------
 
 
@@ -401,16 +473,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--examples", help="with --markdown: a folder of spec files to quote")
     p.set_defaults(func=cmd_schema, writes_result=False)
 
-    p = sub.add_parser("generate", help="write example data")
-    p.add_argument("dataset", choices=["churn", "diabetes"])
-    p.add_argument("--output", required=True, help=".csv or .parquet (churn), .csv (diabetes)")
-    p.add_argument("--rows", type=int, default=20_000)
-    p.add_argument("--month", type=int, default=1)
-    p.add_argument("--seed", type=int, default=2026)
-    p.add_argument("--covariate-drift", type=float, default=0.0)
-    p.add_argument("--concept-drift", type=float, default=0.0)
-    p.add_argument("--label-noise", type=float, default=0.0)
-    p.set_defaults(func=cmd_generate, writes_result=False)
+    _example_commands(sub)
 
     for name, func, text in (
         ("validate", cmd_validate, "validate a data batch"),
@@ -449,7 +512,53 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="data to carve the new holdout from")
     p.add_argument("--reason", required=True)
     _record_commands(sub)
+    _loop_commands(sub)
     return parser
+
+
+def _loop_commands(sub) -> None:
+    """What the monitor DAG runs after the monitor step, and a person's resume."""
+    p = _step(sub, "decide-retrain", cmd_decide_retrain, "trigger, hold or escalate a retrain")
+    p.add_argument("--monitor", required=True, help="the monitor step's result.json")
+    p.add_argument("--now", help="the decision's time, ISO (default: the clock)")
+    p = _step(sub, "record-escalation", cmd_record_escalation, "record an escalation answer")
+    p.add_argument("--response", required=True, help="the escalation task's answer (JSON)")
+    p.add_argument("--loop", required=True, help="the decide-retrain record it answered")
+    p = _step(sub, "resume-retraining", cmd_resume_retraining, "lift a pause on retraining")
+    p.add_argument("--reason", required=True)
+
+
+def _example_commands(sub) -> None:
+    """Example data, and example traffic for a running model server."""
+    p = sub.add_parser("generate", help="write example data")
+    p.add_argument("dataset", choices=["churn", "diabetes"])
+    p.add_argument("--output", required=True, help=".csv or .parquet (churn), .csv (diabetes)")
+    p.add_argument("--rows", type=int, default=20_000)
+    p.add_argument("--month", type=int, default=1)
+    p.add_argument("--seed", type=int, default=2026)
+    p.add_argument("--covariate-drift", type=float, default=0.0)
+    p.add_argument("--concept-drift", type=float, default=0.0)
+    p.add_argument("--label-noise", type=float, default=0.0)
+    p.set_defaults(func=cmd_generate, writes_result=False)
+    p = sub.add_parser(
+        "simulate", help="send generated traffic to a model server and write delayed labels"
+    )
+    p.add_argument("--spec", required=True, help="the served model's spec (churn features)")
+    p.add_argument("--server-url", required=True, help="the model server, http://...")
+    p.add_argument("--prediction-key-file", required=True, help="file with the prediction key")
+    p.add_argument("--labels-dir", required=True, help="the label feed's root folder")
+    p.add_argument("--days", type=int, default=30)
+    p.add_argument("--rows-per-day", type=int, default=500)
+    p.add_argument("--batch-rows", type=int, default=100, help="rows per request")
+    p.add_argument("--start-date", help="first simulated day, YYYY-MM-DD (default today)")
+    p.add_argument("--label-delay-days", type=int, default=2, help="labels of day D arrive D+k")
+    p.add_argument("--onset-day", type=int, default=0, help="0-based day the drift starts")
+    p.add_argument("--covariate-drift", type=float, default=0.0)
+    p.add_argument("--concept-drift", type=float, default=0.0)
+    p.add_argument("--label-noise", type=float, default=0.0, help="0.5: labels are coin flips")
+    p.add_argument("--seed", type=int, default=2026)
+    p.add_argument("--out", help="folder for simulation.json (per-day summary)")
+    p.set_defaults(func=cmd_simulate, writes_result=False)
 
 
 def _record_commands(sub) -> None:

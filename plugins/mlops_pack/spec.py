@@ -355,6 +355,34 @@ class Retention(_Strict):
     batches: int | None = Field(None, ge=1, description="Keep the newest N batches.", examples=[12])
 
 
+class RetrainPolicy(_Strict):
+    """When the monitor may start a retrain, and when it stops and asks a person.
+
+    An incident is the run of alarm windows from the first alarm to the next healthy
+    window. Within ``period_days``, once ``max_failed_retrains`` retrains started for
+    the same incident were rejected by the gate, or promoted while the alarm kept
+    firing, the monitor stops triggering and asks a person (docs/loop.md).
+    """
+
+    enabled: bool = Field(True, description="Emit retrain Asset events on alarms.")
+    cooldown_hours: float = Field(
+        24.0, ge=0.0, description="Least time between two retrain triggers of one model."
+    )
+    max_failed_retrains: int = Field(
+        3, ge=1, le=100, description="K: failed retrains of one incident before a person is asked."
+    )
+    period_days: float = Field(
+        14.0, gt=0.0, description="Only retrains triggered within this period are counted."
+    )
+    answer_timeout_hours: float = Field(
+        24.0, gt=0.0, description="An unanswered escalation is acknowledged after this."
+    )
+
+
+class Monitoring(_Strict):
+    retrain: RetrainPolicy = RetrainPolicy()
+
+
 class ModelSpec(_Strict):
     """A model: its data, features, estimator, checks, holdout, metrics and gate."""
 
@@ -383,6 +411,9 @@ class ModelSpec(_Strict):
     schedule: Schedule = Schedule()
     retention: Retention = Retention()
     serving: Serving | None = Field(None, description="Serve the champion; deploy through it.")
+    monitoring: Monitoring | None = Field(
+        None, description="Watch the served model; retrain and escalate (docs/loop.md)."
+    )
 
     @model_validator(mode="after")
     def _check_columns(self) -> ModelSpec:

@@ -20,7 +20,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from support import open_dir
+from support import open_dir, register_dag
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "serving"))
 from serving_support import churn_served, write_spec
@@ -125,7 +125,7 @@ def test_secrets_reach_only_the_deploy_container_and_a_killed_deploy_leaves_the_
             smoke_sample_uri=served["smoke_sample_uri"],
             server_conn_id="mlops_pack_server_churn",
         )
-    _register(dag)
+    register_dag(dag)
     found: dict = {}
     snooper = threading.Thread(target=_snoop_then_kill, args=(served, secrets, found))
     caplog.set_level("INFO")
@@ -151,18 +151,6 @@ def test_secrets_reach_only_the_deploy_container_and_a_killed_deploy_leaves_the_
     for secret in secrets:
         assert secret not in logs and secret not in records and secret not in xcom
     assert set(Path("/dev/shm").glob("mlops-pack-secrets-*")) == private_before
-
-
-def _register(dag) -> None:
-    """Write this test's DAG to the metadata DB: ``dag.test()`` runs only serialized DAGs,
-    and it is not in the DAGs folder the DAG processor would find it in."""
-    from airflow.dag_processing.bundles.manager import DagBundlesManager
-    from airflow.dag_processing.dagbag import DagBag, sync_bag_to_db
-
-    DagBundlesManager().sync_bundles_to_db()
-    bag = DagBag(dag_folder=open_dir("iso-dags-"))
-    bag.bag_dag(dag)
-    sync_bag_to_db(bag, "dags-folder", None)
 
 
 def _xcom_text(dag_id: str) -> str:

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from mlops_pack.airflow.operators import MlopsStepOperator
+from mlops_pack.airflow.operators import MlopsStepOperator, json_input
 
 
 class RecordApprovalOperator(MlopsStepOperator):
@@ -33,8 +32,9 @@ class RecordApprovalOperator(MlopsStepOperator):
         self.decision = decision
 
     def step_arguments(self, context: Any, work: Path) -> list[str]:
-        for name, value in (("response", self.response), ("decision", self.decision)):
-            data = value if isinstance(value, dict) else json.loads(value)
-            # responded_at arrives as a datetime; the step reads it as ISO text.
-            (work / f"{name}.json").write_text(json.dumps(data, default=str), encoding="utf-8")
-        return ["--response", "{work}/response.json", "--decision", "{work}/decision.json"]
+        return [
+            "--response",
+            json_input(work, "response", self.response),
+            "--decision",
+            json_input(work, "decision", self.decision),
+        ]

@@ -13,20 +13,24 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from airflow.sdk import DAG, Asset, Param, task
+from airflow.sdk import DAG, Asset, AssetOrTimeSchedule, CronTriggerTimetable, Param, task
 
 from mlops_pack.airflow.approval import RecordApprovalOperator
 from mlops_pack.airflow.operators import (
+    DecideRetrainOperator,
     DeployModelOperator,
     EvaluateChallengerOperator,
     GateOperator,
+    MonitorOperator,
     PromoteModelOperator,
+    RecordEscalationOperator,
     RollbackModelOperator,
     TrainModelOperator,
     ValidateDataOperator,
     default_include_dir,
 )
 from mlops_pack.errors import SpecError
+from mlops_pack.retrain_loop import ACKNOWLEDGE, ESCALATION_OPTIONS, ROLL_BACK, retrain_asset_uri
 from mlops_pack.spec import ModelSpec, RunOverrides, load_spec
 
 log = logging.getLogger(__name__)
@@ -90,7 +94,11 @@ def run_params(spec: ModelSpec) -> dict[str, Param]:
 
 
 @task(task_id="run_overrides")  # bad conf fails without retry (AirflowFailException)
-def collect_overrides(params: dict[str, Any] | None = None, dag_run: Any = None) -> dict[str, Any]:
+def collect_overrides(
+    params: dict[str, Any] | None = None,
+    dag_run: Any = None,
+    triggering_asset_events: Any = None,
+) -> dict[str, Any]:
     """Turn the run's Params into validated overrides; a bad value fails here, once.
 
     Airflow validates each Param's value at trigger time but lets unknown ``conf`` keys
@@ -109,7 +117,7 @@ def collect_overrides(params: dict[str, Any] | None = None, dag_run: Any = None)
         )
     raw = {
         "data_path": params.get("data_path") or None,
-        "reason": params.get("reason") or "",
+        "reason": params.get("reason") or monitor_reason(triggering_asset_events),
         "gate": {
             k: params.get(f"gate_{k}")
             for k in ("mode", "margin", "confidence")
@@ -122,6 +130,27 @@ def collect_overrides(params: dict[str, Any] | None = None, dag_run: Any = None)
         raise AirflowFailException(
             f"run conf: {exc.errors()[0]['loc']}: {exc.errors()[0]['msg']}"
         ) from None
+
+
+def monitor_reason(events: Any) -> str:
+    """The reason a monitor's retrain Asset event gives, for the run's decision record.
+
+    It names the incident (``monitor incident <id>: ...``), which is how the monitor
+    later counts this run's decision among the incident's retrains. When several events
+    were absorbed by one run, the newest one speaks; they all belong to one model.
+    """
+    if not events:
+        return ""
+    found = []
+    for asset in events:
+        if str(getattr(asset, "uri", "")).endswith("/retrain"):
+            found.extend(events[asset])
+    if not found:
+        return ""
+    newest = found[-1]
+    extra = dict(getattr(newest, "extra", None) or {})
+    print(f"triggered by {len(found)} retrain event(s); newest: {extra}")
+    return str(extra.get("run_reason") or "")[:500]
 
 
 @task.short_circuit(task_id="challenger_passed", ignore_downstream_trigger_rules=False)
@@ -189,11 +218,24 @@ def _serving_doc(spec: ModelSpec) -> str:
 
 
 def _schedule(spec: ModelSpec) -> Any:
+    """The spec's cron or data Asset, or-ed with the monitor's retrain Asset.
+
+    With schedules off (``make up``), only the retrain Asset stays: it fires only when a
+    monitor asks for a retrain, never because a cron tick passed.
+    """
+    assets = []
+    if spec.monitoring is not None and spec.monitoring.retrain.enabled:
+        assets.append(Asset(retrain_asset_uri(spec.name)))
     if os.environ.get(SCHEDULES_ENV, "on") == "off":
-        return None
+        return assets or None
     if spec.schedule.asset:
-        return [Asset(spec.schedule.asset)]
-    return spec.schedule.cron
+        data = Asset(spec.schedule.asset)
+        return data | assets[0] if assets else [data]
+    if assets and spec.schedule.cron:
+        return AssetOrTimeSchedule(
+            timetable=CronTriggerTimetable(spec.schedule.cron, timezone="UTC"), assets=assets[0]
+        )
+    return assets or spec.schedule.cron
 
 
 def build_retrain_dag(spec_path: Path) -> DAG:
@@ -276,6 +318,88 @@ def _approval_request(spec: ModelSpec):
     )
 
 
+def monitor_schedule(spec: ModelSpec) -> str:
+    """The monitor's cron (``monitoring.schedule``), hourly when the spec names none."""
+    return getattr(spec.monitoring, "schedule", None) or "@hourly"
+
+
+@task.branch(task_id="next_step")
+def next_step(loop: dict[str, Any]) -> list[str]:
+    """Emit the retrain event, ask a person, or do nothing (the reason is in the log)."""
+    print(f"{loop.get('action')}: {loop.get('why')}")
+    return {"trigger": ["emit_retrain"], "escalate": ["escalate"]}.get(loop.get("action"), [])
+
+
+def _emit_retrain(asset: Asset):
+    @task(task_id="emit_retrain", outlets=[asset])
+    def emit_retrain(loop: dict[str, Any], outlet_events: Any = None) -> dict[str, Any]:
+        """The retrain Asset event: reason, window and figures in ``extra``."""
+        extra = loop.get("asset_extra") or {}
+        outlet_events[asset].extra.update(extra)
+        return extra
+
+    return emit_retrain
+
+
+@task.short_circuit(task_id="roll_back_chosen", ignore_downstream_trigger_rules=False)
+def roll_back_chosen(answer: dict[str, Any]) -> bool:
+    print(f"{answer.get('option')} by {answer.get('approver')}")
+    return bool(answer.get("roll_back"))
+
+
+def build_monitor_dag(spec: ModelSpec) -> DAG:
+    """Watch one served model: monitor, then trigger a retrain, hold, or ask a person."""
+    from airflow.providers.standard.operators.hitl import HITLOperator
+
+    name = spec.name
+    asset = Asset(retrain_asset_uri(name))
+    with DAG(
+        dag_id=f"mlops_monitor__{name}",
+        schedule=monitor_schedule(spec),
+        start_date=START,
+        catchup=False,
+        max_active_runs=1,
+        tags=["mlops-pack", "monitor", name],
+        doc_md=f"""
+### Monitor `{name}`
+
+`monitor` judges the window of served predictions (and the labels that arrived) against
+the champion's reference; `decide_retrain` reads the model's history and either emits
+the retrain Asset event (`{asset.uri}`: `mlops_retrain__{name}` starts), holds
+(cooldown, a retrain in flight, paused), or, when {spec.monitoring.retrain.max_failed_retrains}
+retrains of one incident did not help, asks a person in `escalate`
+({", ".join(ESCALATION_OPTIONS)}). Every choice is a history event. See docs/loop.md.
+""",
+        default_args=DEFAULT_ARGS,
+    ) as dag:
+        monitor = MonitorOperator(task_id="monitor", model=name)
+        decide = DecideRetrainOperator(task_id="decide_retrain", model=name, monitor=monitor.output)
+        branch = next_step(decide.output)
+        emit = _emit_retrain(asset)(decide.output)
+        escalate = HITLOperator(
+            task_id="escalate",
+            subject=f"{name}: retraining does not help; what now?",
+            body="{{ ti.xcom_pull(task_ids='decide_retrain')['evidence'] }}",
+            options=list(ESCALATION_OPTIONS),
+            defaults=[ACKNOWLEDGE],
+            multiple=False,
+            response_timeout=timedelta(hours=spec.monitoring.retrain.answer_timeout_hours),
+        )
+        record = RecordEscalationOperator(
+            task_id="record_escalation", model=name, response=escalate.output, loop=decide.output
+        )
+        rollback = RollbackModelOperator(
+            task_id="roll_back",
+            model=name,
+            server_conn_id="auto",
+            reason=f"{ROLL_BACK} chosen on an escalation: "
+            "{{ ti.xcom_pull(task_ids='decide_retrain')['why'] }}",
+        )
+        branch >> [emit, escalate]
+        escalate >> record >> roll_back_chosen(record.output) >> rollback
+    return dag
+
+
 def server_conn_id(model: str) -> str:
     """The Airflow Connection that holds a model server's address and secrets."""
     return f"mlops_pack_server_{model}"
@@ -341,7 +465,8 @@ def _refuse(error: str) -> None:
 
 
 def build_all(include_dir: Path | None = None) -> dict[str, DAG]:
-    """Every spec's retrain DAG (a placeholder for a broken spec) and the rollback DAG."""
+    """Every spec's retrain DAG (a placeholder for a broken spec), the monitor DAG of
+    every served spec with a ``monitoring`` section, and the rollback DAG."""
     from mlops_pack.extensions import load_extensions
 
     load_extensions()
@@ -349,12 +474,16 @@ def build_all(include_dir: Path | None = None) -> dict[str, DAG]:
     dags: dict[str, DAG] = {}
     good: list[str] = []
     for path in sorted((include / "models").glob("*.yaml")):
+        built: list[DAG] = []
         try:
-            dag = build_retrain_dag(path)
+            built.append(build_retrain_dag(path))
+            spec = load_spec(path)
+            if spec.serving is not None and spec.monitoring is not None:
+                built.append(build_monitor_dag(spec))
             good.append(path.stem)
         except SpecError as exc:
             log.error("model spec not loaded: %s", exc)
-            dag = broken_spec_dag(path, str(exc))
-        dags[dag.dag_id] = dag
+            built = [broken_spec_dag(path, str(exc))]
+        dags.update((dag.dag_id, dag) for dag in built)
     dags["mlops_rollback"] = build_rollback_dag(good)
     return dags

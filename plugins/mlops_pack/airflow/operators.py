@@ -643,3 +643,84 @@ class RollbackModelOperator(MlopsStepOperator):
         if self.to_version:
             args += ["--to-version", str(self.to_version)]
         return args
+
+
+def json_input(work: Path, name: str, value: dict[str, Any] | str, **changes: Any) -> str:
+    """Write an upstream task's XCom (with ``changes``) into the work dir; the step's path."""
+    data = value if isinstance(value, dict) else json.loads(value)
+    # Times arrive as datetimes in some XComs (a HITL answer); the step reads ISO text.
+    text = json.dumps({**data, **changes}, default=str)
+    (work / f"{name}.json").write_text(text, encoding="utf-8")
+    return f"{{work}}/{name}.json"
+
+
+class MonitorOperator(MlopsStepOperator):
+    """Judge a window of the served model's predictions (and the labels that arrived).
+
+    An alarm is a normal outcome: the task stays green and its XCom (the monitor's
+    record, without the per-feature detail, which stays in the step's files) says which.
+
+    :param window_end: the window's end (templated; default the run's data interval end).
+    """
+
+    step = "monitor"
+    template_fields: Sequence[str] = (*MlopsStepOperator.template_fields, "window_end")
+    # What the decision after the monitor needs; the rest stays in result.json and the report.
+    xcom_keys = ("status", "alarms", "window", "model", "champion_version", "performance")
+
+    def __init__(self, *, window_end: str = "{{ data_interval_end }}", **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.window_end = window_end
+
+    def step_arguments(self, context: Any, work: Path) -> list[str]:
+        return ["--end", str(self.window_end)] if self.window_end else []
+
+    def _outcome(self, code: int, work: Path, context: Any) -> dict[str, Any]:
+        result_file = work / "result.json"
+        record = json.loads(result_file.read_text(encoding="utf-8")) if result_file.exists() else {}
+        if code != 0 or "result" in record:  # a failed step: the usual outcome rules
+            return super()._outcome(code, work, context)
+        # The step's result.json is the monitor record itself (its status is the verdict).
+        return {k: record.get(k) for k in self.xcom_keys}
+
+
+class DecideRetrainOperator(MlopsStepOperator):
+    """Trigger, hold or escalate a retrain from the monitor's record and the history.
+
+    :param monitor: the monitor task's XCom (templated).
+    """
+
+    step = "decide-retrain"
+    template_fields: Sequence[str] = (*MlopsStepOperator.template_fields, "monitor")
+
+    def __init__(self, *, monitor: dict[str, Any] | str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.monitor = monitor
+
+    def step_arguments(self, context: Any, work: Path) -> list[str]:
+        return ["--monitor", json_input(work, "monitor", self.monitor)]
+
+
+class RecordEscalationOperator(MlopsStepOperator):
+    """Record a person's answer to an escalation (every option, the timeout default too).
+
+    :param response: the escalation task's XCom; :param loop: the decide task's XCom.
+    """
+
+    step = "record-escalation"
+    template_fields: Sequence[str] = (*MlopsStepOperator.template_fields, "response", "loop")
+
+    def __init__(
+        self, *, response: dict[str, Any] | str, loop: dict[str, Any] | str, **kwargs: Any
+    ) -> None:
+        super().__init__(**kwargs)
+        self.response = response
+        self.loop = loop
+
+    def step_arguments(self, context: Any, work: Path) -> list[str]:
+        return [
+            "--response",
+            json_input(work, "response", self.response),
+            "--loop",
+            json_input(work, "loop", self.loop),
+        ]

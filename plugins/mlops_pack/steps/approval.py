@@ -20,7 +20,7 @@ TIMEOUT_DEFAULT = "timeout-default"  # the approver named when nobody answered i
 APPROVAL = "approval.json"
 
 
-def _load(path: Path, what: str) -> dict[str, Any]:
+def read_json_object(path: Path, what: str) -> dict[str, Any]:
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -34,8 +34,8 @@ def _load(path: Path, what: str) -> dict[str, Any]:
 
 def record_approval(ctx: StepContext, response_path: Path, decision_path: Path) -> dict[str, Any]:
     """Append an ``approval`` event: option, approver, when, and the decision it answered."""
-    response = _load(response_path, "approval response")
-    decision = _load(decision_path, "decision")
+    response = read_json_object(response_path, "approval response")
+    decision = read_json_object(decision_path, "decision")
     options = response.get("chosen_options")
     if not isinstance(options, list) or len(options) != 1 or options[0] not in (APPROVE, REJECT):
         raise BadInputError(

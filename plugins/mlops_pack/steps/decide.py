@@ -72,6 +72,8 @@ def gate(ctx: StepContext, evaluation_location: str | Path) -> DecisionRecord:
             "champion_version": decision.champion_version,
             "holdout_sha256": decision.holdout_sha256,
             "dag_run_id": ctx.dag_run_id,
+            # The monitor counts the retrains of an incident by it (steps/loop.py).
+            "reason": decision.reason or None,
         },
     )
     return decision

@@ -1,0 +1,124 @@
+"""A retrain Asset event starts the retrain DAG under a real scheduler (`make up`'s stack).
+
+`dag.test()` never starts Asset-scheduled DAGs, so this runs Airflow's scheduler. The
+event is posted through the REST API as the monitor DAG's `emit_retrain` would emit it
+(same Asset, same `extra`); the run's first task takes the incident's reason from it.
+The spec has no `serving` section (no model server to start) and points at a data file
+that does not exist, so the run stops at `validate` instead of training for minutes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import airflow_client.client as ac
+import yaml
+from support import ROOT, free_port, open_dir
+
+PORT = free_port()
+BASE = f"http://127.0.0.1:{PORT}"
+DAG_ID = "mlops_retrain__churn"
+URI = "mlops-pack://churn/retrain"
+REASON = "monitor incident 20260501T060000: decay: roc_auc 0.52 [0.49, 0.55] < 0.77"
+
+
+def _include_dir() -> Path:
+    include = open_dir("mlops-asset-include-")
+    shutil.copytree(ROOT / "include" / "expectations", include / "expectations")
+    (include / "models").mkdir()
+    churn = yaml.safe_load((ROOT / "include/models/churn.yaml").read_text())
+    del churn["serving"]
+    churn["data"]["path"] = "churn/not_there.csv"
+    churn["monitoring"] = {"retrain": {"cooldown_hours": 1}}
+    (include / "models" / "churn.yaml").write_text(yaml.safe_dump(churn))
+    for item in [include, *include.rglob("*")]:
+        item.chmod(0o755 if item.is_dir() else 0o644)
+    return include
+
+
+def _wait(what: str, probe, timeout: float = 300, every: float = 2):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            found = probe()
+        except ac.ApiException:
+            found = None
+        if found:
+            return found
+        time.sleep(every)
+    raise AssertionError(f"{what}: not within {timeout:.0f} s")
+
+
+def test_a_retrain_asset_event_starts_the_retrain_dag_with_its_reason():
+    state = Path(tempfile.mkdtemp(prefix="mlops-asset-stack-"))
+    state.chmod(0o755)
+    env = {
+        **os.environ,
+        "MLOPS_PACK_STACK_DIR": str(state),
+        "MLOPS_PACK_AIRFLOW_PORT": str(PORT),
+        "MLOPS_PACK_INCLUDE_DIR": str(_include_dir()),
+    }
+    for key in ("AIRFLOW_HOME", "AIRFLOW__CORE__DAGS_FOLDER", "MLOPS_PACK_HOME"):
+        env.pop(key, None)
+    for key in ("MLOPS_PACK_DATA_DIR", "MLOPS_PACK_SCHEDULES", "MLOPS_PACK_TASK_IMAGE"):
+        env.pop(key, None)
+    command = [sys.executable, "-m", "mlops_pack.airflow.local_stack"]
+    try:
+        up = subprocess.run(
+            [*command, "up"],
+            env=env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=900,
+            check=False,
+        )
+        assert up.returncode == 0, up.stdout + up.stderr
+        password = json.loads((state / "passwords.json").read_text())["admin"]
+        request = urllib.request.Request(
+            f"{BASE}/auth/token",
+            method="POST",
+            data=json.dumps({"username": "admin", "password": password}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            token = json.loads(response.read())["access_token"]
+        api = ac.ApiClient(ac.Configuration(host=BASE, access_token=token))
+        _wait("the retrain DAG", lambda: ac.DAGApi(api).get_dag(DAG_ID))
+        # Schedules are off in make up's stack, yet the retrain Asset stays a trigger.
+        assets = _wait(
+            "the retrain Asset", lambda: ac.AssetApi(api).get_assets(uri_pattern=URI).assets
+        )
+        assert [a.uri for a in assets] == [URI]
+        extra = {"model": "churn", "reason": "decay", "run_reason": REASON}
+        ac.AssetApi(api).create_asset_event(
+            ac.CreateAssetEventsBody(asset_id=assets[0].id, extra=extra)
+        )
+
+        runs = _wait(
+            "an Asset-triggered retrain run",
+            lambda: ac.DagRunApi(api).get_dag_runs(DAG_ID).dag_runs,
+            timeout=180,
+        )
+        assert [str(r.run_type.value) for r in runs] == ["asset_triggered"]
+        run_id = runs[0].dag_run_id
+
+        def overrides_done():
+            ti = ac.TaskInstanceApi(api).get_task_instance(DAG_ID, run_id, "run_overrides")
+            return ti.state is not None and str(ti.state.value) in ("success", "failed")
+
+        _wait("run_overrides", overrides_done, timeout=240)
+        entry = ac.XComApi(api).get_xcom_entry(DAG_ID, "run_overrides", run_id, "return_value")
+        value = entry.actual_instance.value
+        overrides = json.loads(value) if isinstance(value, str) else value
+        assert overrides["reason"] == REASON
+    finally:
+        subprocess.run([*command, "down"], env=env, cwd=ROOT, capture_output=True, check=False)
