@@ -32,6 +32,8 @@ class Settings:
     lock_dir: Path
     data_dir: Path | None
     data_roots: tuple[Path, ...] = ()
+    prediction_log_root: Path | None = None
+    labels_root: Path | None = None
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -53,7 +55,23 @@ class Settings:
                 for root in env.get("MLOPS_PACK_DATA_ROOTS", "").split(os.pathsep)
                 if root.strip()
             ),
+            prediction_log_root=_path(env.get("MLOPS_PACK_PREDICTION_LOG_DIR")),
+            labels_root=_path(env.get("MLOPS_PACK_LABELS_DIR")),
         )
+
+    def prediction_log_dir(self, model: str, configured: str | None = None) -> Path:
+        """Where the model server writes ``model``'s prediction logs and the monitor reads."""
+        if configured:
+            return Path(configured)
+        if self.prediction_log_root:
+            return self.prediction_log_root / model
+        return self.home / "serving" / model / "predictions"  # where make up's servers write
+
+    def labels_dir(self, model: str, configured: str | None = None) -> Path:
+        """Where ground truth for ``model``'s served predictions arrives (the label feed)."""
+        if configured:
+            return Path(configured)
+        return (self.labels_root or self.home / "labels") / model
 
     def check_store_writable(self) -> None:
         """Refuse at once a store this process cannot write (before MLflow opens it).
@@ -75,6 +93,10 @@ class Settings:
                 raise store_not_writable(
                     home, os.geteuid(), os.getegid(), f"{name} is not writable"
                 )
+
+
+def _path(value: str | None) -> Path | None:
+    return Path(value).absolute() if value else None
 
 
 def store_not_writable(home: Path, uid: int, gid: int, reason: str) -> BadInputError:
