@@ -16,7 +16,6 @@ the holdout and the fitted model at once; ``evaluate`` never sees the training r
 from __future__ import annotations
 
 import itertools
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,15 +64,15 @@ class Binning:
             out = np.bincount(index, minlength=self.size).astype(np.int64)
             out[-1] += int(missing.sum())
             return out
-        lookup = {c: i for i, c in enumerate(self.categories)}
-        other, missing = len(self.categories), len(self.categories) + 1
-        index = [
-            missing
-            if v is None or (isinstance(v, float) and math.isnan(v))
-            else lookup.get(str(v), other)
-            for v in values
-        ]
-        return np.bincount(np.asarray(index, dtype=np.int64), minlength=self.size)
+        import pandas as pd
+
+        series = pd.Series(values, dtype=object) if isinstance(values, list) else values
+        # Codes of the kept categories; -1 for anything else (other or missing).
+        codes = pd.Categorical(series, categories=list(self.categories)).codes.astype(np.int64)
+        missing = series.isna().to_numpy()
+        codes[codes < 0] = len(self.categories)
+        codes[missing] = len(self.categories) + 1
+        return np.bincount(codes, minlength=self.size)
 
     def as_dict(self) -> dict[str, Any]:
         if self.kind == "numeric":
@@ -91,14 +90,10 @@ class Binning:
 
 def _numbers(values: Any) -> np.ndarray:
     """Raw values as floats; None (JSON null) and anything unparsable become NaN."""
-    array = np.asarray(values, dtype=object if isinstance(values, list) else None)
-    if array.dtype == object:
-        array = np.where(array == None, np.nan, array)  # noqa: E711 (elementwise)
-        try:
-            return array.astype(np.float64)
-        except (TypeError, ValueError):
-            return np.array([_float(v) for v in array], dtype=np.float64)
-    return array.astype(np.float64)
+    try:
+        return np.asarray(values, dtype=np.float64)  # None becomes NaN here
+    except (TypeError, ValueError):
+        return np.array([_float(v) for v in values], dtype=np.float64)
 
 
 def _float(value: Any) -> float:
