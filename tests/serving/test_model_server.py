@@ -278,8 +278,10 @@ def test_prediction_log_carries_inputs_and_keys_for_the_monitor(served):
     assert status == 422 and "the key ['customer_id'] must be given whole" in body["error"]
     logged = {r["request_id"]: r for r in read_records(_predictions_dir(served))}
     record = logged["keyed-1"]
-    features = [name for name in first if name != "customer_id"]
-    assert list(record["inputs"]) == features  # the spec's feature order
+    from mlops_pack.spec import load_spec
+
+    spec = load_spec(served["include"] / "models" / "churn.yaml")
+    assert list(record["inputs"]) == [c.name for c in spec.features()]  # the spec's order
     assert record["inputs"]["total_charges"] == [first["total_charges"], None]
     assert record["inputs"]["contract"] == [first["contract"], second["contract"]]
     assert record["keys"] == {"customer_id": ["C-1", "C-2"]}
