@@ -234,14 +234,16 @@ def run_child(
     timeout: float | None = None,
     give_up: Callable[[float], bool] | None = None,
     preexec: Callable[[], None] | None = None,
+    python: str | None = None,
 ) -> Child:
     """Run ``python script *args`` in a fresh interpreter, output to ``log``.
 
     A benchmark measures its own work in a child so that imports, caches and allocator
     state of one measurement never leak into the next. The child is killed after
-    ``timeout`` seconds, or earlier when ``give_up(elapsed)`` says it is hung.
+    ``timeout`` seconds, or earlier when ``give_up(elapsed)`` says it is hung. ``python``:
+    another interpreter (e.g. a venv holding a competitor), default this one.
     """
-    argv = [sys.executable, str(script), *args]
+    argv = [python or sys.executable, str(script), *args]
     meter = Meter().__enter__()
     started = time.perf_counter()
     with log.open("wb") as handle:

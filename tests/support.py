@@ -135,6 +135,7 @@ def promote_process(spec: Path, decision: str, out: Path, env: dict, cwd: Path):
         text=True,
     )
 
+
 def register_dag(dag) -> None:
     """Write a test's own DAG to the metadata DB: ``dag.test()`` runs only serialized DAGs,
     and it is not in the DAGs folder the DAG processor would find it in."""

@@ -434,6 +434,41 @@ def cmd_simulate(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
     )
     if args.out:
         write_json(Path(args.out) / "simulation.json", record)
+
+
+def cmd_monitor(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
+    """One window of served traffic against the champion's reference profile.
+
+    An alarm is a normal outcome (exit 0); the record's ``status`` says which.
+    """
+    from datetime import datetime
+
+    from mlops_pack.steps.monitor import monitor
+
+    end = None
+    if args.end:
+        try:
+            end = datetime.fromisoformat(args.end)
+        except ValueError:
+            raise BadInputError(
+                f"--end {args.end!r}: expected an ISO-8601 time, e.g. 2026-11-30T06:00:00+00:00"
+            ) from None
+    if args.hours is not None and not 0 < args.hours <= 24 * 366:
+        raise BadInputError(f"--hours {args.hours}: expected a number of hours in (0, 8784]")
+    record = monitor(
+        _context(args),
+        log_dir=Path(args.log_dir) if args.log_dir else None,
+        labels_dir=Path(args.labels_dir) if args.labels_dir else None,
+        end=end,
+        hours=args.hours,
+    )
+    print(
+        f"monitor {record['model']} v{record['champion_version']}: {record['status']} "
+        f"({record['window']['rows']} rows, {record['window']['labelled_rows']} labelled, "
+        f"{record['skipped_total']} lines skipped)"
+    )
+    for alarm in record["alarms"]:
+        print(f"  {alarm['kind']}: {alarm['summary']}")
     return EXIT_OK, record
 
 
@@ -561,8 +596,19 @@ def _example_commands(sub) -> None:
     p.set_defaults(func=cmd_simulate, writes_result=False)
 
 
+def _monitor_command(sub) -> None:
+    p = _step(sub, "monitor", cmd_monitor, "judge a window of served predictions")
+    p.add_argument("--log-dir", help="prediction logs (default: spec, then environment)")
+    p.add_argument("--labels-dir", help="label feed (default: spec, then environment)")
+    p.add_argument("--end", help="window end, ISO-8601 with time zone (default: now)")
+    p.add_argument("--hours", type=float, help="window length (default monitoring.window_hours)")
+    p.set_defaults(flat_result=True)
+
+
 def _record_commands(sub) -> None:
-    """Commands over what the registry keeps: history, retained data, reproduction."""
+    """Commands over what the registry keeps: history, retained data, reproduction; and
+    over what the served model did: monitoring."""
+    _monitor_command(sub)
     _step(sub, "history", cmd_history, "print the model's decision and alias history")
     p = sub.add_parser("data", help="list or prune the retained raw data batches")
     p.add_argument("action", choices=["list", "prune"])
@@ -612,7 +658,14 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # an internal error: keep the traceback for the log
         traceback.print_exc()
         error = f"{type(exc).__name__}: {exc}"
-    if args.writes_result and getattr(args, "out", None):
+    if getattr(args, "flat_result", False) and error is None and getattr(args, "out", None):
+        # The monitor's record is its result: its status (healthy, drift, ...) is what a
+        # caller branches on, next to the exit code every step reports.
+        write_json(
+            Path(args.out) / "result.json",
+            {"step": args.command, "exit_code": code, "error": None, **record},
+        )
+    elif args.writes_result and getattr(args, "out", None):
         write_json(
             Path(args.out) / "result.json",
             {

@@ -36,6 +36,9 @@ class Settings:
     lock_dsn: str | None = None
     lock_dir_set: bool = False  # MLOPS_PACK_LOCK_DIR named explicitly (shared storage)
 
+    prediction_log_root: Path | None = None
+    labels_root: Path | None = None
+
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
         env = dict(os.environ if env is None else env)
@@ -58,12 +61,28 @@ class Settings:
                 for root in env.get("MLOPS_PACK_DATA_ROOTS", "").split(os.pathsep)
                 if root.strip()
             ),
+            prediction_log_root=_path(env.get("MLOPS_PACK_PREDICTION_LOG_DIR")),
+            labels_root=_path(env.get("MLOPS_PACK_LABELS_DIR")),
         )
 
     @property
     def remote_tracking(self) -> bool:
         """An MLflow server reached over HTTP: nothing is shared through the file system."""
         return self.tracking_uri.startswith(("http://", "https://"))
+
+    def prediction_log_dir(self, model: str, configured: str | None = None) -> Path:
+        """Where the model server writes ``model``'s prediction logs and the monitor reads."""
+        if configured:
+            return Path(configured)
+        if self.prediction_log_root:
+            return self.prediction_log_root / model
+        return self.home / "serving" / model / "predictions"  # where make up's servers write
+
+    def labels_dir(self, model: str, configured: str | None = None) -> Path:
+        """Where ground truth for ``model``'s served predictions arrives (the label feed)."""
+        if configured:
+            return Path(configured)
+        return (self.labels_root or self.home / "labels") / model
 
     def check_store_writable(self) -> None:
         """Refuse at once a store this process cannot write (before MLflow opens it).
@@ -85,6 +104,10 @@ class Settings:
                 raise store_not_writable(
                     home, os.geteuid(), os.getegid(), f"{name} is not writable"
                 )
+
+
+def _path(value: str | None) -> Path | None:
+    return Path(value).absolute() if value else None
 
 
 def store_not_writable(home: Path, uid: int, gid: int, reason: str) -> BadInputError:

@@ -379,7 +379,82 @@ class RetrainPolicy(_Strict):
     )
 
 
+class Drift(_Strict):
+    """When a feature (or the score) has drifted from the champion's reference profile.
+
+    Both must hold: the population stability index (PSI, an effect size that does not
+    grow with the sample) is at least ``psi_threshold``, AND the chi-square test of the
+    same bins rejects "same distribution" at ``alpha`` after Holm's correction over all
+    features. The effect size keeps large windows from firing on tiny shifts; the test
+    keeps small windows from firing on noise.
+    """
+
+    psi_threshold: float = Field(
+        0.1,
+        gt=0.0,
+        description="Smallest PSI that counts as drift (0.1: a moderate shift).",
+        examples=[0.2],
+    )
+    alpha: float = Field(
+        0.01,
+        gt=0.0,
+        lt=0.5,
+        description="Family-wise error rate over the features (Holm).",
+        examples=[0.05],
+    )
+    bins: int = Field(
+        10, ge=2, le=100, description="Quantile bins per numeric feature.", examples=[20]
+    )
+    max_categories: int = Field(
+        30,
+        ge=1,
+        le=1000,
+        description="Categories kept per feature; the rest count as other.",
+        examples=[50],
+    )
+
+
 class Monitoring(_Strict):
+    """The monitor: windows of served predictions against the champion's reference."""
+
+    schedule: str = Field(
+        "0 * * * *", min_length=1, description="Cron for the monitor DAG.", examples=["0 6 * * *"]
+    )
+    window_hours: float = Field(
+        24.0, gt=0, le=24 * 366, description="Length of a window.", examples=[168]
+    )
+    log_dir: str | None = Field(
+        None,
+        description="Prediction logs; default MLOPS_PACK_PREDICTION_LOG_DIR/<model>, else "
+        "MLOPS_PACK_HOME/serving/<model>/predictions (where the model server writes).",
+        examples=["/srv/predictions/churn"],
+    )
+    labels_dir: str | None = Field(
+        None,
+        description="Label feed; default MLOPS_PACK_LABELS_DIR/<model>, else "
+        "MLOPS_PACK_HOME/labels/<model>.",
+        examples=["/srv/labels/churn"],
+    )
+    min_rows: int = Field(
+        500, ge=1, description="Fewest served rows a drift verdict rests on.", examples=[2000]
+    )
+    min_labelled_rows: int = Field(
+        200, ge=1, description="Fewest labelled rows a decay verdict rests on.", examples=[1000]
+    )
+    drift: Drift = Drift()
+    decay_metric: str | None = Field(
+        None, description="Default: the gate's primary metric.", examples=["roc_auc"]
+    )
+    decay_tolerance: float = Field(
+        0.02,
+        ge=0.0,
+        description="Decay when the metric's interval bound (upper for higher-is-better) "
+        "is worse than the reference by more than this (absolute).",
+        examples=[0.05],
+    )
+    max_age_days: float | None = Field(
+        90.0, gt=0, description="A champion older than this is stale; null: never.", examples=[30]
+    )
     retrain: RetrainPolicy = RetrainPolicy()
 
 
@@ -464,9 +539,19 @@ class ModelSpec(_Strict):
         for metric in used:
             if metric not in self.metrics:
                 raise ValueError(f"gate uses metric {metric!r}, which is not listed in 'metrics'")
+        decay = self.monitoring.decay_metric if self.monitoring else None
+        if decay and decay not in self.metrics:
+            raise ValueError(
+                f"monitoring.decay_metric: {decay!r} is not listed in 'metrics'; list it there"
+            )
         return self
 
     # Convenience views -------------------------------------------------------------
+    def monitoring_policy(self) -> Monitoring:
+        """The monitoring section, or its defaults when the spec has none: every version
+        gets a reference profile, so monitoring can be switched on later."""
+        return self.monitoring or Monitoring()
+
     def features(self) -> list[Column]:
         return [c for c in self.columns if c.role == "feature"]
 

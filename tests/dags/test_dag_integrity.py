@@ -29,7 +29,12 @@ def test_dag_files_parse_fast_without_heavy_imports(airflow_db):
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
     errors, dag_ids, _elapsed, heavy = out.stdout.strip().splitlines()[-4:]
     assert errors == "{}"
-    assert eval(dag_ids) == ["mlops_retrain__churn", "mlops_retrain__diabetes", "mlops_rollback"]
+    assert eval(dag_ids) == [
+        "mlops_monitor__churn",
+        "mlops_retrain__churn",
+        "mlops_retrain__diabetes",
+        "mlops_rollback",
+    ]
     assert heavy == "[]"
 
 
@@ -177,6 +182,7 @@ def test_one_broken_spec_leaves_every_other_dag_and_names_file_and_field(airflow
     errors, dag_ids, description, tags, models = out.stdout.strip().splitlines()[-5:]
     assert errors == "{}"
     assert eval(dag_ids) == [
+        "mlops_monitor__churn",
         "mlops_retrain__churn",
         "mlops_retrain__diabetes",
         "mlops_retrain__zz_broken",

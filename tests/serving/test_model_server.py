@@ -275,3 +275,35 @@ def test_logs_survive_a_restart_and_retention_removes_only_expired_days(served):
     assert (root / f"date={datetime.now(UTC).date().isoformat()}").exists()
     # The restarted server serves the stable model it had: v1.
     assert _public(served).ok("GET", "/version")["version"] == "1"
+
+
+def test_prediction_log_carries_inputs_and_keys_for_the_monitor(served):
+    """Each logged request has its feature values, columnar and as sent (nulls stay null),
+    and the spec's key when every row carried it, so later labels can be joined."""
+    public = _public(served)
+    rows, _ = sample_rows(served)
+    first, second = dict(rows[0]), dict(rows[1])
+    second["total_charges"] = None  # a null the spec allows
+    keyed = [{**first, "customer_id": "C-1"}, {**second, "customer_id": "C-2"}]
+    status, body, _ = public.call(
+        "POST", "/predict", {"rows": keyed}, headers={"X-Request-Id": "keyed-1"}
+    )
+    assert status == 200, body
+    status, body, _ = public.call(
+        "POST", "/predict", {"rows": [first]}, headers={"X-Request-Id": "unkeyed-1"}
+    )
+    assert status == 200, body
+    status, body, _ = public.call("POST", "/predict", {"rows": [{**first, "customer_id": 1.5}]})
+    assert status == 422 and "the key ['customer_id'] must be given whole" in body["error"]
+    logged = {r["request_id"]: r for r in read_records(_predictions_dir(served))}
+    record = logged["keyed-1"]
+    from mlops_pack.spec import load_spec
+
+    spec = load_spec(served["include"] / "models" / "churn.yaml")
+    assert list(record["inputs"]) == [c.name for c in spec.features()]  # the spec's order
+    assert record["inputs"]["total_charges"] == [first["total_charges"], None]
+    assert record["inputs"]["contract"] == [first["contract"], second["contract"]]
+    assert record["keys"] == {"customer_id": ["C-1", "C-2"]}
+    assert record["rows"] == 2 and len(record["predictions"]) == 2
+    assert "keys" not in logged["unkeyed-1"]
+    assert logged["unkeyed-1"]["inputs"]["age"] == [first["age"]]

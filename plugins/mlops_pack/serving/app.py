@@ -206,17 +206,20 @@ class ModelServer:
             body["labels"] = [self.spec.positive_class if s >= cut else negative for s in values]
         if flags:
             body["flags"] = flags
-        self.predictions.append(
-            {
-                "request_id": request_id,
-                "version": served.version,
-                "slot": slot,
-                "latency_ms": round(seconds * 1000, 3),
-                "rows": parsed.rows,
-                "predictions": values,
-                "flags": flags,
-            }
-        )
+        entry = {
+            "request_id": request_id,
+            "version": served.version,
+            "slot": slot,
+            "latency_ms": round(seconds * 1000, 3),
+            "rows": len(parsed),
+            "predictions": values,
+            "flags": flags,
+            # What the monitor compares with the reference profile, and joins labels on.
+            "inputs": parsed.logged_inputs(self.schema.names),
+        }
+        if parsed.keys is not None:
+            entry["keys"] = parsed.keys
+        self.predictions.append(entry)
         after = BackgroundTask(self._after, request_id, frame, scores, served, slot)
         return JSONResponse(body, headers={"x-request-id": request_id}, background=after)
 

@@ -32,6 +32,11 @@ class ParsedRequest:
     columns: dict[str, list[Any]]
     rows: list[dict[str, Any]]
     input_range_flags: list[str] = field(default_factory=list)
+    keys: dict[str, list[Any]] | None = None  # the spec's key columns, when every row has them
+
+    def logged_inputs(self, names: list[str]) -> dict[str, list[Any]]:
+        """Feature values as received (JSON nulls stay null), columnar, for the log."""
+        return {name: [row[name] for row in self.rows] for name in names}
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -44,6 +49,9 @@ class RequestSchema:
         self.features: list[Column] = spec.features()
         self.names = [c.name for c in self.features]
         self._allowed = {c.name: set(c.values) for c in self.features if c.values}
+        # Rows may carry the spec's key (e.g. a customer id) so later labels can be joined
+        # to the prediction; the model never sees it.
+        self.key_names = [k for k in spec.data.key if k not in self.names]
         self.max_batch_rows = max_batch_rows
 
     @property
@@ -82,27 +90,45 @@ class RequestSchema:
             )
         columns: dict[str, list[Any]] = {name: [] for name in self.names}
         flags: list[str] = []
+        keyed = 0
         for index, row in enumerate(rows):
-            self._check_row(index, row, columns, flags)
-        return ParsedRequest(columns=columns, rows=rows, input_range_flags=flags)
+            keyed += self._check_row(index, row, columns, flags)
+        keys = None
+        if self.key_names and keyed == len(rows):
+            keys = {k: [row[k] for row in rows] for k in self.key_names}
+        return ParsedRequest(columns=columns, rows=rows, input_range_flags=flags, keys=keys)
 
     def _check_row(
         self, index: int, row: Any, columns: dict[str, list[Any]], flags: list[str]
-    ) -> None:
+    ) -> bool:
+        """Check one row into ``columns``; returns whether it carries every key column."""
         if not isinstance(row, dict):
             raise RequestError(422, f"rows[{index}]: expected an object of feature values")
-        if len(row) != len(self.names) or any(name not in row for name in self.names):
+        keyed = bool(self.key_names) and all(
+            isinstance(row.get(k), str | int) and not isinstance(row.get(k), bool)
+            for k in self.key_names
+        )
+        expected = len(self.names) + (len(self.key_names) if keyed else 0)
+        if len(row) != expected or any(name not in row for name in self.names):
             missing = [n for n in self.names if n not in row]
             if missing:
                 raise RequestError(422, f"rows[{index}]: missing field {missing[0]!r}")
-            extra = sorted(k for k in row if k not in columns)
+            extra = sorted(k for k in row if k not in columns and k not in self.key_names)
+            if not extra:  # a partial or non-text key
+                raise RequestError(
+                    422,
+                    f"rows[{index}]: the key {self.key_names} must be given whole, as strings "
+                    "or integers",
+                )
             raise RequestError(
                 422,
-                f"rows[{index}]: unknown field {extra[0]!r}; the features are {self.names}",
+                f"rows[{index}]: unknown field {extra[0]!r}; the features are {self.names}"
+                + (f" (and optionally the key {self.key_names})" if self.key_names else ""),
             )
         for column in self.features:
             value = row[column.name]
             columns[column.name].append(self._value(index, column, value, flags))
+        return keyed
 
     def _value(self, index: int, column: Column, value: Any, flags: list[str]) -> Any:
         where = f"rows[{index}].{column.name}"

@@ -322,3 +322,29 @@ def paired_bootstrap(
                 diff = new_values - old_values
                 parts[name].append(diff if higher_is_better[name] else -diff)
     return {name: np.sort(np.concatenate(chunks)) for name, chunks in parts.items()}
+
+
+def bootstrap(
+    names: list[str], y: np.ndarray, prediction: np.ndarray, resamples: int, seed: int
+) -> dict[str, np.ndarray]:
+    """Sorted bootstrap values of each metric for one model (its interval, not a delta).
+
+    The same draws and the same keyed fast path as ``paired_bootstrap``, so the reference
+    profile's intervals and the monitor's are computed as the gate computes its own.
+    """
+    n = len(y)
+    if n == 0:
+        return {name: np.array([]) for name in names}
+    block = max(1, min(100, 600_000 // max(1, n)))
+    builtin = [name for name in names if name in _SUMS or name == "roc_auc"]
+    custom = {name: implementation(name)(y, prediction) for name in names if name not in builtin}
+    keyed = _KeyedModel(builtin, y, prediction) if builtin else None
+    parts: dict[str, list[np.ndarray]] = {name: [] for name in names}
+    for draws in bootstrap_draws(n, resamples, seed, block):
+        values = keyed.evaluate(draws) if keyed is not None else {}
+        if custom:
+            weights = _histograms(draws, np.arange(n), n).astype(np.float64)
+            values.update({name: evaluate(weights) for name, evaluate in custom.items()})
+        for name in names:
+            parts[name].append(values[name])
+    return {name: np.sort(np.concatenate(chunks)) for name, chunks in parts.items()}

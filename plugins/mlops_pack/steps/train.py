@@ -129,6 +129,7 @@ class TrainingRows:
     older: list[retention.Batch]
     backtest: holdouts.Reference | None
     backtest_version: str | None  # the champion whose own holdout is the backtest's
+    holdout: pd.DataFrame  # the rows of ``pin`` (the reference profile scores them)
 
 
 def select_rows(
@@ -159,7 +160,13 @@ def select_rows(
         )
     from_champion = reference is not None and champion is not None and not spec.gate.backtest.path
     return TrainingRows(
-        train_frame, pin, held, older, reference, champion.version if from_champion else None
+        train_frame,
+        pin,
+        held,
+        older,
+        reference,
+        champion.version if from_champion else None,
+        held_frame,
     )
 
 
@@ -171,6 +178,23 @@ def _backtest_tags(rows: TrainingRows) -> dict[str, str]:
     if rows.backtest_version:
         tags[f"{TAG}backtest_version"] = rows.backtest_version
     return tags
+
+
+def _log_profile(
+    ctx: StepContext, pipeline: Any, rows: TrainingRows, run_id: str, tmp: Path
+) -> str:
+    """The version's reference profile (what monitoring compares traffic with), stored on
+    its run; returns its sha256 for the version's tags."""
+    from mlops_pack.model_io import predict
+    from mlops_pack.steps import profile
+    from mlops_pack.steps.evaluate import labels
+
+    spec = ctx.spec
+    scores = np.asarray(predict(spec, pipeline, rows.holdout), dtype=np.float64)
+    record = profile.build(spec, rows.frame, labels(spec, rows.holdout), scores)
+    path = write_json(tmp / profile.ARTIFACT, record)
+    ctx.registry.client.log_artifact(run_id, str(path))
+    return sha256_file(path)
 
 
 def train(ctx: StepContext) -> dict[str, Any]:
@@ -212,6 +236,7 @@ def train(ctx: StepContext) -> dict[str, Any]:
         registry.client.log_artifacts(run_id, str(model_dir), "model")
         (Path(tmp) / "spec.json").write_text(spec.canonical_json(), encoding="utf-8")
         registry.client.log_artifact(run_id, str(Path(tmp) / "spec.json"))
+        profile_sha256 = _log_profile(ctx, pipeline, rows, run_id, Path(tmp))
     params = {
         "estimator": spec.estimator.class_path,
         "seed": spec.estimator.seed,
@@ -242,6 +267,7 @@ def train(ctx: StepContext) -> dict[str, Any]:
             f"{TAG}window_sha256s": ",".join([data_sha256, *(b.sha256 for b in older)]),
             **pin.version_tags(),
             **_backtest_tags(rows),
+            f"{TAG}reference_profile_sha256": profile_sha256,
         },
     )
     result = {
