@@ -14,7 +14,7 @@ drawn rows.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -273,6 +273,41 @@ class _KeyedModel:
         return _ratio(numerator2.astype(np.float64), 2.0 * denominator)
 
 
+def _resampled(
+    names: list[str], y: np.ndarray, predictions: list[np.ndarray], resamples: int, seed: int
+) -> Iterator[list[dict[str, np.ndarray]]]:
+    """Per block of resamples, every metric of each model, all models on the same draws.
+
+    Built-in metrics take the keyed fast path; custom metrics get the (resamples x rows)
+    count matrix their ``prepare`` expects.
+    """
+    n = len(y)
+    # Small blocks keep a block's draws and counts in the CPU cache: measured fastest at
+    # 4 to 8 resamples of 100k rows (docs/benchmarks.md, evaluation).
+    block = max(1, min(100, 600_000 // max(1, n)))
+    builtin = [name for name in names if name in _SUMS or name == "roc_auc"]
+    custom = [name for name in names if name not in builtin]
+    keyed = [_KeyedModel(builtin, y, p) for p in predictions] if builtin else []
+    prepared = [{name: implementation(name)(y, p) for name in custom} for p in predictions]
+    need_rows = bool(custom) or any(model.dense for model in keyed)
+    # Two cores: while the last model is scored here, the pool draws the next block and
+    # scores the others (numpy draws, gathers, sums and products without the GIL). The
+    # generator is advanced by one job at a time, so the draws stay the same.
+    blocks = bootstrap_draws(n, resamples, seed, block)
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="bootstrap") as pool:
+        upcoming = pool.submit(next, blocks, None)
+        while (draws := upcoming.result()) is not None:
+            upcoming = pool.submit(next, blocks, None)
+            row_counts = _histograms(draws, None, n) if need_rows else None
+            weights = row_counts.astype(np.float64) if need_rows else None
+            jobs = [pool.submit(model.evaluate, draws, row_counts, weights) for model in keyed[:-1]]
+            last = [keyed[-1].evaluate(draws, row_counts, weights)] if keyed else []
+            results = [job.result() for job in jobs] + last or [{} for _ in predictions]
+            for values, functions in zip(results, prepared, strict=True):
+                values.update({name: f(weights) for name, f in functions.items()})
+            yield results
+
+
 def paired_bootstrap(
     names: list[str],
     y: np.ndarray,
@@ -285,42 +320,13 @@ def paired_bootstrap(
     """Sorted bootstrap improvements of challenger over champion, per metric.
 
     Both models see the same drawn rows in every block: that pairing is what makes the
-    delta's interval narrow enough to gate on. Built-in metrics take the keyed fast path;
-    custom metrics get the (resamples x rows) count matrix their ``prepare`` expects.
+    delta's interval narrow enough to gate on.
     """
-    n = len(y)
-    # Small blocks keep a block's draws and counts in the CPU cache: measured fastest at
-    # 4 to 8 resamples of 100k rows (docs/benchmarks.md, evaluation).
-    block = max(1, min(100, 600_000 // max(1, n)))
-    builtin = [name for name in names if name in _SUMS or name == "roc_auc"]
-    custom = [name for name in names if name not in builtin]
-    keyed = [_KeyedModel(builtin, y, p) for p in (challenger, champion)] if builtin else []
-    prepared = {
-        name: (implementation(name)(y, challenger), implementation(name)(y, champion))
-        for name in custom
-    }
-    need_rows = bool(custom) or any(model.dense for model in keyed)
     parts: dict[str, list[np.ndarray]] = {name: [] for name in names}
-    # Two cores: while the champion is scored here, the pool draws the next block and
-    # scores the challenger (numpy draws, gathers, sums and products without the GIL).
-    # The generator is advanced by one job at a time, so the draws stay the same.
-    blocks = bootstrap_draws(n, resamples, seed, block)
-    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="bootstrap") as pool:
-        upcoming = pool.submit(next, blocks, None)
-        while (draws := upcoming.result()) is not None:
-            upcoming = pool.submit(next, blocks, None)
-            row_counts = _histograms(draws, None, n) if need_rows else None
-            weights = row_counts.astype(np.float64) if need_rows else None
-            pairs = {}
-            if keyed:
-                challenger_job = pool.submit(keyed[0].evaluate, draws, row_counts, weights)
-                old = keyed[1].evaluate(draws, row_counts, weights)
-                new = challenger_job.result()
-                pairs = {name: (new[name], old[name]) for name in builtin}
-            pairs.update({name: (f(weights), g(weights)) for name, (f, g) in prepared.items()})
-            for name, (new_values, old_values) in pairs.items():
-                diff = new_values - old_values
-                parts[name].append(diff if higher_is_better[name] else -diff)
+    for new, old in _resampled(names, y, [challenger, champion], resamples, seed):
+        for name in names:
+            diff = new[name] - old[name]
+            parts[name].append(diff if higher_is_better[name] else -diff)
     return {name: np.sort(np.concatenate(chunks)) for name, chunks in parts.items()}
 
 
@@ -329,22 +335,13 @@ def bootstrap(
 ) -> dict[str, np.ndarray]:
     """Sorted bootstrap values of each metric for one model (its interval, not a delta).
 
-    The same draws and the same keyed fast path as ``paired_bootstrap``, so the reference
+    The same draws and the same fast path as ``paired_bootstrap``, so the reference
     profile's intervals and the monitor's are computed as the gate computes its own.
     """
-    n = len(y)
-    if n == 0:
+    if len(y) == 0:
         return {name: np.array([]) for name in names}
-    block = max(1, min(100, 600_000 // max(1, n)))
-    builtin = [name for name in names if name in _SUMS or name == "roc_auc"]
-    custom = {name: implementation(name)(y, prediction) for name in names if name not in builtin}
-    keyed = _KeyedModel(builtin, y, prediction) if builtin else None
     parts: dict[str, list[np.ndarray]] = {name: [] for name in names}
-    for draws in bootstrap_draws(n, resamples, seed, block):
-        values = keyed.evaluate(draws) if keyed is not None else {}
-        if custom:
-            weights = _histograms(draws, np.arange(n), n).astype(np.float64)
-            values.update({name: evaluate(weights) for name, evaluate in custom.items()})
+    for (values,) in _resampled(names, y, [prediction], resamples, seed):
         for name in names:
             parts[name].append(values[name])
     return {name: np.sort(np.concatenate(chunks)) for name, chunks in parts.items()}
