@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 DEMO_HOME := .mlops/demo-cli
 DEMO_ROWS ?= 20000
 
-.PHONY: demo demo-cli test image up down lint format bench clean
+.PHONY: demo demo-cli test test-tools image up down lint format bench clean
 
 $(BIN)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -37,7 +37,11 @@ image:
 	include/docker/start_docker_engine.sh
 	include/docker/build_task_image.sh
 
-test: $(BIN)/.installed image
+# docker-compose and prometheus for the stack tests (installed in CI, named elsewhere).
+test-tools:
+	.ci/test_tools.sh
+
+test: $(BIN)/.installed image test-tools
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 

@@ -99,6 +99,24 @@ def cmd_check_spec(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
     return EXIT_OK, {"specs": checked}
 
 
+def cmd_stack_init(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
+    from mlops_pack.stack_env import init_stack
+
+    record = init_stack(Path(args.dir), Path(args.include) if args.include else None)
+    print(f"wrote {record['env_file']} (mode 600) and {record['secrets_dir']}")
+    return EXIT_OK, record
+
+
+def cmd_stack_dashboards(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
+    from mlops_pack.dashboards import write_dashboards
+    from mlops_pack.stack_env import served_models
+
+    include = Path(args.include)
+    for path in write_dashboards(include, served_models(include)):
+        print(f"wrote {path}")
+    return EXIT_OK, {}
+
+
 def cmd_schema(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
     from mlops_pack.spec import spec_json_schema
 
@@ -401,16 +419,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--examples", help="with --markdown: a folder of spec files to quote")
     p.set_defaults(func=cmd_schema, writes_result=False)
 
-    p = sub.add_parser("generate", help="write example data")
-    p.add_argument("dataset", choices=["churn", "diabetes"])
-    p.add_argument("--output", required=True, help=".csv or .parquet (churn), .csv (diabetes)")
-    p.add_argument("--rows", type=int, default=20_000)
-    p.add_argument("--month", type=int, default=1)
-    p.add_argument("--seed", type=int, default=2026)
-    p.add_argument("--covariate-drift", type=float, default=0.0)
-    p.add_argument("--concept-drift", type=float, default=0.0)
-    p.add_argument("--label-noise", type=float, default=0.0)
-    p.set_defaults(func=cmd_generate, writes_result=False)
+    _stack_commands(sub)
+
+    _generate_command(sub)
 
     for name, func, text in (
         ("validate", cmd_validate, "validate a data batch"),
@@ -450,6 +461,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reason", required=True)
     _record_commands(sub)
     return parser
+
+
+def _generate_command(sub) -> None:
+    p = sub.add_parser("generate", help="write example data")
+    p.add_argument("dataset", choices=["churn", "diabetes"])
+    p.add_argument("--output", required=True, help=".csv or .parquet (churn), .csv (diabetes)")
+    p.add_argument("--rows", type=int, default=20_000)
+    p.add_argument("--month", type=int, default=1)
+    p.add_argument("--seed", type=int, default=2026)
+    p.add_argument("--covariate-drift", type=float, default=0.0)
+    p.add_argument("--concept-drift", type=float, default=0.0)
+    p.add_argument("--label-noise", type=float, default=0.0)
+    p.set_defaults(func=cmd_generate, writes_result=False)
+
+
+def _stack_commands(sub) -> None:
+    p = sub.add_parser("stack", help="the docker-compose stack: secrets and dashboards")
+    stack = p.add_subparsers(dest="stack_command", required=True)
+    p = stack.add_parser("init", help="write .env and the model servers' secrets (once)")
+    p.add_argument("--dir", default=".", help="the folder of docker-compose.yaml")
+    p.add_argument("--include", help="include dir with the model specs (default DIR/include)")
+    p.set_defaults(func=cmd_stack_init, writes_result=False)
+    p = stack.add_parser("dashboards", help="write a Grafana dashboard per served model")
+    p.add_argument("--include", default="include")
+    p.set_defaults(func=cmd_stack_dashboards, writes_result=False)
 
 
 def _record_commands(sub) -> None:
