@@ -2,7 +2,8 @@
 built locally, host networking, free ports; then everything stopped and removed.
 
 What runs is the shipped material: include/postgres/init-databases.sh in Postgres, Redis
-with its password, the churn model server with the compose file's hardening, Prometheus
+with its password, the MLflow image on its Postgres backend with proxied artifacts, the
+churn model server with the compose file's hardening, Prometheus
 on include/prometheus/prometheus.yml (targets moved to 127.0.0.1), secrets from
 ``mlops-pack stack init``.
 """
@@ -87,11 +88,7 @@ def local_stack(tmp_path_factory):
     env_file = str(folder / ".env")
     compose = [docker_compose(), "-p", project, "--env-file", env_file, "-f", str(LOCAL)]
     try:
-        # MLflow is left out: its server dies at start in this setup (see docs/production.md).
-        services = ["postgres", "redis", "model-server-churn", "prometheus"]
-        subprocess.run(
-            [*compose, "up", "-d", *services], cwd=ROOT, env=env, check=True, timeout=600
-        )
+        subprocess.run([*compose, "up", "-d"], cwd=ROOT, env=env, check=True, timeout=600)
         yield {"ports": ports, "secrets": env_values(folder / ".env"), "project": project}
     finally:
         logs = subprocess.run(
@@ -162,6 +159,36 @@ def test_redis_requires_its_password(local_stack):
     wait_until(lambda: ask("PING"), "redis")
     assert b"NOAUTH" in ask("PING")
     assert ask(f"AUTH {password}", "PING") == b"+OK\r\n+PONG\r\n"
+
+
+def test_mlflow_keeps_runs_in_postgres_and_artifacts_behind_its_url(local_stack, tmp_path):
+    import psycopg
+    from mlflow import MlflowClient
+
+    url = f"http://127.0.0.1:{local_stack['ports']['mlflow']}"
+    wait_until(lambda: http_status(f"{url}/health") == 200, "mlflow", timeout=400)
+    client = MlflowClient(tracking_uri=url, registry_uri=url)
+    experiment = client.create_experiment(f"stack-{uuid.uuid4().hex[:6]}")
+    run = client.create_run(experiment)
+    client.log_metric(run.info.run_id, "roc_auc", 0.81)
+    artifact = tmp_path / "note.json"
+    artifact.write_text(json.dumps({"hello": "stack"}))
+    client.log_artifact(run.info.run_id, str(artifact))
+    # Proxied: the client was told a server URI, not a path on some host.
+    assert run.info.artifact_uri.startswith("mlflow-artifacts:/")
+    back = Path(client.download_artifacts(run.info.run_id, "note.json", str(tmp_path / "dl")))
+    assert json.loads(back.read_text()) == {"hello": "stack"}
+    with psycopg.connect(
+        host="127.0.0.1",
+        port=local_stack["ports"]["postgres"],
+        user="mlflow",
+        password=local_stack["secrets"]["MLFLOW_DB_PASSWORD"],
+        dbname="mlflow",
+    ) as conn:
+        row = conn.execute(
+            "select value from metrics where run_uuid = %s and key = 'roc_auc'", (run.info.run_id,)
+        ).fetchone()
+    assert row == (0.81,)
 
 
 def test_model_server_runs_hardened_and_prometheus_scrapes_it(local_stack):
