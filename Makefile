@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 DEMO_HOME := .mlops/demo-cli
 DEMO_ROWS ?= 20000
 
-.PHONY: demo demo-cli test image postgres up down lint format bench clean
+.PHONY: demo demo-cli test test-tools image postgres up down lint format bench clean
 
 $(BIN)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -41,7 +41,11 @@ image:
 postgres:
 	.ci/install_postgres.sh
 
-test: $(BIN)/.installed image postgres
+# docker-compose and prometheus for the stack tests (installed in CI, named elsewhere).
+test-tools:
+	.ci/test_tools.sh
+
+test: $(BIN)/.installed image postgres test-tools
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 

@@ -37,6 +37,13 @@ resolve_base() {
   echo "$LOCAL_BASE"
 }
 
+# Written even when the image exists: the other images built from this folder use it.
+ca=include/docker/ca-bundle.crt
+# Without an explicit bundle, reuse the one the host's pip is configured with, if any.
+if [ -z "${EXTRA_CA_BUNDLE:-}" ]; then
+  EXTRA_CA_BUNDLE=${PIP_CERT:-$(python3 -m pip config list 2>/dev/null | sed -n "s/^global.cert='\(.*\)'$/\1/p" | head -1)}
+fi
+if [ -n "${EXTRA_CA_BUNDLE:-}" ]; then cp "$EXTRA_CA_BUNDLE" "$ca"; else : > "$ca"; fi
 tag="$IMAGE_NAME:$(content_hash)"
 if docker image inspect "$tag" >/dev/null 2>&1; then
   docker tag "$tag" "$IMAGE_NAME:latest"
@@ -44,12 +51,6 @@ if docker image inspect "$tag" >/dev/null 2>&1; then
   exit 0
 fi
 base=$(resolve_base)
-ca=include/docker/ca-bundle.crt
-# Without an explicit bundle, reuse the one the host's pip is configured with, if any.
-if [ -z "${EXTRA_CA_BUNDLE:-}" ]; then
-  EXTRA_CA_BUNDLE=${PIP_CERT:-$(python3 -m pip config list 2>/dev/null | sed -n "s/^global.cert='\(.*\)'$/\1/p" | head -1)}
-fi
-if [ -n "${EXTRA_CA_BUNDLE:-}" ]; then cp "$EXTRA_CA_BUNDLE" "$ca"; else : > "$ca"; fi
 docker build --network host -q -f include/docker/task.Dockerfile \
   --build-arg BASE_IMAGE="$base" -t "$tag" -t "$IMAGE_NAME:latest" . >&2
 echo "$tag"

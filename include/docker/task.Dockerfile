@@ -36,6 +36,10 @@ RUN /opt/venv/bin/pip install --quiet --no-deps --no-build-isolation . \
  && /opt/venv/bin/python -m compileall -q -j 0 /opt/venv/lib/python3*/site-packages/mlops_pack \
  && rm -rf /opt/mlops-pack/plugins /opt/mlops-pack/build /root/.cache
 
+# The model server's folders, owned by nobody, so that a fresh volume mounted on /srv
+# (docker-compose.yaml) starts writable for it.
+RUN mkdir -p /srv/models /srv/state /srv/predictions && chown -R 65534:65534 /srv
+
 # Steps run as nobody, on a read-only root filesystem; HOME points at the tmpfs.
 ENV HOME=/tmp
 USER 65534:65534

@@ -99,6 +99,24 @@ def cmd_check_spec(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
     return EXIT_OK, {"specs": checked}
 
 
+def cmd_stack_init(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
+    from mlops_pack.stack_env import init_stack
+
+    record = init_stack(Path(args.dir), Path(args.include) if args.include else None)
+    print(f"wrote {record['env_file']} (mode 600) and {record['secrets_dir']}")
+    return EXIT_OK, record
+
+
+def cmd_stack_dashboards(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
+    from mlops_pack.dashboards import write_dashboards
+    from mlops_pack.stack_env import served_models
+
+    include = Path(args.include)
+    for path in write_dashboards(include, served_models(include)):
+        print(f"wrote {path}")
+    return EXIT_OK, {}
+
+
 def cmd_schema(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
     from mlops_pack.spec import spec_json_schema
 
@@ -508,6 +526,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--examples", help="with --markdown: a folder of spec files to quote")
     p.set_defaults(func=cmd_schema, writes_result=False)
 
+    _stack_commands(sub)
+
     _example_commands(sub)
 
     for name, func, text in (
@@ -603,6 +623,18 @@ def _monitor_command(sub) -> None:
     p.add_argument("--end", help="window end, ISO-8601 with time zone (default: now)")
     p.add_argument("--hours", type=float, help="window length (default monitoring.window_hours)")
     p.set_defaults(flat_result=True)
+
+
+def _stack_commands(sub) -> None:
+    p = sub.add_parser("stack", help="the docker-compose stack: secrets and dashboards")
+    stack = p.add_subparsers(dest="stack_command", required=True)
+    p = stack.add_parser("init", help="write .env and the model servers' secrets (once)")
+    p.add_argument("--dir", default=".", help="the folder of docker-compose.yaml")
+    p.add_argument("--include", help="include dir with the model specs (default DIR/include)")
+    p.set_defaults(func=cmd_stack_init, writes_result=False)
+    p = stack.add_parser("dashboards", help="write a Grafana dashboard per served model")
+    p.add_argument("--include", default="include")
+    p.set_defaults(func=cmd_stack_dashboards, writes_result=False)
 
 
 def _record_commands(sub) -> None:

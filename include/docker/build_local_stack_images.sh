@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Build every image docker-compose.local.yaml runs, without any public registry: the
+# task image (and with it the local Debian base, if no public base can be pulled), then
+# Postgres, Redis and Prometheus from Debian packages and MLflow from PyPI on that base.
+# Docker's layer cache makes a second run take seconds.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+include/docker/build_task_image.sh >/dev/null
+base=${BASE_IMAGE:-mlops-pack-base:bookworm}
+if ! docker image inspect "$base" >/dev/null 2>&1; then
+  base=python:3.11-slim  # build_task_image.sh found the public base
+fi
+build() {  # tag dockerfile
+  docker build --network host -q -f "$2" --build-arg BASE_IMAGE="$base" -t "$1" . >/dev/null
+  echo "$1"
+}
+build mlops-pack-local-postgres:latest include/docker/local/postgres.Dockerfile
+build mlops-pack-local-redis:latest include/docker/local/redis.Dockerfile
+build mlops-pack-local-prometheus:latest include/docker/local/prometheus.Dockerfile
+build mlops-pack-mlflow:latest include/docker/mlflow.Dockerfile

@@ -1,0 +1,132 @@
+"""``mlops-pack stack init``: the secrets of the compose stack, generated once.
+
+The shipped ``docker-compose.yaml`` has no default password: every secret comes from an
+untracked ``.env`` next to it (mode 600) and, for the model servers, from files under
+``.stack/secrets/<model>/`` (the server reads its keys from files so they never show in
+``ps`` or ``docker inspect``). Writing refuses to replace either: the Postgres passwords
+are set in the database volume on the first start and the Fernet key encrypts stored
+connections, so a silently regenerated file would lock the stack out of its own data.
+Nothing half-written becomes visible: both are written under temporary names and moved
+into place, the ``.env`` last with a link that fails if the file appeared meanwhile.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import secrets
+import shutil
+import tempfile
+from pathlib import Path
+
+from mlops_pack.errors import BadInputError
+from mlops_pack.spec import load_spec
+
+ENV_FILE = ".env"
+SECRETS_DIR = Path(".stack") / "secrets"
+SERVER_SECRETS = ("admin_token", "prediction_key")
+# Generated secrets; every one is URL- and YAML-safe (they end up in DSNs and JSON).
+PASSWORDS = (
+    "POSTGRES_PASSWORD",
+    "AIRFLOW_DB_PASSWORD",
+    "MLFLOW_DB_PASSWORD",
+    "LOCK_DB_PASSWORD",
+    "REDIS_PASSWORD",
+    "AIRFLOW_ADMIN_PASSWORD",
+    "AIRFLOW_JWT_SECRET",
+    "AIRFLOW_API_SECRET_KEY",
+    "GRAFANA_ADMIN_PASSWORD",
+)
+
+
+def fernet_key() -> str:
+    """A Fernet key: 32 random bytes, URL-safe base64 (what cryptography's generator does)."""
+    return base64.urlsafe_b64encode(os.urandom(32)).decode("ascii")
+
+
+def served_models(include_dir: Path) -> list[str]:
+    """Names of the specs under ``include_dir/models`` that have a ``serving`` section."""
+    names = []
+    for path in sorted((include_dir / "models").glob("*.yaml")):
+        spec = load_spec(path)
+        if spec.serving is not None:
+            names.append(spec.name)
+    return names
+
+
+def stack_values(models: list[str]) -> dict[str, str]:
+    values = {"AIRFLOW_ADMIN_USER": "admin", "AIRFLOW_FERNET_KEY": fernet_key()}
+    values.update({name: secrets.token_urlsafe(32) for name in PASSWORDS})
+    for model in models:
+        for secret in SERVER_SECRETS:
+            values[f"{model.upper()}_{secret.upper()}"] = secrets.token_urlsafe(32)
+    return values
+
+
+def init_stack(project_dir: Path, include_dir: Path | None = None) -> dict[str, object]:
+    """Write ``.env`` and the model servers' secret files; refuse to replace either."""
+    project_dir = project_dir.resolve()
+    env_path = project_dir / ENV_FILE
+    secrets_dir = project_dir / SECRETS_DIR
+    for existing in (env_path, secrets_dir):
+        if existing.exists():
+            raise BadInputError(
+                f"{existing} exists: stack init never replaces the stack's secrets (the "
+                "database volumes and stored connections depend on them). Keep it, or "
+                "remove it together with the stack's volumes (docker-compose down -v) "
+                "and run stack init again",
+                {"rule": "stack_secrets_exist", "file": str(existing)},
+            )
+    models = served_models(include_dir or project_dir / "include")
+    values = stack_values(models)
+    _write_server_secrets(secrets_dir, models, values)
+    try:
+        _write_env(env_path, values)
+    except FileExistsError:  # another init won the race: keep its files, not a mix
+        shutil.rmtree(secrets_dir, ignore_errors=True)
+        raise BadInputError(
+            f"{env_path} appeared while stack init ran; nothing was changed",
+            {"rule": "stack_secrets_exist", "file": str(env_path)},
+        ) from None
+    return {"env_file": str(env_path), "secrets_dir": str(secrets_dir), "models": models}
+
+
+def _write_server_secrets(secrets_dir: Path, models: list[str], values: dict[str, str]) -> None:
+    stack_dir = secrets_dir.parent
+    stack_dir.mkdir(mode=0o700, exist_ok=True)
+    stack_dir.chmod(0o700)  # the only guard: the files below are readable by any uid
+    staging = Path(tempfile.mkdtemp(prefix=".secrets-", dir=stack_dir))
+    try:
+        for model in models:
+            folder = staging / model
+            folder.mkdir()
+            # Bind-mounted into containers whose users differ from the host's (the
+            # server runs as 65534, Prometheus as nobody): readable inside, while the
+            # 0700 folder above keeps other host users out.
+            folder.chmod(0o755)
+            for secret in SERVER_SECRETS:
+                path = folder / secret
+                path.write_text(values[f"{model.upper()}_{secret.upper()}"], encoding="utf-8")
+                path.chmod(0o644)
+        staging.chmod(0o755)
+        staging.rename(secrets_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def _write_env(env_path: Path, values: dict[str, str]) -> None:
+    lines = [
+        "# The compose stack's secrets, written by `mlops-pack stack init`. Keep private;",
+        "# never commit. The Postgres passwords are fixed in the database volume at its",
+        "# first start: changing them here later needs the same change in Postgres.",
+        *(f"{key}={value}" for key, value in values.items()),
+    ]
+    fd, tmp = tempfile.mkstemp(prefix=".env-", dir=env_path.parent)
+    try:
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write("\n".join(lines) + "\n")
+        os.link(tmp, env_path)  # fails if the file appeared meanwhile: never replaced
+    finally:
+        os.unlink(tmp)

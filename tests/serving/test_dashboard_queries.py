@@ -1,0 +1,212 @@
+"""Every Grafana panel query returns data from a real Prometheus scraping a real server.
+
+Prometheus (Debian's package) runs with the shipped include/prometheus/prometheus.yml,
+adapted only where this machine differs from the compose network: the targets (the
+churn server's free port on 127.0.0.1, Prometheus's own port) and a 1 s scrape interval
+so that rates exist after seconds rather than minutes. The queries are the shipped
+dashboards' own, sent verbatim. Grafana itself has no build installable here.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import shutil
+import subprocess
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+from mlops_pack.errors import ServiceUnavailableError
+from mlops_pack.server_client import ServerClient
+from serving_support import write_spec
+from support import ROOT, free_port, open_dir, run_cli
+
+SCRAPE_SECONDS = 1.0
+
+
+def panel_queries(model: str) -> list[str]:
+    dashboard = json.loads((ROOT / f"include/grafana/dashboards/{model}.json").read_text())
+    return [target["expr"] for panel in dashboard["panels"] for target in panel.get("targets", [])]
+
+
+def prometheus_config(folder: Path, server_port: int, prom_port: int, key: str) -> Path:
+    config = yaml.safe_load((ROOT / "include/prometheus/prometheus.yml").read_text())
+    config["global"]["scrape_interval"] = f"{SCRAPE_SECONDS:g}s"
+    targets = {
+        "model-server-churn:8181": f"127.0.0.1:{server_port}",
+        "localhost:9090": f"127.0.0.1:{prom_port}",
+        # Not started here: left pointing at a closed port, scraped as down.
+        "model-server-diabetes:8182": f"127.0.0.1:{free_port()}",
+    }
+    for job in config["scrape_configs"]:
+        for static in job["static_configs"]:
+            static["targets"] = [targets[t] for t in static["targets"]]
+    (folder / "secrets").mkdir()
+    for model in ("churn", "diabetes"):
+        (folder / "secrets" / f"{model}_prediction_key").write_text(key)
+    path = folder / "prometheus.yml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def query(port: int, expr: str) -> list[dict]:
+    url = f"http://127.0.0.1:{port}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            body = json.load(response)
+    except urllib.error.HTTPError as exc:  # a malformed query: 400 with the parser's error
+        pytest.fail(f"{expr}: {exc.code} {exc.read().decode()}")
+    assert body["status"] == "success", (expr, body)
+    return body["data"]["result"]
+
+
+@pytest.fixture(scope="module")
+def served(task_image, data_dir):
+    """A churn server container serving v1, its champion (no challenger: lighter than the
+    serving tests' shared fixture, which also trains and evaluates v2)."""
+    import docker
+    from mlops_pack.airflow.model_server import serve_champion, start_server, stop_server
+
+    home, include, secrets, work = (
+        open_dir(p) for p in ("dash-home-", "dash-inc-", "dash-sec-", "dash-work-")
+    )
+    spec = write_spec(include)
+    client = docker.APIClient(base_url="unix://var/run/docker.sock")
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("MLOPS_PACK_HOME", str(home))
+        env.setenv("MLOPS_PACK_DATA_DIR", str(data_dir))
+        code, result = run_cli(
+            "retrain", "--spec", spec, "--data", "churn/churn_month_01.csv", "--out", work / "v1"
+        )
+        assert code == 0, result
+        server = start_server(
+            client,
+            model="churn",
+            include_dir=include,
+            home=home,
+            image=task_image,
+            secrets_dir=secrets,
+            port=free_port(),
+        )
+        try:
+            # The first load imports scikit-learn in a container held to one CPU: on a
+            # busy machine that can outlast the client's 30 s, while the load goes on.
+            for attempt in range(3):
+                try:
+                    assert serve_champion(server) == "1"
+                    break
+                except ServiceUnavailableError:
+                    if attempt == 2:
+                        raise
+            yield server
+        finally:
+            stop_server(client, server)
+
+
+@pytest.fixture
+def prometheus(served, tmp_path):
+    binary = shutil.which("prometheus")
+    assert binary, "prometheus is missing: `make test-tools` (apt-get install prometheus)"
+    port = free_port()
+    config = prometheus_config(tmp_path, served.port, port, served.secret("prediction_key"))
+    log = (tmp_path / "prometheus.log").open("wb")
+    process = subprocess.Popen(
+        [
+            binary,
+            f"--config.file={config}",
+            f"--storage.tsdb.path={tmp_path / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/-/ready", timeout=2):
+                    break
+            except OSError:
+                assert process.poll() is None, (tmp_path / "prometheus.log").read_text()
+                assert time.monotonic() < deadline, "prometheus did not become ready"
+                time.sleep(0.2)
+        yield port
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+        log.close()
+
+
+def traffic(server, rows: list[dict]) -> None:
+    """Scored requests, a batch with inputs outside the training range, a request with a
+    wrong key and one with a bad body: every kind of series the dashboards chart."""
+    public = ServerClient(server.url, server.secret("prediction_key"))
+    for start in range(0, 60, 6):
+        assert public.call("POST", "/predict", {"rows": rows[start : start + 6]})[0] == 200
+    odd = [{**row, "age": 500, "tenure_months": 10_000} for row in rows[:3]]
+    assert public.call("POST", "/predict", {"rows": odd})[0] == 200
+    wrong = ServerClient(server.url, "not-the-key")
+    assert wrong.call("POST", "/predict", {"rows": rows[:1]})[0] == 401
+    assert public.call("POST", "/predict", {"rows": [{"age": "old"}]})[0] in (400, 422)
+
+
+def last_scrape(port: int) -> float:
+    samples = query(port, 'timestamp(up{job="model-server-churn"})')
+    return float(samples[0]["value"][1]) if samples else 0.0
+
+
+def wait_for_scrapes(port: int, count: int) -> None:
+    """Until Prometheus has scraped the server ``count`` more times (after now)."""
+    after = time.time()
+    deadline = after + 60
+    for _ in range(count):
+        while last_scrape(port) <= after:
+            assert time.time() < deadline, "Prometheus does not scrape the server"
+            time.sleep(SCRAPE_SECONDS / 4)
+        after = last_scrape(port)
+
+
+def test_every_panel_query_returns_data(served, prometheus, data_dir):
+    import pandas as pd
+
+    frame = pd.read_csv(data_dir / "churn" / "churn_month_01.csv", nrows=60)
+    rows = json.loads(frame.drop(columns=["churned", "customer_id"]).to_json(orient="records"))
+    # Two rounds of traffic, each seen by two scrapes: rates and increases need a counter
+    # that moved between two samples.
+    wait_for_scrapes(prometheus, 1)
+    for _ in range(2):
+        traffic(served, rows)
+        wait_for_scrapes(prometheus, 2)
+    up = query(prometheus, 'up{job="model-server-churn"}')
+    assert [float(s["value"][1]) for s in up] == [1.0], up
+    requests = query(prometheus, 'mlops_pack_requests_total{model="churn",status="ok"}')
+    assert requests and sum(float(s["value"][1]) for s in requests) >= 22
+
+    queries = panel_queries("churn")
+    assert len(queries) >= 9
+    for expr in queries:
+        samples = query(prometheus, expr)
+        assert samples, f"no data: {expr}"
+        values = [float(s["value"][1]) for s in samples]
+        assert all(math.isfinite(v) for v in values), (expr, samples)
+        # A fallback such as `or vector(0)` must not hide a misspelt metric: every
+        # metric a query names has series for this model.
+        for metric in set(re.findall(r"\bmlops_pack_[a-z_]+\b", expr)):
+            assert query(prometheus, f'count({metric}{{model="churn"}})'), metric
+    flagged = query(prometheus, 'sum by (kind) (mlops_pack_range_violations_total{model="churn"})')
+    assert {s["metric"]["kind"] for s in flagged} >= {"input_range"}
+    info = next(q for q in queries if "mlops_pack_model_info" in q)
+    served_version = query(prometheus, info)
+    assert {s["metric"]["version"] for s in served_version} == {"1"}
+
+
+def test_the_other_dashboards_ask_the_same_of_their_model():
+    churn = panel_queries("churn")
+    assert panel_queries("diabetes") == [
+        q.replace('model="churn"', 'model="diabetes"') for q in churn
+    ]

@@ -1,0 +1,136 @@
+"""The shipped docker-compose.yaml, its secrets and its dashboards, checked with the real
+tools: ``mlops-pack stack init`` writes the .env, Debian's docker-compose reads the file.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+from stack_support import docker_compose, env_values
+from support import ROOT, run_cli
+
+COMPOSE = ROOT / "docker-compose.yaml"
+SERVED = ("churn", "diabetes")
+LONG_RUNNING = {
+    "postgres",
+    "redis",
+    "airflow-apiserver",
+    "airflow-scheduler",
+    "airflow-dag-processor",
+    "airflow-triggerer",
+    "airflow-worker",
+    "docker-proxy",
+    "mlflow",
+    "model-server-churn",
+    "model-server-diabetes",
+    "prometheus",
+    "grafana",
+}
+
+
+@pytest.fixture
+def stack_env(tmp_path) -> Path:
+    code, _ = run_cli("stack", "init", "--dir", tmp_path, "--include", ROOT / "include")
+    assert code == 0
+    return tmp_path / ".env"
+
+
+def compose_config(env_file: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [docker_compose(), "--env-file", str(env_file), "-f", str(COMPOSE), "config"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_stack_init_writes_private_secrets_once(tmp_path, stack_env, capsys):
+    values = env_values(stack_env)
+    assert stack_env.stat().st_mode & 0o777 == 0o600
+    assert (tmp_path / ".stack").stat().st_mode & 0o777 == 0o700
+    assert len(base64.urlsafe_b64decode(values.pop("AIRFLOW_FERNET_KEY"))) == 32
+    assert values.pop("AIRFLOW_ADMIN_USER") == "admin"
+    # Every secret is fresh, long and safe to put in a DSN or JSON unquoted.
+    assert len(set(values.values())) == len(values) >= 9 + 2 * len(SERVED)
+    assert all(re.fullmatch(r"[A-Za-z0-9_-]{40,}", v) for v in values.values())
+    for model in SERVED:
+        for secret in ("admin_token", "prediction_key"):
+            path = tmp_path / ".stack" / "secrets" / model / secret
+            assert path.read_text() == values[f"{model.upper()}_{secret.upper()}"]
+    before = stack_env.read_bytes()
+    capsys.readouterr()
+    code, _ = run_cli("stack", "init", "--dir", tmp_path, "--include", ROOT / "include")
+    assert code == 2
+    assert f"{stack_env} exists" in capsys.readouterr().err
+    assert stack_env.read_bytes() == before
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".env-")]
+
+
+def test_compose_config_accepts_the_shipped_file(stack_env):
+    result = compose_config(stack_env)
+    assert result.returncode == 0, result.stderr
+    config = yaml.safe_load(result.stdout)
+    services = config["services"]
+    assert set(services) == LONG_RUNNING | {"airflow-init"}
+    values = env_values(stack_env)
+    # The generated secrets are what the services get: no default password anywhere.
+    postgres_env = services["postgres"]["environment"]
+    assert postgres_env["POSTGRES_PASSWORD"] == values["POSTGRES_PASSWORD"]
+    worker = services["airflow-worker"]
+    assert values["LOCK_DB_PASSWORD"] in worker["environment"]["MLOPS_PACK_LOCK_DSN"]
+    assert worker["deploy"]["replicas"] == 2
+    assert worker["environment"]["DOCKER_HOST"] == "tcp://docker-proxy:2375"
+    assert not re.search(r"(?<!\$)\$\{", result.stdout)  # all interpolated
+    # Only the proxy sees the Docker socket; only the workers reach the proxy.
+    for name, service in services.items():
+        sources = [v if isinstance(v, str) else v["source"] for v in service.get("volumes", [])]
+        assert any("docker.sock" in s for s in sources) == (name == "docker-proxy"), name
+        on_docker_api = "docker-api" in service.get("networks", {})
+        assert on_docker_api == (name in {"docker-proxy", "airflow-worker"}), name
+    for name in LONG_RUNNING:
+        assert services[name]["restart"] == "always", name
+        assert services[name]["healthcheck"]["test"], name
+    for name in ("model-server-churn", "model-server-diabetes"):
+        server = services[name]
+        assert server["read_only"] and server["cap_drop"] == ["ALL"], name
+        assert server["user"] == "65534:65534"
+        assert "no-new-privileges:true" in server["security_opt"]
+    # Published ports listen on loopback unless STACK_BIND says otherwise.
+    published = [p for s in services.values() for p in s.get("ports", [])]
+    assert len(published) == 6  # UI, Grafana, MLflow, two servers, Prometheus
+    assert all(str(p).startswith("127.0.0.1:") for p in published), published
+
+
+def test_every_image_is_overridable():
+    images = re.findall(r"^\s+image: (.+)$", COMPOSE.read_text(), re.MULTILINE)
+    assert len(images) >= 8
+    for image in images:
+        assert re.fullmatch(r"\$\{[A-Z_]+_IMAGE:-[^}]+\}", image), image
+
+
+def test_compose_refuses_to_start_without_secrets(tmp_path):
+    empty = tmp_path / "empty.env"
+    empty.write_text("")
+    result = compose_config(empty)
+    assert result.returncode != 0
+    assert "run mlops-pack stack init" in result.stderr
+
+
+def test_shipped_dashboards_are_the_generated_ones():
+    from mlops_pack.dashboards import dashboard_text
+    from mlops_pack.stack_env import served_models
+
+    folder = ROOT / "include" / "grafana" / "dashboards"
+    assert tuple(served_models(ROOT / "include")) == SERVED
+    assert sorted(p.stem for p in folder.glob("*.json")) == sorted(SERVED)
+    for model in SERVED:
+        assert (folder / f"{model}.json").read_text() == dashboard_text(model), (
+            f"{model}.json is stale: run `mlops-pack stack dashboards`"
+        )
