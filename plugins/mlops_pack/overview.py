@@ -1,0 +1,187 @@
+"""What the Models page shows: every model's events, kept in an in-memory index.
+
+The history lives in MLflow (one run per event, see ``Registry.append_event``). Asking
+MLflow for 100 models' histories on every page view costs seconds, so the index reads
+everything once and then, at most every ``max_age`` seconds, only the runs started since
+the newest it has seen (one search over all models' history experiments). Events are
+append-only, so nothing it holds goes stale; a run created late with an older start time
+is still found because each refresh looks back ``OVERLAP_MS`` and skips ids it has.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from mlops_pack.registry import TAG, Registry
+
+OVERLAP_MS = 120_000
+PAGE = 50_000  # MLflow's largest search page
+
+
+def history_experiment(model: str) -> str:
+    return f"mlops-pack/{model}/history"
+
+
+def _event(run: Any) -> dict[str, Any]:
+    tags = {k.removeprefix(TAG): v for k, v in run.data.tags.items() if k.startswith(TAG)}
+    return {
+        "event_id": run.info.run_id,
+        "kind": tags.pop("event", ""),
+        "time_ms": run.info.start_time,
+        **tags,
+    }
+
+
+@dataclass
+class _Model:
+    experiment_id: str | None = None
+    events: list[dict[str, Any]] = field(default_factory=list)
+    ids: set[str] = field(default_factory=set)
+
+
+class HistoryIndex:
+    """Events per model, oldest first, refreshed incrementally from MLflow."""
+
+    def __init__(self, registry: Registry, max_age: float = 5.0) -> None:
+        self.registry = registry
+        self.max_age = max_age
+        self._models: dict[str, _Model] = {}
+        self._since_ms = 0
+        self._checked = -float("inf")
+        self._lock = threading.Lock()
+        self.last_refresh: dict[str, float] = {}  # what the last refresh cost, for the bench
+
+    def events(self, models: list[str]) -> dict[str, list[dict[str, Any]]]:
+        with self._lock:
+            unknown = [m for m in models if m not in self._models]
+            if unknown or time.monotonic() - self._checked > self.max_age:
+                self._refresh(models)
+            return {m: self._models[m].events for m in models}
+
+    def _refresh(self, models: list[str]) -> None:
+        started = time.perf_counter()
+        client = self.registry.client
+        for model in models:
+            entry = self._models.setdefault(model, _Model())
+            if entry.experiment_id is None:
+                found = client.get_experiment_by_name(history_experiment(model))
+                entry.experiment_id = found.experiment_id if found else None
+        by_experiment = {
+            e.experiment_id: e for e in self._models.values() if e.experiment_id is not None
+        }
+        lookup = time.perf_counter()
+        fetched = 0
+        if by_experiment:
+            since = max(self._since_ms - OVERLAP_MS, 0)
+            token = None
+            while True:
+                page = client.search_runs(
+                    list(by_experiment),
+                    filter_string=f"attributes.start_time >= {since}",
+                    order_by=["attributes.start_time ASC"],
+                    max_results=PAGE,
+                    page_token=token,
+                )
+                for run in page:
+                    entry = by_experiment[run.info.experiment_id]
+                    if run.info.run_id in entry.ids:
+                        continue
+                    entry.ids.add(run.info.run_id)
+                    entry.events.append(_event(run))
+                    self._since_ms = max(self._since_ms, run.info.start_time)
+                    fetched += 1
+                token = page.token
+                if not token:
+                    break
+            for entry in by_experiment.values():  # a late run may land out of order
+                entry.events.sort(key=lambda e: e["time_ms"])
+        self._checked = time.monotonic()
+        self.last_refresh = {
+            "experiments_s": round(lookup - started, 4),
+            "search_s": round(time.perf_counter() - lookup, 4),
+            "new_events": fetched,
+        }
+
+
+# Summaries ---------------------------------------------------------------------------
+
+MOVES = ("promotion", "rollback")
+
+
+def _last(events: list[dict[str, Any]], *kinds: str) -> dict[str, Any] | None:
+    return next((e for e in reversed(events) if e["kind"] in kinds), None)
+
+
+def monitor_state(events: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The monitor's latest state: its last ``monitor`` event (state or status field).
+
+    The production monitor records one event per check; until a model is monitored
+    this is None and the page says so.
+    """
+    event = _last(events, "monitor")
+    if event is None:
+        return None
+    return {"state": event.get("state") or event.get("status") or "recorded", "event": event}
+
+
+def summary(model: str, events: list[dict[str, Any]]) -> dict[str, Any]:
+    """One row of the Models page, from the model's events alone (no MLflow call).
+
+    Every alias move is an event (promotion or rollback with from and to versions), so
+    the champion and previous versions follow from the last one; the model's own page
+    reads the live aliases as well.
+    """
+    move = _last(events, *MOVES)
+    decision = _last(events, "decision")
+    served = next(
+        (e for e in reversed(events) if e["kind"] in MOVES and e.get("served_version")), None
+    )
+    deploy = next(
+        (
+            e
+            for e in reversed(events)
+            if e["kind"] in ("deploy", "deploy_rejected")
+            or (e["kind"] in MOVES and e.get("served_version"))
+        ),
+        None,
+    )
+    return {
+        "model": model,
+        "champion": move.get("to_version") if move else None,
+        "previous": move.get("from_version") if move else None,
+        "decision": decision,
+        "deploy": deploy,
+        "served_version": served.get("served_version") if served else None,
+        "monitor": monitor_state(events),
+        "events": len(events),
+    }
+
+
+def describe(event: dict[str, Any]) -> str:
+    """One line for the timeline; unknown kinds list their fields."""
+    kind = event["kind"]
+    if kind == "decision":
+        return (
+            f"{event.get('verdict', '?').upper()} v{event.get('challenger_version')} vs "
+            f"v{event.get('champion_version', 'none')}: {event.get('summary', '')}"
+        )
+    if kind == "promotion":
+        by = f" (approved by {event['approver']})" if event.get("approver") else ""
+        return f"champion v{event.get('from_version', 'none')} -> v{event.get('to_version')}{by}"
+    if kind == "rollback":
+        return (
+            f"rolled back v{event.get('from_version')} -> v{event.get('to_version')}: "
+            f"{event.get('reason', '')}"
+        )
+    if kind == "deploy_rejected":
+        return f"deploy of v{event.get('version')} rejected: {event.get('reason', '')}"
+    if kind == "approval":
+        return (
+            f"{event.get('option', '?')} by {event.get('approver', '?')} for decision "
+            f"{event.get('decision_id', '?')[:12]}"
+        )
+    skip = {"event_id", "kind", "time_ms"}
+    return "; ".join(f"{k}={v}" for k, v in sorted(event.items()) if k not in skip)
