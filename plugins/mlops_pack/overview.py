@@ -3,9 +3,12 @@
 The history lives in MLflow (one run per event, see ``Registry.append_event``). Asking
 MLflow for 100 models' histories on every page view costs seconds, so the index reads
 everything once and then, at most every ``max_age`` seconds, only the runs started since
-the newest it has seen (one search over all models' history experiments). Events are
-append-only, so nothing it holds goes stale; a run created late with an older start time
-is still found because each refresh looks back ``OVERLAP_MS`` and skips ids it has.
+the newest it has seen (one search over all models' history experiments). That check
+runs in the background: a page is served from memory and shows what the last check
+found (at most ``max_age`` plus one search old); only a model seen for the first time
+waits for MLflow. Events are append-only, so nothing held goes stale; a run created late
+with an older start time is still found because each check looks back ``OVERLAP_MS`` and
+skips ids it has.
 """
 
 from __future__ import annotations
@@ -51,59 +54,104 @@ class HistoryIndex:
         self._models: dict[str, _Model] = {}
         self._since_ms = 0
         self._checked = -float("inf")
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # guards the events held; never held during a search
+        self._searching = threading.Lock()  # one search at a time
+        self._background: threading.Thread | None = None
         self.last_refresh: dict[str, float] = {}  # what the last refresh cost, for the bench
 
     def events(self, models: list[str]) -> dict[str, list[dict[str, Any]]]:
         with self._lock:
             unknown = [m for m in models if m not in self._models]
-            if unknown or time.monotonic() - self._checked > self.max_age:
-                self._refresh(models)
-            return {m: self._models[m].events for m in models}
+            stale = time.monotonic() - self._checked > self.max_age
+        if unknown:
+            self.refresh(unknown)
+        elif stale:
+            self._refresh_in_background()
+        with self._lock:
+            return {m: list(self._models[m].events) for m in models}
 
-    def _refresh(self, models: list[str]) -> None:
-        started = time.perf_counter()
-        client = self.registry.client
-        for model in models:
-            entry = self._models.setdefault(model, _Model())
-            if entry.experiment_id is None:
-                found = client.get_experiment_by_name(history_experiment(model))
-                entry.experiment_id = found.experiment_id if found else None
-        by_experiment = {
-            e.experiment_id: e for e in self._models.values() if e.experiment_id is not None
-        }
-        lookup = time.perf_counter()
-        fetched = 0
-        if by_experiment:
-            since = max(self._since_ms - OVERLAP_MS, 0)
-            token = None
-            while True:
-                page = client.search_runs(
-                    list(by_experiment),
-                    filter_string=f"attributes.start_time >= {since}",
-                    order_by=["attributes.start_time ASC"],
-                    max_results=PAGE,
-                    page_token=token,
-                )
-                for run in page:
-                    entry = by_experiment[run.info.experiment_id]
+    def _refresh_in_background(self) -> None:
+        with self._lock:
+            if self._background is not None and self._background.is_alive():
+                return
+            self._checked = time.monotonic()  # one check per max_age, not one per request
+            self._background = threading.Thread(
+                target=self.refresh, name="mlops-history", daemon=True
+            )
+            self._background.start()
+
+    def wait(self) -> None:
+        """Wait for a background check to end (tests and the benchmark)."""
+        thread = self._background
+        if thread is not None:
+            thread.join()
+
+    def refresh(self, new_models: list[str] = ()) -> None:
+        """Look up the history experiments of ``new_models`` (and of models that had
+        none yet), then fetch every event newer than the newest held, minus the overlap."""
+        with self._searching:
+            started = time.perf_counter()
+            client = self.registry.client
+            with self._lock:
+                for model in new_models:
+                    self._models.setdefault(model, _Model())
+                missing = [m for m, e in self._models.items() if e.experiment_id is None]
+                since = max(self._since_ms - OVERLAP_MS, 0)
+            found = {}
+            for model in missing:
+                experiment = client.get_experiment_by_name(history_experiment(model))
+                if experiment is not None:
+                    found[model] = experiment.experiment_id
+            with self._lock:
+                for model, experiment_id in found.items():
+                    self._models[model].experiment_id = experiment_id
+                experiments = {
+                    e.experiment_id: m for m, e in self._models.items() if e.experiment_id
+                }
+            lookup = time.perf_counter()
+            # A history seen for the first time is read whole; the others from ``since``.
+            new_ids = set(found.values())
+            runs = _search(client, sorted(new_ids), 0)
+            runs += _search(client, sorted(set(experiments) - new_ids), since)
+            searched = time.perf_counter()
+            fetched = 0
+            with self._lock:
+                for run in runs:
+                    entry = self._models[experiments[run.info.experiment_id]]
                     if run.info.run_id in entry.ids:
                         continue
                     entry.ids.add(run.info.run_id)
                     entry.events.append(_event(run))
                     self._since_ms = max(self._since_ms, run.info.start_time)
                     fetched += 1
-                token = page.token
-                if not token:
-                    break
-            for entry in by_experiment.values():  # a late run may land out of order
-                entry.events.sort(key=lambda e: e["time_ms"])
-        self._checked = time.monotonic()
-        self.last_refresh = {
-            "experiments_s": round(lookup - started, 4),
-            "search_s": round(time.perf_counter() - lookup, 4),
-            "new_events": fetched,
-        }
+                if fetched:  # a late run may land out of order
+                    for entry in self._models.values():
+                        entry.events.sort(key=lambda e: e["time_ms"])
+                self._checked = time.monotonic()
+            self.last_refresh = {
+                "experiments_s": round(lookup - started, 4),
+                "search_s": round(searched - lookup, 4),
+                "runs_read": len(runs),
+                "new_events": fetched,
+            }
+
+
+def _search(client: Any, experiment_ids: list[str], since_ms: int) -> list[Any]:
+    runs: list[Any] = []
+    token = None
+    while experiment_ids:
+        page = client.search_runs(
+            experiment_ids,
+            filter_string=f"attributes.start_time >= {since_ms}",
+            order_by=["attributes.start_time ASC"],
+            max_results=PAGE,
+            page_token=token,
+        )
+        runs.extend(page)
+        token = page.token
+        if not token:
+            break
+    return runs
 
 
 # Summaries ---------------------------------------------------------------------------

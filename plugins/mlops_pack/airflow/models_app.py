@@ -39,18 +39,15 @@ text-align:left;vertical-align:top}th{background:#f5f5f5}
 """
 
 
-def viewer_dependency():
-    """Airflow's user resolution, imported on first use: the api-server alone needs it."""
+async def viewer(request: Request) -> Any:
+    """Airflow's own user resolution (401 without a valid token), imported on first use:
+    only the api-server needs it, and every process that loads plugins imports this."""
+    from airflow.api_fastapi.core_api.security import bearer_scheme, get_user
 
-    async def viewer(request: Request) -> Any:
-        from airflow.api_fastapi.core_api.security import bearer_scheme, get_user
-
-        return await get_user(request, None, await bearer_scheme(request))
-
-    return viewer
+    return await get_user(request, None, await bearer_scheme(request))
 
 
-Viewer = Annotated[Any, Depends(viewer_dependency())]
+Viewer = Annotated[Any, Depends(viewer)]
 
 
 class Pages:
