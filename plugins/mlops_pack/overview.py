@@ -5,10 +5,11 @@ MLflow for 100 models' histories on every page view costs seconds, so the index 
 everything once and then, at most every ``max_age`` seconds, only the runs started since
 the newest it has seen (one search over all models' history experiments). That check
 runs in the background: a page is served from memory and shows what the last check
-found (at most ``max_age`` plus one search old); only a model seen for the first time
-waits for MLflow. Events are append-only, so nothing held goes stale; a run created late
-with an older start time is still found because each check looks back ``OVERLAP_MS`` and
-skips ids it has.
+found (at most ``max_age`` plus one search old). A model seen for the first time is read
+in the background too (``None`` until then: the page says its history is loading), unless
+the caller asks to wait (one model's page). Events are append-only, so nothing held goes
+stale; a run created late with an older start time is still found because each check
+looks back ``OVERLAP_MS`` and skips ids it has.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from mlops_pack.registry import TAG, Registry
@@ -26,6 +28,13 @@ PAGE = 50_000  # MLflow's largest search page
 
 def history_experiment(model: str) -> str:
     return f"mlops-pack/{model}/history"
+
+
+def store_exists(registry: Registry) -> bool:
+    """False for an embedded store not created yet: a reader must not create it (the
+    api-server's user would own it, and the step containers could no longer write)."""
+    uri = registry.settings.tracking_uri
+    return not uri.startswith("sqlite:///") or Path(uri.removeprefix("sqlite:///")).exists()
 
 
 def _event(run: Any) -> dict[str, Any]:
@@ -41,6 +50,7 @@ def _event(run: Any) -> dict[str, Any]:
 @dataclass
 class _Model:
     experiment_id: str | None = None
+    loaded: bool = False
     events: list[dict[str, Any]] = field(default_factory=list)
     ids: set[str] = field(default_factory=set)
 
@@ -57,26 +67,36 @@ class HistoryIndex:
         self._lock = threading.Lock()  # guards the events held; never held during a search
         self._searching = threading.Lock()  # one search at a time
         self._background: threading.Thread | None = None
+        self._pending: set[str] = set()
         self.last_refresh: dict[str, float] = {}  # what the last refresh cost, for the bench
 
-    def events(self, models: list[str]) -> dict[str, list[dict[str, Any]]]:
+    def events(self, models: list[str], wait: bool = True) -> dict[str, list[dict] | None]:
+        """Each model's events, oldest first; ``None`` for a model not read yet when
+        ``wait`` is false (it is being read in the background)."""
         with self._lock:
-            unknown = [m for m in models if m not in self._models]
+            unknown = [m for m in models if not (m in self._models and self._models[m].loaded)]
             stale = time.monotonic() - self._checked > self.max_age
-        if unknown:
+        if unknown and wait:
             self.refresh(unknown)
-        elif stale:
-            self._refresh_in_background()
+        elif unknown or stale:
+            self._refresh_in_background(unknown)
         with self._lock:
-            return {m: list(self._models[m].events) for m in models}
+            return {
+                m: list(self._models[m].events)
+                if m in self._models and self._models[m].loaded
+                else None
+                for m in models
+            }
 
-    def _refresh_in_background(self) -> None:
+    def _refresh_in_background(self, new_models: list[str]) -> None:
         with self._lock:
+            self._pending.update(new_models)
             if self._background is not None and self._background.is_alive():
                 return
             self._checked = time.monotonic()  # one check per max_age, not one per request
+            pending, self._pending = sorted(self._pending), set()
             self._background = threading.Thread(
-                target=self.refresh, name="mlops-history", daemon=True
+                target=self.refresh, args=(pending,), name="mlops-history", daemon=True
             )
             self._background.start()
 
@@ -91,6 +111,12 @@ class HistoryIndex:
         none yet), then fetch every event newer than the newest held, minus the overlap."""
         with self._searching:
             started = time.perf_counter()
+            if not store_exists(self.registry):  # nothing recorded yet, nothing to read
+                with self._lock:
+                    for model in new_models:
+                        self._models.setdefault(model, _Model()).loaded = True
+                    self._checked = time.monotonic()
+                return
             client = self.registry.client
             with self._lock:
                 for model in new_models:
@@ -105,12 +131,14 @@ class HistoryIndex:
             with self._lock:
                 for model, experiment_id in found.items():
                     self._models[model].experiment_id = experiment_id
+                # Read whole: every history not read yet. A model without a history
+                # experiment has no events yet: read too, and empty.
+                unread = [m for m, e in self._models.items() if not e.loaded]
+                new_ids = {self._models[m].experiment_id for m in unread} - {None}
                 experiments = {
                     e.experiment_id: m for m, e in self._models.items() if e.experiment_id
                 }
             lookup = time.perf_counter()
-            # A history seen for the first time is read whole; the others from ``since``.
-            new_ids = set(found.values())
             runs = _search(client, sorted(new_ids), 0)
             runs += _search(client, sorted(set(experiments) - new_ids), since)
             searched = time.perf_counter()
@@ -127,6 +155,8 @@ class HistoryIndex:
                 if fetched:  # a late run may land out of order
                     for entry in self._models.values():
                         entry.events.sort(key=lambda e: e["time_ms"])
+                for model in unread:
+                    self._models[model].loaded = True
                 self._checked = time.monotonic()
             self.last_refresh = {
                 "experiments_s": round(lookup - started, 4),
@@ -175,13 +205,15 @@ def monitor_state(events: list[dict[str, Any]]) -> dict[str, Any] | None:
     return {"state": event.get("state") or event.get("status") or "recorded", "event": event}
 
 
-def summary(model: str, events: list[dict[str, Any]]) -> dict[str, Any]:
+def summary(model: str, events: list[dict[str, Any]] | None) -> dict[str, Any]:
     """One row of the Models page, from the model's events alone (no MLflow call).
 
     Every alias move is an event (promotion or rollback with from and to versions), so
     the champion and previous versions follow from the last one; the model's own page
-    reads the live aliases as well.
+    reads the live aliases as well. ``events`` None: the history is still being read.
     """
+    if events is None:
+        return {"model": model, "loading": True, "events": None}
     move = _last(events, *MOVES)
     decision = _last(events, "decision")
     served = next(
@@ -204,6 +236,7 @@ def summary(model: str, events: list[dict[str, Any]]) -> dict[str, Any]:
         "deploy": deploy,
         "served_version": served.get("served_version") if served else None,
         "monitor": monitor_state(events),
+        "loading": False,
         "events": len(events),
     }
 

@@ -56,6 +56,7 @@ class Pages:
     def __init__(self) -> None:
         self._index = None
         self._reports: dict[tuple[str, str], str] = {}
+        self._aliases: dict[str, tuple[Any, dict[str, Any]]] = {}
         self._lock = threading.Lock()
 
     def models(self) -> list[str]:
@@ -89,8 +90,26 @@ class Pages:
                 self._index = HistoryIndex(Registry())
             return self._index
 
-    def events(self, models: list[str]) -> dict[str, list[dict[str, Any]]]:
-        return self.index.events(models)
+    def events(self, models: list[str], wait: bool = True) -> dict[str, list | None]:
+        return self.index.events(models, wait=wait)
+
+    def aliases(self, model: str, events: list[dict[str, Any]]) -> dict[str, Any]:
+        """The live champion and previous aliases, read again only after a new event
+        (every alias move writes one)."""
+        from mlops_pack.overview import store_exists
+        from mlops_pack.registry import CHAMPION, PREVIOUS
+
+        if not store_exists(self.index.registry):
+            return {"champion": None, "previous": None}
+        key = (model, len(events))
+        if self._aliases.get(model, (None,))[0] != key:
+            registry = self.index.registry
+            live = {
+                "champion": getattr(registry.alias(model, CHAMPION), "version", None),
+                "previous": getattr(registry.alias(model, PREVIOUS), "version", None),
+            }
+            self._aliases[model] = (key, live)
+        return self._aliases[model][1]
 
     def artifact(self, model: str, run_id: str, path: str) -> str:
         """An immutable report artifact, fetched once from the artifact store."""
@@ -164,6 +183,12 @@ def models_html(rows: list[dict[str, Any]]) -> str:
     lines = ["<tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr>"]
     for row in rows:
         model = row["model"]
+        if row["loading"]:
+            lines.append(
+                f"<tr><td>{html.escape(model)}</td>"
+                '<td colspan="6" class="muted">history loading; reload in a moment</td></tr>'
+            )
+            continue
         lines.append(
             f'<tr><td><a href="{ui_path("/models/" + quote(model))}">{html.escape(model)}</a>'
             f' <span class="muted">({row["events"]} events)</span></td>'
@@ -175,7 +200,12 @@ def models_html(rows: list[dict[str, Any]]) -> str:
     return f"<h1>Models</h1><table>{''.join(lines)}</table>"
 
 
-def model_html(model: str, row: dict[str, Any], live: dict[str, Any], events: list) -> str:
+TIMELINE = 200  # newest events shown unless ?all=1
+
+
+def model_html(
+    model: str, row: dict[str, Any], live: dict[str, Any], events: list, everything: bool
+) -> str:
     from mlops_pack.overview import describe
 
     facts = (
@@ -185,7 +215,8 @@ def model_html(model: str, row: dict[str, Any], live: dict[str, Any], events: li
         f"<p>last decision: {_decision_cell(model, row['decision'])}</p>"
     )
     lines = ["<tr><th>when</th><th>event</th><th>what</th><th>DAG run</th></tr>"]
-    for event in reversed(events):
+    shown = events if everything else events[-TIMELINE:]
+    for event in reversed(shown):
         kind = html.escape(event["kind"])
         run = event.get("dag_run_id")
         run_cell = (
@@ -200,9 +231,14 @@ def model_html(model: str, row: dict[str, Any], live: dict[str, Any], events: li
             f"<td>{html.escape(describe(event))}</td><td>{run_cell}</td></tr>"
         )
     back = f'<p><a href="{ui_path("/models")}">All models</a></p>'
+    more = (
+        f'<p><a href="{ui_path("/models/" + quote(model))}?all=1">all {len(events)} events</a></p>'
+        if len(shown) < len(events)
+        else ""
+    )
     return (
-        f"{back}<h1>{html.escape(model)}</h1>{facts}<h2>Timeline ({len(events)} events)</h2>"
-        f"<table>{''.join(lines)}</table>"
+        f"{back}<h1>{html.escape(model)}</h1>{facts}<h2>Timeline ({len(events)} events, "
+        f"newest first)</h2><table>{''.join(lines)}</table>{more}"
     )
 
 
@@ -218,7 +254,7 @@ def create_app() -> FastAPI:
         from mlops_pack.overview import summary
 
         models = pages.readable(user, pages.models())
-        events = pages.events(models)
+        events = pages.events(models, wait=False)  # never wait minutes for a cold index
         return [summary(m, events[m]) for m in models]
 
     def one(user: Any, model: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -248,16 +284,10 @@ def create_app() -> FastAPI:
         return _page("Models", models_html(overview(user)))
 
     @app.get("/models/{model}", response_class=HTMLResponse)
-    def model_page(user: Viewer, model: str) -> HTMLResponse:
-        from mlops_pack.registry import CHAMPION, PREVIOUS
-
+    def model_page(user: Viewer, model: str, all: bool = False) -> HTMLResponse:
         row, events = one(user, model)
-        registry = pages.index.registry
-        live = {
-            "champion": getattr(registry.alias(model, CHAMPION), "version", None),
-            "previous": getattr(registry.alias(model, PREVIOUS), "version", None),
-        }
-        return _page(f"{model}: models", model_html(model, row, live, events))
+        live = pages.aliases(model, events)
+        return _page(f"{model}: models", model_html(model, row, live, events, all))
 
     @app.get("/models/{model}/decisions/{decision_id}", response_class=HTMLResponse)
     def decision_report(user: Viewer, model: str, decision_id: str) -> HTMLResponse:
