@@ -437,18 +437,13 @@ def _cell(value: float, label: str) -> str:
     return f"{value:+.4f}" if label.startswith("delta") else f"{value:.4f}"
 
 
-def verdict_line(decision: DecisionRecord) -> str:
-    """The verdict and its one-line reason: what a reader looks for first."""
-    return f"verdict: {decision.verdict.upper()}: {decision.summary}"
-
-
 def decision_table(decision: DecisionRecord, *, summary: bool = True) -> str:
     """A fixed-width table of every check, for terminals and task logs.
 
     The ``value is`` column says what each number is (a CI bound of the improvement, a
     point estimate, a row count, ...): checks compare different kinds of numbers.
-    ``summary=False`` leaves out the closing summary line, for output that already led
-    with ``verdict_line``.
+    ``summary=False`` leaves out the closing summary line (it starts with the verdict), for
+    output that already led with it.
     """
     rows = [("check", "value", "value is", "rule", "verdict")]
     for c in decision.checks:

@@ -337,6 +337,19 @@ def test_models_page_in_a_browser(stack):
     assert list(decision)[:3] == ["verdict", "summary", "checks"]
     failed = [c["name"] for c in decision["checks"] if c["verdict"] == "fail"]
     assert failed
+    # Its log leads with the summary (it starts with the verdict) and prints the table once.
+    request = urllib.request.Request(
+        f"{BASE}/api/v2/dags/{DAG_ID}/dagRuns/{rejected}/taskInstances/gate/logs/1",
+        headers={"Authorization": f"Bearer {admin.configuration.access_token}",
+                 "Accept": "application/json"},
+    )  # fmt: skip
+    with urllib.request.urlopen(request, timeout=30) as response:
+        lines = [str(e.get("event", "")) for e in json.loads(response.read())["content"]]
+    verdict = [
+        i for i, line in enumerate(lines) if f"verdict: REJECT: {decision['summary']}" in line
+    ]
+    header = [i for i, line in enumerate(lines) if "value is" in line and "verdict" in line]
+    assert len(verdict) == 1 and len(header) == 1 and verdict[0] < header[0], lines
 
     with browser() as chromium:
         context, page = login(chromium, BASE, "admin", stack["passwords"]["admin"])

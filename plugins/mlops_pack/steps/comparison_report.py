@@ -38,7 +38,7 @@ def _svg(figure) -> str:
     import matplotlib.pyplot as plt
 
     buffer = io.StringIO()
-    figure.savefig(buffer, format="svg", bbox_inches="tight")
+    figure.savefig(buffer, format="svg", bbox_inches="tight", metadata={"Date": None})
     plt.close(figure)
     text = buffer.getvalue()
     return text[text.index("<svg") :]  # drop the XML prolog and DOCTYPE: inline SVG
@@ -48,6 +48,8 @@ def _figure(title: str, xlabel: str, ylabel: str):
     import matplotlib
 
     matplotlib.use("Agg")
+    # Text stays text in the SVG (searchable, selectable, smaller), in the viewer's font.
+    matplotlib.rcParams["svg.fonttype"] = "none"
     import matplotlib.pyplot as plt
 
     figure, axes = plt.subplots(figsize=(4.6, 3.4))
