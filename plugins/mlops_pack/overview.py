@@ -135,6 +135,7 @@ class HistoryIndex:
                 # experiment has no events yet: read too, and empty.
                 unread = [m for m, e in self._models.items() if not e.loaded]
                 new_ids = {self._models[m].experiment_id for m in unread} - {None}
+                new_ids |= set(found.values())  # a history that appeared since: whole too
                 experiments = {
                     e.experiment_id: m for m, e in self._models.items() if e.experiment_id
                 }
