@@ -44,6 +44,7 @@ def login(browser, base: str, user: str, password: str):
     page.get_by_label("Password").fill(password)
     page.get_by_role("button", name="Sign in").click()
     page.wait_for_url(lambda url: "/auth/" not in url and "login" not in url, timeout=60_000)
+    page.wait_for_load_state("networkidle")  # the UI is a single-page app: let it settle
     return context, page
 
 

@@ -16,6 +16,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from urllib.parse import quote
 
 import airflow_client.client as ac
 import pytest
@@ -345,16 +346,16 @@ def test_models_page_in_a_browser(stack):
     )  # fmt: skip
     with urllib.request.urlopen(request, timeout=30) as response:
         lines = [str(e.get("event", "")) for e in json.loads(response.read())["content"]]
-    verdict = [
-        i for i, line in enumerate(lines) if f"verdict: REJECT: {decision['summary']}" in line
-    ]
+    verdict = [i for i, line in enumerate(lines) if line.strip() == decision["summary"]]
     header = [i for i, line in enumerate(lines) if "value is" in line and "verdict" in line]
     assert len(verdict) == 1 and len(header) == 1 and verdict[0] < header[0], lines
 
     with browser() as chromium:
         context, page = login(chromium, BASE, "admin", stack["passwords"]["admin"])
-        page.get_by_role("link", name="Models").first.click()
-        page.wait_for_url("**/plugin/mlops-models")
+        models = page.get_by_role("link", name="Models").first
+        models.wait_for(timeout=60_000)
+        models.click()
+        page.wait_for_url("**/plugin/mlops-models", timeout=60_000)
         frame = page.frame_locator("iframe")
         frame.get_by_role("link", name="churn", exact=True).wait_for(timeout=60_000)
         shot(page, "01-models")
@@ -380,15 +381,17 @@ def test_models_page_in_a_browser(stack):
             links = json.loads(response.read())
         href = links["extra_links"]["Comparison report"]
         assert href.endswith(f"/mlops-pack/models/churn/decisions/{decision['decision_id']}")
+        # The Details tab of the task instance shows it; same origin, so it opens in place.
         task_page = context.new_page()
-        task_page.goto(f"{BASE}/dags/{DAG_ID}/runs/{rejected}/tasks/gate", wait_until="networkidle")
-        with context.expect_page() as opened:
-            task_page.get_by_role("button", name="Comparison report").click()
-        linked = opened.value
-        linked.wait_for_load_state()
-        assert "Failed checks:" in linked.locator("body").inner_text()
+        task = f"{BASE}/dags/{DAG_ID}/runs/{quote(rejected, safe='')}/tasks/gate/details"
+        task_page.goto(task, wait_until="networkidle")
+        link = task_page.get_by_role("link", name="Comparison report")
+        link.wait_for(timeout=60_000)
         shot(task_page, "04-gate-task-links")
-        shot(linked, "05-gate-link-report")
+        link.click()
+        task_page.wait_for_url(f"**/decisions/{decision['decision_id']}")
+        assert "Failed checks:" in task_page.locator("body").inner_text()
+        shot(task_page, "05-gate-link-report")
         context.close()
 
         # A viewer reads the same pages but cannot trigger (Airflow's own 403).
