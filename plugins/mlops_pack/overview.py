@@ -52,6 +52,9 @@ class _Model:
     experiment_id: str | None = None
     loaded: bool = False
     events: list[dict[str, Any]] = field(default_factory=list)
+    # The list page's row, kept until the next event arrives (events are append-only).
+    row: dict[str, Any] | None = None
+    row_events: int = -1
     ids: set[str] = field(default_factory=set)
 
 
@@ -87,6 +90,26 @@ class HistoryIndex:
                 else None
                 for m in models
             }
+
+    def summaries(self, models: list[str]) -> list[dict[str, Any]]:
+        """The list page's rows without waiting (a model not read yet says so); each row
+        is computed again only after its model's events changed."""
+        self.events([], wait=False)  # start the background check when it is due
+        with self._lock:
+            unknown = [m for m in models if not (m in self._models and self._models[m].loaded)]
+        if unknown:
+            self._refresh_in_background(unknown)
+        rows = []
+        with self._lock:
+            for model in models:
+                entry = self._models.get(model)
+                if entry is None or not entry.loaded:
+                    rows.append(summary(model, None))
+                    continue
+                if entry.row_events != len(entry.events):
+                    entry.row, entry.row_events = summary(model, entry.events), len(entry.events)
+                rows.append(entry.row)
+        return rows
 
     def _refresh_in_background(self, new_models: list[str]) -> None:
         with self._lock:

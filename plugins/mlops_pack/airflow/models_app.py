@@ -251,11 +251,8 @@ def create_app() -> FastAPI:
     app.state.pages = pages
 
     def overview(user: Any) -> list[dict[str, Any]]:
-        from mlops_pack.overview import summary
-
-        models = pages.readable(user, pages.models())
-        events = pages.events(models, wait=False)  # never wait minutes for a cold index
-        return [summary(m, events[m]) for m in models]
+        # Never waits for MLflow: a cold index answers "loading" and fills in the background.
+        return pages.index.summaries(pages.readable(user, pages.models()))
 
     def one(user: Any, model: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         from mlops_pack.overview import summary
