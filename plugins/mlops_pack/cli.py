@@ -219,7 +219,10 @@ def cmd_gate(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
     from mlops_pack.steps.decide import decision_json, gate
 
     decision = gate(_context(args), args.evaluation)
-    print(decision_table(decision))
+    # The summary (it starts with the verdict) first, then the table once: this output
+    # is the gate task's log.
+    print(decision.summary)
+    print(decision_table(decision, summary=False))
     return (EXIT_OK if decision.verdict == "promote" else EXIT_REJECTED), decision_json(decision)
 
 

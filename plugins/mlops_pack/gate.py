@@ -437,11 +437,13 @@ def _cell(value: float, label: str) -> str:
     return f"{value:+.4f}" if label.startswith("delta") else f"{value:.4f}"
 
 
-def decision_table(decision: DecisionRecord) -> str:
+def decision_table(decision: DecisionRecord, *, summary: bool = True) -> str:
     """A fixed-width table of every check, for terminals and task logs.
 
     The ``value is`` column says what each number is (a CI bound of the improvement, a
     point estimate, a row count, ...): checks compare different kinds of numbers.
+    ``summary=False`` leaves out the closing summary line (it starts with the verdict), for
+    output that already led with it.
     """
     rows = [("check", "value", "value is", "rule", "verdict")]
     for c in decision.checks:
@@ -452,4 +454,4 @@ def decision_table(decision: DecisionRecord) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)) for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join([*lines, "", decision.summary])
+    return "\n".join([*lines, "", decision.summary] if summary else lines)

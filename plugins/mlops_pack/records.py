@@ -86,6 +86,9 @@ class EvaluationRecord(_Record):
     deltas: list[MetricDelta] = Field(default_factory=list)
     slices: list[SliceScore] = Field(default_factory=list)
     backtest: BacktestScore | None = None
+    # Curve points for the comparison report (ROC, precision-recall, calibration; or a
+    # predicted/actual sample for regression), per model: see steps/curves.py.
+    curves: dict[str, Any] | None = None
     bootstrap_resamples: int = 0
     bootstrap_seed: int = 0
     seconds: float = 0.0

@@ -16,6 +16,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from urllib.parse import quote
 
 import airflow_client.client as ac
 import pytest
@@ -314,3 +315,92 @@ def test_approval_answers_are_recorded_end_to_end(stack):
     ]
     assert all(e["responded_at"] for e in events)
     assert [(p["to_version"], p.get("approver")) for p in promotions] == [("1", "admin")]
+
+
+def test_models_page_in_a_browser(stack):
+    """The plugin in a real Chromium: log in, Models, a model, a rejected decision's
+    report; the gate task's extra link; a viewer reads; no login, no data (401)."""
+    from browser import browser, login, shot
+
+    with pytest.raises(urllib.error.HTTPError) as info:
+        urllib.request.urlopen(f"{BASE}/mlops-pack/api/models", timeout=10)
+    assert info.value.code == 401
+    admin = _client(_token("admin", stack["passwords"]["admin"]))
+    runs = ac.DagRunApi(admin).get_dag_runs(DAG_ID).dag_runs
+    gates = {
+        r.dag_run_id: _xcom(admin, DAG_ID, "gate", r.dag_run_id)
+        for r in runs
+        if _task_states(admin, DAG_ID, r.dag_run_id).get("gate") == "success"
+    }
+    rejected = next(run for run, d in gates.items() if d["verdict"] == "reject")
+    decision = gates[rejected]
+    # The gate's XCom leads with the verdict and its reason.
+    assert list(decision)[:3] == ["verdict", "summary", "checks"]
+    failed = [c["name"] for c in decision["checks"] if c["verdict"] == "fail"]
+    assert failed
+    # Its log leads with the summary (it starts with the verdict) and prints the table once.
+    request = urllib.request.Request(
+        f"{BASE}/api/v2/dags/{DAG_ID}/dagRuns/{rejected}/taskInstances/gate/logs/1",
+        headers={"Authorization": f"Bearer {admin.configuration.access_token}",
+                 "Accept": "application/json"},
+    )  # fmt: skip
+    with urllib.request.urlopen(request, timeout=30) as response:
+        lines = [str(e.get("event", "")) for e in json.loads(response.read())["content"]]
+    verdict = [i for i, line in enumerate(lines) if line.strip() == decision["summary"]]
+    header = [i for i, line in enumerate(lines) if "value is" in line and "verdict" in line]
+    assert len(verdict) == 1 and len(header) == 1 and verdict[0] < header[0], lines
+
+    with browser() as chromium:
+        context, page = login(chromium, BASE, "admin", stack["passwords"]["admin"])
+        models = page.get_by_role("link", name="Models").first
+        models.wait_for(timeout=60_000)
+        models.click()
+        page.wait_for_url("**/plugin/mlops-models", timeout=60_000)
+        frame = page.frame_locator("iframe")
+        frame.get_by_role("link", name="churn", exact=True).wait_for(timeout=60_000)
+        shot(page, "01-models")
+        frame.get_by_role("link", name="churn", exact=True).click()
+        frame.get_by_text("Timeline").wait_for()
+        shot(page, "02-model-churn")
+        frame.locator(f'a[href$="/decisions/{decision["decision_id"]}"]').first.click()
+        report = frame.locator("body")
+        frame.get_by_text("Failed checks:").wait_for()
+        text = report.inner_text()
+        assert "REJECT" in text and decision["summary"] in text
+        for name in failed:
+            assert name in text
+        assert frame.locator("svg").count() >= 3  # curves and the bootstrap plot
+        shot(page, "03-rejected-report")
+
+        # The gate task's extra link, as the task instance page shows it.
+        request = urllib.request.Request(
+            f"{BASE}/api/v2/dags/{DAG_ID}/dagRuns/{rejected}/taskInstances/gate/links",
+            headers={"Authorization": f"Bearer {admin.configuration.access_token}"},
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            links = json.loads(response.read())
+        href = links["extra_links"]["Comparison report"]
+        assert href.endswith(f"/mlops-pack/models/churn/decisions/{decision['decision_id']}")
+        # The Details tab of the task instance shows it; same origin, so it opens in place.
+        task_page = context.new_page()
+        task = f"{BASE}/dags/{DAG_ID}/runs/{quote(rejected, safe='')}/tasks/gate/details"
+        task_page.goto(task, wait_until="networkidle")
+        link = task_page.get_by_role("link", name="Comparison report")
+        link.wait_for(timeout=60_000)
+        shot(task_page, "04-gate-task-links")
+        link.click()
+        task_page.wait_for_url(f"**/decisions/{decision['decision_id']}")
+        assert "Failed checks:" in task_page.locator("body").inner_text()
+        shot(task_page, "05-gate-link-report")
+        context.close()
+
+        # A viewer reads the same pages but cannot trigger (Airflow's own 403).
+        context, page = login(chromium, BASE, "viewer", stack["passwords"]["viewer"])
+        page.goto(f"{BASE}/mlops-pack/models/churn")
+        assert "Timeline" in page.locator("body").inner_text()
+        shot(page, "06-viewer-model")
+        denied = page.request.post(
+            f"{BASE}/api/v2/dags/{DAG_ID}/dagRuns", data={"logical_date": None}
+        )
+        assert denied.status == 403
+        context.close()

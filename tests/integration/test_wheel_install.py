@@ -223,3 +223,31 @@ def test_installed_wheel_without_specs_says_where_it_looked(venv, tmp_path):
         f"no include dir with model specs (models/*.yaml): tried {airflow_home / 'include'} "
         "(beside the dags folder). Fix: set MLOPS_PACK_INCLUDE_DIR"
     ) in done.stderr, done.stderr
+
+
+@pytest.mark.timeout(3600)
+def test_installed_wheel_registers_the_plugin_and_the_connection_type(venv, tmp_path):
+    """Entry points alone: no plugins folder, no checkout; `airflow plugins` lists the
+    app, the view and the links, and the providers manager knows the connection type."""
+    env = {
+        **_clean_env(),
+        "AIRFLOW_HOME": str(tmp_path / "airflow"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+    }
+    listed = _run([str(venv / "bin/airflow"), "plugins", "-o", "json"], env, tmp_path)
+    (table,) = [line for line in listed.stdout.splitlines() if line.startswith("[")]
+    (plugin,) = [p for p in json.loads(table) if p["name"] == "mlops_pack"]
+    assert "airflow-mlops-pack" in plugin["source"]
+    assert "'url_prefix': '/mlops-pack'" in str(plugin["fastapi_apps"])
+    assert "'name': 'Models'" in str(plugin["external_views"])
+    for link in ("ComparisonReportLink", "MlflowRunLink", "ServedVersionLink", "MonitorReportLink"):
+        assert link in str(plugin["operator_extra_links"])
+    probe = (
+        "from airflow.providers_manager import ProvidersManager as P; m = P(); "
+        "print(m.hooks['mlops_pack_server'].hook_name); "
+        "print(m.field_behaviours['mlops_pack_server']['relabeling']['password']); "
+        "print(m.connection_form_widgets['extra__mlops_pack_server__prediction_api_key']"
+        ".field['schema']['title'])"
+    )
+    shown = _run([str(venv / "bin/python"), "-c", probe], env, tmp_path).stdout.splitlines()
+    assert shown[-3:] == ["MLOps pack model server", "Admin token", "Prediction key"]

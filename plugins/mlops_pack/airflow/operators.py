@@ -22,6 +22,7 @@ from airflow.sdk import BaseOperator
 
 from mlops_pack.airflow.container import ContainerLimits, container_user, hand_over
 from mlops_pack.airflow.exceptions import FAILURES, MlopsBadInputFailure
+from mlops_pack.airflow.links import ComparisonReportLink, MlflowRunLink, ServedVersionLink
 from mlops_pack.settings import store_not_writable, writable_by
 
 STEP_INCLUDE = "/opt/include"
@@ -128,6 +129,8 @@ class MlopsStepOperator(BaseOperator):
         self.docker_conn_id = docker_conn_id
         self._container_name: str | None = None
         self._secrets: Path | None = None
+        # The step's XCom record once it ran; the task's extra links are built from it.
+        self.result_record: dict[str, Any] | None = None
 
     # What subclasses provide ---------------------------------------------------------
     def step_arguments(self, context: Any, work: Path) -> list[str]:
@@ -204,22 +207,13 @@ class MlopsStepOperator(BaseOperator):
 
     def _server_secrets(self, conn_id: str) -> tuple[str, dict[str, str]]:
         """The server's URL and the secrets this step needs, from the Airflow Connection."""
-        from airflow.sdk import BaseHook
+        from mlops_pack.airflow.hooks import ModelServerHook
 
-        conn = BaseHook.get_connection(conn_id)
-        if not conn.password:
-            raise MlopsBadInputFailure(
-                f"connection {conn_id}: the admin token (password) is missing; see docs/serving.md"
-            )
-        secrets = {"admin_token": conn.password}
-        if self.needs_prediction_key:
-            key = conn.extra_dejson.get("prediction_api_key")
-            if not key:
-                raise MlopsBadInputFailure(
-                    f"connection {conn_id}: extra 'prediction_api_key' is missing"
-                )
-            secrets["prediction_key"] = key
-        return f"{conn.schema or 'http'}://{conn.host or '127.0.0.1'}:{conn.port}", secrets
+        access = ModelServerHook(conn_id).access(need_prediction_key=self.needs_prediction_key)
+        secrets = {"admin_token": access.admin_token}
+        if self.needs_prediction_key and access.prediction_key:
+            secrets["prediction_key"] = access.prediction_key
+        return access.url, secrets
 
     def _overrides(self) -> dict[str, Any]:
         raw = self.overrides
@@ -244,6 +238,7 @@ class MlopsStepOperator(BaseOperator):
         result = json.loads(result_file.read_text(encoding="utf-8"))
         value = self.xcom_value(result.get("result") or {})
         value["status"] = result["status"]
+        self.result_record = value
         status = result["status"]
         if status in ("ok", "rejected"):
             return value
@@ -489,6 +484,7 @@ class TrainModelOperator(MlopsStepOperator):
     """Train the challenger on the validated batch and register it."""
 
     step = "train"
+    operator_extra_links = (MlflowRunLink(),)
 
 
 class EvaluateChallengerOperator(MlopsStepOperator):
@@ -505,8 +501,8 @@ class EvaluateChallengerOperator(MlopsStepOperator):
         return ["--challenger", str(self.challenger_version)]
 
     def xcom_value(self, record: dict[str, Any]) -> dict[str, Any]:
-        # The bootstrap samples stay in the artifact store; XCom gets the summary.
-        value = {k: v for k, v in record.items() if k not in ("deltas", "slices")}
+        # The bootstrap samples and curves stay in the artifact store; XCom gets the summary.
+        value = {k: v for k, v in record.items() if k not in ("deltas", "slices", "curves")}
         value["deltas"] = {d["metric"]: d["improvement"] for d in record.get("deltas", [])}
         return value
 
@@ -515,6 +511,7 @@ class GateOperator(MlopsStepOperator):
     """Apply the gate policy; a rejection is a normal, green outcome."""
 
     step = "gate"
+    operator_extra_links = (ComparisonReportLink(),)
     template_fields: Sequence[str] = (*MlopsStepOperator.template_fields, "evaluation_uri")
 
     def __init__(self, *, evaluation_uri: str, **kwargs: Any) -> None:
@@ -524,20 +521,15 @@ class GateOperator(MlopsStepOperator):
     def step_arguments(self, context: Any, work: Path) -> list[str]:
         return ["--evaluation", str(self.evaluation_uri)]
 
-    def execute(self, context: Any) -> dict[str, Any]:
-        from mlops_pack.records import DecisionRecord
-
-        value = super().execute(context)
-        record = {k: v for k, v in value.items() if k != "status"}
-        table = _decision_table(DecisionRecord.model_validate(record))
-        self.log.info("gate decision:\n%s", table)
-        return value
-
-
-def _decision_table(decision) -> str:
-    from mlops_pack.gate import decision_table
-
-    return decision_table(decision)
+    def xcom_value(self, record: dict[str, Any]) -> dict[str, Any]:
+        # The verdict and its reason lead, the checks follow, then the hashes and policy:
+        # the record on file is sorted by key, which buried the verdict at the bottom.
+        # (The step's own output, already in this task's log, prints the table once.)
+        lead = ("verdict", "summary", "checks", "challenger_version", "champion_version")
+        return {
+            **{k: record[k] for k in lead if k in record},
+            **{k: v for k, v in record.items() if k not in lead},
+        }
 
 
 class DeployModelOperator(MlopsStepOperator):
@@ -556,6 +548,7 @@ class DeployModelOperator(MlopsStepOperator):
 
     step = "deploy"
     needs_prediction_key = True
+    operator_extra_links = (ServedVersionLink(),)
     template_fields: Sequence[str] = (
         *MlopsStepOperator.template_fields,
         "challenger_version",

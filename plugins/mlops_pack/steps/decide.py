@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from mlops_pack.steps.context import StepContext
 from mlops_pack.steps.served import ServedSwitch
 
 DECISION = "decision.json"
+REPORT = "report.html"
 PROMOTION = "promotion.json"
 
 
@@ -59,9 +61,14 @@ def gate(ctx: StepContext, evaluation_location: str | Path) -> DecisionRecord:
     registry.client.set_model_version_tag(
         ctx.spec.name, challenger.version, f"{TAG}summary", decision.summary[:5000]
     )
+    report_uri = None
     if challenger.run_id:
         folder = f"decisions/{decision.decision_id}"
         registry.client.log_artifact(challenger.run_id, str(path), folder)
+        report = _write_report(decision, evaluation, ctx.out_dir / REPORT)
+        if report is not None:
+            registry.client.log_artifact(challenger.run_id, str(report), folder)
+            report_uri = f"{folder}/{REPORT}"
     registry.append_event(
         ctx.spec.name,
         "decision",
@@ -74,9 +81,29 @@ def gate(ctx: StepContext, evaluation_location: str | Path) -> DecisionRecord:
             "dag_run_id": ctx.dag_run_id,
             # The monitor counts the retrains of an incident by it (steps/loop.py).
             "reason": decision.reason or None,
+            "summary": decision.summary[:500],
+            # artifact path on the challenger's run; the Models page serves it from there
+            "report": report_uri,
         },
     )
     return decision
+
+
+def _write_report(
+    decision: DecisionRecord, evaluation: EvaluationRecord, path: Path
+) -> Path | None:
+    """The comparison report beside the decision; a plotting failure never blocks a decision."""
+    from mlops_pack.steps.comparison_report import render
+
+    try:
+        text = render(decision, evaluation)
+    except Exception as exc:  # the verdict stands without its plots
+        print(
+            f"warning: comparison report not written: {type(exc).__name__}: {exc}", file=sys.stderr
+        )
+        return None
+    path.write_text(text, encoding="utf-8")
+    return path
 
 
 def promote(

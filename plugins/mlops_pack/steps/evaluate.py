@@ -33,6 +33,7 @@ from mlops_pack.spec import ModelSpec
 from mlops_pack.steps import holdout as holdouts
 from mlops_pack.steps import metrics
 from mlops_pack.steps.context import StepContext
+from mlops_pack.steps.curves import curves
 
 RESULT = "evaluation.json"
 SMOKE_SAMPLE = "smoke_sample.json"
@@ -280,6 +281,7 @@ def evaluate(ctx: StepContext, challenger_version: str) -> dict[str, Any]:
         deltas=deltas,
         slices=_slices(spec, frame, y, old_pred, new_pred),
         backtest=backtest,
+        curves=curves(spec, y, new_pred, old_pred, seed=unc.seed),
         bootstrap_resamples=unc.resamples if old_pred is not None and unc.enabled else 0,
         bootstrap_seed=unc.seed,
         seconds=round(time.perf_counter() - started, 3),

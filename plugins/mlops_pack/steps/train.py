@@ -275,6 +275,7 @@ def train(ctx: StepContext) -> dict[str, Any]:
         "model": spec.name,
         "version": version.version,
         "run_id": run_id,
+        "experiment_id": experiment,
         "artifact_sha256": artifact_sha256,
         "data_sha256": data_sha256,
         "spec_sha256": spec.sha256(),
