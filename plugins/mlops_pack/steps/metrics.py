@@ -188,10 +188,12 @@ class _KeyedModel:
     Keys are numbered negatives first, then positives, each in score order, so a count
     matrix splits into two contiguous halves and AUC needs one cumulative sum.
 
-    When most keys hold a single row (continuous scores), counting draws per key again
-    for each model would repeat the work: such a model is *dense* and reads the per-row
-    counts shared by both models instead (one gather in key order), its mean-type sums
-    one product of the row weights with its table laid out per row.
+    When most keys hold a single row (continuous scores), grouping saves nothing and
+    counting draws again for each model would repeat work: such a model is *dense*. Its
+    units are the rows themselves in (label, score) order; it reads the per-row counts
+    both models share (one gather), and its mean-type sums come from one product of the
+    shared row weights with its table laid out per row. Ties need no grouping for AUC:
+    the cumulative sum over negatives is indexed per positive row.
     """
 
     def __init__(self, names: list[str], y: np.ndarray, p: np.ndarray) -> None:
@@ -201,37 +203,42 @@ class _KeyedModel:
         sorted_p, sorted_y = p[order], y[order]
         first = np.ones(len(p), dtype=bool)
         first[1:] = (sorted_p[1:] != sorted_p[:-1]) | (sorted_y[1:] != sorted_y[:-1])
-        key_of_sorted = np.cumsum(first, dtype=np.int64) - 1
-        key = np.empty(len(p), dtype=np.int64)
-        key[order] = key_of_sorted
         starts = np.flatnonzero(first)
-        key_p, key_y = sorted_p[starts], sorted_y[starts]
-        self.keys = len(starts)
-        self.negatives = int(np.count_nonzero(key_y == 0))
-        self.key = key.astype(np.int32) if self.keys < 2**31 else key
-        # Dense: at least a quarter as many keys as rows (then a per-model bincount costs
+        # Dense: at least a quarter as many keys as rows (then a per-model count costs
         # about as much as the shared one it would repeat).
-        self.dense = 4 * self.keys >= len(p) and len(p) > 0
-        self.order = order
-        self.starts = starts if self.keys < len(p) else None
-        columns: list[np.ndarray] = []
+        self.dense = 4 * len(starts) >= len(p) and len(p) > 0
+        if self.dense:
+            self.order = order
+            unit_p, unit_y = sorted_p, sorted_y
+        else:
+            key = np.empty(len(p), dtype=np.int64)
+            key[order] = np.cumsum(first, dtype=np.int64) - 1
+            self.key = key.astype(np.int32) if len(starts) < 2**31 else key
+            unit_p, unit_y = sorted_p[starts], sorted_y[starts]
+        self.units = len(unit_p)
+        self.negatives = int(np.count_nonzero(unit_y == 0))
         self.slices: dict[str, slice] = {}
+        columns, row_columns = [], []
         for name in names:
             if name in _SUMS:
-                made = _SUMS[name][0](key_y, key_p)
+                made = _SUMS[name][0](unit_y, unit_p)
                 self.slices[name] = slice(len(columns), len(columns) + len(made))
                 columns.extend(made)
-        self.table = np.column_stack(columns) if columns else np.zeros((self.keys, 0))
-        # The same table per row, for the product with the shared row weights.
-        self.row_table = self.table[key] if self.dense else None
-        # For each positive key: how many negative keys score below it (strictly), and
-        # how many score below or tie with it; indexes into a cumulative sum with a
-        # leading zero. Without ties between classes one index serves both.
-        negative_p = key_p[: self.negatives]
-        positive_p = key_p[self.negatives :]
+                if self.dense:
+                    row_columns.extend(_SUMS[name][0](y, p))
+        self.table = np.column_stack(columns) if columns else np.zeros((self.units, 0))
+        # The same table in the holdout's row order, for the product with the shared
+        # row weights.
+        self.row_table = np.column_stack(row_columns) if row_columns else None
+        # For each positive unit: how many negatives score below it (strictly), and how
+        # many below or tied; indexes into a cumulative sum with a leading zero. Only
+        # the positives tied with a negative need the second index.
+        negative_p = unit_p[: self.negatives]
+        positive_p = unit_p[self.negatives :]
         self.below = np.searchsorted(negative_p, positive_p, side="left")
-        self.below_or_tied = np.searchsorted(negative_p, positive_p, side="right")
-        self.ties = bool((self.below != self.below_or_tied).any())
+        below_or_tied = np.searchsorted(negative_p, positive_p, side="right")
+        self.tied = np.flatnonzero(below_or_tied != self.below)
+        self.tied_to = below_or_tied[self.tied]
 
     def evaluate(
         self, draws: np.ndarray, row_counts: np.ndarray | None, weights: np.ndarray | None
@@ -242,13 +249,10 @@ class _KeyedModel:
         given when a dense model or a custom metric needs them.
         """
         if self.dense:
-            in_order = np.take(row_counts, self.order, axis=1)
-            counts = (
-                in_order if self.starts is None else np.add.reduceat(in_order, self.starts, axis=1)
-            )
-            sums = weights @ self.row_table
+            counts = np.take(row_counts, self.order, axis=1)
+            sums = weights @ self.row_table if self.row_table is not None else None
         else:
-            counts = _histograms(draws, self.key, self.keys)
+            counts = _histograms(draws, self.key, self.units)
             sums = counts.astype(np.float64) @ self.table
         totals = np.full(len(counts), float(draws.shape[1]))
         out = {name: _SUMS[name][1](sums[:, part], totals) for name, part in self.slices.items()}
@@ -263,10 +267,11 @@ class _KeyedModel:
         np.cumsum(counts[:, : self.negatives], axis=1, out=cumulative[:, 1:])
         # 2 x (negatives strictly below + half the tied ones) = below + below_or_tied
         credit2 = np.take(cumulative, self.below, axis=1)
-        if self.ties:
-            credit2 += np.take(cumulative, self.below_or_tied, axis=1)
-        else:
-            credit2 *= 2
+        credit2 *= 2
+        if len(self.tied):
+            credit2[:, self.tied] += (
+                np.take(cumulative, self.tied_to, axis=1) - credit2[:, self.tied] // 2
+            )
         positives = counts[:, self.negatives :]
         numerator2 = np.einsum("ij,ij->i", positives, credit2)
         denominator = positives.sum(axis=1) * cumulative[:, -1]
