@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 DEMO_HOME := .mlops/demo-cli
 DEMO_ROWS ?= 20000
 
-.PHONY: demo demo-cli test test-tools image postgres browser up down lint format bench clean
+.PHONY: demo demo-cli test test-tools image up down lint format bench clean
 
 $(BIN)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -37,23 +37,12 @@ image:
 	include/docker/start_docker_engine.sh
 	include/docker/build_task_image.sh
 
-# PostgreSQL for the cross-host promotion lock tests (installed only in CI or when asked).
-postgres:
-	.ci/install_postgres.sh
-
-# docker-compose and prometheus for the stack tests (installed in CI, named elsewhere).
+# Debian packages some tests drive (docker-compose, prometheus, chromium, postgresql);
+# installed only in CI (CI=true) or when asked (MLOPS_PACK_INSTALL_TOOLS=1).
 test-tools:
 	.ci/test_tools.sh
 
-# Debian's Chromium for the browser test (Playwright drives it; no browser download).
-# Installed only in CI (CI=true) or when asked (MLOPS_PACK_INSTALL_BROWSER=1).
-browser:
-	@command -v chromium >/dev/null 2>&1 || { \
-	  if [ "$$CI" = true ] || [ "$$MLOPS_PACK_INSTALL_BROWSER" = 1 ]; then \
-	    apt-get update -qq && apt-get install -y -qq chromium >/dev/null; \
-	  else echo "the browser test needs Chromium: apt-get install chromium (or MLOPS_PACK_INSTALL_BROWSER=1 make test)" >&2; exit 1; fi; }
-
-test: $(BIN)/.installed image postgres test-tools browser
+test: $(BIN)/.installed image test-tools
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 
