@@ -51,6 +51,7 @@ def test_a_served_spec_with_monitoring_gets_a_monitor_dag(airflow_db, tmp_path, 
     escalate = monitor.get_task("escalate")
     assert escalate.options == ["Acknowledge", "Pause retraining", "Roll back"]
     assert escalate.defaults == ["Acknowledge"] and escalate.response_timeout.seconds == 7200
+    assert monitor.timetable.expression == "0 * * * *"  # monitoring.schedule's default
     assert monitor.max_active_runs == 1 and "2 retrains" in monitor.doc_md.replace("\n", " ")
 
     # The retrain DAG runs on its cron or on the monitor's Asset, whichever comes first.
@@ -60,7 +61,10 @@ def test_a_served_spec_with_monitoring_gets_a_monitor_dag(airflow_db, tmp_path, 
     assert dags["mlops_retrain__churn"].max_active_runs == 1
     # With schedules off (make up), only the Asset remains: no cron tick retrains.
     monkeypatch.setenv("MLOPS_PACK_SCHEDULES", "off")
-    quiet = build_all(_include(tmp_path / "off", {}))["mlops_retrain__churn"]
+    off = build_all(_include(tmp_path / "off", {}))
+    quiet = off["mlops_retrain__churn"]
+    # ... and the monitor runs only when started: no hourly runs of an idle stack.
+    assert type(off["mlops_monitor__churn"].timetable).__name__ == "NullTimetable"
     assert not isinstance(quiet.timetable, AssetOrTimeSchedule)
     assert [a.uri for a in quiet.timetable.asset_condition.objects] == [RETRAIN_URI]
 

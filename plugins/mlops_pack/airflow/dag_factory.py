@@ -318,9 +318,12 @@ def _approval_request(spec: ModelSpec):
     )
 
 
-def monitor_schedule(spec: ModelSpec) -> str:
-    """The monitor's cron (``monitoring.schedule``), hourly when the spec names none."""
-    return getattr(spec.monitoring, "schedule", None) or "@hourly"
+def monitor_schedule(spec: ModelSpec) -> str | None:
+    """The monitor's cron (``monitoring.schedule``); none with schedules off (``make up``),
+    where only a person or a test starts it."""
+    if os.environ.get(SCHEDULES_ENV, "on") == "off":
+        return None
+    return spec.monitoring_policy().schedule
 
 
 @task.branch(task_id="next_step")
