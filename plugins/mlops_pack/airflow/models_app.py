@@ -125,9 +125,12 @@ class Pages:
         return self._reports[key]
 
 
-def _page(title: str, body: str) -> HTMLResponse:
+def _page(title: str, body: str, refresh_seconds: int | None = None) -> HTMLResponse:
+    # A page whose history is still loading reloads itself (no script needed).
+    refresh = f"<meta http-equiv='refresh' content='{refresh_seconds}'>" if refresh_seconds else ""
     return HTMLResponse(
-        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        f"<!DOCTYPE html><html><head><meta charset='utf-8'>{refresh}"
+        f"<title>{html.escape(title)}</title>"
         f"<style>{STYLE}</style></head><body>{body}</body></html>",
         headers={"Content-Security-Policy": CSP},
     )
@@ -186,7 +189,7 @@ def models_html(rows: list[dict[str, Any]]) -> str:
         if row["loading"]:
             lines.append(
                 f"<tr><td>{html.escape(model)}</td>"
-                '<td colspan="6" class="muted">history loading; reload in a moment</td></tr>'
+                '<td colspan="6" class="muted">history loading; this page reloads itself</td></tr>'
             )
             continue
         lines.append(
@@ -278,7 +281,9 @@ def create_app() -> FastAPI:
 
     @app.get("/models", response_class=HTMLResponse)
     def models_page(user: Viewer) -> HTMLResponse:
-        return _page("Models", models_html(overview(user)))
+        rows = overview(user)
+        loading = any(row["loading"] for row in rows)
+        return _page("Models", models_html(rows), refresh_seconds=2 if loading else None)
 
     @app.get("/models/{model}", response_class=HTMLResponse)
     def model_page(user: Viewer, model: str, all: bool = False) -> HTMLResponse:
