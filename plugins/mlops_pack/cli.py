@@ -455,6 +455,7 @@ def cmd_simulate(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
     )
     if args.out:
         write_json(Path(args.out) / "simulation.json", record)
+    return EXIT_OK, record
 
 
 def cmd_monitor(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:

@@ -210,7 +210,12 @@ def test_flags_out_of_range_inputs_and_batches(served):
     assert status == 200 and body["flags"][0]["kind"] == "input_range"
     assert "tenure_months=500.0 outside [0.0, 120.0]" in body["flags"][0]["detail"][0]
     metrics = public.call("GET", "/metrics")[1]
-    assert 'kind="positive_rate"} 1' in metrics and 'kind="input_range"} 1' in metrics
+    flagged = {
+        dict(labels)["kind"]: value
+        for (name, labels), value in _samples(metrics).items()
+        if name == "mlops_pack_range_violations_total"
+    }
+    assert flagged.get("positive_rate") == 1 and flagged.get("input_range") == 1, flagged
     logged = {r["request_id"]: r for r in read_records(_predictions_dir(served))}
     assert logged["band-1"]["flags"][0]["kind"] == "positive_rate"
     assert logged["range-1"]["flags"][0]["kind"] == "input_range"

@@ -142,6 +142,8 @@ def test_a_missing_version_is_bad_input_and_an_mlflow_outage_is_retried(champion
     monkeypatch = champion["monkeypatch"]
     with monkeypatch.context() as outage:
         outage.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{free_port()}")
+        # A lock folder named explicitly counts as shared, so the outage is what fails.
+        outage.setenv("MLOPS_PACK_LOCK_DIR", str(champion["work"] / "locks"))
         outage.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
         outage.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
         code, result = _rollback(champion, "outage")
