@@ -9,9 +9,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
-import sys
-import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -21,6 +18,7 @@ from urllib.parse import quote
 import airflow_client.client as ac
 import pytest
 import yaml
+from airflow_stack import make_up, token
 from support import ROOT, free_port, open_dir
 
 PORT = free_port()
@@ -51,37 +49,8 @@ def _include_dir() -> Path:
 
 @pytest.fixture(scope="module")
 def stack():
-    state = Path(tempfile.mkdtemp(prefix="mlops-stack-"))
-    state.chmod(0o755)
-    env = {
-        **os.environ,
-        "MLOPS_PACK_STACK_DIR": str(state),
-        "MLOPS_PACK_AIRFLOW_PORT": str(PORT),
-        "MLOPS_PACK_SERVER_PORT_BASE": str(SERVER_PORT),  # churn, the one served spec
-        "MLOPS_PACK_INCLUDE_DIR": str(_include_dir()),
-    }
-    for key in (
-        "AIRFLOW_HOME",
-        "AIRFLOW__CORE__DAGS_FOLDER",
-        "MLOPS_PACK_HOME",
-        "MLOPS_PACK_DATA_DIR",
-        "MLOPS_PACK_TASK_IMAGE",
-        "MLOPS_PACK_RUNNER",
-        "MLOPS_PACK_SCHEDULES",
-    ):
-        env.pop(key, None)
-    command = [sys.executable, "-m", "mlops_pack.airflow.local_stack"]
-    try:
-        up = subprocess.run(
-            [*command, "up"],
-            env=env,
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=900,
-            check=False,
-        )
-        assert up.returncode == 0, up.stdout + up.stderr + _tail(state / "airflow.log")
+    extra = {"MLOPS_PACK_SERVER_PORT_BASE": str(SERVER_PORT)}  # churn, the one served spec
+    with make_up(_include_dir(), PORT, "mlops-stack-", **extra) as (state, up):
         assert "admin password:" in up.stdout
         assert "DAGs are unpaused and run when triggered" in up.stdout
         # The broken spec is reported and skipped; make up still comes up.
@@ -91,23 +60,10 @@ def stack():
             "passwords": json.loads((state / "passwords.json").read_text()),
             "up": up.stdout,
         }
-    finally:
-        subprocess.run([*command, "down"], env=env, cwd=ROOT, capture_output=True, check=False)
-
-
-def _tail(path: Path) -> str:
-    return path.read_text()[-3000:] if path.exists() else ""
 
 
 def _token(user: str, password: str) -> str:
-    request = urllib.request.Request(
-        f"{BASE}/auth/token",
-        method="POST",
-        data=json.dumps({"username": user, "password": password}).encode(),
-        headers={"Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(request, timeout=10) as response:
-        return json.loads(response.read())["access_token"]
+    return token(BASE, user, password)
 
 
 def _client(token: str | None) -> ac.ApiClient:

@@ -10,17 +10,13 @@ that does not exist, so the run stops at `validate` instead of training for minu
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
-import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 import airflow_client.client as ac
 import yaml
+from airflow_stack import make_up, token
 from support import ROOT, free_port, open_dir
 
 PORT = free_port()
@@ -58,40 +54,9 @@ def _wait(what: str, probe, timeout: float = 300, every: float = 2):
 
 
 def test_a_retrain_asset_event_starts_the_retrain_dag_with_its_reason():
-    state = Path(tempfile.mkdtemp(prefix="mlops-asset-stack-"))
-    state.chmod(0o755)
-    env = {
-        **os.environ,
-        "MLOPS_PACK_STACK_DIR": str(state),
-        "MLOPS_PACK_AIRFLOW_PORT": str(PORT),
-        "MLOPS_PACK_INCLUDE_DIR": str(_include_dir()),
-    }
-    for key in ("AIRFLOW_HOME", "AIRFLOW__CORE__DAGS_FOLDER", "MLOPS_PACK_HOME"):
-        env.pop(key, None)
-    for key in ("MLOPS_PACK_DATA_DIR", "MLOPS_PACK_SCHEDULES", "MLOPS_PACK_TASK_IMAGE"):
-        env.pop(key, None)
-    command = [sys.executable, "-m", "mlops_pack.airflow.local_stack"]
-    try:
-        up = subprocess.run(
-            [*command, "up"],
-            env=env,
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=900,
-            check=False,
-        )
-        assert up.returncode == 0, up.stdout + up.stderr
+    with make_up(_include_dir(), PORT, "mlops-asset-stack-") as (state, _up):
         password = json.loads((state / "passwords.json").read_text())["admin"]
-        request = urllib.request.Request(
-            f"{BASE}/auth/token",
-            method="POST",
-            data=json.dumps({"username": "admin", "password": password}).encode(),
-            headers={"Content-Type": "application/json"},
-        )
-        with urllib.request.urlopen(request, timeout=10) as response:
-            token = json.loads(response.read())["access_token"]
-        api = ac.ApiClient(ac.Configuration(host=BASE, access_token=token))
+        api = ac.ApiClient(ac.Configuration(host=BASE, access_token=token(BASE, "admin", password)))
         _wait("the retrain DAG", lambda: ac.DAGApi(api).get_dag(DAG_ID))
         # Schedules are off in make up's stack, yet the retrain Asset stays a trigger.
         assets = _wait(
@@ -120,5 +85,3 @@ def test_a_retrain_asset_event_starts_the_retrain_dag_with_its_reason():
         value = entry.actual_instance.value
         overrides = json.loads(value) if isinstance(value, str) else value
         assert overrides["reason"] == REASON
-    finally:
-        subprocess.run([*command, "down"], env=env, cwd=ROOT, capture_output=True, check=False)

@@ -1,0 +1,74 @@
+"""``make up``'s Airflow (api-server, scheduler, dag-processor, triggerer) for tests that
+need a real scheduler: started on a port of the test's own, stopped by ``make down``."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+from support import ROOT
+
+# What a developer's shell may carry that would point the stack at their own setup.
+INHERITED = (
+    "AIRFLOW_HOME",
+    "AIRFLOW__CORE__DAGS_FOLDER",
+    "MLOPS_PACK_HOME",
+    "MLOPS_PACK_DATA_DIR",
+    "MLOPS_PACK_TASK_IMAGE",
+    "MLOPS_PACK_RUNNER",
+    "MLOPS_PACK_SCHEDULES",
+)
+
+
+def _tail(path: Path) -> str:
+    return path.read_text()[-3000:] if path.exists() else ""
+
+
+@contextlib.contextmanager
+def make_up(
+    include: Path, port: int, prefix: str, **extra_env: str
+) -> Iterator[tuple[Path, subprocess.CompletedProcess]]:
+    """Yield the stack's state folder and what ``up`` printed; always stop it."""
+    state = Path(tempfile.mkdtemp(prefix=prefix))
+    state.chmod(0o755)
+    env = {key: value for key, value in os.environ.items() if key not in INHERITED}
+    env.update(
+        MLOPS_PACK_STACK_DIR=str(state),
+        MLOPS_PACK_AIRFLOW_PORT=str(port),
+        MLOPS_PACK_INCLUDE_DIR=str(include),
+        **extra_env,
+    )
+    command = [sys.executable, "-m", "mlops_pack.airflow.local_stack"]
+    try:
+        up = subprocess.run(
+            [*command, "up"],
+            env=env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=900,
+            check=False,
+        )
+        assert up.returncode == 0, up.stdout + up.stderr + _tail(state / "airflow.log")
+        yield state, up
+    finally:
+        subprocess.run([*command, "down"], env=env, cwd=ROOT, capture_output=True, check=False)
+
+
+def token(base: str, user: str, password: str) -> str:
+    """A JWT from the api-server's own login endpoint."""
+    request = urllib.request.Request(
+        f"{base}/auth/token",
+        method="POST",
+        data=json.dumps({"username": user, "password": password}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())["access_token"]
