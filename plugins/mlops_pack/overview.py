@@ -10,24 +10,55 @@ in the background too (``None`` until then: the page says its history is loading
 the caller asks to wait (one model's page). Events are append-only, so nothing held goes
 stale; a run created late with an older start time is still found because each check
 looks back ``OVERLAP_MS`` and skips ids it has.
+
+With a snapshot file (``history_snapshot``), a new process starts from the saved index
+instead of reading everything: models whose history experiment is still the same one
+(id and creation time) are seeded from it, and the first check fetches only what started
+since its high-water mark. A seeded model counts as read only once that check is done,
+so a restarted page never shows the saved list as the current one.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mlops_pack.history_snapshot import SavedModel, Snapshot, SnapshotFile
 from mlops_pack.registry import TAG, Registry
 
 OVERLAP_MS = 120_000
 PAGE = 50_000  # MLflow's largest search page
+log = logging.getLogger(__name__)
+SAVE_EVERY_S = 30.0  # the snapshot is written at most this often, and only after a change
+HISTORY_PREFIX, HISTORY_SUFFIX = "mlops-pack/", "/history"
 
 
 def history_experiment(model: str) -> str:
-    return f"mlops-pack/{model}/history"
+    return f"{HISTORY_PREFIX}{model}{HISTORY_SUFFIX}"
+
+
+def history_experiments(client: Any) -> dict[str, tuple[str, int]]:
+    """Every model's history experiment, as (id, creation time), in one listing."""
+    found: dict[str, tuple[str, int]] = {}
+    token = None
+    while True:
+        page = client.search_experiments(
+            filter_string=f"name LIKE '{HISTORY_PREFIX}%{HISTORY_SUFFIX}'",
+            max_results=1000,
+            page_token=token,
+        )
+        for experiment in page:
+            name = experiment.name
+            if name.startswith(HISTORY_PREFIX) and name.endswith(HISTORY_SUFFIX):
+                model = name[len(HISTORY_PREFIX) : -len(HISTORY_SUFFIX)]
+                found[model] = (experiment.experiment_id, experiment.creation_time)
+        token = page.token
+        if not token:
+            return found
 
 
 def store_exists(registry: Registry) -> bool:
@@ -50,7 +81,9 @@ def _event(run: Any) -> dict[str, Any]:
 @dataclass
 class _Model:
     experiment_id: str | None = None
+    created_ms: int | None = None
     loaded: bool = False
+    seeded: bool = False  # events from the snapshot: only the newer ones are still to fetch
     events: list[dict[str, Any]] = field(default_factory=list)
     # The list page's row, kept until the next event arrives (events are append-only).
     row: dict[str, Any] | None = None
@@ -61,9 +94,15 @@ class _Model:
 class HistoryIndex:
     """Events per model, oldest first, refreshed incrementally from MLflow."""
 
-    def __init__(self, registry: Registry, max_age: float = 5.0) -> None:
+    def __init__(
+        self, registry: Registry, max_age: float = 5.0, snapshot: SnapshotFile | None = None
+    ) -> None:
         self.registry = registry
         self.max_age = max_age
+        self.snapshot = snapshot
+        self._seed_pending = snapshot is not None
+        self._dirty = False
+        self._saved_at = -float("inf")
         self._models: dict[str, _Model] = {}
         self._since_ms = 0
         self._checked = -float("inf")
@@ -71,7 +110,10 @@ class HistoryIndex:
         self._searching = threading.Lock()  # one search at a time
         self._background: threading.Thread | None = None
         self._pending: set[str] = set()
-        self.last_refresh: dict[str, float] = {}  # what the last refresh cost, for the bench
+        # What the last refresh, seed and save cost, for the benchmark.
+        self.last_refresh: dict[str, float] = {}
+        self.last_seed_s: float | None = None
+        self.last_save: dict[str, Any] = {}
 
     def events(self, models: list[str], wait: bool = True) -> dict[str, list[dict] | None]:
         """Each model's events, oldest first; ``None`` for a model not read yet when
@@ -91,14 +133,23 @@ class HistoryIndex:
                 for m in models
             }
 
-    def summaries(self, models: list[str]) -> list[dict[str, Any]]:
-        """The list page's rows without waiting (a model not read yet says so); each row
-        is computed again only after its model's events changed."""
-        self.events([], wait=False)  # start the background check when it is due
+    def summaries(self, models: list[str], wait_s: float = 0.0) -> list[dict[str, Any]]:
+        """The list page's rows, waiting at most ``wait_s`` for models not read yet (then
+        a row says it is loading); each row is computed again only after its model's
+        events changed."""
         with self._lock:
             unknown = [m for m in models if not (m in self._models and self._models[m].loaded)]
-        if unknown:
+            stale = time.monotonic() - self._checked > self.max_age
+        if unknown or stale:  # the background check, when due, reads new models too
             self._refresh_in_background(unknown)
+        if unknown:
+            with self._lock:  # only a restart from a snapshot is worth waiting for
+                warming = self._seed_pending or any(
+                    self._models[m].seeded for m in unknown if m in self._models
+                )
+            thread = self._background
+            if wait_s > 0 and warming and thread is not None:
+                thread.join(wait_s)
         rows = []
         with self._lock:
             for model in models:
@@ -114,14 +165,31 @@ class HistoryIndex:
     def _refresh_in_background(self, new_models: list[str]) -> None:
         with self._lock:
             self._pending.update(new_models)
-            if self._background is not None and self._background.is_alive():
+            if self._background is not None:  # it reads what is pending before it ends
                 return
             self._checked = time.monotonic()  # one check per max_age, not one per request
-            pending, self._pending = sorted(self._pending), set()
             self._background = threading.Thread(
-                target=self.refresh, args=(pending,), name="mlops-history", daemon=True
+                target=self._drain, name="mlops-history", daemon=True
             )
             self._background.start()
+
+    def _drain(self) -> None:
+        """Check, then again while requests asked for models meanwhile; the thread clears
+        itself under the lock, so a model asked for is never left waiting."""
+        with self._lock:
+            pending, self._pending = sorted(self._pending), set()
+        while True:
+            try:
+                self.refresh(pending)
+            except BaseException:
+                with self._lock:
+                    self._background = None
+                raise
+            with self._lock:
+                if not self._pending:
+                    self._background = None
+                    return
+                pending, self._pending = sorted(self._pending), set()
 
     def wait(self) -> None:
         """Wait for a background check to end (tests and the benchmark)."""
@@ -141,24 +209,31 @@ class HistoryIndex:
                     self._checked = time.monotonic()
                 return
             client = self.registry.client
+            listing = None
+            seeded = self._seed(client) if self._seed_pending else None
+            if seeded is not None:
+                listing, seeded = seeded
             with self._lock:
                 for model in new_models:
                     self._models.setdefault(model, _Model())
                 missing = [m for m, e in self._models.items() if e.experiment_id is None]
                 since = max(self._since_ms - OVERLAP_MS, 0)
             found = {}
-            for model in missing:
-                experiment = client.get_experiment_by_name(history_experiment(model))
-                if experiment is not None:
-                    found[model] = experiment.experiment_id
+            if missing:
+                listing = history_experiments(client) if listing is None else listing
+                found = {m: listing[m] for m in missing if m in listing}
             with self._lock:
-                for model, experiment_id in found.items():
-                    self._models[model].experiment_id = experiment_id
-                # Read whole: every history not read yet. A model without a history
-                # experiment has no events yet: read too, and empty.
+                for model, (experiment_id, created_ms) in found.items():
+                    entry = self._models[model]
+                    entry.experiment_id, entry.created_ms = experiment_id, created_ms
+                # Read whole: every history not read yet (a seeded one needs only what is
+                # newer). A model without a history experiment has no events yet: read
+                # too, and empty.
                 unread = [m for m, e in self._models.items() if not e.loaded]
-                new_ids = {self._models[m].experiment_id for m in unread} - {None}
-                new_ids |= set(found.values())  # a history that appeared since: whole too
+                new_ids = {
+                    self._models[m].experiment_id for m in unread if not self._models[m].seeded
+                } - {None}
+                new_ids |= {i for i, _ in found.values()}  # a history that appeared: whole too
                 experiments = {
                     e.experiment_id: m for m, e in self._models.items() if e.experiment_id
                 }
@@ -182,12 +257,69 @@ class HistoryIndex:
                 for model in unread:
                     self._models[model].loaded = True
                 self._checked = time.monotonic()
+                self._dirty |= bool(fetched or unread)
             self.last_refresh = {
                 "experiments_s": round(lookup - started, 4),
                 "search_s": round(searched - lookup, 4),
                 "runs_read": len(runs),
                 "new_events": fetched,
+                **({"seeded_models": seeded} if seeded is not None else {}),
             }
+            self._save_when_due()
+
+    def _seed(self, client: Any) -> tuple[dict[str, tuple[str, int]], int] | None:
+        """Start from the snapshot, once: every model whose history experiment is the
+        one the snapshot saw; returns the experiment listing and how many were seeded."""
+        self._seed_pending = False
+        started = time.perf_counter()
+        saved = self.snapshot.load()
+        if saved is None:
+            return None
+        listing = history_experiments(client)
+        seeded = 0
+        with self._lock:
+            for model, held in saved.models.items():
+                now = listing.get(model)
+                same = (now is None and held.experiment_id is None) or (
+                    now == (held.experiment_id, held.created_ms)
+                )
+                if not same or model in self._models:
+                    continue
+                self._models[model] = _Model(
+                    experiment_id=held.experiment_id,
+                    created_ms=held.created_ms,
+                    seeded=True,
+                    events=held.events,
+                    ids={e["event_id"] for e in held.events},
+                )
+                seeded += 1
+            if seeded:
+                self._since_ms = max(self._since_ms, saved.since_ms)
+        self.last_seed_s = round(time.perf_counter() - started, 4)
+        return listing, seeded
+
+    def _save_when_due(self) -> None:
+        if self.snapshot is None or not self._dirty:
+            return
+        if time.monotonic() - self._saved_at < SAVE_EVERY_S:
+            return
+        with self._lock:  # lists copied, events shared: they are never changed once held
+            saved = Snapshot(
+                since_ms=self._since_ms,
+                models={
+                    m: SavedModel(e.experiment_id, e.created_ms, list(e.events))
+                    for m, e in self._models.items()
+                    if e.loaded
+                },
+            )
+            self._dirty = False
+        self._saved_at = time.monotonic()
+        try:
+            started = time.perf_counter()
+            wrote = self.snapshot.save(saved)
+            self.last_save = {"wrote": wrote, "seconds": round(time.perf_counter() - started, 3)}
+        except OSError as exc:  # a cache: the page works without it
+            log.warning("history index snapshot %s not written: %s", self.snapshot.path, exc)
 
 
 def _search(client: Any, experiment_ids: list[str], since_ms: int) -> list[Any]:

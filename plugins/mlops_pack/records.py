@@ -154,12 +154,17 @@ def to_json(record: BaseModel | dict[str, Any]) -> str:
 
 def write_json(path: str | os.PathLike[str], record: BaseModel | dict[str, Any]) -> Path:
     """Write atomically: a reader never sees a half-written result file."""
+    return write_text_atomic(path, to_json(record))
+
+
+def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
+    """Write ``text`` to a temporary file beside ``path``, then rename it into place."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(to_json(record))
+            handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)

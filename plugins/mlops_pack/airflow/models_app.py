@@ -84,10 +84,16 @@ class Pages:
     def index(self):
         with self._lock:
             if self._index is None:
+                from mlops_pack.history_snapshot import SnapshotFile, default_path, store_identity
                 from mlops_pack.overview import HistoryIndex
                 from mlops_pack.registry import Registry
 
-                self._index = HistoryIndex(Registry())
+                registry = Registry()
+                path = default_path()
+                snapshot = path and SnapshotFile(
+                    path, store_identity(registry.settings.tracking_uri)
+                )
+                self._index = HistoryIndex(registry, snapshot=snapshot or None)
             return self._index
 
     def events(self, models: list[str], wait: bool = True) -> dict[str, list | None]:
@@ -203,6 +209,7 @@ def models_html(rows: list[dict[str, Any]]) -> str:
     return f"<h1>Models</h1><table>{''.join(lines)}</table>"
 
 
+FIRST_PAGE_WAIT_S = 2.0
 TIMELINE = 200  # newest events shown unless ?all=1
 
 
@@ -254,8 +261,9 @@ def create_app() -> FastAPI:
     app.state.pages = pages
 
     def overview(user: Any) -> list[dict[str, Any]]:
-        # Never waits for MLflow: a cold index answers "loading" and fills in the background.
-        return pages.index.summaries(pages.readable(user, pages.models()))
+        # Waits for MLflow at most FIRST_PAGE_WAIT_S (a restart from a snapshot catches up
+        # within it); a cold index answers "loading" and fills in the background.
+        return pages.index.summaries(pages.readable(user, pages.models()), FIRST_PAGE_WAIT_S)
 
     def one(user: Any, model: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         from mlops_pack.overview import summary
