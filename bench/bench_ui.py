@@ -6,10 +6,12 @@ MLflow's client, as in the api-server. The pages are fetched over the plugin's F
 app in-process (TestClient); Airflow's authentication is replaced by a fixed user, since
 it is Airflow's cost, not the pack's, and needs a running api-server.
 
-Prints: the first (cold) page and how long the history index takes to fill; warm list and model
-pages (median and p95 of repeated requests, served from the index while its background
-check runs beside them); what one background check costs, with and without a new event;
-where the time goes.
+Prints: the first (cold) page and how long the history index takes to fill without a
+snapshot; warm list and model pages (median and p95 of repeated requests, served from the
+index while its background check runs beside them); what one background check costs,
+with and without a new event; what saving the snapshot costs; and a restart: a new
+process (as a restarted api-server worker) starting from the snapshot, with events
+written while it was down, timed from its first page to the complete list.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import os
 import random
 import sqlite3
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -140,13 +143,61 @@ def stats(values: list[float]) -> dict[str, float]:
     }
 
 
+def snapshot_env(home: Path) -> Path:
+    path = home / "ui" / "history-index.json"
+    os.environ["MLOPS_PACK_HOME"] = str(home)
+    os.environ["MLOPS_PACK_UI_SNAPSHOT"] = str(path)
+    return path
+
+
+def restart(home: Path, models: int, expect: dict[str, str]) -> dict:
+    """In a new process: the first page after a restart, and when the list is complete."""
+    snapshot_env(home)
+    names = [f"model_{i:03d}" for i in range(models)]
+    # What any new process pays before it reads anything from MLflow, timed apart: the
+    # api-server worker pays it on its first Models request, with or without a snapshot.
+    begun = time.perf_counter()
+    import mlflow  # noqa: F401
+
+    imported = time.perf_counter()
+    client, pages = app_for(names)
+    pages.index.registry.client.search_experiments(max_results=1)
+    opened = time.perf_counter()
+    started = time.perf_counter()
+    page = client.get("/models")
+    first = (time.perf_counter() - started) * 1000
+    complete_at_once = "history loading" not in page.text
+    pages.index.wait()
+    complete = time.perf_counter() - started
+    rows = {r["model"]: r for r in client.get("/api/models").json()["models"]}
+    assert not any(r["loading"] for r in rows.values())
+    for model, summary in expect.items():  # written while this process was not running
+        assert rows[model]["decision"]["summary"] == summary, rows[model]["decision"]
+    return {
+        "mlflow_import_s": round(imported - begun, 2),
+        "mlflow_store_open_s": round(opened - imported, 2),
+        "first_page_ms": round(first, 1),
+        "first_page_complete": complete_at_once,
+        "complete_s": round(complete, 2),
+        "snapshot_and_catch_up": pages.index.last_seed,
+        "snapshot_save": pages.index.last_save,
+        "load_average": os.getloadavg(),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--models", type=int, default=100)
     parser.add_argument("--events", type=int, default=1000)
     parser.add_argument("--repeat", type=int, default=30)
+    parser.add_argument("--restart", type=Path, help=argparse.SUPPRESS)  # the child process
+    parser.add_argument("--expect", default="{}", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.restart:
+        print(json.dumps(restart(args.restart, args.models, json.loads(args.expect))))
+        return 0
     home = Path(tempfile.mkdtemp(prefix="bench-ui-"))
+    snapshot = snapshot_env(home)
     started = time.perf_counter()
     names = generate(home, args.models, args.events)
     generated = time.perf_counter() - started
@@ -159,6 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     pages.index.wait()
     cold_fill = time.perf_counter() - started + cold / 1000
     cold_refresh = dict(pages.index.last_refresh)
+    saved = dict(pages.index.last_save)
     assert "history loading" not in client.get("/models").text
     # Warm pages: served from the index while its background check (every max_age
     # seconds) runs beside them, as in the api-server.
@@ -179,6 +231,17 @@ def main(argv: list[str] | None = None) -> int:
     assert client.get(f"/api/models/{names[1]}").json()["decision"]["summary"] == "new"
     html_size = len(client.get("/models").content)
     model_size = len(client.get(f"/models/{names[0]}").content)
+    # A restart: the running index stops; other hosts write while no api-server runs.
+    down = {names[i]: f"while down {i}" for i in (3, 50, args.models - 1) if i < args.models}
+    registry = Registry()
+    for model, text in down.items():
+        registry.append_event(model, "decision", {"verdict": "reject", "summary": text})
+    child = subprocess.run(
+        [sys.executable, __file__, "--restart", str(home), "--models", str(args.models),
+         "--expect", json.dumps(down)],
+        check=True, capture_output=True, text=True,
+    )  # fmt: skip
+    restarted = json.loads(child.stdout.strip().splitlines()[-1])
     result = {
         "models": args.models,
         "events_per_model": args.events,
@@ -186,6 +249,9 @@ def main(argv: list[str] | None = None) -> int:
         "cold_first_page_ms": round(cold, 1),
         "cold_fill_s": round(cold_fill, 1),
         "cold_refresh": cold_refresh,
+        "snapshot_save_after_fill": saved,
+        "snapshot_bytes": snapshot.stat().st_size,
+        "restart_with_snapshot": restarted,
         "warm_models_page": stats(warm_list),
         "warm_refresh_check": check,
         "warm_model_page_1000_events": stats(warm_model),

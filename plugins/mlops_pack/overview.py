@@ -112,7 +112,7 @@ class HistoryIndex:
         self._pending: set[str] = set()
         # What the last refresh, seed and save cost, for the benchmark.
         self.last_refresh: dict[str, float] = {}
-        self.last_seed_s: float | None = None
+        self.last_seed: dict[str, Any] = {}  # the snapshot's load and check, and its catch-up
         self.last_save: dict[str, Any] = {}
 
     def events(self, models: list[str], wait: bool = True) -> dict[str, list[dict] | None]:
@@ -142,14 +142,9 @@ class HistoryIndex:
             stale = time.monotonic() - self._checked > self.max_age
         if unknown or stale:  # the background check, when due, reads new models too
             self._refresh_in_background(unknown)
-        if unknown:
-            with self._lock:  # only a restart from a snapshot is worth waiting for
-                warming = self._seed_pending or any(
-                    self._models[m].seeded for m in unknown if m in self._models
-                )
-            thread = self._background
-            if wait_s > 0 and warming and thread is not None:
-                thread.join(wait_s)
+        deadline = time.monotonic() + wait_s
+        while unknown and time.monotonic() < deadline and self._warming(unknown):
+            time.sleep(0.02)
         rows = []
         with self._lock:
             for model in models:
@@ -161,6 +156,18 @@ class HistoryIndex:
                     entry.row, entry.row_events = summary(model, entry.events), len(entry.events)
                 rows.append(entry.row)
         return rows
+
+    def _warming(self, models: list[str]) -> bool:
+        """Whether a restart from a snapshot is catching up on some of ``models`` (worth a
+        short wait; reading a history whole is not)."""
+        with self._lock:
+            if self._background is None:
+                return False
+            return self._seed_pending or any(
+                self._models[m].seeded and not self._models[m].loaded
+                for m in models
+                if m in self._models
+            )
 
     def _refresh_in_background(self, new_models: list[str]) -> None:
         with self._lock:
@@ -265,12 +272,19 @@ class HistoryIndex:
                 "new_events": fetched,
                 **({"seeded_models": seeded} if seeded is not None else {}),
             }
+            if seeded is not None:
+                self.last_seed = {**self.last_seed, **self.last_refresh}
             self._save_when_due()
 
     def _seed(self, client: Any) -> tuple[dict[str, tuple[str, int]], int] | None:
         """Start from the snapshot, once: every model whose history experiment is the
         one the snapshot saw; returns the experiment listing and how many were seeded."""
-        self._seed_pending = False
+        try:
+            return self._seed_from_snapshot(client)
+        finally:  # only now: a page waits while the seed may still add models
+            self._seed_pending = False
+
+    def _seed_from_snapshot(self, client: Any) -> tuple[dict[str, tuple[str, int]], int] | None:
         started = time.perf_counter()
         saved = self.snapshot.load()
         if saved is None:
@@ -295,7 +309,7 @@ class HistoryIndex:
                 seeded += 1
             if seeded:
                 self._since_ms = max(self._since_ms, saved.since_ms)
-        self.last_seed_s = round(time.perf_counter() - started, 4)
+        self.last_seed = {"snapshot_s": round(time.perf_counter() - started, 4)}
         return listing, seeded
 
     def _save_when_due(self) -> None:
