@@ -29,17 +29,19 @@ TRUSTED_TYPES: tuple[str, ...] = (
 )
 
 
-def verify_sha256(path: Path, expected: str | None) -> str:
+def verify_sha256(path: Path, expected: str | None, source: str | None = None) -> str:
+    """``source`` names where the file came from (a registry URI) in the error."""
+    name = source or str(path)
     if not expected:
         raise UntrustedArtifactError(
-            f"{path}: no recorded sha256 to verify against; refusing to load an unpinned model"
+            f"{name}: no recorded sha256 to verify against; refusing to load an unpinned model"
         )
     actual = sha256_file(path)
     if actual != expected:
         raise UntrustedArtifactError(
-            f"{path}: sha256 mismatch (recorded {expected[:12]}…, file {actual[:12]}…): the "
+            f"{name}: sha256 mismatch (recorded {expected[:12]}…, file {actual[:12]}…): the "
             "artifact was modified after training; re-train or restore the original file",
-            {"file": str(path), "expected": expected, "actual": actual},
+            {"file": name, "expected": expected, "actual": actual},
         )
     return actual
 

@@ -59,8 +59,10 @@ class ServerClient:
         raw: bytes | None = None,
         headers: dict[str, str] | None = None,
         retry: bool = True,
+        timeout: float | None = None,
     ) -> tuple[int, Any, dict[str, str]]:
         """One request; returns (status, decoded body, headers) for any HTTP answer.
+        ``timeout`` overrides the client's for a request that may take long (a load).
 
         Raises ``ServiceUnavailableError`` when no answer came (after the retries).
         """
@@ -76,7 +78,7 @@ class ServerClient:
                 self.url + path,
                 body=data,
                 headers=sent,
-                timeout=urllib3.Timeout(total=self.timeout),
+                timeout=urllib3.Timeout(total=timeout or self.timeout),
                 retries=self._retry if retry else False,
                 redirect=False,
             )
@@ -86,9 +88,9 @@ class ServerClient:
             ) from None
         return response.status, _decode(response.data), dict(response.headers)
 
-    def ok(self, method: str, path: str, body: Any = None) -> Any:
+    def ok(self, method: str, path: str, body: Any = None, timeout: float | None = None) -> Any:
         """The decoded body of a 200; any other answer raises, classified (see module doc)."""
-        status, payload, _ = self.call(method, path, body)
+        status, payload, _ = self.call(method, path, body, timeout=timeout)
         if status == 200:
             return payload
         message = payload.get("error") if isinstance(payload, dict) else payload

@@ -144,7 +144,10 @@ def test_a_model_that_cannot_load_rolls_back(served):
         else:
             staged.write_bytes(original)
     assert code == 5, result
-    assert "load: staging v2 refused" in result["error"] and "sha256 mismatch" in result["error"]
+    assert (
+        "load: v2 refused before loading" in result["error"]
+        and "sha256 mismatch" in result["error"]
+    )
     _assert_untouched(served, traffic)
 
 

@@ -5,7 +5,10 @@ hardening (non-root, read-only root filesystem, no capabilities, no-new-privileg
 pids, memory and CPU limits). It uses the host network because it must be reachable and
 the engine may have no bridge network; it binds to 127.0.0.1 only. It sees the include
 dir and its staged models read-only, writes only its state and prediction logs, and
-reads its two secrets from a read-only mount.
+reads its two secrets from a read-only mount. With a remote registry (an MLflow tracking
+server, ``MLFLOW_TRACKING_URI=http...``) the server fetches versions itself by registry
+URI into its own folder, and nothing is staged (``registry_url``; its credentials, if
+the tracking server needs them, from ``registry_credentials`` in the secrets folder).
 
 Several stacks (checkouts, ``make demo`` next to ``make up``) may share one Docker
 engine: each server container carries its stack's id, derived from the store
@@ -40,6 +43,7 @@ from mlops_pack.server_client import ServerClient
 
 log = logging.getLogger(__name__)
 SECRET_FILES = ("admin_token", "prediction_key")
+REGISTRY_CREDENTIALS = "registry_credentials"  # optional, written by the operator
 SERVER_LIMITS = ContainerLimits(memory="1g", cpus=1.0, pids=128, tmpfs_size="64m")
 
 
@@ -94,6 +98,8 @@ def ensure_secrets(secrets_dir: Path, uid: int, gid: int) -> None:
         if not path.exists():
             path.write_text(secrets.token_urlsafe(32), encoding="utf-8")
         hand_over(path, uid, gid, 0o600)
+    if (secrets_dir / REGISTRY_CREDENTIALS).exists():
+        hand_over(secrets_dir / REGISTRY_CREDENTIALS, uid, gid, 0o600)
     hand_over(secrets_dir, uid, gid, 0o700)
 
 
@@ -116,7 +122,9 @@ def _serving_dir(home: Path, model: str, uid: int, gid: int) -> Path:
     return base
 
 
-def _server_args(spec: str, base: str, secrets_dir: str, port: int) -> list[str]:
+def _server_args(
+    spec: str, base: str, secrets_dir: str, port: int, registry: list[str] = ()
+) -> list[str]:
     """The server's command line; the paths as the server process sees them."""
     return [
         "--spec", spec,
@@ -126,7 +134,24 @@ def _server_args(spec: str, base: str, secrets_dir: str, port: int) -> list[str]
         "--admin-token-file", f"{secrets_dir}/admin_token",
         "--prediction-key-file", f"{secrets_dir}/prediction_key",
         "--port", str(port),
+        *registry,
     ]  # fmt: skip
+
+
+def _registry_args(registry_url: str | None, secrets_dir: Path, seen_as: str) -> list[str]:
+    """Fetch from the registry (and with which credentials file), or nothing: staged."""
+    if not registry_url:
+        return []
+    if "@" in registry_url.split("/")[2]:
+        raise ValueError(
+            "the registry URL carries credentials, which a command line would show: put "
+            f"them in {secrets_dir / REGISTRY_CREDENTIALS} (MLFLOW_TRACKING_USERNAME=..., "
+            "MLFLOW_TRACKING_PASSWORD=...) and give the URL without them"
+        )
+    args = ["--registry-url", registry_url]
+    if (secrets_dir / REGISTRY_CREDENTIALS).exists():
+        args += ["--registry-credentials-file", f"{seen_as}/{REGISTRY_CREDENTIALS}"]
+    return args
 
 
 def start_server(
@@ -139,8 +164,12 @@ def start_server(
     secrets_dir: Path,
     port: int | None = None,
     ready_timeout: float = 90.0,
+    registry_url: str | None = None,
 ) -> ServedModel:
-    """(Re)start ``model``'s server and wait until it answers; returns how to reach it."""
+    """(Re)start ``model``'s server and wait until it answers; returns how to reach it.
+
+    ``registry_url``: the server fetches versions from that MLflow tracking server
+    itself; its models folder is then its own (writable), and nothing is staged."""
     from docker.types import Mount
 
     port = _serving_port(include_dir, model, port)
@@ -159,13 +188,18 @@ def start_server(
         image=image,
         # Inside the container: the mounts below.
         command=_server_args(
-            f"/opt/include/models/{model}.yaml", "/srv", "/run/mlops-secrets", port
+            f"/opt/include/models/{model}.yaml",
+            "/srv",
+            "/run/mlops-secrets",
+            port,
+            _registry_args(registry_url, secrets_dir, "/run/mlops-secrets"),
         ),
         name=served.container,
         user=f"{uid}:{gid}",
         mounts=[
             Mount("/opt/include", str(include_dir), type="bind", read_only=True),
-            Mount("/srv/models", str(base / "models"), type="bind", read_only=True),
+            # Staged by the deploy (read-only), or the server's own fetch cache.
+            Mount("/srv/models", str(base / "models"), type="bind", read_only=not registry_url),
             Mount("/srv/state", str(base / "state"), type="bind", read_only=False),
             Mount("/srv/predictions", str(base / "predictions"), type="bind", read_only=False),
             Mount("/run/mlops-secrets", str(secrets_dir), type="bind", read_only=True),
@@ -205,6 +239,7 @@ def start_server_process(
     log_file: Path,
     port: int | None = None,
     ready_timeout: float = 90.0,
+    registry_url: str | None = None,
 ) -> tuple[ServedModel, int]:
     """Without a Docker engine: the same server as a local process; returns it and its pid."""
     import subprocess
@@ -221,7 +256,11 @@ def start_server_process(
                 "-m",
                 "mlops_pack.serving",
                 *_server_args(
-                    str(include_dir / "models" / f"{model}.yaml"), str(base), str(secrets_dir), port
+                    str(include_dir / "models" / f"{model}.yaml"),
+                    str(base),
+                    str(secrets_dir),
+                    port,
+                    _registry_args(registry_url, secrets_dir, str(secrets_dir)),
                 ),
             ],
             stdout=out,
@@ -261,7 +300,14 @@ def launch(
     image: str | None = None,
     port: int | None = None,
 ) -> tuple[ServedModel, dict[str, object]]:
-    """A container with the docker runner, else a local process; returns a handle for ``stop``."""
+    """A container with the docker runner, else a local process; returns a handle for ``stop``.
+
+    With a remote registry (an MLflow tracking server) the server fetches versions itself.
+    """
+    from mlops_pack.settings import Settings
+
+    settings = Settings.from_env()
+    registry_url = settings.tracking_uri if settings.remote_tracking else None
     if runner == "docker":
         client = _client()
         served = start_server(
@@ -272,6 +318,7 @@ def launch(
             image=image or "",
             secrets_dir=secrets_dir,
             port=port,
+            registry_url=registry_url,
         )
         return served, {"container": served.container, "stack": served.stack}
     served, pid = start_server_process(
@@ -281,6 +328,7 @@ def launch(
         secrets_dir=secrets_dir,
         log_file=log_file,
         port=port,
+        registry_url=registry_url,
     )
     return served, {"pid": pid}
 

@@ -2,6 +2,13 @@
 
 Secrets are read from files (mounted read-only into the container), never from the
 command line or the environment, where ``ps`` and ``docker inspect`` would show them.
+
+``--registry-url`` makes the server fetch versions from the MLflow tracking server itself
+(``models:/<name>/<version>``, checked against the sha256 recorded on the version);
+``--models-dir`` is then its own writable cache. Credentials for that server, if it
+needs them (a read-only user is enough), come from ``--registry-credentials-file``:
+``MLFLOW_TRACKING_USERNAME=...`` and ``MLFLOW_TRACKING_PASSWORD=...``, or
+``MLFLOW_TRACKING_TOKEN=...``, one per line.
 """
 
 from __future__ import annotations
@@ -11,11 +18,17 @@ import logging
 import os
 from pathlib import Path
 
+from mlops_pack.errors import BadInputError
+
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m mlops_pack.serving")
     parser.add_argument("--spec", required=True, type=Path)
-    parser.add_argument("--models-dir", required=True, type=Path, help="staged models (ro)")
+    parser.add_argument(
+        "--models-dir", required=True, type=Path, help="staged models (ro), or the fetch cache"
+    )
+    parser.add_argument("--registry-url", help="fetch versions from this MLflow tracking server")
+    parser.add_argument("--registry-credentials-file", type=Path)
     parser.add_argument("--state-dir", required=True, type=Path)
     parser.add_argument("--log-dir", required=True, type=Path, help="prediction logs")
     parser.add_argument("--admin-token-file", required=True, type=Path)
@@ -35,6 +48,11 @@ def main(argv: list[str] | None = None) -> None:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     spec = load_spec(args.spec)
+    if args.registry_credentials_file:
+        try:
+            os.environ.update(registry_credentials(args.registry_credentials_file))
+        except BadInputError as exc:
+            raise SystemExit(f"error: {exc}") from None
     server = ModelServer(
         ServerConfig(
             spec=spec,
@@ -44,6 +62,7 @@ def main(argv: list[str] | None = None) -> None:
             admin_token=args.admin_token_file.read_text(encoding="utf-8").strip(),
             prediction_key=args.prediction_key_file.read_text(encoding="utf-8").strip(),
             image=os.environ.get("MLOPS_PACK_IMAGE", ""),
+            registry_url=args.registry_url,
         )
     )
     uvicorn.run(
@@ -54,6 +73,25 @@ def main(argv: list[str] | None = None) -> None:
         access_log=False,  # request lines add latency; the prediction log records each one
         timeout_graceful_shutdown=10,
     )
+
+
+CREDENTIAL_KEYS = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN")
+
+
+def registry_credentials(path: Path) -> dict[str, str]:
+    """The MLflow client's credentials from ``path``; any other line is refused (the
+    file must not smuggle other settings into the server's environment)."""
+    found = {}
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        key, sep, value = line.partition("=")
+        if not sep or key.strip() not in CREDENTIAL_KEYS:
+            raise BadInputError(
+                f"{path}:{number}: expected KEY=value with KEY one of {list(CREDENTIAL_KEYS)}"
+            )
+        found[key.strip()] = value.strip()
+    return found
 
 
 if __name__ == "__main__":

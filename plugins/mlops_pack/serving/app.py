@@ -33,8 +33,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from mlops_pack.errors import BadInputError
+from mlops_pack.errors import BadInputError, ServiceUnavailableError
 from mlops_pack.model_io import predict
+from mlops_pack.serving.model_source import RegistryModels, StagedModels
 from mlops_pack.serving.prediction_log import PredictionLog
 from mlops_pack.serving.requests import ParsedRequest, RequestError, RequestSchema
 from mlops_pack.serving.slots import LoadedModel, Slots
@@ -55,6 +56,9 @@ class ServerConfig:
     admin_token: str
     prediction_key: str
     image: str = ""
+    # The MLflow tracking URL: the server fetches versions itself into models_dir (its
+    # own folder) instead of loading what the deploy staged there.
+    registry_url: str | None = None
 
 
 class ModelServer:
@@ -69,7 +73,12 @@ class ModelServer:
         if self.serving is None:
             raise BadInputError(f"model {config.spec.name}: the spec has no 'serving' section")
         self.schema = RequestSchema(config.spec, self.serving.max_batch_rows)
-        self.slots = Slots(config.models_dir, config.state_dir / "state.json")
+        source = (
+            RegistryModels(config.spec.name, config.registry_url, config.models_dir)
+            if config.registry_url
+            else StagedModels(config.models_dir)
+        )
+        self.slots = Slots(source, config.state_dir / "state.json")
         self.telemetry = Telemetry(config.spec.name)
         self.predictions = PredictionLog(config.log_dir, self.serving.log_retention_days)
         self._admin = config.admin_token.encode()
@@ -318,6 +327,8 @@ class ModelServer:
             return JSONResponse({"error": exc.message}, status_code=exc.status)
         except BadInputError as exc:
             return JSONResponse({"error": str(exc)}, status_code=422)
+        except ServiceUnavailableError as exc:  # the registry did not answer: try again
+            return JSONResponse({"error": str(exc)}, status_code=503)
         return JSONResponse(result)
 
     async def _admin_action(self, action: str, method: str, body: dict[str, Any]) -> Any:
@@ -344,6 +355,7 @@ class ModelServer:
             return {
                 "slots": slots.describe(),
                 "versions": {v: s.summary() for v, s in self.telemetry.stats.items()},
+                "model_source": slots.source.name,
             }
         elif (action, method) == ("promote", "POST"):
             outcome = slots.promote(str(body.get("version", "")))
@@ -382,6 +394,7 @@ class ModelServer:
     # Lifecycle -------------------------------------------------------------------------
     @contextlib.asynccontextmanager
     async def lifespan(self, app: Starlette):
+        await run_in_threadpool(self.slots.source.warm)
         await run_in_threadpool(self.slots.restore)
         if self.slots.stable:
             log.info("serving stable v%s from state.json", self.slots.stable.version)

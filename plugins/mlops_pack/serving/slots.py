@@ -1,8 +1,9 @@
 """The two model slots, stable and candidate, and how requests are routed between them.
 
-Models are loaded only from the server's read-only models directory, as
-``v<version>/model.skops``, after the same checks as training (sha256, skops format,
-reviewed types): an admin request names a version and its hash, never a path. The
+Models come from the server's model source (``model_source``: a read-only folder the
+deploy stages into, or the registry, fetched by the server itself) and are loaded after
+the same checks as training (sha256, skops format, reviewed types): an admin request
+names a version and its hash, never a path. The
 stable slot and the one before it are persisted in ``state.json`` (written atomically)
 so a restarted server serves the same stable model; the candidate is deliberately not
 persisted: a canary interrupted by a crash restarts on stable only.
@@ -19,8 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from mlops_pack.errors import BadInputError
-from mlops_pack.model_io import MODEL_FILE, load_model
+from mlops_pack.model_io import load_model
 from mlops_pack.records import write_json
+from mlops_pack.serving.model_source import RegistryModels, StagedModels
 
 VERSION = re.compile(r"^[0-9]{1,9}$")
 _draw = random.SystemRandom()
@@ -39,8 +41,8 @@ class LoadedModel:
 
 
 class Slots:
-    def __init__(self, models_dir: Path, state_file: Path) -> None:
-        self.models_dir = models_dir
+    def __init__(self, source: StagedModels | RegistryModels, state_file: Path) -> None:
+        self.source = source
         self.state_file = state_file
         self.stable: LoadedModel | None = None
         self.candidate: LoadedModel | None = None
@@ -50,16 +52,14 @@ class Slots:
 
     # Loading ---------------------------------------------------------------------------
     def load(self, version: str, sha256: str) -> LoadedModel:
-        """Load ``v<version>/model.skops`` after verifying it; raises ``BadInputError``."""
+        """Load ``version`` from the model source after verifying it; raises
+        ``BadInputError`` (``ServiceUnavailableError`` if the registry cannot be read)."""
         version = str(version)
         if not VERSION.match(version):
             raise BadInputError(f"version must be a registry version number, got {version!r}")
         if not isinstance(sha256, str) or not re.fullmatch(r"[0-9a-f]{64}", sha256):
             raise BadInputError("sha256 must be the 64-hex-digit artifact hash")
-        path = self.models_dir / f"v{version}" / MODEL_FILE
-        if not path.is_file():
-            raise BadInputError(f"model v{version} is not staged: {path} does not exist")
-        model = load_model(path, sha256)
+        model = load_model(self.source.path(version, sha256), sha256)
         return LoadedModel(version=version, sha256=sha256, model=model, loaded_at=time.time())
 
     def restore(self) -> None:

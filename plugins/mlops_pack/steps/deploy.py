@@ -48,7 +48,7 @@ from mlops_pack.registry import TAG
 from mlops_pack.server_client import ServerClient
 from mlops_pack.spec import Serving
 from mlops_pack.steps.context import StepContext
-from mlops_pack.steps.served import ServedSwitch, stage
+from mlops_pack.steps.served import LOAD_TIMEOUT_S, ServedSwitch
 
 DEPLOY = "deploy.json"
 
@@ -248,11 +248,16 @@ class Deployment:
     def _load(self, version) -> None:
         loading = time.perf_counter()
         try:
-            sha = stage(self.ctx.registry, version)
+            sha = self.switch.loadable(version)
         except UntrustedArtifactError as exc:
-            self.check("load", False, f"staging v{version.version} refused: {exc}")
+            self.check("load", False, f"v{version.version} refused before loading: {exc}")
         try:
-            self.admin.ok("POST", "/admin/candidate", {"version": version.version, "sha256": sha})
+            self.admin.ok(
+                "POST",
+                "/admin/candidate",
+                {"version": version.version, "sha256": sha},
+                timeout=LOAD_TIMEOUT_S,
+            )
         except ServerRefusedError as exc:
             self.check("load", False, f"candidate v{version.version} load refused: {exc}")
         self.check(
