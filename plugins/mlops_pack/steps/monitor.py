@@ -8,12 +8,14 @@ accumulated chunk by chunk; only labelled (score, label) pairs are kept):
   even the interval's favourable bound is worse than the reference by more than the
   tolerance (higher-is-better: upper bound < reference - tolerance);
 - staleness: a champion version older than ``monitoring.max_age_days`` at the window's end.
-Status precedence when several fire: decay > drift > stale. An alarm is also appended to
-the model's history (``monitor`` event); a healthy window is not.
+Status precedence when several fire: decay > drift > stale. Every window is appended to
+the model's history (a ``monitor`` event) with its report and its figures in compact
+form; the report draws the figures of the last ``HISTORY_WINDOWS`` windows over time.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -32,6 +34,8 @@ RECORD = "monitor.json"
 REPORT = "report.html"
 METRICS = "metrics.prom"
 PRECEDENCE = ("decay", "drift", "stale")
+HISTORY_WINDOWS = 48  # previous windows drawn in the report (one query, newest first)
+TOP_FEATURES = 20  # features whose PSI a window's event keeps, largest first
 
 
 def window(end: datetime | None, hours: float) -> tuple[datetime, datetime]:
@@ -342,31 +346,77 @@ def monitor(
         "spec_sha256": spec.sha256(),
         "seconds": round(time.perf_counter() - started, 3),
     }
-    _write_outputs(ctx, record)
-    if alarms:
-        ctx.registry.append_event(
-            spec.name,
-            "monitor",
-            {
-                "status": status,
-                "alarms": ",".join(a["kind"] for a in alarms),
-                "summary": "; ".join(a["summary"] for a in alarms)[:4000],
-                "window_start": start.isoformat(),
-                "window_end": end.isoformat(),
-                "champion_version": champion.version,
-                "rows": acc.rows,
-                "labelled_rows": len(acc.labelled),
-            },
-        )
+    history = previous_windows(ctx)
+    _write_outputs(ctx, record, history)
+    record["event_id"] = ctx.registry.append_event(
+        spec.name,
+        "monitor",
+        {
+            "status": status,
+            "alarms": ",".join(a["kind"] for a in alarms) or None,
+            "summary": "; ".join(a["summary"] for a in alarms)[:4000] or None,
+            "window_start": start.isoformat(),
+            "window_end": end.isoformat(),
+            "champion_version": champion.version,
+            "rows": acc.rows,
+            "labelled_rows": len(acc.labelled),
+            "figures": json.dumps(figures(record), separators=(",", ":")),
+        },
+        files={"report": ctx.out_dir / REPORT},
+    )
+    write_json(ctx.out_dir / RECORD, record)
     return record
 
 
-def _write_outputs(ctx: StepContext, record: dict[str, Any]) -> None:
+def figures(record: dict[str, Any]) -> dict[str, Any]:
+    """What the report's charts over time need of one window, small enough for a tag."""
+    ranked = sorted(record["features"].items(), key=lambda item: -item[1]["distance"])
+    prediction, performance = record["prediction"], record["performance"]
+    out: dict[str, Any] = {
+        "psi": {name: round(f["distance"], 4) for name, f in ranked[:TOP_FEATURES]},
+        "drifted": [name for name, f in ranked if f["drifted"]][:TOP_FEATURES],
+        "psi_threshold": record["rule"]["psi_threshold"],
+        "score_psi": round(prediction["distance"], 4) if prediction else None,
+        "score_drifted": bool(prediction and prediction["drifted"]),
+        "performance": None,
+    }
+    if performance is not None and performance["value"] is not None:
+        out["performance"] = {
+            "metric": performance["metric"],
+            "higher_is_better": performance["higher_is_better"],
+            "decayed": performance["decayed"],
+            "tolerance": performance["tolerance"],
+            **{
+                k: None if performance[k] is None else round(performance[k], 5)
+                for k in ("value", "ci_low", "ci_high", "reference")
+            },
+        }
+    return out
+
+
+def previous_windows(ctx: StepContext) -> list[dict[str, Any]]:
+    """The figures of the model's last ``HISTORY_WINDOWS`` monitor windows, oldest first.
+
+    Events without figures (recorded before figures were kept) or with unreadable ones are
+    left out: the charts are a view, never a reason for the monitor to fail."""
+    windows = []
+    for event in ctx.registry.history(ctx.spec.name, "monitor", newest=HISTORY_WINDOWS):
+        try:
+            figures = json.loads(event.get("figures") or "null")
+        except ValueError:
+            continue
+        if isinstance(figures, dict) and event.get("window_end"):
+            windows.append({"end": event["window_end"], "status": event.get("status"), **figures})
+    return windows
+
+
+def _write_outputs(ctx: StepContext, record: dict[str, Any], history: list[dict[str, Any]]) -> None:
     from mlops_pack.steps.monitor_report import render, write_metrics
 
     write_json(ctx.out_dir / RECORD, record)
     write_metrics(ctx.out_dir / METRICS, record)
-    text = render(record)
+    current = {"end": record["window"]["end"], "status": record["status"], **figures(record)}
+    text = render(record, [*history, current])
     tmp = ctx.out_dir / f".{REPORT}.tmp"
     tmp.write_text(text, encoding="utf-8")
     tmp.replace(ctx.out_dir / REPORT)
