@@ -27,6 +27,7 @@ from mlops_pack.errors import BadInputError
 from mlops_pack.metric_catalog import metric_info
 from mlops_pack.records import write_json
 from mlops_pack.registry import CHAMPION, TAG
+from mlops_pack.spec import ModelSpec
 from mlops_pack.steps import drift, monitor_feed, profile
 from mlops_pack.steps.context import StepContext
 
@@ -104,8 +105,8 @@ class Accumulator:
         self.requests += chunk.requests
 
 
-def _data_drift(ctx: StepContext, acc: Accumulator, reference: dict[str, Any]) -> dict[str, Any]:
-    rule = ctx.spec.monitoring_policy().drift
+def _data_drift(spec: ModelSpec, acc: Accumulator, reference: dict[str, Any]) -> dict[str, Any]:
+    rule = spec.monitoring_policy().drift
     distances = {
         name: drift.distance(np.asarray(entry["counts"]), acc.counts[name])
         for name, entry in reference["features"].items()
@@ -124,9 +125,9 @@ def _data_drift(ctx: StepContext, acc: Accumulator, reference: dict[str, Any]) -
 
 
 def _prediction_drift(
-    ctx: StepContext, acc: Accumulator, reference: dict[str, Any]
+    spec: ModelSpec, acc: Accumulator, reference: dict[str, Any]
 ) -> dict[str, Any]:
-    rule = ctx.spec.monitoring_policy().drift
+    rule = spec.monitoring_policy().drift
     ref_counts = np.asarray(reference["scores"]["counts"])
     judged = drift.judge(
         {"score": drift.distance(ref_counts, acc.score_counts)}, rule.psi_threshold, rule.alpha
@@ -145,9 +146,8 @@ def _prediction_drift(
 
 
 def _performance(
-    ctx: StepContext, acc: Accumulator, reference: dict[str, Any]
+    spec: ModelSpec, acc: Accumulator, reference: dict[str, Any]
 ) -> dict[str, Any] | None:
-    spec = ctx.spec
     if len(acc.labelled) < spec.monitoring_policy().min_labelled_rows:
         return None
     metric = spec.monitoring_policy().decay_metric or spec.gate.primary.metric
@@ -194,7 +194,7 @@ def _champion_age_days(ctx: StepContext, version: str, end: datetime) -> float:
 
 
 def _alarms(
-    ctx: StepContext,
+    spec: ModelSpec,
     features: dict[str, Any],
     prediction: dict[str, Any] | None,
     performance: dict[str, Any] | None,
@@ -242,7 +242,7 @@ def _alarms(
                 "tolerance": performance["tolerance"],
             }
         )
-    max_age = ctx.spec.monitoring_policy().max_age_days
+    max_age = spec.monitoring_policy().max_age_days
     if max_age is not None and age_days > max_age:
         alarms.append(
             {
@@ -266,6 +266,28 @@ def _status(alarms: list[dict[str, Any]], enough_rows: bool) -> str:
         if fired[status]:
             return status
     return "healthy" if enough_rows else "insufficient_data"
+
+
+def assess(
+    spec: ModelSpec, acc: Accumulator, reference: dict[str, Any], age_days: float
+) -> dict[str, Any]:
+    """The window's verdict from its accumulated counts: every figure, the alarms, the status."""
+    enough = acc.rows >= spec.monitoring_policy().min_rows
+    features = _data_drift(spec, acc, reference) if enough else {}
+    prediction = (
+        _prediction_drift(spec, acc, reference)
+        if acc.score_rows >= spec.monitoring_policy().min_rows
+        else None
+    )
+    performance = _performance(spec, acc, reference)
+    alarms = _alarms(spec, features, prediction, performance, age_days)
+    return {
+        "status": _status(alarms, enough),
+        "alarms": alarms,
+        "features": features,
+        "prediction": prediction,
+        "performance": performance,
+    }
 
 
 def monitor(
@@ -294,17 +316,14 @@ def monitor(
         spec, log_dir, start, end, champion.version, labels, skipped
     ):
         acc.add(chunk)
-    enough = acc.rows >= spec.monitoring_policy().min_rows
-    features = _data_drift(ctx, acc, reference) if enough else {}
-    prediction = (
-        _prediction_drift(ctx, acc, reference)
-        if acc.score_rows >= spec.monitoring_policy().min_rows
-        else None
-    )
-    performance = _performance(ctx, acc, reference)
     age_days = _champion_age_days(ctx, champion.version, end)
-    alarms = _alarms(ctx, features, prediction, performance, age_days)
-    status = _status(alarms, enough)
+    verdict = assess(spec, acc, reference, age_days)
+    status, alarms = verdict["status"], verdict["alarms"]
+    features, prediction, performance = (
+        verdict["features"],
+        verdict["prediction"],
+        verdict["performance"],
+    )
     record = {
         "schema": "mlops_pack.monitor/1",
         "status": status,

@@ -184,7 +184,7 @@ def _times(windows: list[dict[str, Any]]) -> list[Any]:
 def _time_axis(axes: Any) -> None:
     import matplotlib.dates as mdates
 
-    locator = mdates.AutoDateLocator(maxticks=6)
+    locator = mdates.AutoDateLocator()
     axes.xaxis.set_major_locator(locator)
     axes.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
 
