@@ -432,7 +432,6 @@ def previous_windows(ctx: StepContext) -> list[dict[str, Any]]:
 def _write_outputs(ctx: StepContext, record: dict[str, Any], history: list[dict[str, Any]]) -> None:
     from mlops_pack.steps.monitor_report import render, write_metrics
 
-    write_json(ctx.out_dir / RECORD, record)
     write_metrics(ctx.out_dir / METRICS, record)
     current = {"end": record["window"]["end"], "status": record["status"], **figures(record)}
     text = render(record, [*history, current])
