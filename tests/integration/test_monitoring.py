@@ -134,6 +134,9 @@ def test_stable_traffic_over_fifty_windows_at_most_one_false_alarm(world):
     assert feature["distance"] < feature["threshold"] == 0.1
     assert 0.0 <= feature["p_value"] <= 1.0 and sum(feature["current_share"]) == pytest.approx(1)
     assert result["performance"] is None  # no labels arrived
+    # The last report draws the newest 48 windows (the 47 before it and itself) over time.
+    report = (root / f"w{windows - 1}" / "report.html").read_text()
+    assert "Over time: the last 48 windows" in report and "Drift over time" in report
 
 
 def test_covariate_drift_is_detected_in_the_first_window_after_onset(world):

@@ -35,7 +35,7 @@ RECORD = "monitor.json"
 REPORT = "report.html"
 METRICS = "metrics.prom"
 PRECEDENCE = ("decay", "drift", "stale")
-HISTORY_WINDOWS = 48  # previous windows drawn in the report (one query, newest first)
+HISTORY_WINDOWS = 48  # windows drawn over time in the report, this one included
 TOP_FEATURES = 20  # features whose PSI a window's event keeps, largest first
 
 
@@ -414,12 +414,13 @@ def figures(record: dict[str, Any]) -> dict[str, Any]:
 
 
 def previous_windows(ctx: StepContext) -> list[dict[str, Any]]:
-    """The figures of the model's last ``HISTORY_WINDOWS`` monitor windows, oldest first.
+    """The figures of the model's previous monitor windows (``HISTORY_WINDOWS`` - 1 of
+    them, so the report draws ``HISTORY_WINDOWS`` with this one), oldest first.
 
     Events without figures (recorded before figures were kept) or with unreadable ones are
     left out: the charts are a view, never a reason for the monitor to fail."""
     windows = []
-    for event in ctx.registry.history(ctx.spec.name, "monitor", newest=HISTORY_WINDOWS):
+    for event in ctx.registry.history(ctx.spec.name, "monitor", newest=HISTORY_WINDOWS - 1):
         try:
             figures = json.loads(event.get("figures") or "null")
         except ValueError:
