@@ -9,7 +9,8 @@ found (at most ``max_age`` plus one search old). A model seen for the first time
 in the background too (``None`` until then: the page says its history is loading), unless
 the caller asks to wait (one model's page). Events are append-only, so nothing held goes
 stale; a run created late with an older start time is still found because each check
-looks back ``OVERLAP_MS`` and skips ids it has.
+looks back ``OVERLAP_MS`` and skips ids it has. An event run not finished yet (still
+storing its files) is left for a later check.
 
 With a snapshot file (``history_snapshot``), a new process starts from the saved index
 instead of reading everything: models whose history experiment is still the same one
@@ -252,7 +253,9 @@ class HistoryIndex:
             with self._lock:
                 for run in runs:
                     entry = self._models[experiments[run.info.experiment_id]]
-                    if run.info.run_id in entry.ids:
+                    # Held only once finished: an event still storing its files (a
+                    # monitor's report) gets its last field then, and is read again.
+                    if run.info.run_id in entry.ids or run.info.status == "RUNNING":
                         continue
                     entry.ids.add(run.info.run_id)
                     entry.events.append(_event(run))
@@ -366,8 +369,8 @@ def _last(events: list[dict[str, Any]], *kinds: str) -> dict[str, Any] | None:
 def monitor_state(events: list[dict[str, Any]]) -> dict[str, Any] | None:
     """The monitor's latest state: its last ``monitor`` event (state or status field).
 
-    The production monitor records one event per check; until a model is monitored
-    this is None and the page says so.
+    The monitor records one event per window; until a model is monitored this is None
+    and the page says so.
     """
     event = _last(events, "monitor")
     if event is None:
@@ -411,6 +414,21 @@ def summary(model: str, events: list[dict[str, Any]] | None) -> dict[str, Any]:
     }
 
 
+def _describe_monitor(event: dict[str, Any]) -> str:
+    window = f"window to {event.get('window_end', '?')}: {event.get('status', '?')}"
+    return f"{window}: {event['summary']}" if event.get("summary") else window
+
+
+def _describe_approval(event: dict[str, Any]) -> str:
+    return (
+        f"{event.get('option', '?')} by {event.get('approver', '?')} for decision "
+        f"{event.get('decision_id', '?')[:12]}"
+    )
+
+
+DESCRIBERS = {"monitor": _describe_monitor, "approval": _describe_approval}
+
+
 def describe(event: dict[str, Any]) -> str:
     """One line for the timeline; unknown kinds list their fields."""
     kind = event["kind"]
@@ -429,10 +447,7 @@ def describe(event: dict[str, Any]) -> str:
         )
     if kind == "deploy_rejected":
         return f"deploy of v{event.get('version')} rejected: {event.get('reason', '')}"
-    if kind == "approval":
-        return (
-            f"{event.get('option', '?')} by {event.get('approver', '?')} for decision "
-            f"{event.get('decision_id', '?')[:12]}"
-        )
+    if kind in DESCRIBERS:
+        return DESCRIBERS[kind](event)
     skip = {"event_id", "kind", "time_ms"}
     return "; ".join(f"{k}={v}" for k, v in sorted(event.items()) if k not in skip)

@@ -67,11 +67,19 @@ class Registry:
         self.versions.log_json(run_id, record, artifact_path, filename)
 
     # History ------------------------------------------------------------------------
-    def append_event(self, model: str, kind: str, fields: dict[str, Any]) -> str:
-        return self.events.append(model, kind, fields)
+    def append_event(
+        self,
+        model: str,
+        kind: str,
+        fields: dict[str, Any],
+        files: dict[str, Path] | None = None,
+    ) -> str:
+        return self.events.append(model, kind, fields, files)
 
-    def history(self, model: str, kind: str | None = None) -> list[dict[str, str]]:
-        return self.events.events(model, kind)
+    def history(
+        self, model: str, kind: str | None = None, newest: int | None = None
+    ) -> list[dict[str, str]]:
+        return self.events.events(model, kind, newest)
 
     # Promotion ----------------------------------------------------------------------
     def promote(self, *args: Any, **kwargs: Any) -> PromotionResult:

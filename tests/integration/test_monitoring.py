@@ -6,6 +6,7 @@ container."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 from datetime import UTC, datetime, timedelta
@@ -133,6 +134,9 @@ def test_stable_traffic_over_fifty_windows_at_most_one_false_alarm(world):
     assert feature["distance"] < feature["threshold"] == 0.1
     assert 0.0 <= feature["p_value"] <= 1.0 and sum(feature["current_share"]) == pytest.approx(1)
     assert result["performance"] is None  # no labels arrived
+    # The last report draws the newest 48 windows (the 47 before it and itself) over time.
+    report = (root / f"w{windows - 1}" / "report.html").read_text()
+    assert "Over time: the last 48 windows" in report and "Drift over time" in report
 
 
 def test_covariate_drift_is_detected_in_the_first_window_after_onset(world):
@@ -149,13 +153,26 @@ def test_covariate_drift_is_detected_in_the_first_window_after_onset(world):
     # Features the drift knob does not move stay below the threshold.
     assert not after["features"]["region"]["drifted"]
     assert not after["features"]["age"]["drifted"]
-    events = world["registry"].history("churn", "monitor")
-    assert any(e["status"] == "drift" and e["window_end"] == BASE.isoformat() for e in events)
+    # Every window is an event (healthy ones too), with its report stored on the event.
+    events = {e["event_id"]: e for e in world["registry"].history("churn", "monitor")}
+    assert events[before["event_id"]]["status"] == "healthy"
+    event = events[after["event_id"]]
+    assert event["status"] == "drift" and event["window_end"] == BASE.isoformat()
+    assert event["report"] == "report.html"
+    stored = world["registry"].download(f"runs:/{after['event_id']}/report.html", root / "dl")
+    report = (root / "after" / "report.html").read_text()
+    assert stored.read_text() == report
     prom = (root / "after" / "metrics.prom").read_text()
     assert 'mlops_monitor_alarm{kind="data_drift",model="churn"} 1.0' in prom
     assert 'mlops_monitor_feature_drifted{feature="support_calls",model="churn"} 1.0' in prom
-    report = (root / "after" / "report.html").read_text()
-    assert "<svg" in report and "support_calls" in report and "http" not in report
+    assert "<svg" in report and "support_calls" in report
+    assert not re.search(r"""(src|href)=["']?https?:""", report), "fetches from a network"
+    assert "<script" not in report
+    # The previous window is drawn beside this one, with the threshold.
+    assert "Over time: the last" in report and "threshold" in report
+    figures = json.loads(event["figures"])
+    assert "support_calls" in figures["drifted"] and figures["psi_threshold"] == 0.1
+    assert figures["psi"]["support_calls"] >= 0.1
 
 
 def _write_labels(path: Path, header: str, lines: list[str]) -> None:

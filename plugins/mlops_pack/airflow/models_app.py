@@ -169,14 +169,21 @@ def _decision_cell(model: str, decision: dict[str, Any] | None) -> str:
     )
 
 
-def _monitor_cell(monitor: dict[str, Any] | None) -> str:
-    # Filled by the production monitor's events (kind "monitor"); see overview.monitor_state.
+def _monitor_cell(model: str, monitor: dict[str, Any] | None) -> str:
+    # The monitor's last window (overview.monitor_state), linked to that window's report.
     if not monitor:
         return '<span class="muted">not monitored</span>'
     state = html.escape(str(monitor["state"]))
     return (
-        f'<span class="{state}">{state}</span> <span class="muted">{_when(monitor["event"])}</span>'
+        f'<a class="{state}" href="{_event_href(model, monitor["event"])}">{state}</a> '
+        f'<span class="muted">{_when(monitor["event"])}</span>'
     )
+
+
+def _quiet(event: dict[str, Any]) -> bool:
+    """A monitor window without an alarm: one per window, so the timeline leaves them out
+    unless asked for everything (the model's monitor cell links the latest)."""
+    return event["kind"] == "monitor" and event.get("status") in ("healthy", "insufficient_data")
 
 
 def _deploy_cell(deploy: dict[str, Any] | None) -> str:
@@ -204,7 +211,7 @@ def models_html(rows: list[dict[str, Any]]) -> str:
             f"<td>{_v(row['champion'])}</td><td>{_v(row['previous'])}</td>"
             f"<td>{_decision_cell(model, row['decision'])}</td>"
             f"<td>{_deploy_cell(row['deploy'])}</td><td>{_v(row['served_version'])}</td>"
-            f"<td>{_monitor_cell(row['monitor'])}</td></tr>"
+            f"<td>{_monitor_cell(model, row['monitor'])}</td></tr>"
         )
     return f"<h1>Models</h1><table>{''.join(lines)}</table>"
 
@@ -221,11 +228,13 @@ def model_html(
     facts = (
         f"<p>champion {_v(live['champion'])}, previous {_v(live['previous'])} "
         f'(registry aliases); <span id="served">served {_v(row["served_version"])}</span>; '
-        f"last deploy: {_deploy_cell(row['deploy'])}; monitor: {_monitor_cell(row['monitor'])}</p>"
+        f"last deploy: {_deploy_cell(row['deploy'])}; "
+        f"monitor: {_monitor_cell(model, row['monitor'])}</p>"
         f"<p>last decision: {_decision_cell(model, row['decision'])}</p>"
     )
     lines = ["<tr><th>when</th><th>event</th><th>what</th><th>DAG run</th></tr>"]
-    shown = events if everything else events[-TIMELINE:]
+    listed = events if everything else [e for e in events if not _quiet(e)]
+    shown = listed if everything else listed[-TIMELINE:]
     for event in reversed(shown):
         kind = html.escape(event["kind"])
         run = event.get("dag_run_id")
@@ -241,8 +250,10 @@ def model_html(
             f"<td>{html.escape(describe(event))}</td><td>{run_cell}</td></tr>"
         )
     back = f'<p><a href="{ui_path("/models")}">All models</a></p>'
+    quiet = len(events) - len(listed)
     more = (
-        f'<p><a href="{ui_path("/models/" + quote(model))}?all=1">all {len(events)} events</a></p>'
+        f'<p><a href="{ui_path("/models/" + quote(model))}?all=1">all {len(events)} events</a>'
+        f"{f' ({quiet} monitor windows without an alarm not listed)' if quiet else ''}</p>"
         if len(shown) < len(events)
         else ""
     )

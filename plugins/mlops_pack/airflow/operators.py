@@ -22,7 +22,12 @@ from airflow.sdk import BaseOperator
 
 from mlops_pack.airflow.container import ContainerLimits, container_user, hand_over
 from mlops_pack.airflow.exceptions import FAILURES, MlopsBadInputFailure
-from mlops_pack.airflow.links import ComparisonReportLink, MlflowRunLink, ServedVersionLink
+from mlops_pack.airflow.links import (
+    ComparisonReportLink,
+    MlflowRunLink,
+    MonitorReportLink,
+    ServedVersionLink,
+)
 from mlops_pack.settings import store_not_writable, writable_by
 
 STEP_INCLUDE = "/opt/include"
@@ -657,9 +662,19 @@ class MonitorOperator(MlopsStepOperator):
     """
 
     step = "monitor"
+    operator_extra_links = (MonitorReportLink(),)
     template_fields: Sequence[str] = (*MlopsStepOperator.template_fields, "window_end")
-    # What the decision after the monitor needs; the rest stays in result.json and the report.
-    xcom_keys = ("status", "alarms", "window", "model", "champion_version", "performance")
+    # What the decision after the monitor needs, and the event whose report the link opens;
+    # the rest stays in result.json and the report.
+    xcom_keys = (
+        "status",
+        "alarms",
+        "window",
+        "model",
+        "champion_version",
+        "performance",
+        "event_id",
+    )
 
     def __init__(self, *, window_end: str = "{{ data_interval_end }}", **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -674,7 +689,8 @@ class MonitorOperator(MlopsStepOperator):
         if code != 0 or "result" in record:  # a failed step: the usual outcome rules
             return super()._outcome(code, work, context)
         # The step's result.json is the monitor record itself (its status is the verdict).
-        return {k: record.get(k) for k in self.xcom_keys}
+        self.result_record = {k: record.get(k) for k in self.xcom_keys}
+        return self.result_record
 
 
 class DecideRetrainOperator(MlopsStepOperator):

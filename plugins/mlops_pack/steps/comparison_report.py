@@ -34,7 +34,7 @@ dt{color:#555}
 """
 
 
-def _svg(figure) -> str:
+def inline_svg(figure) -> str:
     import matplotlib.pyplot as plt
 
     buffer = io.StringIO()
@@ -44,7 +44,7 @@ def _svg(figure) -> str:
     return text[text.index("<svg") :]  # drop the XML prolog and DOCTYPE: inline SVG
 
 
-def _figure(title: str, xlabel: str, ylabel: str):
+def new_figure(title: str, xlabel: str, ylabel: str):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -65,7 +65,7 @@ def _models(curves: dict[str, Any]) -> list[str]:
 
 
 def _line_plot(curves, key, x, y, title, xlabel, ylabel, diagonal=False) -> str:
-    figure, axes = _figure(title, xlabel, ylabel)
+    figure, axes = new_figure(title, xlabel, ylabel)
     for model in _models(curves):
         points = curves[model].get(key)
         if points:
@@ -79,7 +79,7 @@ def _line_plot(curves, key, x, y, title, xlabel, ylabel, diagonal=False) -> str:
     if diagonal:
         axes.plot([0, 1], [0, 1], linestyle=":", color="#999")
     axes.legend(fontsize=8)
-    return _svg(figure)
+    return inline_svg(figure)
 
 
 def _classification_plots(curves: dict[str, Any]) -> list[tuple[str, str]]:
@@ -121,8 +121,8 @@ def _classification_plots(curves: dict[str, Any]) -> list[tuple[str, str]]:
 
 def _regression_plots(curves: dict[str, Any]) -> list[tuple[str, str]]:
     actual = curves["actual"]
-    scatter, axes = _figure("Predicted vs actual", "actual", "predicted")
-    residuals, raxes = _figure("Residuals (predicted - actual)", "actual", "residual")
+    scatter, axes = new_figure("Predicted vs actual", "actual", "predicted")
+    residuals, raxes = new_figure("Residuals (predicted - actual)", "actual", "residual")
     for model in _models(curves):
         predicted = curves[model]["predicted"]
         axes.scatter(actual, predicted, s=6, alpha=0.5, label=model, color=COLORS[model])
@@ -141,8 +141,8 @@ def _regression_plots(curves: dict[str, Any]) -> list[tuple[str, str]]:
     raxes.legend(fontsize=8)
     n = len(actual)
     return [
-        (f"Predicted vs actual ({n} holdout rows, sampled)", _svg(scatter)),
-        (f"Residuals ({n} rows)", _svg(residuals)),
+        (f"Predicted vs actual ({n} holdout rows, sampled)", inline_svg(scatter)),
+        (f"Residuals ({n} rows)", inline_svg(residuals)),
     ]
 
 
@@ -157,7 +157,7 @@ def _bootstrap_plot(
     confidence = float(decision.policy.get("uncertainty", {}).get("confidence", 0.95))
     alpha = 1.0 - confidence
     low, high = quantile(samples, alpha / 2), quantile(samples, 1 - alpha / 2)
-    figure, axes = _figure(
+    figure, axes = new_figure(
         f"Bootstrap: improvement in {primary.metric}",
         "challenger - champion (positive is better)",
         "resamples",
@@ -184,7 +184,7 @@ def _bootstrap_plot(
         f"{len(samples)} paired bootstrap resamples of the primary metric's improvement; "
         "the gate uses the interval's lower bound"
     )
-    return caption, _svg(figure)
+    return caption, inline_svg(figure)
 
 
 def _slice_plot(evaluation: EvaluationRecord) -> tuple[str, str] | None:
@@ -194,7 +194,7 @@ def _slice_plot(evaluation: EvaluationRecord) -> tuple[str, str] | None:
     import numpy as np
 
     labels = [f"{s.column}={s.value} (n={s.rows})" for s in rows]
-    figure, axes = _figure(f"Per slice: {rows[0].metric}", "", rows[0].metric)
+    figure, axes = new_figure(f"Per slice: {rows[0].metric}", "", rows[0].metric)
     figure.set_size_inches(max(4.6, 0.55 * len(rows) + 1.5), 3.6)
     x = np.arange(len(rows))
     axes.bar(
@@ -205,7 +205,7 @@ def _slice_plot(evaluation: EvaluationRecord) -> tuple[str, str] | None:
     )
     axes.set_xticks(x, labels, rotation=45, ha="right", fontsize=7)
     axes.legend(fontsize=8)
-    return "Per-slice metric, champion and challenger", _svg(figure)
+    return "Per-slice metric, champion and challenger", inline_svg(figure)
 
 
 def _cell(value: Any) -> str:

@@ -8,12 +8,14 @@ accumulated chunk by chunk; only labelled (score, label) pairs are kept):
   even the interval's favourable bound is worse than the reference by more than the
   tolerance (higher-is-better: upper bound < reference - tolerance);
 - staleness: a champion version older than ``monitoring.max_age_days`` at the window's end.
-Status precedence when several fire: decay > drift > stale. An alarm is also appended to
-the model's history (``monitor`` event); a healthy window is not.
+Status precedence when several fire: decay > drift > stale. Every window is appended to
+the model's history (a ``monitor`` event) with its report and its figures in compact
+form; the report draws the figures of the last ``HISTORY_WINDOWS`` windows over time.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -25,6 +27,7 @@ from mlops_pack.errors import BadInputError
 from mlops_pack.metric_catalog import metric_info
 from mlops_pack.records import write_json
 from mlops_pack.registry import CHAMPION, TAG
+from mlops_pack.spec import ModelSpec
 from mlops_pack.steps import drift, monitor_feed, profile
 from mlops_pack.steps.context import StepContext
 
@@ -32,6 +35,8 @@ RECORD = "monitor.json"
 REPORT = "report.html"
 METRICS = "metrics.prom"
 PRECEDENCE = ("decay", "drift", "stale")
+HISTORY_WINDOWS = 48  # windows drawn over time in the report, this one included
+TOP_FEATURES = 20  # features whose PSI a window's event keeps, largest first
 
 
 def window(end: datetime | None, hours: float) -> tuple[datetime, datetime]:
@@ -100,8 +105,8 @@ class Accumulator:
         self.requests += chunk.requests
 
 
-def _data_drift(ctx: StepContext, acc: Accumulator, reference: dict[str, Any]) -> dict[str, Any]:
-    rule = ctx.spec.monitoring_policy().drift
+def _data_drift(spec: ModelSpec, acc: Accumulator, reference: dict[str, Any]) -> dict[str, Any]:
+    rule = spec.monitoring_policy().drift
     distances = {
         name: drift.distance(np.asarray(entry["counts"]), acc.counts[name])
         for name, entry in reference["features"].items()
@@ -120,9 +125,9 @@ def _data_drift(ctx: StepContext, acc: Accumulator, reference: dict[str, Any]) -
 
 
 def _prediction_drift(
-    ctx: StepContext, acc: Accumulator, reference: dict[str, Any]
+    spec: ModelSpec, acc: Accumulator, reference: dict[str, Any]
 ) -> dict[str, Any]:
-    rule = ctx.spec.monitoring_policy().drift
+    rule = spec.monitoring_policy().drift
     ref_counts = np.asarray(reference["scores"]["counts"])
     judged = drift.judge(
         {"score": drift.distance(ref_counts, acc.score_counts)}, rule.psi_threshold, rule.alpha
@@ -141,9 +146,8 @@ def _prediction_drift(
 
 
 def _performance(
-    ctx: StepContext, acc: Accumulator, reference: dict[str, Any]
+    spec: ModelSpec, acc: Accumulator, reference: dict[str, Any]
 ) -> dict[str, Any] | None:
-    spec = ctx.spec
     if len(acc.labelled) < spec.monitoring_policy().min_labelled_rows:
         return None
     metric = spec.monitoring_policy().decay_metric or spec.gate.primary.metric
@@ -190,7 +194,7 @@ def _champion_age_days(ctx: StepContext, version: str, end: datetime) -> float:
 
 
 def _alarms(
-    ctx: StepContext,
+    spec: ModelSpec,
     features: dict[str, Any],
     prediction: dict[str, Any] | None,
     performance: dict[str, Any] | None,
@@ -238,7 +242,7 @@ def _alarms(
                 "tolerance": performance["tolerance"],
             }
         )
-    max_age = ctx.spec.monitoring_policy().max_age_days
+    max_age = spec.monitoring_policy().max_age_days
     if max_age is not None and age_days > max_age:
         alarms.append(
             {
@@ -262,6 +266,28 @@ def _status(alarms: list[dict[str, Any]], enough_rows: bool) -> str:
         if fired[status]:
             return status
     return "healthy" if enough_rows else "insufficient_data"
+
+
+def assess(
+    spec: ModelSpec, acc: Accumulator, reference: dict[str, Any], age_days: float
+) -> dict[str, Any]:
+    """The window's verdict from its accumulated counts: every figure, the alarms, the status."""
+    enough = acc.rows >= spec.monitoring_policy().min_rows
+    features = _data_drift(spec, acc, reference) if enough else {}
+    prediction = (
+        _prediction_drift(spec, acc, reference)
+        if acc.score_rows >= spec.monitoring_policy().min_rows
+        else None
+    )
+    performance = _performance(spec, acc, reference)
+    alarms = _alarms(spec, features, prediction, performance, age_days)
+    return {
+        "status": _status(alarms, enough),
+        "alarms": alarms,
+        "features": features,
+        "prediction": prediction,
+        "performance": performance,
+    }
 
 
 def monitor(
@@ -290,17 +316,14 @@ def monitor(
         spec, log_dir, start, end, champion.version, labels, skipped
     ):
         acc.add(chunk)
-    enough = acc.rows >= spec.monitoring_policy().min_rows
-    features = _data_drift(ctx, acc, reference) if enough else {}
-    prediction = (
-        _prediction_drift(ctx, acc, reference)
-        if acc.score_rows >= spec.monitoring_policy().min_rows
-        else None
-    )
-    performance = _performance(ctx, acc, reference)
     age_days = _champion_age_days(ctx, champion.version, end)
-    alarms = _alarms(ctx, features, prediction, performance, age_days)
-    status = _status(alarms, enough)
+    verdict = assess(spec, acc, reference, age_days)
+    status, alarms = verdict["status"], verdict["alarms"]
+    features, prediction, performance = (
+        verdict["features"],
+        verdict["prediction"],
+        verdict["performance"],
+    )
     record = {
         "schema": "mlops_pack.monitor/1",
         "status": status,
@@ -342,31 +365,77 @@ def monitor(
         "spec_sha256": spec.sha256(),
         "seconds": round(time.perf_counter() - started, 3),
     }
-    _write_outputs(ctx, record)
-    if alarms:
-        ctx.registry.append_event(
-            spec.name,
-            "monitor",
-            {
-                "status": status,
-                "alarms": ",".join(a["kind"] for a in alarms),
-                "summary": "; ".join(a["summary"] for a in alarms)[:4000],
-                "window_start": start.isoformat(),
-                "window_end": end.isoformat(),
-                "champion_version": champion.version,
-                "rows": acc.rows,
-                "labelled_rows": len(acc.labelled),
-            },
-        )
+    history = previous_windows(ctx)
+    _write_outputs(ctx, record, history)
+    record["event_id"] = ctx.registry.append_event(
+        spec.name,
+        "monitor",
+        {
+            "status": status,
+            "alarms": ",".join(a["kind"] for a in alarms) or None,
+            "summary": "; ".join(a["summary"] for a in alarms)[:4000] or None,
+            "window_start": start.isoformat(),
+            "window_end": end.isoformat(),
+            "champion_version": champion.version,
+            "rows": acc.rows,
+            "labelled_rows": len(acc.labelled),
+            "figures": json.dumps(figures(record), separators=(",", ":")),
+        },
+        files={"report": ctx.out_dir / REPORT},
+    )
+    write_json(ctx.out_dir / RECORD, record)
     return record
 
 
-def _write_outputs(ctx: StepContext, record: dict[str, Any]) -> None:
+def figures(record: dict[str, Any]) -> dict[str, Any]:
+    """What the report's charts over time need of one window, small enough for a tag."""
+    ranked = sorted(record["features"].items(), key=lambda item: -item[1]["distance"])
+    prediction, performance = record["prediction"], record["performance"]
+    out: dict[str, Any] = {
+        "psi": {name: round(f["distance"], 4) for name, f in ranked[:TOP_FEATURES]},
+        "drifted": [name for name, f in ranked if f["drifted"]][:TOP_FEATURES],
+        "psi_threshold": record["rule"]["psi_threshold"],
+        "score_psi": round(prediction["distance"], 4) if prediction else None,
+        "score_drifted": bool(prediction and prediction["drifted"]),
+        "performance": None,
+    }
+    if performance is not None and performance["value"] is not None:
+        out["performance"] = {
+            "metric": performance["metric"],
+            "higher_is_better": performance["higher_is_better"],
+            "decayed": performance["decayed"],
+            "tolerance": performance["tolerance"],
+            **{
+                k: None if performance[k] is None else round(performance[k], 5)
+                for k in ("value", "ci_low", "ci_high", "reference")
+            },
+        }
+    return out
+
+
+def previous_windows(ctx: StepContext) -> list[dict[str, Any]]:
+    """The figures of the model's previous monitor windows (``HISTORY_WINDOWS`` - 1 of
+    them, so the report draws ``HISTORY_WINDOWS`` with this one), oldest first.
+
+    Events without figures (recorded before figures were kept) or with unreadable ones are
+    left out: the charts are a view, never a reason for the monitor to fail."""
+    windows = []
+    for event in ctx.registry.history(ctx.spec.name, "monitor", newest=HISTORY_WINDOWS - 1):
+        try:
+            figures = json.loads(event.get("figures") or "null")
+        except ValueError:
+            continue
+        if isinstance(figures, dict) and event.get("window_end"):
+            windows.append({"end": event["window_end"], "status": event.get("status"), **figures})
+    return windows
+
+
+def _write_outputs(ctx: StepContext, record: dict[str, Any], history: list[dict[str, Any]]) -> None:
     from mlops_pack.steps.monitor_report import render, write_metrics
 
-    write_json(ctx.out_dir / RECORD, record)
     write_metrics(ctx.out_dir / METRICS, record)
-    text = render(record)
+    current = {"end": record["window"]["end"], "status": record["status"], **figures(record)}
+    text = render(record, [*history, current])
     tmp = ctx.out_dir / f".{REPORT}.tmp"
     tmp.write_text(text, encoding="utf-8")
     tmp.replace(ctx.out_dir / REPORT)

@@ -30,11 +30,14 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 from mlops_pack.spec import ModelSpec
 
 PARTITION = re.compile(r"^date=(\d{4}-\d{2}-\d{2})$")
 CHUNK_ROWS = 50_000
 MAX_SKIPPED = 200  # reported one by one; beyond this only counted
+_DECODER = msgspec.json.Decoder()
 
 
 @dataclass
@@ -201,12 +204,23 @@ def _record(
     return record
 
 
+def _decode(raw: bytes) -> Any:
+    """One line's JSON. msgspec decodes the lines about twice as fast as the standard
+    library (decoding is most of the monitor's time); a line it refuses is tried again
+    with ``json``, which also reads the NaN and Infinity literals the server's
+    ``json.dumps`` writes for such values."""
+    try:
+        return _DECODER.decode(raw)
+    except msgspec.DecodeError:
+        return json.loads(raw)
+
+
 def _parse(raw: bytes, names: list[str]) -> tuple[dict[str, Any] | None, str | None]:
     """A usable log record, or why the line is not one."""
     if not raw.endswith(b"\n"):
         return None, "torn line (no end of line: the writer stopped mid-record)"
     try:
-        record = json.loads(raw)
+        record = _decode(raw)
     except ValueError:
         record = None
     if not isinstance(record, dict):

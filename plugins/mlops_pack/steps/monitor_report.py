@@ -1,10 +1,11 @@
 """The monitor's outputs for people and for Prometheus.
 
-The HTML report is one self-contained file: charts are inline SVG drawn here (bars of
-current vs reference shares per bin, a PSI bar against its threshold, the metric's
-interval against the reference band). Inline SVG needs no plotting library in the task
-image, no network, stays a few kilobytes per feature and is crisp at any zoom; matplotlib
-is only a transitive dependency of MLflow and costs about a second to import.
+The HTML report is one self-contained file. The window's own charts are small inline SVG
+drawn here (bars of current vs reference shares per bin, a PSI bar against its threshold,
+the metric's interval against the reference band): a few kilobytes per feature, no
+plotting library needed. The charts over time (the last windows' drift scores and metric,
+with the thresholds drawn) are matplotlib figures inlined as SVG, as in the comparison
+report: no script, nothing fetched from a network.
 
 Metrics are written with prometheus_client's own registry and ``write_to_textfile``
 (atomic), in the text format the node exporter's textfile collector and Pushgateway read.
@@ -171,7 +172,127 @@ def _feature_rows(record: dict[str, Any]) -> str:
     return "".join(rows)
 
 
-def render(record: dict[str, Any]) -> str:
+HISTORY_FEATURES = 6  # feature lines in the drift-over-time chart (largest PSI first)
+
+
+def _times(windows: list[dict[str, Any]]) -> list[Any]:
+    from datetime import datetime
+
+    return [datetime.fromisoformat(w["end"]) for w in windows]
+
+
+def _time_axis(axes: Any) -> None:
+    import matplotlib.dates as mdates
+
+    locator = mdates.AutoDateLocator()
+    axes.xaxis.set_major_locator(locator)
+    axes.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
+
+
+def _drift_over_time(windows: list[dict[str, Any]]) -> str:
+    """PSI per window of the features that moved most, and of the score; threshold dashed;
+    a window where a feature (or the score) drifted is marked on its line."""
+    from mlops_pack.steps.comparison_report import inline_svg, new_figure
+
+    times = _times(windows)
+    peak: dict[str, float] = {}
+    for window in windows:
+        for name, value in window.get("psi", {}).items():
+            peak[name] = max(peak.get(name, 0.0), value)
+    shown = sorted(peak, key=lambda name: -peak[name])[:HISTORY_FEATURES]
+    figure, axes = new_figure("Drift over time (PSI per window)", "window end", "PSI")
+    figure.set_size_inches(7.5, 3.6)
+    series = [(name, [w.get("psi", {}).get(name) for w in windows]) for name in shown]
+    series.append(("score", [w.get("score_psi") for w in windows]))
+    for name, values in series:
+        points = [(t, v) for t, v in zip(times, values, strict=True) if v is not None]
+        if not points:
+            continue
+        style = {"color": "#222", "linewidth": 2} if name == "score" else {}
+        line = axes.plot(*zip(*points, strict=True), marker=".", label=name, **style)[0]
+        fired = [
+            (t, v)
+            for t, v, w in zip(times, values, windows, strict=True)
+            if v is not None
+            and (w.get("score_drifted") if name == "score" else name in w.get("drifted", []))
+        ]
+        if fired:
+            axes.scatter(*zip(*fired, strict=True), s=60, marker="x", color=line.get_color())
+    thresholds = [(t, w["psi_threshold"]) for t, w in zip(times, windows, strict=True)]
+    axes.step(
+        *zip(*thresholds, strict=True),
+        where="post",
+        color="#c62828",
+        linestyle="--",
+        label="threshold",
+    )
+    _time_axis(axes)
+    axes.legend(fontsize=7, loc="upper left", ncols=2)
+    return inline_svg(figure)
+
+
+def _metric_over_time(windows: list[dict[str, Any]]) -> str | None:
+    """The metric per labelled window with its interval, the reference and the decay line."""
+    from mlops_pack.steps.comparison_report import inline_svg, new_figure
+
+    judged = [(t, w["performance"]) for t, w in zip(_times(windows), windows, strict=True)]
+    judged = [(t, p) for t, p in judged if p and p.get("ci_low") is not None]
+    if not judged:
+        return None
+    metric = judged[-1][1]["metric"]
+    judged = [(t, p) for t, p in judged if p["metric"] == metric]
+    figure, axes = new_figure(f"{metric} over time", "window end", metric)
+    figure.set_size_inches(7.5, 3.6)
+    times = [t for t, _ in judged]
+    for decayed, colour, label in (
+        (False, CURRENT, "window"),
+        (True, STATUS_COLOUR["decay"], "decay"),
+    ):
+        part = [(t, p) for t, p in judged if bool(p["decayed"]) == decayed]
+        if part:
+            axes.errorbar(
+                [t for t, _ in part],
+                [p["value"] for _, p in part],
+                yerr=[
+                    [p["value"] - p["ci_low"] for _, p in part],
+                    [p["ci_high"] - p["value"] for _, p in part],
+                ],
+                fmt="o",
+                color=colour,
+                capsize=3,
+                label=f"{label} (interval)",
+            )
+    sign = [1 if p["higher_is_better"] else -1 for _, p in judged]
+    axes.step(times, [p["reference"] for _, p in judged], where="mid", color=REFERENCE,
+              linewidth=2, label="reference")  # fmt: skip
+    axes.step(
+        times,
+        [p["reference"] - s * p["tolerance"] for (_, p), s in zip(judged, sign, strict=True)],
+        where="mid",
+        color="#c62828",
+        linestyle="--",
+        label="decay threshold",
+    )
+    _time_axis(axes)
+    axes.legend(fontsize=7, loc="lower left")
+    return inline_svg(figure)
+
+
+def history_section(windows: list[dict[str, Any]]) -> str:
+    """The charts over time; nothing until there are two windows to draw."""
+    if len(windows) < 2:
+        return ""
+    charts = [_drift_over_time(windows), _metric_over_time(windows)]
+    alarms = sum(1 for w in windows if w.get("status") in ("drift", "decay", "stale"))
+    return (
+        f"<h2>Over time: the last {len(windows)} windows</h2><p>{alarms} with an alarm. "
+        "Crosses: a feature or the score drifted in that window; dashed red: the thresholds "
+        "(PSI; reference minus the decay tolerance); the metric's bars are its interval.</p>"
+        + "".join(f"<figure>{chart}</figure>" for chart in charts if chart)
+    )
+
+
+def render(record: dict[str, Any], windows: list[dict[str, Any]] | None = None) -> str:
     status, window = record["status"], record["window"]
     alarms = "".join(
         f"<li><b>{_e(a['kind'])}</b>: {_e(a['summary'])}</li>" for a in record["alarms"]
@@ -204,6 +325,7 @@ def render(record: dict[str, Any]) -> str:
             "<h2>Performance</h2><p>Not judged: fewer labelled rows than "
             f"{record['rule']['min_labelled_rows']}.</p>"
         )
+    sections.append(history_section(windows or []))
     prediction = record["prediction"]
     if prediction is not None:
         chart = _bars(
