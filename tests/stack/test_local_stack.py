@@ -72,8 +72,12 @@ def local_stack(task_image):
     for item in include.rglob("*"):
         item.chmod(0o755 if item.is_dir() else 0o644)
     data = churn_batches(open_dir("local-stack-data-"))
-    with started_stack(task_image, include, data) as stack:
-        yield stack
+    try:
+        with started_stack(task_image, include, data) as stack:
+            yield stack
+    finally:
+        for folder in (include.parent, unserved_spec.parents[2], data):
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def test_postgres_gives_each_consumer_its_own_database(local_stack):
