@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Build every image docker-compose.local.yaml runs, without any public registry: the
 # task image (and with it the local Debian base, if no public base can be pulled), then
-# Postgres, Redis and Prometheus from Debian packages and MLflow from PyPI on that base.
+# Postgres, Redis and Prometheus from Debian packages, MLflow and Airflow (with the pack)
+# from PyPI on that base.
 # Docker's layer cache makes a second run take seconds.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -18,3 +19,4 @@ build mlops-pack-local-postgres:latest include/docker/local/postgres.Dockerfile
 build mlops-pack-local-redis:latest include/docker/local/redis.Dockerfile
 build mlops-pack-local-prometheus:latest include/docker/local/prometheus.Dockerfile
 build mlops-pack-mlflow:latest include/docker/mlflow.Dockerfile
+build mlops-pack-local-airflow:latest include/docker/local/airflow.Dockerfile

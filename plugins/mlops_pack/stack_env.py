@@ -54,12 +54,22 @@ def served_models(include_dir: Path) -> list[str]:
     return names
 
 
+def token() -> str:
+    """A URL-safe random secret that does not start with '-': command lines receive some
+    of them (`airflow users create --password ...` in the official image's entrypoint),
+    where a leading dash reads as an option and the admin user is silently not created."""
+    while True:
+        drawn = secrets.token_urlsafe(32)
+        if not drawn.startswith("-"):
+            return drawn
+
+
 def stack_values(models: list[str]) -> dict[str, str]:
     values = {"AIRFLOW_ADMIN_USER": "admin", "AIRFLOW_FERNET_KEY": fernet_key()}
-    values.update({name: secrets.token_urlsafe(32) for name in PASSWORDS})
+    values.update({name: token() for name in PASSWORDS})
     for model in models:
         for secret in SERVER_SECRETS:
-            values[f"{model.upper()}_{secret.upper()}"] = secrets.token_urlsafe(32)
+            values[f"{model.upper()}_{secret.upper()}"] = token()
     return values
 
 

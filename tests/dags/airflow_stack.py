@@ -4,16 +4,17 @@ need a real scheduler: started on a port of the test's own, stopped by ``make do
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import subprocess
 import sys
 import tempfile
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
-from support import ROOT
+from support import ROOT, airflow_token
+
+# The api-server's login, kept importable from here for the tests that start make up.
+token = airflow_token
 
 # What a developer's shell may carry that would point the stack at their own setup.
 INHERITED = (
@@ -60,15 +61,3 @@ def make_up(
         yield state, up
     finally:
         subprocess.run([*command, "down"], env=env, cwd=ROOT, capture_output=True, check=False)
-
-
-def token(base: str, user: str, password: str) -> str:
-    """A JWT from the api-server's own login endpoint."""
-    request = urllib.request.Request(
-        f"{base}/auth/token",
-        method="POST",
-        data=json.dumps({"username": user, "password": password}).encode(),
-        headers={"Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(request, timeout=10) as response:
-        return json.loads(response.read())["access_token"]

@@ -19,7 +19,7 @@ import airflow_client.client as ac
 import pytest
 import yaml
 from airflow_stack import make_up, token
-from support import ROOT, free_port, open_dir
+from support import ROOT, free_port, open_dir, run_to_end
 
 PORT = free_port()
 SERVER_PORT = free_port()  # never collide with a user's `make up` or another test run
@@ -80,14 +80,7 @@ def _wait_for_dag(api: ac.ApiClient, dag_id: str = DAG_ID):
 
 
 def _run_to_end(api: ac.ApiClient, run_id: str, timeout: float = 900, dag_id: str = DAG_ID) -> str:
-    runs = ac.DagRunApi(api)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        state = str(runs.get_dag_run(dag_id, run_id).state.value)
-        if state in ("success", "failed"):
-            return state
-        time.sleep(3)
-    raise AssertionError(f"run {run_id} did not finish in {timeout}s")
+    return run_to_end(api, dag_id, run_id, timeout)
 
 
 def _trigger(api: ac.ApiClient, dag_id: str, conf: dict | None) -> str:

@@ -10,8 +10,6 @@ dashboards' own, sent verbatim. Grafana itself has no build installable here.
 from __future__ import annotations
 
 import json
-import math
-import re
 import shutil
 import subprocess
 import time
@@ -21,17 +19,15 @@ from pathlib import Path
 
 import pytest
 import yaml
+from dashboard_support import (
+    SCRAPE_SECONDS,
+    assert_every_panel_has_data,
+    panel_queries,
+    query,
+)
 from mlops_pack.errors import ServiceUnavailableError
-from mlops_pack.server_client import ServerClient
 from serving_support import write_spec
 from support import ROOT, free_port, open_dir, run_cli
-
-SCRAPE_SECONDS = 1.0
-
-
-def panel_queries(model: str) -> list[str]:
-    dashboard = json.loads((ROOT / f"include/grafana/dashboards/{model}.json").read_text())
-    return [target["expr"] for panel in dashboard["panels"] for target in panel.get("targets", [])]
 
 
 def prometheus_config(folder: Path, server_port: int, prom_port: int, key: str) -> Path:
@@ -52,17 +48,6 @@ def prometheus_config(folder: Path, server_port: int, prom_port: int, key: str) 
     path = folder / "prometheus.yml"
     path.write_text(yaml.safe_dump(config))
     return path
-
-
-def query(port: int, expr: str) -> list[dict]:
-    url = f"http://127.0.0.1:{port}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
-    try:
-        with urllib.request.urlopen(url, timeout=10) as response:
-            body = json.load(response)
-    except urllib.error.HTTPError as exc:  # a malformed query: 400 with the parser's error
-        pytest.fail(f"{expr}: {exc.code} {exc.read().decode()}")
-    assert body["status"] == "success", (expr, body)
-    return body["data"]["result"]
 
 
 @pytest.fixture(scope="module")
@@ -142,62 +127,18 @@ def prometheus(served, tmp_path):
         log.close()
 
 
-def traffic(server, rows: list[dict]) -> None:
-    """Scored requests, a batch with inputs outside the training range, a request with a
-    wrong key and one with a bad body: every kind of series the dashboards chart."""
-    public = ServerClient(server.url, server.secret("prediction_key"))
-    for start in range(0, 60, 6):
-        assert public.call("POST", "/predict", {"rows": rows[start : start + 6]})[0] == 200
-    odd = [{**row, "age": 500, "tenure_months": 10_000} for row in rows[:3]]
-    assert public.call("POST", "/predict", {"rows": odd})[0] == 200
-    wrong = ServerClient(server.url, "not-the-key")
-    assert wrong.call("POST", "/predict", {"rows": rows[:1]})[0] == 401
-    assert public.call("POST", "/predict", {"rows": [{"age": "old"}]})[0] in (400, 422)
-
-
-def last_scrape(port: int) -> float:
-    samples = query(port, 'timestamp(up{job="model-server-churn"})')
-    return float(samples[0]["value"][1]) if samples else 0.0
-
-
-def wait_for_scrapes(port: int, count: int) -> None:
-    """Until Prometheus has scraped the server ``count`` more times (after now)."""
-    after = time.time()
-    deadline = after + 60
-    for _ in range(count):
-        while last_scrape(port) <= after:
-            assert time.time() < deadline, "Prometheus does not scrape the server"
-            time.sleep(SCRAPE_SECONDS / 4)
-        after = last_scrape(port)
-
-
 def test_every_panel_query_returns_data(served, prometheus, data_dir):
     import pandas as pd
 
     frame = pd.read_csv(data_dir / "churn" / "churn_month_01.csv", nrows=60)
     rows = json.loads(frame.drop(columns=["churned", "customer_id"]).to_json(orient="records"))
-    # Two rounds of traffic, each seen by two scrapes: rates and increases need a counter
-    # that moved between two samples.
-    wait_for_scrapes(prometheus, 1)
-    for _ in range(2):
-        traffic(served, rows)
-        wait_for_scrapes(prometheus, 2)
+    queries = assert_every_panel_has_data(
+        prometheus, "churn", served.url, served.secret("prediction_key"), rows
+    )
     up = query(prometheus, 'up{job="model-server-churn"}')
     assert [float(s["value"][1]) for s in up] == [1.0], up
     requests = query(prometheus, 'mlops_pack_requests_total{model="churn",status="ok"}')
     assert requests and sum(float(s["value"][1]) for s in requests) >= 22
-
-    queries = panel_queries("churn")
-    assert len(queries) >= 9
-    for expr in queries:
-        samples = query(prometheus, expr)
-        assert samples, f"no data: {expr}"
-        values = [float(s["value"][1]) for s in samples]
-        assert all(math.isfinite(v) for v in values), (expr, samples)
-        # A fallback such as `or vector(0)` must not hide a misspelt metric: every
-        # metric a query names has series for this model.
-        for metric in set(re.findall(r"\bmlops_pack_[a-z_]+\b", expr)):
-            assert query(prometheus, f'count({metric}{{model="churn"}})'), metric
     flagged = query(prometheus, 'sum by (kind) (mlops_pack_range_violations_total{model="churn"})')
     assert {s["metric"]["kind"] for s in flagged} >= {"input_range"}
     info = next(q for q in queries if "mlops_pack_model_info" in q)

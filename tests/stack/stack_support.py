@@ -1,9 +1,28 @@
-"""Helpers for the compose stack tests (import as ``stack_support``)."""
+"""Helpers for the compose stack tests and the scale-out benchmark (import as
+``stack_support``): docker-compose.local.yaml brought up on free ports and always taken
+down, and the Airflow REST client for it."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
+
+import yaml
+from support import ROOT, airflow_token, free_port, open_dir, run_cli
+
+LOCAL = ROOT / "docker-compose.local.yaml"
+WORKER_UID = 50000  # the Airflow image's user, as in the official image
+PORTS = ("postgres", "redis", "mlflow", "churn", "prometheus", "airflow")
+PORTS += ("triggerer_log", "worker_1_log", "worker_2_log")
 
 
 def docker_compose() -> str:
@@ -16,3 +35,157 @@ def env_values(path: Path) -> dict[str, str]:
     """The KEY=value lines of a .env written by ``mlops-pack stack init``."""
     lines = path.read_text().splitlines()
     return dict(line.split("=", 1) for line in lines if line and not line.startswith("#"))
+
+
+def wait_until(check, what: str, timeout: float = 240.0, passing: tuple = ()):
+    """``check()``'s first truthy result; connection errors (and ``passing``) mean not yet."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            result = check()
+            if result:
+                return result
+        except (OSError, urllib.error.URLError, *passing):
+            pass
+        assert time.monotonic() < deadline, f"{what} did not come up in {timeout:.0f}s"
+        time.sleep(1)
+
+
+def http_status(url: str, token: str | None = None) -> int:
+    request = urllib.request.Request(url)
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return response.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def local_prometheus_config(folder: Path, ports: dict[str, int]) -> Path:
+    config = yaml.safe_load((ROOT / "include/prometheus/prometheus.yml").read_text())
+    targets = {
+        "model-server-churn:8181": f"127.0.0.1:{ports['churn']}",
+        "model-server-diabetes:8182": f"127.0.0.1:{free_port()}",  # not started here
+        "localhost:9090": f"127.0.0.1:{ports['prometheus']}",
+    }
+    config["global"]["scrape_interval"] = "1s"
+    for job in config["scrape_configs"]:
+        for static in job["static_configs"]:
+            static["targets"] = [targets[t] for t in static["targets"]]
+    path = folder / "prometheus.yml"
+    path.write_text(yaml.safe_dump(config))
+    path.chmod(0o644)
+    return path
+
+
+def compose_resources(kind: str, project: str) -> list[str]:
+    """Containers, volumes or networks docker-compose labelled for ``project``."""
+    listing = {
+        "container": ["docker", "ps", "-aq"],
+        "volume": ["docker", "volume", "ls", "-q"],
+        "network": ["docker", "network", "ls", "-q"],
+    }[kind]
+    found = subprocess.run(
+        [*listing, "--filter", f"label=com.docker.compose.project={project}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return found.stdout.split()
+
+
+@contextlib.contextmanager
+def local_stack(
+    task_image: str,
+    include: Path,
+    data: Path,
+    services: tuple[str, ...] = (),
+    **extra_env: str,
+) -> Iterator[dict]:
+    """docker-compose.local.yaml with its Airflow profile, up on free ports (``services``
+    only, when named, with what they depend on); yields ports, the ``.env`` values, the
+    project name and the data folder. Always taken down with its volumes, and nothing
+    of the project may be left behind.
+
+    ``include`` and ``data`` must be readable by the workers' uid: the engine mounts them
+    into step containers at the same path."""
+    subprocess.run([ROOT / "include/docker/build_local_stack_images.sh"], check=True, timeout=1500)
+    folder = Path(tempfile.mkdtemp(prefix="local-stack-"))
+    code, _ = run_cli("stack", "init", "--dir", folder, "--include", include)
+    assert code == 0
+    ports = {name: free_port() for name in PORTS}
+    # Deploy and promote write the server's keys here for their one step container: the
+    # workers' user must own it, and only that user.
+    step_secrets = open_dir("local-stack-step-secrets-")
+    os.chown(step_secrets, WORKER_UID, 0)
+    step_secrets.chmod(0o700)
+    env = {
+        **os.environ,
+        "STACK_SECRETS_DIR": str(folder / ".stack" / "secrets"),
+        "LOCAL_PROMETHEUS_CONFIG": str(local_prometheus_config(folder, ports)),
+        "LOCAL_INCLUDE_DIR": str(include),
+        "LOCAL_DATA_DIR": str(data),
+        "LOCAL_STEP_SECRETS_DIR": str(step_secrets),
+        "LOCAL_DOCKER_GID": str(os.stat("/var/run/docker.sock").st_gid),
+        "MLOPS_PACK_TASK_IMAGE": task_image,
+        **{f"LOCAL_{name.upper()}_PORT": str(port) for name, port in ports.items()},
+        **extra_env,
+    }
+    project = f"mlops-local-{uuid.uuid4().hex[:8]}"
+    compose = [docker_compose(), "-p", project, "--env-file", str(folder / ".env")]
+    compose += ["-f", str(LOCAL), "--profile", "airflow"]
+    try:
+        subprocess.run(
+            [*compose, "up", "-d", *services], cwd=ROOT, env=env, check=True, timeout=900
+        )
+        yield {
+            "ports": ports,
+            "secrets": env_values(folder / ".env"),
+            "project": project,
+            "data": data,
+        }
+    finally:
+        logs = subprocess.run(
+            [*compose, "logs", "--no-color", "--tail", "30"],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        print(logs.stdout[-12000:])
+        subprocess.run(
+            [*compose, "down", "-v", "--remove-orphans"], cwd=ROOT, env=env, check=True, timeout=300
+        )
+        shutil.rmtree(step_secrets, ignore_errors=True)
+        shutil.rmtree(folder, ignore_errors=True)
+        for kind in ("container", "volume", "network"):
+            assert compose_resources(kind, project) == [], f"{kind}s left behind"
+
+
+def airflow_api(stack: dict):
+    """The official client, logged in as the admin ``stack init`` wrote the password of."""
+    import airflow_client.client as ac
+
+    base = f"http://127.0.0.1:{stack['ports']['airflow']}"
+    wait_until(lambda: http_status(f"{base}/api/v2/monitor/health") == 200, "the api-server", 400)
+    token = airflow_token(base, "admin", stack["secrets"]["AIRFLOW_ADMIN_PASSWORD"])
+    return ac.ApiClient(ac.Configuration(host=base, access_token=token))
+
+
+def unpaused(api, dag_id: str) -> None:
+    """Wait for ``dag_id`` to be parsed, then unpause it (DAGs start paused, as in the
+    production configuration: unpausing is the user's act)."""
+    import airflow_client.client as ac
+
+    dags = ac.DAGApi(api)
+    wait_until(lambda: dags.get_dag(dag_id), f"{dag_id} in the api-server", 400, (ac.ApiException,))
+    dags.patch_dag(dag_id, ac.DAGPatchBody(is_paused=False))
+
+
+def trigger(api, dag_id: str, conf: dict) -> str:
+    import airflow_client.client as ac
+
+    body = ac.TriggerDAGRunPostBody(logical_date=None, conf=conf)
+    return ac.DagRunApi(api).trigger_dag_run(dag_id, body).dag_run_id

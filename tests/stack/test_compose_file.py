@@ -59,7 +59,7 @@ def test_stack_init_writes_private_secrets_once(tmp_path, stack_env, capsys):
     assert values.pop("AIRFLOW_ADMIN_USER") == "admin"
     # Every secret is fresh, long and safe to put in a DSN or JSON unquoted.
     assert len(set(values.values())) == len(values) >= 9 + 2 * len(SERVED)
-    assert all(re.fullmatch(r"[A-Za-z0-9_-]{40,}", v) for v in values.values())
+    assert all(re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_-]{39,}", v) for v in values.values())
     for model in SERVED:
         for secret in ("admin_token", "prediction_key"):
             path = tmp_path / ".stack" / "secrets" / model / secret
@@ -71,6 +71,14 @@ def test_stack_init_writes_private_secrets_once(tmp_path, stack_env, capsys):
     assert f"{stack_env} exists" in capsys.readouterr().err
     assert stack_env.read_bytes() == before
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".env-")]
+
+
+def test_no_generated_secret_reads_as_a_command_line_option():
+    """One draw in 64 of a URL-safe token starts with '-'; the official image's entrypoint
+    passes the admin password as an argument, where that reads as an option."""
+    from mlops_pack.stack_env import token
+
+    assert not [t for t in (token() for _ in range(2000)) if t.startswith("-")]
 
 
 def test_compose_config_accepts_the_shipped_file(stack_env):

@@ -1,115 +1,83 @@
-"""The stack's infrastructure brought up for real from docker-compose.local.yaml: images
-built locally, host networking, free ports; then everything stopped and removed.
+"""The stack brought up for real from docker-compose.local.yaml, once for every test here:
+images built locally, host networking, free ports; then everything stopped and removed.
 
 What runs is the shipped material: include/postgres/init-databases.sh in Postgres, Redis
 with its password, the MLflow image on its Postgres backend with proxied artifacts, the
 churn model server with the compose file's hardening, Prometheus
 on include/prometheus/prometheus.yml (targets moved to 127.0.0.1), secrets from
-``mlops-pack stack init``.
+``mlops-pack stack init``, and Airflow 3 on Celery (airflow-init, api-server, scheduler,
+dag-processor, triggerer, two workers) running the pack's DAGs against all of it.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
-import os
+import shutil
 import socket
 import subprocess
 import time
-import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
 from pathlib import Path
 
+import airflow_client.client as ac
 import pytest
-import yaml
-from stack_support import docker_compose, env_values
-from support import ROOT, free_port, run_cli
+from dashboard_support import assert_every_panel_has_data, query
+from mlops_pack.server_client import ServerClient
+from stack_support import (
+    airflow_api,
+    http_status,
+    trigger,
+    unpaused,
+    wait_until,
+)
+from stack_support import (
+    local_stack as started_stack,
+)
+from support import churn_spec_copy, open_dir, run_to_end
 
-LOCAL = ROOT / "docker-compose.local.yaml"
-
-
-def wait_until(check, what: str, timeout: float = 240.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            result = check()
-            if result:
-                return result
-        except (OSError, urllib.error.URLError):
-            pass
-        assert time.monotonic() < deadline, f"{what} did not come up"
-        time.sleep(1)
-
-
-def http_status(url: str, token: str | None = None) -> int:
-    request = urllib.request.Request(url)
-    if token:
-        request.add_header("Authorization", f"Bearer {token}")
-    try:
-        with urllib.request.urlopen(request, timeout=5) as response:
-            return response.status
-    except urllib.error.HTTPError as exc:
-        return exc.code
+# The stack starts once, inside the first test's budget; the DAG run takes minutes on a
+# loaded two-core machine.
+pytestmark = pytest.mark.timeout(1800)
 
 
-def local_prometheus_config(folder: Path, ports: dict[str, int]) -> Path:
-    config = yaml.safe_load((ROOT / "include/prometheus/prometheus.yml").read_text())
-    targets = {
-        "model-server-churn:8181": f"127.0.0.1:{ports['churn']}",
-        "model-server-diabetes:8182": f"127.0.0.1:{free_port()}",  # not started here
-        "localhost:9090": f"127.0.0.1:{ports['prometheus']}",
-    }
-    config["global"]["scrape_interval"] = "1s"
-    for job in config["scrape_configs"]:
-        for static in job["static_configs"]:
-            static["targets"] = [targets[t] for t in static["targets"]]
-    path = folder / "prometheus.yml"
-    path.write_text(yaml.safe_dump(config))
-    path.chmod(0o644)
-    return path
+def churn_batches(folder: Path) -> Path:
+    """Month 1 of churn in a folder the workers' uid can read."""
+    from mlops_pack.datagen import churn
+
+    churn.write(churn.ChurnConfig(rows=4_000, month=1), folder / "churn" / "churn_month_01.csv")
+    for item in folder.rglob("*"):
+        item.chmod(0o755 if item.is_dir() else 0o644)
+    return folder
+
+
+def relaxed(raw: dict) -> None:
+    """The churn spec without its latency budgets: they are not what this tests, and on a
+    loaded two-core machine single-row answers of a one-CPU server exceed 250 ms."""
+    raw["serving"]["latency_budget_ms_p95"] = 10_000
+
+
+def unserved(raw: dict) -> None:
+    raw["name"] = "churn_unserved"
+    del raw["serving"], raw["monitoring"]
 
 
 @pytest.fixture(scope="module")
-def local_stack(tmp_path_factory):
-    subprocess.run([ROOT / "include/docker/build_local_stack_images.sh"], check=True, timeout=1500)
-    folder = tmp_path_factory.mktemp("local-stack")
-    code, _ = run_cli("stack", "init", "--dir", folder, "--include", ROOT / "include")
-    assert code == 0
-    names = ("postgres", "redis", "mlflow", "churn", "prometheus")
-    ports = {name: free_port() for name in names}
-    env = {
-        **os.environ,
-        "STACK_SECRETS_DIR": str(folder / ".stack" / "secrets"),
-        "LOCAL_PROMETHEUS_CONFIG": str(local_prometheus_config(folder, ports)),
-        **{f"LOCAL_{name.upper()}_PORT": str(port) for name, port in ports.items()},
-    }
-    project = f"mlops-local-{uuid.uuid4().hex[:8]}"
-    env_file = str(folder / ".env")
-    compose = [docker_compose(), "-p", project, "--env-file", env_file, "-f", str(LOCAL)]
+def local_stack(task_image):
+    include = churn_spec_copy(open_dir("local-stack-include-"), relaxed).parents[1]
+    unserved_spec = churn_spec_copy(open_dir("local-stack-unserved-"), unserved)
+    shutil.copy(unserved_spec, include / "models" / "churn_unserved.yaml")
+    for item in include.rglob("*"):
+        item.chmod(0o755 if item.is_dir() else 0o644)
+    data = churn_batches(open_dir("local-stack-data-"))
     try:
-        subprocess.run([*compose, "up", "-d"], cwd=ROOT, env=env, check=True, timeout=600)
-        yield {"ports": ports, "secrets": env_values(folder / ".env"), "project": project}
+        with started_stack(task_image, include, data) as stack:
+            yield stack
     finally:
-        logs = subprocess.run(
-            [*compose, "logs", "--no-color", "--tail", "30"],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        print(logs.stdout[-6000:])
-        subprocess.run(
-            [*compose, "down", "-v", "--remove-orphans"], cwd=ROOT, env=env, check=True, timeout=300
-        )
-        left = subprocess.run(
-            ["docker", "ps", "-aq", "--filter", f"label=com.docker.compose.project={project}"],
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        assert left.stdout.strip() == "", "containers left behind"
+        for folder in (include.parent, unserved_spec.parents[2], data):
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def test_postgres_gives_each_consumer_its_own_database(local_stack):
@@ -233,3 +201,84 @@ def test_model_server_runs_hardened_and_prometheus_scrapes_it(local_stack):
     refused = 'mlops_pack_refused_requests_total{model="churn",status="401"}'
     # The unauthenticated /version above is counted; the scrape after it shows it.
     assert wait_until(lambda: query(refused), "the refused-requests counter", timeout=60)
+
+
+def failed_logs(api, dag_id: str, run_id: str, listed) -> str:
+    """The end of each failed task's log, read through the REST API."""
+    out = []
+    for ti in listed:
+        if ti.state and str(ti.state.value) == "failed":
+            log = ac.TaskInstanceApi(api).get_log(
+                dag_id, run_id, ti.task_id, ti.try_number, full_content=True
+            )
+            lines = log.content.actual_instance
+            text = "\n".join(str(getattr(line, "event", line)) for line in lines)
+            out.append(f"{ti.task_id}: {text[-3000:]}")
+    return "\n".join(out)
+
+
+def retrain(local_stack, model: str) -> tuple[str, list, dict[str, str]]:
+    """Trigger ``model``'s retrain DAG through the REST API and wait for its end: the run's
+    state, its task instances and their states."""
+    api = airflow_api(local_stack)
+    dag_id = f"mlops_retrain__{model}"
+    unpaused(api, dag_id)
+    conf = {"data_path": "churn/churn_month_01.csv", "reason": "celery stack test"}
+    run_id = trigger(api, dag_id, conf)
+    state = run_to_end(api, dag_id, run_id, timeout=1500)
+    listed = ac.TaskInstanceApi(api).get_task_instances(dag_id, run_id).task_instances
+    states = {ti.task_id: str(ti.state.value) if ti.state else "none" for ti in listed}
+    assert state == "success", (states, failed_logs(api, dag_id, run_id, listed))
+    return state, listed, states
+
+
+def champion_version(local_stack, model: str) -> str:
+    from mlflow import MlflowClient
+
+    tracking = f"http://127.0.0.1:{local_stack['ports']['mlflow']}"
+    client = MlflowClient(tracking, registry_uri=tracking)
+    return client.get_model_version_by_alias(model, "champion").version
+
+
+def test_celery_workers_run_the_retrain_dag_and_promote(local_stack):
+    """A retrain DAG (churn, not served), triggered through the REST API, runs on both
+    Celery workers, consecutive tasks on different ones, and promotes its first champion
+    over the MLflow server under the Postgres lock."""
+    _, listed, states = retrain(local_stack, "churn_unserved")
+    assert states["promote"] == "success", states
+    ran = sorted((ti for ti in listed if ti.hostname), key=lambda ti: ti.start_date)
+    hosts = [ti.hostname for ti in ran]
+    assert set(hosts) == {"airflow-worker-1", "airflow-worker-2"}, hosts
+    assert any(a != b for a, b in itertools.pairwise(hosts)), hosts
+    assert champion_version(local_stack, "churn_unserved") == "1"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="deploy stages the model into the worker's own MLOPS_PACK_HOME, which the server "
+    "never sees without a shared file system; passes once the server fetches a version from "
+    "the registry by URI and sha256",
+)
+def test_the_served_model_follows_the_alias_and_every_panel_has_data(local_stack):
+    """The served churn DAG deploys and promotes on the Celery workers; the served version
+    is the champion alias; Prometheus has the server's counters and every panel of the
+    churn dashboard has data."""
+    import pandas as pd
+
+    ports, secrets = local_stack["ports"], local_stack["secrets"]
+    _, _, states = retrain(local_stack, "churn")
+    assert states["promote"] == "success" and states["deploy"] == "success", states
+    champion = champion_version(local_stack, "churn")
+    server = f"http://127.0.0.1:{ports['churn']}"
+    key = secrets["CHURN_PREDICTION_KEY"]
+    status, served, _ = ServerClient(server, key).call("GET", "/version")
+    assert status == 200 and served["version"] == champion, served
+
+    frame = pd.read_csv(Path(local_stack["data"]) / "churn" / "churn_month_01.csv", nrows=60)
+    rows = json.loads(frame.drop(columns=["churned", "customer_id"]).to_json(orient="records"))
+    prometheus = ports["prometheus"]
+    queries = assert_every_panel_has_data(prometheus, "churn", server, key, rows)
+    counted = query(prometheus, 'mlops_pack_requests_total{model="churn",status="ok"}')
+    assert sum(float(s["value"][1]) for s in counted) >= 22, counted
+    info = next(q for q in queries if "mlops_pack_model_info" in q)
+    assert {s["metric"]["version"] for s in query(prometheus, info)} == {champion}

@@ -75,6 +75,30 @@ class ContainerLimits:
     tmpfs_size: str = "1g"
 
 
+CPUS_ENV = "MLOPS_PACK_STEP_CPUS"
+
+
+def default_limits() -> ContainerLimits:
+    """The limits of a step whose operator sets none. ``MLOPS_PACK_STEP_CPUS`` in the
+    worker's environment sets the CPU quota (a deployment that sizes workers in slots
+    gives each step one CPU without subclassing every operator)."""
+    from mlops_pack.airflow.exceptions import MlopsBadInputFailure
+
+    raw = os.environ.get(CPUS_ENV, "").strip()
+    if not raw:
+        return ContainerLimits()
+    try:
+        cpus = float(raw)
+    except ValueError:
+        cpus = 0.0
+    if not 0 < cpus < 1024:
+        raise MlopsBadInputFailure(
+            f"{CPUS_ENV}={raw!r} is not a number of CPUs. Fix: set it to a positive number "
+            "such as 1 or 0.5, or unset it for the default of 2"
+        )
+    return ContainerLimits(cpus=cpus)
+
+
 @dataclass
 class ContainerSpec:
     image: str

@@ -20,7 +20,12 @@ from typing import Any
 from airflow.exceptions import AirflowException
 from airflow.sdk import BaseOperator
 
-from mlops_pack.airflow.container import ContainerLimits, container_user, hand_over
+from mlops_pack.airflow.container import (
+    ContainerLimits,
+    container_user,
+    default_limits,
+    hand_over,
+)
 from mlops_pack.airflow.exceptions import FAILURES, MlopsBadInputFailure
 from mlops_pack.airflow.links import (
     ComparisonReportLink,
@@ -127,7 +132,7 @@ class MlopsStepOperator(BaseOperator):
         self.overrides = overrides
         self.runner = runner
         self.image = image
-        self.limits = limits or ContainerLimits()
+        self.limits = limits  # None: default_limits() when the step runs
         self.network_mode = network_mode
         self.container_timeout = container_timeout
         self.docker_url = docker_url
@@ -335,7 +340,7 @@ class MlopsStepOperator(BaseOperator):
             mounts=mounts,
             environment=environment,
             network_mode=self._step_network(remote),
-            limits=self.limits,
+            limits=self.limits or default_limits(),
             timeout_seconds=self.container_timeout,
             labels={
                 "io.mlops-pack.model": self.model,
@@ -392,7 +397,7 @@ class MlopsStepOperator(BaseOperator):
             image=self.image or os.environ.get("MLOPS_PACK_TASK_IMAGE", "mlops-pack-task:latest"),
             arguments=_substitute(argv, include=STEP_INCLUDE, work=POD_WORK, secrets=""),
             inputs=inputs,
-            limits=self.limits,
+            limits=self.limits or default_limits(),
             labels={"io.mlops-pack.model": self.model, "io.mlops-pack.step": self.step},
             timeout_seconds=self.container_timeout,
         )

@@ -1,0 +1,159 @@
+"""Scale-out: eight retrains on one Celery worker against the same eight on two.
+
+One stack from docker-compose.local.yaml (the one the stack test runs: Postgres, Redis,
+the MLflow server, Airflow 3 on Celery, images built locally, host networking), with
+each worker taking one task at a time (``LOCAL_WORKER_CONCURRENCY=1``: a worker is one
+slot, so adding a worker adds capacity) and each step container held to one CPU
+(``MLOPS_PACK_STEP_CPUS=1``). Each phase trains its own fresh models (``--models`` copies
+of the churn spec, not served), each retrained twice (month 1, which promotes the first
+champion, then month 2, scored against it): eight retrains with the defaults, all
+triggered at once through the REST API; a model's second run waits for its first
+(``max_active_runs=1``). The wall time runs from the first trigger to the last run's end.
+
+Two workers run first, then worker 2 is stopped and one worker runs the other models:
+what the second phase gains from a warm MLflow server and page cache favours one
+worker, so the ratio errs low. The machine's CPU count bounds the ratio: two workers
+cannot run two one-CPU steps at once faster than the cores allow.
+
+    .venv/bin/python bench/bench_scale_out.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+# The stack's start and stop come from its test's helpers.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "stack"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import _common
+import stack_support
+import yaml
+from support import build_task_image, open_dir, run_to_end
+
+ROOT = _common.ROOT
+
+
+def bench_include(models: list[str]) -> Path:
+    include = open_dir("bench-scale-include-")
+    shutil.copytree(ROOT / "include" / "expectations", include / "expectations")
+    (include / "models").mkdir()
+    # The served churn spec stays (the stack's model server and its keys need it); it is
+    # not triggered. The benchmark's models are copies without serving.
+    shutil.copy(ROOT / "include/models/churn.yaml", include / "models" / "churn.yaml")
+    churn = yaml.safe_load((ROOT / "include/models/churn.yaml").read_text())
+    churn.pop("serving", None)
+    churn["gate"]["budgets"]["max_latency_ms_p95"] = None  # not what this measures
+    for name in models:
+        raw = {**churn, "name": name}
+        (include / "models" / f"{name}.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    for item in include.rglob("*"):
+        item.chmod(0o755 if item.is_dir() else 0o644)
+    return include
+
+
+def bench_data(rows: int) -> Path:
+    from mlops_pack.datagen import churn
+
+    data = open_dir("bench-scale-data-")
+    for month in (1, 2):
+        path = data / "churn" / f"churn_month_{month:02d}.csv"
+        churn.write(churn.ChurnConfig(rows=rows, month=month), path)
+    for item in data.rglob("*"):
+        item.chmod(0o755 if item.is_dir() else 0o644)
+    return data
+
+
+def phase(api, models: list[str]) -> dict:
+    """Trigger two retrains per model at once; wait for all; wall time and where tasks ran."""
+    import airflow_client.client as ac
+
+    for name in models:
+        stack_support.unpaused(api, f"mlops_retrain__{name}")
+    load_before = _common.loadavg()
+    with _common.Meter() as meter:
+        runs = [
+            (f"mlops_retrain__{name}", stack_support.trigger(api, f"mlops_retrain__{name}", conf))
+            for month in (1, 2)
+            for name in models
+            for conf in [{"data_path": f"churn/churn_month_{month:02d}.csv", "reason": "bench"}]
+        ]
+        states = [run_to_end(api, dag, run, timeout=3600) for dag, run in runs]
+    hosts: Counter[str] = Counter()
+    for dag, run in runs:
+        listed = ac.TaskInstanceApi(api).get_task_instances(dag, run).task_instances
+        hosts.update(ti.hostname for ti in listed if ti.hostname)
+    return {
+        "retrains": len(runs),
+        "succeeded": states.count("success"),
+        "wall_s": meter.wall,
+        "other_cpu_s": meter.other_cpu,
+        "tasks_per_worker": dict(hosts),
+        "load_before": load_before,
+        "load_after": _common.loadavg(),
+    }
+
+
+def stop_service(project: str, service: str) -> None:
+    found = subprocess.run(
+        [
+            "docker",
+            "ps",
+            "-q",
+            "--filter",
+            f"label=com.docker.compose.project={project}",
+            "--filter",
+            f"label=com.docker.compose.service={service}",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    assert len(found) == 1, (service, found)
+    # Celery's warm shutdown: it finishes what it runs (nothing, between the phases).
+    subprocess.run(["docker", "stop", "-t", "120", found[0]], check=True, capture_output=True)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", type=int, default=4, help="models per phase (2 runs each)")
+    parser.add_argument("--rows", type=int, default=4000, help="rows per monthly batch")
+    args = parser.parse_args()
+    _common.header("scale-out: retrains on one Celery worker against two")
+    two = [f"scale_two_{i}" for i in range(args.models)]
+    one = [f"scale_one_{i}" for i in range(args.models)]
+    include, data = bench_include(two + one), bench_data(args.rows)
+    env = {"LOCAL_WORKER_CONCURRENCY": "1", "MLOPS_PACK_STEP_CPUS": "1"}
+    started = time.perf_counter()
+    with stack_support.local_stack(build_task_image(), include, data, **env) as stack:
+        api = stack_support.airflow_api(stack)
+        print(f"stack up in {time.perf_counter() - started:.0f} s")
+        result = {"two_workers": phase(api, two)}
+        print("two workers:", result["two_workers"])
+        stop_service(stack["project"], "airflow-worker-2")
+        result["one_worker"] = phase(api, one)
+        print("one worker:", result["one_worker"])
+    for name in (include, data):
+        shutil.rmtree(name, ignore_errors=True)
+    ok = all(r["succeeded"] == r["retrains"] for r in result.values())
+    result["ratio"] = result["one_worker"]["wall_s"] / result["two_workers"]["wall_s"]
+    result.update(cpus=os.cpu_count(), machine=_common.machine(), rows=args.rows)
+    path = _common.write_json_result("scale_out", result)
+    print(
+        f"one worker {result['one_worker']['wall_s']:.0f} s, two workers "
+        f"{result['two_workers']['wall_s']:.0f} s: {result['ratio']:.2f}x "
+        f"(target 1.7x; {os.cpu_count()} CPUs){'' if ok else ' - SOME RUNS FAILED'}; {path}"
+    )
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
