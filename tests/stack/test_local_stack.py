@@ -253,12 +253,6 @@ def test_celery_workers_run_the_retrain_dag_and_promote(local_stack):
     assert champion_version(local_stack, "churn_unserved") == "1"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="deploy stages the model into the worker's own MLOPS_PACK_HOME, which the server "
-    "never sees without a shared file system; passes once the server fetches a version from "
-    "the registry by URI and sha256",
-)
 def test_the_served_model_follows_the_alias_and_every_panel_has_data(local_stack):
     """The served churn DAG deploys and promotes on the Celery workers; the served version
     is the champion alias; Prometheus has the server's counters and every panel of the
