@@ -36,6 +36,17 @@ RUN /opt/venv/bin/pip install --quiet --no-deps --no-build-isolation . \
  && /opt/venv/bin/python -m compileall -q -j 0 /opt/venv/lib/python3*/site-packages/mlops_pack \
  && rm -rf /opt/mlops-pack/plugins /opt/mlops-pack/build /root/.cache
 
+# The bootstrap's compiled loop, compiled once here: numba caches it in a directory it
+# can write, so steps copy this seed into their tmpfs on first use (steps/bootstrap_kernel.py)
+# instead of compiling for seconds in every container. Compiled for a generic x86-64 CPU,
+# so the cache holds on every worker host, not only on CPUs like the build host's
+# (docs/benchmarks.md measures what that costs).
+ENV NUMBA_CACHE_DIR=/tmp/numba-cache \
+    MLOPS_PACK_NUMBA_CACHE_SEED=/opt/numba-cache \
+    NUMBA_CPU_NAME=generic
+RUN NUMBA_CACHE_DIR=/opt/numba-cache MLOPS_PACK_NUMBA_CACHE_SEED= /opt/venv/bin/python -m mlops_pack.steps.bootstrap_kernel \
+ && chmod -R a+rX /opt/numba-cache
+
 # The model server's folders, owned by nobody, so that a fresh volume mounted on /srv
 # (docker-compose.yaml) starts writable for it.
 RUN mkdir -p /srv/models /srv/state /srv/predictions && chown -R 65534:65534 /srv

@@ -144,3 +144,18 @@ def test_step_containers_carry_their_stack_in_name_and_label(tmp_path):
     first, second = tmp_path / "a" / ".mlops", tmp_path / "b" / ".mlops"
     assert stack_id(first) != stack_id(second) and stack_id(first) == stack_id(first)
     assert STACK_LABEL == "io.mlops-pack.stack"
+
+
+def test_the_bootstrap_kernel_loads_compiled_from_the_image():
+    """The image's compiled kernel is used on a read-only root with a noexec tmpfs: the
+    bootstrap loads it from the cache the image seeds, and compiles nothing."""
+    code = (
+        "from mlops_pack.steps.bootstrap_kernel import score_block, warm\n"
+        "warm()\n"
+        "stats = score_block.stats\n"
+        "print('kernel cache', sum(stats.cache_hits.values()), 'hits',"
+        " sum(stats.cache_misses.values()), 'misses')\n"
+        "raise SystemExit(0 if stats.cache_hits and not stats.cache_misses else 3)\n"
+    )
+    name = f"mlops-kernel-{time.time_ns()}"
+    assert container.run(_client(), _spec(name, code), LOG) == 0

@@ -3,13 +3,11 @@
 A bootstrap resample is a vector of counts (how often each holdout row was drawn). Each
 metric can be *prepared* once for (labels, predictions) and then evaluated on a whole
 (resamples x rows) count matrix; that is the extension point custom metrics implement.
-The built-in metrics take a faster path in ``paired_bootstrap``: rows with the same
-(prediction, label) are interchangeable, so draws are counted per such key, mean-type
-metrics become one matrix product with a small per-key table, and ROC AUC one cumulative
-sum over keys in score order, in exact integers. With continuous scores nearly every
-row is its own key; then draws are counted once per row for both models. The two models
-are scored on two threads. Champion and challenger are always scored on exactly the same
-drawn rows.
+The built-in metrics take a faster path in ``paired_bootstrap``: a compiled loop
+(``bootstrap_kernel``) counts each resample's draws once and reads the counts in each
+model's score order, so mean-type metrics are dot products with a per-row table and ROC
+AUC a running sum, in exact integers; numpy draws the next block on a second thread
+meanwhile. Champion and challenger are always scored on exactly the same drawn rows.
 """
 
 from __future__ import annotations
@@ -30,17 +28,8 @@ Weighted = Callable[[np.ndarray], np.ndarray]
 Preparer = Callable[[np.ndarray, np.ndarray], Weighted]
 
 
-# The fast path for built-in metrics ----------------------------------------------------
-#
-# A built-in metric of one model depends on a row only through (prediction, label). Rows
-# that share both are interchangeable, so a resample is fully described by how many draws
-# fell on each distinct (prediction, label) pair: a "key". Counting draws per key (one
-# bincount), every mean-type metric becomes one product of that count matrix with a
-# small table of per-key values, and ROC AUC a cumulative sum over keys sorted by score,
-# done in exact integer arithmetic. Both models read the same draws, so the pairing holds.
-
 # Each mean-type metric, defined once: name -> (columns of per-row (or per-key) values
-# from (label, prediction), finish(weighted sums, total weight) -> values). The fast
+# from (label, prediction), finish(weighted sums, total weight) -> values). The compiled
 # path and the count-matrix preparers below both use it.
 _Columns = Callable[[np.ndarray, np.ndarray], list[np.ndarray]]
 _Finish = Callable[[np.ndarray, np.ndarray], np.ndarray]
@@ -167,115 +156,83 @@ def bootstrap_counts(n: int, resamples: int, seed: int, block: int = 100):
     gives the same resamples as ``paired_bootstrap``.
     """
     for draws in bootstrap_draws(n, resamples, seed, block):
-        yield _histograms(draws, None, n).astype(np.float64)
+        yield _histograms(draws, n).astype(np.float64)
 
 
-def _histograms(draws: np.ndarray, key: np.ndarray | None, bins: int) -> np.ndarray:
-    """Per resample, how many draws fell on each key (``key[row]`` in ``0..bins-1``;
-    without a key, on each row)."""
-    keyed = draws if key is None else np.take(key, draws)
+def _histograms(draws: np.ndarray, bins: int) -> np.ndarray:
+    """Per resample, how many draws fell on each row."""
     # One bincount per resample: its output stays in the CPU cache, which one bincount
     # over the whole block with offset keys does not (measured 1.4x slower at 100k rows).
     out = np.empty((draws.shape[0], bins), dtype=np.int64)
-    for row, values in zip(out, keyed, strict=True):
+    for row, values in zip(out, draws, strict=True):
         row[:] = np.bincount(values, minlength=bins)
     return out
 
 
-class _KeyedModel:
-    """One model's predictions grouped into keys, with what each metric needs per key.
+class _Prepared:
+    """What the compiled kernel needs of each model, stacked over the models.
 
-    Keys are numbered negatives first, then positives, each in score order, so a count
-    matrix splits into two contiguous halves and AUC needs one cumulative sum.
-
-    When most keys hold a single row (continuous scores), grouping saves nothing and
-    counting draws again for each model would repeat work: such a model is *dense*. Its
-    units are the rows themselves in (label, score) order; it reads the per-row counts
-    both models share (one gather), and its mean-type sums come from one product of the
-    shared row weights with its table laid out per row. Ties need no grouping for AUC:
-    the cumulative sum over negatives is indexed per positive row.
+    Rows are laid out per model in (label, score) order, negatives first, so ROC AUC is
+    a running sum over the negatives read at two indexes per positive (negatives strictly
+    below it, and below or tied: ties count one half, as in scikit-learn).
     """
 
-    def __init__(self, names: list[str], y: np.ndarray, p: np.ndarray) -> None:
+    def __init__(self, names: list[str], y: np.ndarray, predictions: list[np.ndarray]) -> None:
+        n, models = len(y), len(predictions)
         self.names = names
-        positive = y == 1
-        order = np.lexsort((p, positive))  # negatives first, then by score
-        sorted_p, sorted_y = p[order], y[order]
-        first = np.ones(len(p), dtype=bool)
-        first[1:] = (sorted_p[1:] != sorted_p[:-1]) | (sorted_y[1:] != sorted_y[:-1])
-        starts = np.flatnonzero(first)
-        # Dense: at least a quarter as many keys as rows (then a per-model count costs
-        # about as much as the shared one it would repeat).
-        self.dense = 4 * len(starts) >= len(p) and len(p) > 0
-        if self.dense:
-            self.order = order
-            unit_p, unit_y = sorted_p, sorted_y
-        else:
-            key = np.empty(len(p), dtype=np.int64)
-            key[order] = np.cumsum(first, dtype=np.int64) - 1
-            self.key = key.astype(np.int32) if len(starts) < 2**31 else key
-            unit_p, unit_y = sorted_p[starts], sorted_y[starts]
-        self.units = len(unit_p)
-        self.negatives = int(np.count_nonzero(unit_y == 0))
+        self.auc = "roc_auc" in names
         self.slices: dict[str, slice] = {}
-        columns, row_columns = [], []
         for name in names:
             if name in _SUMS:
-                made = _SUMS[name][0](unit_y, unit_p)
-                self.slices[name] = slice(len(columns), len(columns) + len(made))
-                columns.extend(made)
-                if self.dense:
-                    row_columns.extend(_SUMS[name][0](y, p))
-        self.table = np.column_stack(columns) if columns else np.zeros((self.units, 0))
-        # The same table in the holdout's row order, for the product with the shared
-        # row weights.
-        self.row_table = np.column_stack(row_columns) if row_columns else None
-        # For each positive unit: how many negatives score below it (strictly), and how
-        # many below or tied; indexes into a cumulative sum with a leading zero. Only
-        # the positives tied with a negative need the second index.
-        negative_p = unit_p[: self.negatives]
-        positive_p = unit_p[self.negatives :]
-        self.below = np.searchsorted(negative_p, positive_p, side="left")
-        below_or_tied = np.searchsorted(negative_p, positive_p, side="right")
-        self.tied = np.flatnonzero(below_or_tied != self.below)
-        self.tied_to = below_or_tied[self.tied]
+                width = len(_SUMS[name][0](y[:1], predictions[0][:1]))
+                start = sum(part.stop - part.start for part in self.slices.values())
+                self.slices[name] = slice(start, start + width)
+        columns = sum(part.stop - part.start for part in self.slices.values())
+        index = np.int32 if n < 2**31 else np.int64
+        self.orders = np.empty((models, n), dtype=index)
+        self.tables = np.empty((models, columns, n))
+        self.below = np.zeros((models, n), dtype=np.int64)
+        self.upto = np.zeros((models, n), dtype=np.int64)
+        positive = y == 1
+        self.negatives = np.full(models, n - int(np.count_nonzero(positive)), dtype=np.int64)
+        for m, p in enumerate(predictions):
+            order = np.lexsort((p, positive))
+            self.orders[m] = order
+            sorted_y, sorted_p = y[order], p[order]
+            for name, part in self.slices.items():
+                self.tables[m, part] = np.vstack(_SUMS[name][0](sorted_y, sorted_p))
+            if self.auc:
+                split = int(self.negatives[m])
+                negative_p, positive_p = sorted_p[:split], sorted_p[split:]
+                self.below[m, : n - split] = np.searchsorted(negative_p, positive_p, "left")
+                self.upto[m, : n - split] = np.searchsorted(negative_p, positive_p, "right")
 
-    def evaluate(
-        self, draws: np.ndarray, row_counts: np.ndarray | None, weights: np.ndarray | None
-    ) -> dict[str, np.ndarray]:
-        """Every metric for each resample of the block.
+    def score(self, draws: np.ndarray) -> list[dict[str, np.ndarray]]:
+        """Every built-in metric of each model for each resample of the block."""
+        from mlops_pack.steps.bootstrap_kernel import score_block
 
-        ``row_counts`` (draws per row, integers) and ``weights`` (the same as floats) are
-        given when a dense model or a custom metric needs them.
-        """
-        if self.dense:
-            counts = np.take(row_counts, self.order, axis=1)
-            sums = weights @ self.row_table if self.row_table is not None else None
-        else:
-            counts = _histograms(draws, self.key, self.units)
-            sums = counts.astype(np.float64) @ self.table
-        totals = np.full(len(counts), float(draws.shape[1]))
-        out = {name: _SUMS[name][1](sums[:, part], totals) for name, part in self.slices.items()}
-        if "roc_auc" in self.names:
-            out["roc_auc"] = self._auc(counts)
+        models, resamples, n = len(self.orders), draws.shape[0], draws.shape[1]
+        sums = np.empty((models, resamples, self.tables.shape[1]))
+        auc_parts = np.zeros((models, resamples, 3), dtype=np.int64)
+        args = (self.orders, self.negatives, self.below, self.upto, self.tables, self.auc)
+        # One byte per row keeps the counts in cache; a row drawn 256 times or more (never
+        # seen at any realistic size, but possible) makes the kernel say so, and the block
+        # is counted again in 32 bits.
+        if not score_block(draws, np.empty(n, np.uint8), *args, sums, auc_parts):
+            score_block(draws, np.empty(n, np.int32), *args, sums, auc_parts)
+        totals = np.full(resamples, float(n))
+        out = []
+        for m in range(models):
+            values = {
+                name: _SUMS[name][1](sums[m][:, part], totals) for name, part in self.slices.items()
+            }
+            if self.auc:
+                numerator2, positives, negatives = auc_parts[m].T
+                values["roc_auc"] = _ratio(
+                    numerator2.astype(np.float64), 2.0 * positives * negatives.astype(np.float64)
+                )
+            out.append(values)
         return out
-
-    def _auc(self, counts: np.ndarray) -> np.ndarray:
-        """Weighted Mann-Whitney AUC, ties counting one half, in exact integers (x2)."""
-        size = len(counts)
-        cumulative = np.zeros((size, self.negatives + 1), dtype=np.int64)
-        np.cumsum(counts[:, : self.negatives], axis=1, out=cumulative[:, 1:])
-        # 2 x (negatives strictly below + half the tied ones) = below + below_or_tied
-        credit2 = np.take(cumulative, self.below, axis=1)
-        credit2 *= 2
-        if len(self.tied):
-            credit2[:, self.tied] += (
-                np.take(cumulative, self.tied_to, axis=1) - credit2[:, self.tied] // 2
-            )
-        positives = counts[:, self.negatives :]
-        numerator2 = np.einsum("ij,ij->i", positives, credit2)
-        denominator = positives.sum(axis=1) * cumulative[:, -1]
-        return _ratio(numerator2.astype(np.float64), 2.0 * denominator)
 
 
 def _resampled(
@@ -283,33 +240,30 @@ def _resampled(
 ) -> Iterator[list[dict[str, np.ndarray]]]:
     """Per block of resamples, every metric of each model, all models on the same draws.
 
-    Built-in metrics take the keyed fast path; custom metrics get the (resamples x rows)
-    count matrix their ``prepare`` expects.
+    Built-in metrics go through the compiled kernel; custom metrics get the
+    (resamples x rows) count matrix their ``prepare`` expects.
     """
     n = len(y)
-    # Small blocks keep a block's draws and counts in the CPU cache: measured fastest at
-    # 4 to 8 resamples of 100k rows (docs/benchmarks.md, evaluation).
+    # Small blocks keep a block's draws in the CPU cache: measured fastest at 4 to 8
+    # resamples of 100k rows (docs/benchmarks.md, evaluation).
     block = max(1, min(100, 600_000 // max(1, n)))
     builtin = [name for name in names if name in _SUMS or name == "roc_auc"]
     custom = [name for name in names if name not in builtin]
-    keyed = [_KeyedModel(builtin, y, p) for p in predictions] if builtin else []
-    prepared = [{name: implementation(name)(y, p) for name in custom} for p in predictions]
-    need_rows = bool(custom) or any(model.dense for model in keyed)
-    # Two cores: while the last model is scored here, the pool draws the next block and
-    # scores the others (numpy draws, gathers, sums and products without the GIL). The
-    # generator is advanced by one job at a time, so the draws stay the same.
+    prepared = _Prepared(builtin, y, predictions) if builtin else None
+    functions = [{name: implementation(name)(y, p) for name in custom} for p in predictions]
+    # Two cores: while this thread scores a block, the pool draws the next one (numpy
+    # draws without the GIL; the kernel releases it too). One draw job at a time keeps
+    # the generator's sequence, so the resamples are those of ``bootstrap_counts``.
     blocks = bootstrap_draws(n, resamples, seed, block)
-    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="bootstrap") as pool:
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="bootstrap-draws") as pool:
         upcoming = pool.submit(next, blocks, None)
         while (draws := upcoming.result()) is not None:
             upcoming = pool.submit(next, blocks, None)
-            row_counts = _histograms(draws, None, n) if need_rows else None
-            weights = row_counts.astype(np.float64) if need_rows else None
-            jobs = [pool.submit(model.evaluate, draws, row_counts, weights) for model in keyed[:-1]]
-            last = [keyed[-1].evaluate(draws, row_counts, weights)] if keyed else []
-            results = [job.result() for job in jobs] + last or [{} for _ in predictions]
-            for values, functions in zip(results, prepared, strict=True):
-                values.update({name: f(weights) for name, f in functions.items()})
+            results = prepared.score(draws) if prepared else [{} for _ in predictions]
+            if custom:
+                weights = _histograms(draws, n).astype(np.float64)
+                for values, prepared_custom in zip(results, functions, strict=True):
+                    values.update({name: f(weights) for name, f in prepared_custom.items()})
             yield results
 
 
