@@ -72,3 +72,21 @@ def token(base: str, user: str, password: str) -> str:
     )
     with urllib.request.urlopen(request, timeout=10) as response:
         return json.loads(response.read())["access_token"]
+
+
+def wait(what: str, probe, timeout: float = 300, every: float = 2):
+    """``probe()``'s first truthy answer (REST errors count as no answer), or fail."""
+    import time
+
+    import airflow_client.client as ac
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            found = probe()
+        except ac.ApiException:
+            found = None
+        if found:
+            return found
+        time.sleep(every)
+    raise AssertionError(f"{what}: not within {timeout:.0f} s")
