@@ -155,7 +155,11 @@ class Stack:
         self.wait("decide_retrain", lambda: self.states(MONITOR, run_id).get("decide_retrain")
                   in ("success", "failed"), timeout=600)  # fmt: skip
         assert self.states(MONITOR, run_id)["decide_retrain"] == "success", run_id
-        return run_id, self.xcom(MONITOR, "decide_retrain", run_id)
+        loop = self.xcom(MONITOR, "decide_retrain", run_id)
+        # The decide task's XCom "status" is the step's (ok); the monitor's verdict is the
+        # monitor task's.
+        loop["status"] = self.xcom(MONITOR, "monitor", run_id)["status"]
+        return run_id, loop
 
     def quiet(self) -> None:
         """Wait until the last phase's traffic has left the monitor's window."""
