@@ -400,6 +400,27 @@ def cmd_decide_retrain(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
     return EXIT_OK, record
 
 
+def cmd_labelled_batch(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
+    from datetime import datetime
+
+    from mlops_pack.steps.labelled_batch import build
+
+    try:
+        start, end = datetime.fromisoformat(args.start), datetime.fromisoformat(args.end)
+    except ValueError:
+        raise BadInputError(
+            f"--start {args.start!r} / --end {args.end!r}: give ISO times with a time zone",
+            {"rule": "window"},
+        ) from None
+    record = build(_context(args), start, end)
+    print(
+        f"{record['model']}: labelled batch {record['data_sha256'][:12]}: {record['rows']} of "
+        f"{record['served_rows']} served rows labelled in {args.start} .. {args.end} "
+        f"(classes {record['classes']}; {record['skipped']['total']} log/label lines skipped)"
+    )
+    return EXIT_OK, record
+
+
 def cmd_record_escalation(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
     from mlops_pack.steps.loop import record_escalation_answer
 
@@ -580,6 +601,9 @@ def _loop_commands(sub) -> None:
     p = _step(sub, "decide-retrain", cmd_decide_retrain, "trigger, hold or escalate a retrain")
     p.add_argument("--monitor", required=True, help="the monitor step's result.json")
     p.add_argument("--now", help="the decision's time, ISO (default: the clock)")
+    p = _step(sub, "labelled-batch", cmd_labelled_batch, "a training batch from served rows")
+    p.add_argument("--start", required=True, help="the window's start, ISO with a time zone")
+    p.add_argument("--end", required=True, help="the window's end (exclusive)")
     p = _step(sub, "record-escalation", cmd_record_escalation, "record an escalation answer")
     p.add_argument("--response", required=True, help="the escalation task's answer (JSON)")
     p.add_argument("--loop", required=True, help="the decide-retrain record it answered")

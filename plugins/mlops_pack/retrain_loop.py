@@ -6,6 +6,7 @@ Light on purpose (standard library only): the DAG factory reads it at parse time
 from __future__ import annotations
 
 import re
+from typing import Any
 
 INCIDENT_REASON = re.compile(r"^monitor incident (\S+):")
 ACKNOWLEDGE, PAUSE, ROLL_BACK = "Acknowledge", "Pause retraining", "Roll back"
@@ -25,3 +26,20 @@ def retrain_asset_uri(model: str) -> str:
 def incident_reason(incident_id: str, status: str, summary: str) -> str:
     """The retrain run's reason, which ties its gate decision to the incident."""
     return f"monitor incident {incident_id}: {status}: {summary}"[:500]
+
+
+def monitor_event_extra(events: Any) -> dict[str, Any] | None:
+    """The ``extra`` of the newest retrain Asset event among a run's triggering events.
+
+    When several events were absorbed by one run, the newest one speaks; they all belong
+    to one model (one retrain Asset per model).
+    """
+    if not events:
+        return None
+    found = []
+    for asset in events:
+        if str(getattr(asset, "uri", "")).endswith("/retrain"):
+            found.extend(events[asset])
+    if not found:
+        return None
+    return dict(getattr(found[-1], "extra", None) or {})

@@ -671,6 +671,12 @@ class RunOverrides(_Strict):
     """Per-run knobs (the Airflow trigger form and REST ``conf`` map onto these)."""
 
     data_path: str | None = Field(None, min_length=1, max_length=1024)
+    data_sha256: str | None = Field(
+        None,
+        pattern=r"^[0-9a-f]{64}$",
+        description="Train on this retained batch (the monitor's labelled batch) instead "
+        "of the data file.",
+    )
     gate: GateOverrides = GateOverrides()
     reason: str = Field("", max_length=500)
 
@@ -680,6 +686,12 @@ class RunOverrides(_Strict):
         if value is not None and (".." in Path(value).parts or re.search(r"[\x00-\x1f]", value)):
             raise ValueError("must not contain '..' or control characters")
         return value
+
+    @model_validator(mode="after")
+    def _one_source(self) -> RunOverrides:
+        if self.data_path and self.data_sha256:
+            raise ValueError("give data_path or data_sha256, not both")
+        return self
 
 
 def apply_overrides(spec: ModelSpec, overrides: RunOverrides) -> ModelSpec:

@@ -61,3 +61,21 @@ def make_up(
         yield state, up
     finally:
         subprocess.run([*command, "down"], env=env, cwd=ROOT, capture_output=True, check=False)
+
+
+def wait(what: str, probe, timeout: float = 300, every: float = 2):
+    """``probe()``'s first truthy answer (REST errors count as no answer), or fail."""
+    import time
+
+    import airflow_client.client as ac
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            found = probe()
+        except ac.ApiException:
+            found = None
+        if found:
+            return found
+        time.sleep(every)
+    raise AssertionError(f"{what}: not within {timeout:.0f} s")

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import json
 import shutil
-import time
 from pathlib import Path
 
 import airflow_client.client as ac
 import yaml
 from airflow_stack import make_up, token
+from airflow_stack import wait as _wait
 from support import ROOT, free_port, open_dir
 
 PORT = free_port()
@@ -38,19 +38,6 @@ def _include_dir() -> Path:
     for item in [include, *include.rglob("*")]:
         item.chmod(0o755 if item.is_dir() else 0o644)
     return include
-
-
-def _wait(what: str, probe, timeout: float = 300, every: float = 2):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            found = probe()
-        except ac.ApiException:
-            found = None
-        if found:
-            return found
-        time.sleep(every)
-    raise AssertionError(f"{what}: not within {timeout:.0f} s")
 
 
 def test_a_retrain_asset_event_starts_the_retrain_dag_with_its_reason():

@@ -21,6 +21,7 @@ from mlops_pack.airflow.operators import (
     DeployModelOperator,
     EvaluateChallengerOperator,
     GateOperator,
+    LabelledBatchOperator,
     MonitorOperator,
     PromoteModelOperator,
     RecordEscalationOperator,
@@ -30,7 +31,13 @@ from mlops_pack.airflow.operators import (
     default_include_dir,
 )
 from mlops_pack.errors import SpecError
-from mlops_pack.retrain_loop import ACKNOWLEDGE, ESCALATION_OPTIONS, ROLL_BACK, retrain_asset_uri
+from mlops_pack.retrain_loop import (
+    ACKNOWLEDGE,
+    ESCALATION_OPTIONS,
+    ROLL_BACK,
+    monitor_event_extra,
+    retrain_asset_uri,
+)
 from mlops_pack.spec import ModelSpec, RunOverrides, load_spec
 
 log = logging.getLogger(__name__)
@@ -136,20 +143,12 @@ def monitor_reason(events: Any) -> str:
     """The reason a monitor's retrain Asset event gives, for the run's decision record.
 
     It names the incident (``monitor incident <id>: ...``), which is how the monitor
-    later counts this run's decision among the incident's retrains. When several events
-    were absorbed by one run, the newest one speaks; they all belong to one model.
+    later counts this run's decision among the incident's retrains.
     """
-    if not events:
+    extra = monitor_event_extra(events)
+    if extra is None:
         return ""
-    found = []
-    for asset in events:
-        if str(getattr(asset, "uri", "")).endswith("/retrain"):
-            found.extend(events[asset])
-    if not found:
-        return ""
-    newest = found[-1]
-    extra = dict(getattr(newest, "extra", None) or {})
-    print(f"triggered by {len(found)} retrain event(s); newest: {extra}")
+    print(f"triggered by a monitor's retrain event: {extra}")
     return str(extra.get("run_reason") or "")[:500]
 
 
@@ -253,8 +252,14 @@ def build_retrain_dag(spec_path: Path) -> DAG:
         params=run_params(spec),
         default_args=DEFAULT_ARGS,
     ) as dag:
-        overrides = collect_overrides()
-        common = {"model": name, "overrides": overrides}
+        # Started by a monitor: the window's labelled rows become the run's batch.
+        batch = LabelledBatchOperator(
+            task_id="labelled_batch", model=name, overrides=collect_overrides()
+        )
+        common = {
+            "model": name,
+            "overrides": "{{ ti.xcom_pull(task_ids='labelled_batch')['overrides'] | tojson }}",
+        }
         validate = ValidateDataOperator(task_id="validate", **common)
         train = TrainModelOperator(task_id="train", **common)
         evaluate = EvaluateChallengerOperator(
@@ -270,7 +275,7 @@ def build_retrain_dag(spec_path: Path) -> DAG:
         passed = challenger_passed(gate.output)
         server = {"server_conn_id": server_conn_id(name)} if spec.serving else {}
         promote = PromoteModelOperator(task_id="promote", decision=gate.output, **server, **common)
-        validate >> train >> evaluate >> gate
+        batch >> validate >> train >> evaluate >> gate
         before_promote = [promote]
         if spec.serving:
             deploy = DeployModelOperator(

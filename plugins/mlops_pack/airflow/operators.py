@@ -657,6 +657,40 @@ def json_input(work: Path, name: str, value: dict[str, Any] | str, **changes: An
     return f"{{work}}/{name}.json"
 
 
+class LabelledBatchOperator(MlopsStepOperator):
+    """Build the retrain's batch from the monitor's window: served rows and their labels.
+
+    Runs only in a run started by the monitor's retrain Asset event (its ``extra`` names
+    the window); any other run (cron, a person, REST) trains on the spec's data and this
+    task only passes the overrides on. The XCom's ``overrides`` are what the later steps
+    use: the run's own, plus the labelled batch's sha256 when one was built.
+    """
+
+    step = "labelled-batch"
+    _window: dict[str, str] | None = None
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        from mlops_pack.retrain_loop import monitor_event_extra
+
+        overrides = self._overrides()
+        extra = monitor_event_extra(context.get("triggering_asset_events")) or {}
+        window = extra.get("window") or {}
+        if overrides.get("data_path") or not (window.get("start") and window.get("end")):
+            self.log.info("no monitor window to train on: the run's data is used")
+            return {"data_sha256": None, "overrides": overrides}
+        self._window = {"start": str(window["start"]), "end": str(window["end"])}
+        record = super().execute(context)
+        return {**record, "overrides": {**overrides, "data_sha256": record["data_sha256"]}}
+
+    def step_arguments(self, context: Any, work: Path) -> list[str]:
+        window = self._window or {}
+        return ["--start", window["start"], "--end", window["end"]]
+
+    def xcom_value(self, record: dict[str, Any]) -> dict[str, Any]:
+        keep = ("data_sha256", "window", "rows", "served_rows", "classes", "event_id")
+        return {k: record.get(k) for k in keep}
+
+
 class MonitorOperator(MlopsStepOperator):
     """Judge a window of the served model's predictions (and the labels that arrived).
 

@@ -82,9 +82,13 @@ def day_rows(scenario: Scenario, day: int):
     )
 
 
-def _json_rows(frame, features: list[str]) -> list[dict[str, Any]]:
-    """Rows as the server takes them: the spec's features only, NaN as null."""
-    rows = frame[features].to_dict(orient="records")
+def _json_rows(frame, columns: list[str]) -> list[dict[str, Any]]:
+    """Rows as the server takes them: the spec's features and keys, NaN as null.
+
+    The keys are sent so the server logs them: a retrain's labelled batch then carries
+    each customer's own id, as any other batch does.
+    """
+    rows = frame[columns].to_dict(orient="records")
     for row in rows:
         for name, value in row.items():
             if isinstance(value, float) and math.isnan(value):
@@ -117,7 +121,7 @@ def simulate(
     spec: ModelSpec, client: ServerClient, labels_dir: Path, scenario: Scenario
 ) -> dict[str, Any]:
     """Send every day's traffic, then write its labels; returns what was sent and written."""
-    features = [c.name for c in spec.features()]
+    features = [c.name for c in spec.features()] + list(spec.data.key)
     max_batch = spec.serving.max_batch_rows if spec.serving else scenario.batch_rows
     batch_rows = min(scenario.batch_rows, max_batch)
     days, requests, rows_sent, label_files = [], 0, 0, []

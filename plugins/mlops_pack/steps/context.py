@@ -59,6 +59,8 @@ class StepContext:
         symlink or ``..`` in the spec must not lead to files outside the data directory
         (or the extra roots the deployment lists in ``MLOPS_PACK_DATA_ROOTS``).
         """
+        if self.overrides.data_sha256:
+            return self._retained_batch(self.overrides.data_sha256)
         base = self.data_dir()
         path = base / self.spec.data.path  # an absolute data.path replaces the base
         real = path.resolve()
@@ -73,6 +75,17 @@ class StepContext:
             )
         check_file(path)
         return path
+
+    def _retained_batch(self, sha256: str) -> Path:
+        """A batch from the artifact store (checked by its hash), fetched once per step."""
+        from mlops_pack.steps import retention
+
+        folder = self.out_dir / "inputs" / f"batch-{sha256[:12]}"
+        found = [p for p in folder.iterdir() if p.is_file()] if folder.is_dir() else []
+        if found:
+            return found[0]
+        folder.mkdir(parents=True, exist_ok=True)
+        return retention.fetch(self.registry, self.spec.name, sha256, folder)
 
     def include_path(self, relative: str) -> Path:
         path = Path(relative)

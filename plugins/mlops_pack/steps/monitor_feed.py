@@ -172,6 +172,21 @@ def read_window(
     names = [c.name for c in spec.features()]
     key_columns = list(spec.data.key)
     chunk = _new_chunk(names)
+    for record in records(spec, root, start, end, skipped):
+        _add(chunk, record, champion, labels, key_columns)
+        if chunk.rows >= CHUNK_ROWS:
+            yield chunk
+            chunk = _new_chunk(names)
+    if chunk.rows or chunk.requests:
+        yield chunk
+
+
+def records(
+    spec: ModelSpec, root: Path, start: datetime, end: datetime, skipped: Skipped
+) -> Iterator[dict[str, Any]]:
+    """The usable, non-shadow log records of [start, end), one at a time, oldest
+    partition first; ``ts`` is parsed to a datetime."""
+    names = [c.name for c in spec.features()]
     for folder in partitions(root, start.date(), (end - timedelta(microseconds=1)).date()):
         for path in sorted(folder.glob("part-*.jsonl")):
             with path.open("rb") as handle:
@@ -183,14 +198,9 @@ def read_window(
                     if ts is None:
                         skipped.add(path, line_number, "no valid 'ts' timestamp")
                         continue
-                    if not start <= ts < end:
-                        continue
-                    _add(chunk, record, champion, labels, key_columns)
-                    if chunk.rows >= CHUNK_ROWS:
-                        yield chunk
-                        chunk = _new_chunk(names)
-    if chunk.rows or chunk.requests:
-        yield chunk
+                    if start <= ts < end:
+                        record["ts"] = ts
+                        yield record
 
 
 def _record(
