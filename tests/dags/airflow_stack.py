@@ -79,3 +79,39 @@ def wait(what: str, probe, timeout: float = 300, every: float = 2):
             return found
         time.sleep(every)
     raise AssertionError(f"{what}: not within {timeout:.0f} s")
+
+
+def answer_hitl(api, dag_id: str, run_id: str, task_id: str, option: str, timeout=900, check=None):
+    """Answer a human-in-the-loop task as a person would, again if asked again; returns the
+    body of the request answered last.
+
+    Airflow 3.3 can lose an answer given within about a second of the task parking in
+    ``awaiting_input``: the scheduler re-queues the task, the parked process's exit then
+    reads as a failure, and the next try asks anew (seen in CI: try 1 answered at +0.26 s,
+    marked up_for_retry). A person answers again when asked again; so does this helper,
+    and it waits a few seconds after the task parks, as a person would. ``check()`` runs
+    on every poll, to fail early when the run went wrong elsewhere.
+    """
+    import time
+
+    import airflow_client.client as ac
+
+    tasks = ac.TaskInstanceApi(api)
+    deadline = time.monotonic() + timeout
+    answered: set[int] = set()
+    body = None
+    while time.monotonic() < deadline:
+        ti = tasks.get_task_instance(dag_id, run_id, task_id)
+        state = str(ti.state.value) if ti.state else "none"
+        if state in ("success", "failed", "skipped") and answered:
+            return body
+        if state == "awaiting_input" and ti.try_number not in answered:
+            time.sleep(5)
+            body = tasks.get_hitl_detail(dag_id, run_id, task_id, -1).body
+            payload = ac.UpdateHITLDetailPayload(chosen_options=[option], params_input={})
+            tasks.update_hitl_detail(dag_id, run_id, task_id, -1, payload)
+            answered.add(ti.try_number)
+        if check is not None:
+            check()
+        time.sleep(3)
+    raise AssertionError(f"{dag_id} run {run_id}: {task_id} never asked for, or never taken")

@@ -26,7 +26,7 @@ from pathlib import Path
 import airflow_client.client as ac
 import pytest
 import yaml
-from airflow_stack import make_up, token, wait
+from airflow_stack import answer_hitl, make_up, token, wait
 from mlops_pack.cli import main
 from mlops_pack.steps.approval import TIMEOUT_DEFAULT
 from support import ROOT, free_port, open_dir
@@ -185,23 +185,7 @@ def _history(state: Path) -> list[dict]:
 
 def _answer(stack: Stack, run_id: str, option: str) -> None:
     """Answer the escalation as a person would, again if asked again (docs/loop.md)."""
-    tasks = ac.TaskInstanceApi(stack.api)
-    answered: set[int] = set()
-    deadline = time.monotonic() + 600
-    while time.monotonic() < deadline:
-        ti = tasks.get_task_instance(MONITOR, run_id, "escalate")
-        state = str(ti.state.value) if ti.state else "none"
-        if state in ("success", "failed", "skipped") and answered:
-            return
-        if state == "awaiting_input" and ti.try_number not in answered:
-            time.sleep(5)
-            detail = tasks.get_hitl_detail(MONITOR, run_id, "escalate", -1)
-            stack.evidence = detail.body
-            payload = ac.UpdateHITLDetailPayload(chosen_options=[option], params_input={})
-            tasks.update_hitl_detail(MONITOR, run_id, "escalate", -1, payload)
-            answered.add(ti.try_number)
-        time.sleep(3)
-    raise AssertionError(f"run {run_id}: escalation never asked for, or never taken")
+    stack.evidence = answer_hitl(stack.api, MONITOR, run_id, "escalate", option, timeout=600)
 
 
 @pytest.mark.timeout(3600)  # four retrains and six monitor runs in containers

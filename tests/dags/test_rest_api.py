@@ -18,7 +18,7 @@ from urllib.parse import quote
 import airflow_client.client as ac
 import pytest
 import yaml
-from airflow_stack import make_up, token
+from airflow_stack import answer_hitl, make_up, token
 from support import ROOT, free_port, open_dir, run_to_end
 
 PORT = free_port()
@@ -205,31 +205,12 @@ def test_a_broken_spec_is_visible_and_the_other_dags_stay(stack):
 
 
 def _answer(api: ac.ApiClient, run_id: str, option: str) -> None:
-    """Answer the approval request as a person would, once the run asks, until it is taken.
+    """Answer the approval request once the run asks, until it is taken."""
 
-    Airflow 3.3 can lose an answer given within about a second of the task parking in
-    ``awaiting_input``: the scheduler re-queues the task, the parked process's exit then
-    reads as a failure, and the next try asks anew (seen in CI: try 1 answered at +0.26 s,
-    marked up_for_retry). A person answers again when asked again; so does this helper,
-    and it waits a few seconds after the task parks, as a person would.
-    """
-    tasks = ac.TaskInstanceApi(api)
-    deadline = time.monotonic() + 900
-    answered: set[int] = set()
-    while time.monotonic() < deadline:
-        ti = tasks.get_task_instance(GATED, run_id, "approve")
-        state = str(ti.state.value) if ti.state else "none"
-        if state in ("success", "failed", "skipped") and answered:
-            return
-        if state == "awaiting_input" and ti.try_number not in answered:
-            time.sleep(5)
-            tasks.get_hitl_detail(GATED, run_id, "approve", -1)
-            payload = ac.UpdateHITLDetailPayload(chosen_options=[option], params_input={})
-            tasks.update_hitl_detail(GATED, run_id, "approve", -1, payload)
-            answered.add(ti.try_number)
+    def gate_not_failed() -> None:
         assert _task_states(api, GATED, run_id).get("gate") != "failed", run_id
-        time.sleep(3)
-    raise AssertionError(f"run {run_id}: approval never asked for, or never taken")
+
+    answer_hitl(api, GATED, run_id, "approve", option, check=gate_not_failed)
 
 
 def test_approval_answers_are_recorded_end_to_end(stack):
