@@ -141,3 +141,20 @@ def test_a_window_of_one_class_is_refused(world, tmp_path):
     assert code == 2, result
     assert "labelled_batch.classes" in result["error"]
     assert _batch_events(world, start) == []
+
+
+def test_a_customer_served_twice_is_one_row_of_the_batch_the_newest(world, tmp_path):
+    """The spec's key names one customer: served again later in the window, it is one row,
+    the newest request's (validation refuses repeated keys)."""
+    start = START + timedelta(hours=10)
+    _serve_and_label(world, start, 2, 1000, seed=44)
+    # The same customers (same rows, same request ids, same labels) two hours later.
+    logs = world["registry"].settings.prediction_log_dir("churn")
+    write_traffic(world, logs, start + timedelta(hours=2), 2, 1000, 44)
+    code, result = _batch(world, tmp_path, start, start + timedelta(hours=4))
+    assert code == 0, result
+    batch = result["result"]
+    assert (batch["served_rows"], batch["rows"], batch["superseded_rows"]) == (4000, 2000, 2000)
+    written = pd.read_csv(tmp_path / "batch" / batch["file"])
+    assert written["customer_id"].is_unique and len(written) == 2000
+    assert written[TIME].min() >= (start + timedelta(hours=2)).isoformat()

@@ -9,8 +9,11 @@ time), retains it by its sha256 like every batch that trains a version, and reco
 (its run overrides carry the sha256), so the out-of-time holdout is the newest labelled
 traffic and ``training.window`` adds the retained batches before it.
 
-Rows are streamed from the logs to the file; only the labels are held in memory, as the
-monitor does. A window that cannot make a fair decision is refused before anything is
+A key (the spec's ``data.key``) names one entity: a customer served twice in the window
+is one row of the batch, the newest request's, as the spec's uniqueness rule expects
+(validation refuses repeated keys). Rows are streamed from the logs to the file, twice:
+once to find each key's newest row, once to write; only the labels and one position per
+key are held in memory. A window that cannot make a fair decision is refused before anything is
 stored: too few labelled rows for the spec's training minimum and holdout, or a single
 class (a classifier cannot learn from it, and AUC is undefined on its holdout).
 """
@@ -76,7 +79,7 @@ def _rows(
     skipped: monitor_feed.Skipped,
     counts: dict[str, int],
 ):
-    """The window's labelled rows as dicts of the spec's columns, oldest first."""
+    """The window's labelled rows, oldest first: (key or None, the spec's columns)."""
     names = [c.name for c in spec.features()]
     key_columns = list(spec.data.key)
     time_column = spec.holdout.time_column
@@ -100,7 +103,7 @@ def _rows(
             if time_column:
                 out[time_column] = _time_value(spec, record["ts"])
             out[spec.target] = _target_value(spec, label)
-            yield out
+            yield key, out
 
 
 def _fits(values: Any, predictions: list[Any]) -> bool:
@@ -121,16 +124,26 @@ def build(ctx: StepContext, start: datetime, end: datetime) -> dict[str, Any]:
     labels_dir = settings.labels_dir(spec.name, policy.labels_dir)
     skipped = monitor_feed.Skipped()
     labels = monitor_feed.read_labels(spec, labels_dir, start.date(), skipped)
+    # First pass: the position of each key's newest labelled row (later rows win).
+    newest: dict[tuple[str, ...], int] = {}
+    scan = _rows(spec, log_dir, start, end, labels, monitor_feed.Skipped(), {"served": 0})
+    for position, (key, _) in enumerate(scan):
+        if key is not None:
+            newest[key] = position
     counts = {"served": 0}
     columns = spec.expected_columns()
     classes: dict[str, int] = {}
-    rows = 0
+    rows = superseded = 0
     fd, tmp = tempfile.mkstemp(dir=ctx.out_dir, prefix=".labelled.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
             writer = csv.DictWriter(handle, columns, delimiter=spec.data.delimiter)
             writer.writeheader()
-            for row in _rows(spec, log_dir, start, end, labels, skipped, counts):
+            written = _rows(spec, log_dir, start, end, labels, skipped, counts)
+            for position, (key, row) in enumerate(written):
+                if key is not None and newest.get(key) != position:
+                    superseded += 1  # the same entity served again later in the window
+                    continue
                 writer.writerow(row)
                 rows += 1
                 if spec.task == "classification":
@@ -155,6 +168,7 @@ def build(ctx: StepContext, start: datetime, end: datetime) -> dict[str, Any]:
             "window_end": window["end"],
             "rows": rows,
             "served_rows": counts["served"],
+            "superseded_rows": superseded,
             "classes": ",".join(f"{k}={v}" for k, v in sorted(classes.items())),
             "reason": ctx.overrides.reason,
             "dag_run_id": ctx.dag_run_id or "",
@@ -168,6 +182,7 @@ def build(ctx: StepContext, start: datetime, end: datetime) -> dict[str, Any]:
         "window": window,
         "rows": rows,
         "served_rows": counts["served"],
+        "superseded_rows": superseded,
         "classes": classes,
         "time_column": spec.holdout.time_column,
         "skipped": {"total": skipped.total, "entries": skipped.entries[:20]},
