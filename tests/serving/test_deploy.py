@@ -275,10 +275,10 @@ def test_an_error_mid_canary_turns_traffic_off_and_drops_the_candidate(served, m
     original = ServerClient.ok
     canary_on = threading.Event()
 
-    def failing_ok(self, method, path, body=None):
+    def failing_ok(self, method, path, body=None, timeout=None):
         if (method, path) == ("GET", "/admin/stats") and canary_on.is_set():
             raise RuntimeError("injected failure mid-canary")
-        answer = original(self, method, path, body)
+        answer = original(self, method, path, body, timeout)
         if path == "/admin/traffic" and body and body.get("mode") == "canary":
             canary_on.set()
         return answer
