@@ -61,15 +61,6 @@ def _time_value(spec: ModelSpec, ts: datetime) -> Any:
     return ts.timestamp() if column.type == "numeric" else ts.isoformat()
 
 
-def _label(
-    labels: monitor_feed.Labels, request_id: str, row: int, key: tuple[str, ...] | None
-) -> float | None:
-    label = labels.by_request.get((request_id, row))
-    if label is None and key is not None:
-        label = labels.by_key.get(key)
-    return label
-
-
 def _rows(
     spec: ModelSpec,
     log_dir: Path,
@@ -89,13 +80,15 @@ def _rows(
         request_id = str(record.get("request_id"))
         keys = record.get("keys") if isinstance(record.get("keys"), dict) else {}
         counts["served"] += len(predictions)
+        fitting = [k for k in key_columns if _fits(keys.get(k), predictions)]
+        complete = bool(key_columns) and len(fitting) == len(key_columns)
+        key_values = [keys[k] for k in key_columns] if complete else None
         for row in range(len(predictions)):
-            logged = {k: keys[k][row] for k in key_columns if _fits(keys.get(k), predictions)}
-            complete = key_columns and len(logged) == len(key_columns)
-            key = tuple(str(logged[k]) for k in key_columns) if complete else None
-            label = _label(labels, request_id, row, key)
+            label = labels.get(request_id, row, key_values)
             if label is None:
                 continue
+            logged = {k: keys[k][row] for k in fitting}
+            key = tuple(str(v[row]) for v in key_values) if key_values is not None else None
             out = {name: record["inputs"][name][row] for name in names}
             # An id the request did not carry is the served row's own: request id and row.
             out.update({name: f"{request_id}:{row}" for name in ids})

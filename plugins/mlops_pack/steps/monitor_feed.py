@@ -75,6 +75,14 @@ class Labels:
     def __len__(self) -> int:
         return len(self.by_request) + len(self.by_key)
 
+    def get(self, request_id: str, row: int, key_values: list[list] | None) -> float | None:
+        """A served row's label: by its request id and row, else by its key (the request's
+        key columns, one list per column; the key is built only when needed)."""
+        label = self.by_request.get((request_id, row))
+        if label is None and key_values is not None:
+            label = self.by_key.get(tuple(str(values[row]) for values in key_values))
+        return label
+
 
 def _label_value(spec: ModelSpec, text: str) -> float:
     """The label as the metrics see it: 1/0 for the positive class, or the number."""
@@ -295,8 +303,6 @@ def _add(
     ):
         key_values = [keys[k] for k in key_columns]
     for row, score in enumerate(predictions):
-        label = labels.by_request.get((request_id, row))
-        if label is None and key_values is not None:
-            label = labels.by_key.get(tuple(str(v[row]) for v in key_values))
+        label = labels.get(request_id, row, key_values)
         if label is not None:
             chunk.labelled.append((score, label))
