@@ -20,9 +20,27 @@ from support import ROOT
 SCRAPE_SECONDS = 1.0
 
 
-def panel_queries(model: str) -> list[str]:
+def panel_queries(model: str, section: str = "serving") -> list[str]:
+    """The queries of the shipped dashboard's panels above its row (``serving``: the
+    server's own metrics) or below it (``monitor``: the monitor's, from the Pushgateway)."""
     dashboard = json.loads((ROOT / f"include/grafana/dashboards/{model}.json").read_text())
-    return [target["expr"] for panel in dashboard["panels"] for target in panel.get("targets", [])]
+    panels = dashboard["panels"]
+    row = next(i for i, panel in enumerate(panels) if panel["type"] == "row")
+    chosen = {"serving": panels[:row], "monitor": panels[row + 1 :]}[section]
+    return [target["expr"] for panel in chosen for target in panel.get("targets", [])]
+
+
+def assert_queries_have_data(port: int, model: str, queries: list[str], prefix: str) -> None:
+    """Every query returns finite data, and every metric it names (``prefix``...) has
+    series for the model: a fallback such as ``or vector(0)`` must not hide a misspelt
+    metric."""
+    for expr in queries:
+        samples = query(port, expr)
+        assert samples, f"no data: {expr}"
+        values = [float(s["value"][1]) for s in samples]
+        assert all(math.isfinite(v) for v in values), (expr, samples)
+        for metric in set(re.findall(rf"\b{prefix}[a-z_]+\b", expr)):
+            assert query(port, f'count({metric}{{model="{model}"}})'), metric
 
 
 def query(port: int, expr: str) -> list[dict]:
@@ -76,13 +94,5 @@ def assert_every_panel_has_data(port: int, model: str, url: str, key: str, rows:
         wait_for_scrapes(port, 2, f"model-server-{model}")
     queries = panel_queries(model)
     assert len(queries) >= 9
-    for expr in queries:
-        samples = query(port, expr)
-        assert samples, f"no data: {expr}"
-        values = [float(s["value"][1]) for s in samples]
-        assert all(math.isfinite(v) for v in values), (expr, samples)
-        # A fallback such as `or vector(0)` must not hide a misspelt metric: every
-        # metric a query names has series for this model.
-        for metric in set(re.findall(r"\bmlops_pack_[a-z_]+\b", expr)):
-            assert query(port, f'count({metric}{{model="{model}"}})'), metric
+    assert_queries_have_data(port, model, queries, "mlops_pack_")
     return queries

@@ -412,7 +412,13 @@ def cmd_labelled_batch(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
             f"--start {args.start!r} / --end {args.end!r}: give ISO times with a time zone",
             {"rule": "window"},
         ) from None
-    record = build(_context(args), start, end)
+    record = build(
+        _context(args),
+        start,
+        end,
+        log_dir=Path(args.log_dir) if args.log_dir else None,
+        labels_dir=Path(args.labels_dir) if args.labels_dir else None,
+    )
     print(
         f"{record['model']}: labelled batch {record['data_sha256'][:12]}: {record['rows']} of "
         f"{record['served_rows']} served rows labelled in {args.start} .. {args.end} "
@@ -604,6 +610,7 @@ def _loop_commands(sub) -> None:
     p = _step(sub, "labelled-batch", cmd_labelled_batch, "a training batch from served rows")
     p.add_argument("--start", required=True, help="the window's start, ISO with a time zone")
     p.add_argument("--end", required=True, help="the window's end (exclusive)")
+    _feed_arguments(p)
     p = _step(sub, "record-escalation", cmd_record_escalation, "record an escalation answer")
     p.add_argument("--response", required=True, help="the escalation task's answer (JSON)")
     p.add_argument("--loop", required=True, help="the decide-retrain record it answered")
@@ -644,10 +651,16 @@ def _example_commands(sub) -> None:
     p.set_defaults(func=cmd_simulate, writes_result=False)
 
 
-def _monitor_command(sub) -> None:
-    p = _step(sub, "monitor", cmd_monitor, "judge a window of served predictions")
+def _feed_arguments(p) -> None:
+    """Where a window's prediction logs and labels are (a step without a shared file
+    system gets copies of the window's days, and is told where)."""
     p.add_argument("--log-dir", help="prediction logs (default: spec, then environment)")
     p.add_argument("--labels-dir", help="label feed (default: spec, then environment)")
+
+
+def _monitor_command(sub) -> None:
+    p = _step(sub, "monitor", cmd_monitor, "judge a window of served predictions")
+    _feed_arguments(p)
     p.add_argument("--end", help="window end, ISO-8601 with time zone (default: now)")
     p.add_argument("--hours", type=float, help="window length (default monitoring.window_hours)")
     p.set_defaults(flat_result=True)

@@ -112,23 +112,118 @@ PANELS = (
         "Rows per second (a request may carry many rows).",
     ),
 )
-# Kept empty until monitoring exports drift scores and live metrics to Prometheus.
 DRIFT_ROW = "Drift and live metrics"
+# The monitor's newest window per model, from the Pushgateway the Airflow workers push
+# each window's metrics.prom to (``mlops_pack.metrics_push``); the names are the ones
+# ``mlops_pack.steps.monitor_report.write_metrics`` writes.
+MONITOR_PANELS = (
+    Panel(
+        "Monitor verdict and alarms",
+        "timeseries",
+        "short",
+        (
+            ("max by (status) (mlops_monitor_status{{{sel}}}) > 0", "{{status}}"),
+            ("max by (kind) (mlops_monitor_alarm{{{sel}}})", "alarm: {{kind}}"),
+        ),
+        "The newest window's status (healthy, insufficient data, drift, decay, stale) and "
+        "the alarms it raised; a retrain or a person follows from these.",
+    ),
+    Panel(
+        "Feature drift (PSI)",
+        "timeseries",
+        "short",
+        (
+            ("max by (feature) (mlops_monitor_feature_psi{{{sel}}})", "{{feature}}"),
+            ("max(mlops_monitor_score_psi{{{sel}}})", "score"),
+        ),
+        "Population stability index of each feature and of the score against the "
+        "champion's training profile; monitoring.drift.psi_threshold marks drift.",
+    ),
+    Panel(
+        "Live metric on labelled rows",
+        "timeseries",
+        "short",
+        (("max by (metric, bound) (mlops_monitor_metric{{{sel}}})", "{{metric}} {{bound}}"),),
+        "The gate's primary metric on the window's labelled rows with its bootstrap "
+        "interval, and the champion's reference value it decays from.",
+    ),
+    Panel(
+        "Window rows and labels",
+        "timeseries",
+        "short",
+        (
+            ("max(mlops_monitor_window_rows{{{sel}}})", "served rows"),
+            ("max(mlops_monitor_labelled_rows{{{sel}}})", "labelled rows"),
+        ),
+        "Rows the window judged and how many had their label by then.",
+    ),
+    Panel(
+        "Since the last monitor window",
+        "stat",
+        "s",
+        (('time() - max(push_time_seconds{{job="mlops_pack_monitor",{sel}}})', "age"),),
+        "Seconds since the workers last pushed a window: a value far above the monitor's "
+        "schedule means windows are not being judged (or their push failed).",
+    ),
+    Panel(
+        "Champion age",
+        "stat",
+        "d",
+        (("max(mlops_monitor_champion_age_days{{{sel}}})", "days"),),
+        "Days since the served champion was trained; monitoring.max_age_days raises stale.",
+    ),
+)
 
 
 def panel_queries(model: str) -> list[str]:
-    """Every PromQL query of ``model``'s dashboard, in panel order."""
+    """Every PromQL query of the serving panels of ``model``'s dashboard, in order."""
+    return _queries(PANELS, model)
+
+
+def monitor_panel_queries(model: str) -> list[str]:
+    """Every PromQL query of the drift and live metrics row, in order."""
+    return _queries(MONITOR_PANELS, model)
+
+
+def _queries(panels: tuple[Panel, ...], model: str) -> list[str]:
     sel = f'model="{model}"'
-    return [expr.format(sel=sel) for panel in PANELS for expr, _ in panel.targets]
+    return [expr.format(sel=sel) for panel in panels for expr, _ in panel.targets]
 
 
 def dashboard(model: str) -> dict:
     sel = f'model="{model}"'
-    panels, x, y = [], 0, 0
-    for number, panel in enumerate(PANELS, start=1):
+    serving, y = _grid(PANELS, sel, first_id=1, top=0)
+    row = {
+        "id": len(PANELS) + 1,
+        "type": "row",
+        "title": DRIFT_ROW,
+        "collapsed": False,
+        "gridPos": {"h": 1, "w": 24, "x": 0, "y": y},
+        "panels": [],
+    }
+    monitor, _ = _grid(MONITOR_PANELS, sel, first_id=len(PANELS) + 2, top=y + 1)
+    return {
+        "uid": f"mlops-pack-{model}",
+        "title": f"Model server: {model}",
+        "tags": ["mlops-pack", model],
+        "timezone": "utc",
+        "schemaVersion": 39,
+        "version": 1,
+        "refresh": "30s",
+        "time": {"from": "now-1h", "to": "now"},
+        "editable": True,
+        "panels": [*serving, row, *monitor],
+    }
+
+
+def _grid(panels: tuple[Panel, ...], sel: str, first_id: int, top: int) -> tuple[list, int]:
+    """Grafana panels laid out two to a row of 24 columns from ``top``; the list and the
+    first free row below them."""
+    out, x, y = [], 0, top
+    for number, panel in enumerate(panels, start=first_id):
         if x + panel.width > 24:
             x, y = 0, y + 8
-        panels.append(
+        out.append(
             {
                 "id": number,
                 "type": panel.kind,
@@ -149,28 +244,7 @@ def dashboard(model: str) -> dict:
             }
         )
         x += panel.width
-    panels.append(
-        {
-            "id": len(PANELS) + 1,
-            "type": "row",
-            "title": DRIFT_ROW,
-            "collapsed": True,
-            "gridPos": {"h": 1, "w": 24, "x": 0, "y": y + 8},
-            "panels": [],
-        }
-    )
-    return {
-        "uid": f"mlops-pack-{model}",
-        "title": f"Model server: {model}",
-        "tags": ["mlops-pack", model],
-        "timezone": "utc",
-        "schemaVersion": 39,
-        "version": 1,
-        "refresh": "30s",
-        "time": {"from": "now-1h", "to": "now"},
-        "editable": True,
-        "panels": panels,
-    }
+    return out, y + 8
 
 
 def dashboard_text(model: str) -> str:

@@ -53,7 +53,7 @@ class Settings:
             # The file lock of the embedded default (one host); with several hosts set
             # MLOPS_PACK_LOCK_DSN instead and the lock is a Postgres advisory lock.
             lock_dir=Path(env.get("MLOPS_PACK_LOCK_DIR", home / "locks")),
-            lock_dsn=env.get("MLOPS_PACK_LOCK_DSN") or None,
+            lock_dsn=_lock_dsn(env),
             lock_dir_set=bool(env.get("MLOPS_PACK_LOCK_DIR")),
             data_dir=Path(data_dir) if data_dir else None,
             data_roots=tuple(
@@ -104,6 +104,24 @@ class Settings:
                 raise store_not_writable(
                     home, os.geteuid(), os.getegid(), f"{name} is not writable"
                 )
+
+
+def _lock_dsn(env: dict[str, str]) -> str | None:
+    """``MLOPS_PACK_LOCK_DSN``, or the file ``MLOPS_PACK_LOCK_DSN_FILE`` names: how a step
+    container gets it, since a container's environment is shown by ``docker inspect``."""
+    if env.get("MLOPS_PACK_LOCK_DSN"):
+        return env["MLOPS_PACK_LOCK_DSN"]
+    named = env.get("MLOPS_PACK_LOCK_DSN_FILE")
+    if not named:
+        return None
+    try:
+        return Path(named).read_text(encoding="utf-8").strip() or None
+    except OSError as exc:
+        raise BadInputError(
+            f"MLOPS_PACK_LOCK_DSN_FILE={named}: cannot read it ({exc.strerror}). Fix: name "
+            "a readable file holding the promotion lock's Postgres DSN, or unset it",
+            {"rule": "lock_dsn_file"},
+        ) from exc
 
 
 def _path(value: str | None) -> Path | None:

@@ -159,3 +159,92 @@ def test_the_bootstrap_kernel_loads_compiled_from_the_image():
     )
     name = f"mlops-kernel-{time.time_ns()}"
     assert container.run(_client(), _spec(name, code), LOG) == 0
+
+
+class _Lines(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
+def test_inputs_reach_a_step_as_copies_in_its_own_volume(tmp_path):
+    """Without a shared file system the engine is told no host path: the work dir, the
+    include folder (less the data folder inside it), the run's data file and the secrets
+    are copied into the container's volume, owned by its user, and the secrets readable
+    by that user alone; the lock's DSN is read from its file."""
+    from docker.types import Mount
+    from mlops_pack.airflow.container import Inbound, copy_in, copy_out
+
+    include = tmp_path / "include"
+    (include / "models").mkdir(parents=True)
+    (include / "models" / "m.yaml").write_text("name: m\n")
+    (include / "data" / "big").mkdir(parents=True)
+    (include / "data" / "big" / "batch.csv").write_text("never copied\n")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "overrides.json").write_text("{}")
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    dsn = "postgresql://mlops_lock:s3cret@db/mlops_lock"
+    (secrets / "lock_dsn").write_text(dsn)
+    batch = tmp_path / "elsewhere" / "m1.csv"
+    batch.parent.mkdir()
+    batch.write_bytes(b"a,b\n1,2\n" * 5000)
+    items = [
+        Inbound(run, "run", writable=True),
+        Inbound(include, "include", skip=(include / "data",)),
+        Inbound(batch, "data/churn/m1.csv"),
+        Inbound(secrets, "secrets", private=True),
+    ]
+    code = (
+        "import json, os\n"
+        "from mlops_pack.settings import Settings\n"
+        "seen = {}\n"
+        "for root, dirs, files in os.walk('/work'):\n"
+        "    for name in dirs + files:\n"
+        "        s = os.stat(os.path.join(root, name))\n"
+        "        seen[os.path.join(root, name)] = [oct(s.st_mode & 0o777), s.st_uid]\n"
+        "open('/work/run/result.json', 'w').write(json.dumps(seen))\n"
+        "dsn = open('/work/secrets/lock_dsn').read()\n"
+        "print('lock dsn from file:', Settings.from_env().lock_dsn == dsn)\n"
+    )
+    spec = container.ContainerSpec(
+        image="mlops-pack-task:latest",
+        entrypoint=["python", "-c"],
+        command=[code],
+        name=f"mlops-copy-in-{time.time_ns()}",
+        user="65534:65534",
+        timeout_seconds=120,
+        mounts=[Mount("/work", None, type="volume")],
+        environment={"MLOPS_PACK_LOCK_DSN_FILE": "/work/secrets/lock_dsn"},
+        limits=container.ContainerLimits(memory="512m", cpus=0.5, pids=64, tmpfs_size="64m"),
+    )
+    client, log, lines, copied = _client(), logging.getLogger("test.copy-in"), _Lines(), []
+    log.addHandler(lines)
+    out = tmp_path / "result.json"
+    try:
+        code = container.run(
+            client,
+            spec,
+            log,
+            before_start=lambda cid: copied.append(copy_in(client, cid, "/work", items, spec.user)),
+            after_exit=lambda cid: copy_out(client, cid, "/work/run/result.json", out),
+        )
+    finally:
+        log.removeHandler(lines)
+    assert code == 0, lines.lines
+    assert "lock dsn from file: True" in lines.lines
+    seen = json.loads(out.read_text())  # written by the step in its run folder, copied out
+    assert not any(p.startswith("/work/include/data") for p in seen), seen
+    assert seen["/work/include/models/m.yaml"] == ["0o444", 65534]
+    assert seen["/work/include"] == ["0o555", 65534]
+    assert seen["/work/data/churn/m1.csv"] == ["0o444", 65534]
+    assert seen["/work/data"] == ["0o555", 65534]  # a folder above an item, the user's too
+    assert seen["/work/secrets"] == ["0o500", 65534]
+    assert seen["/work/secrets/lock_dsn"] == ["0o400", 65534]
+    assert seen["/work/run"] == ["0o700", 65534]
+    sizes = sum(p.stat().st_size for p in (run / "overrides.json", include / "models/m.yaml"))
+    assert copied == [sizes + batch.stat().st_size + len(dsn)]

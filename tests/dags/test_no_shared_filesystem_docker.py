@@ -1,7 +1,8 @@
 """Steps that share no file system with the worker: an MLflow tracking server over HTTP
 holds the registry and the artifacts, a Postgres holds the promotion lock; the step
-containers get no bind mount of the store or of the work dir: inputs are copied in, and
-result.json is copied out of the stopped container.
+containers get no bind mount at all (the engine may be on another host): the spec, the
+suites, the run's data file, the work dir and the lock's DSN are copied into the
+container's own volume, and result.json is copied out of the stopped container.
 
 Here the containers use ``network_mode=host`` to reach the server on 127.0.0.1 (this
 engine has no bridge network); in docker-compose they join a network that reaches MLflow.
@@ -22,12 +23,13 @@ from mlops_pack.airflow.container import STACK_LABEL, stack_id
 from services import mlflow_server, postgres
 from support import ROOT, open_dir
 
-MOUNTS: list[list[dict]] = []
+SEEN: list[dict] = []
 
 
 def _watch_mounts(stack: str, stop: threading.Event) -> None:
-    """Record the mounts of every step container of this stack (this test's store: other
-    tests on the same engine run churn containers too) while the DAG runs."""
+    """Record the mounts and environment of every step container of this stack (this
+    test's store: other tests on the same engine run churn containers too) while the DAG
+    runs."""
     while not stop.is_set():
         out = subprocess.run(
             ["docker", "ps", "-q", "--filter", f"label={STACK_LABEL}={stack}"],
@@ -37,13 +39,13 @@ def _watch_mounts(stack: str, stop: threading.Event) -> None:
         )
         for cid in out.stdout.split():
             found = subprocess.run(
-                ["docker", "inspect", "--format", "{{json .Mounts}}", cid],
+                ["docker", "inspect", "--format", "{{json .}}", cid],
                 capture_output=True,
                 text=True,
                 check=False,
             )
             if found.returncode == 0:
-                MOUNTS.append(json.loads(found.stdout))
+                SEEN.append(json.loads(found.stdout))
         time.sleep(0.3)
 
 
@@ -76,7 +78,8 @@ def remote_world(task_image, airflow_db, monkeypatch, tmp_path):
             monkeypatch.setenv(name, str(value))
         from mlops_pack.airflow.dag_factory import build_retrain_dag
 
-        yield {"dag": build_retrain_dag(include / "models" / "churn.yaml"), "home": home}
+        dag = build_retrain_dag(include / "models" / "churn.yaml")
+        yield {"dag": dag, "home": home, "dsn": dsn, "data": data}
     for path in (include, data, home):
         shutil.rmtree(path, ignore_errors=True)
 
@@ -103,12 +106,36 @@ def test_retrain_dag_steps_share_no_file_system_with_the_worker(remote_world):
     home = remote_world["home"]
     results = sorted(home.glob("work/*/*/promote.*/result.json"))
     assert results and json.loads(results[-1].read_text())["result"]["champion"] == "1"
-    # No step container had the store or the work dir bind-mounted; /work was a volume.
-    assert MOUNTS, "no step container was seen running"
-    for mounts in MOUNTS:
-        sources = {m.get("Source", "") for m in mounts if m["Type"] == "bind"}
-        assert not any(s.startswith(str(home)) for s in sources), sources
-        assert [m["Type"] for m in mounts if m["Destination"] == "/work"] == ["volume"]
+    # No step container had anything bind-mounted: /work was the container's own volume,
+    # and the lock's DSN (with its password) was a file there, not in the environment.
+    assert SEEN, "no step container was seen running"
+    tasks = set()
+    for container in SEEN:
+        mounts = container["Mounts"]
+        assert [m["Type"] for m in mounts] == ["volume"], mounts
+        assert mounts[0]["Destination"] == "/work"
+        env = dict(e.split("=", 1) for e in container["Config"]["Env"])
+        assert remote_world["dsn"] not in json.dumps(container["Config"]), container["Name"]
+        assert env["MLOPS_PACK_LOCK_DSN_FILE"] == "/work/secrets/lock_dsn"
+        assert env["MLOPS_PACK_DATA_DIR"] == "/work/data"
+        tasks.update(t for t in ("validate", "train", "promote") if f"-{t}-" in container["Name"])
+    # The steps that read the data file (copied in) and the one that takes the lock.
+    assert tasks == {"validate", "train", "promote"}, tasks
     # The store's folder was never used as an MLflow store or a lock folder.
     assert not (home / "mlflow.db").exists() and not (home / "locks").exists()
     assert os.listdir(home) == ["work"]
+
+
+def test_an_absolute_data_path_is_refused_before_any_container(remote_world, capfd):
+    """The step gets a copy of the run's file at its path relative to the data folder; an
+    absolute path (accepted on one host) has no place in the copy, so the worker refuses
+    it with the fix, and the bad input is not retried."""
+    absolute = remote_world["data"] / "m1.csv"
+    run = remote_world["dag"].test(run_conf={"data_path": str(absolute), "reason": "remote"})
+    tis = {ti.task_id: ti for ti in run.get_task_instances()}
+    assert run.state == "failed"
+    assert tis["validate"].state == "failed" and tis["validate"].try_number == 1
+    assert tis["train"].state == "upstream_failed"
+    out, err = capfd.readouterr()  # dag.test() prints the task logs
+    assert f"data_path {absolute} is absolute" in out + err
+    assert f"Fix: give the path relative to {remote_world['data']}" in out + err

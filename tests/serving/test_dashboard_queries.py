@@ -38,6 +38,7 @@ def prometheus_config(folder: Path, server_port: int, prom_port: int, key: str) 
         "localhost:9090": f"127.0.0.1:{prom_port}",
         # Not started here: left pointing at a closed port, scraped as down.
         "model-server-diabetes:8182": f"127.0.0.1:{free_port()}",
+        "pushgateway:9091": f"127.0.0.1:{free_port()}",
     }
     for job in config["scrape_configs"]:
         for static in job["static_configs"]:

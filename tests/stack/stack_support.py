@@ -14,14 +14,14 @@ import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 
 import yaml
 from support import ROOT, airflow_token, free_port, open_dir, run_cli
 
 LOCAL = ROOT / "docker-compose.local.yaml"
-WORKER_UID = 50000  # the Airflow image's user, as in the official image
-PORTS = ("postgres", "redis", "mlflow", "churn", "prometheus", "airflow")
+PORTS = ("postgres", "redis", "mlflow", "churn", "prometheus", "pushgateway", "airflow")
 PORTS += ("triggerer_log", "worker_1_log", "worker_2_log")
 
 
@@ -68,6 +68,7 @@ def local_prometheus_config(folder: Path, ports: dict[str, int]) -> Path:
         "model-server-churn:8181": f"127.0.0.1:{ports['churn']}",
         "model-server-diabetes:8182": f"127.0.0.1:{free_port()}",  # not started here
         "localhost:9090": f"127.0.0.1:{ports['prometheus']}",
+        "pushgateway:9091": f"127.0.0.1:{ports['pushgateway']}",
     }
     config["global"]["scrape_interval"] = "1s"
     for job in config["scrape_configs"]:
@@ -105,28 +106,25 @@ def local_stack(
 ) -> Iterator[dict]:
     """docker-compose.local.yaml with its Airflow profile, up on free ports (``services``
     only, when named, with what they depend on); yields ports, the ``.env`` values, the
-    project name and the data folder. Always taken down with its volumes, and nothing
-    of the project may be left behind.
+    project name, the data folder and the label feed's folder. Always taken down with its
+    volumes, and nothing of the project may be left behind.
 
-    ``include`` and ``data`` must be readable by the workers' uid: the engine mounts them
-    into step containers at the same path."""
+    ``include`` and ``data`` must be readable by the workers' uid; the workers see them at
+    their own paths (/opt/airflow/...), and step containers get copies."""
     subprocess.run([ROOT / "include/docker/build_local_stack_images.sh"], check=True, timeout=1500)
     folder = Path(tempfile.mkdtemp(prefix="local-stack-"))
     code, _ = run_cli("stack", "init", "--dir", folder, "--include", include)
     assert code == 0
     ports = {name: free_port() for name in PORTS}
-    # Deploy and promote write the server's keys here for their one step container: the
-    # workers' user must own it, and only that user.
-    step_secrets = open_dir("local-stack-step-secrets-")
-    os.chown(step_secrets, WORKER_UID, 0)
-    step_secrets.chmod(0o700)
+    # The label feed the workers read (the test writes labels into <labels>/<model>).
+    labels = open_dir("local-stack-labels-")
     env = {
         **os.environ,
         "STACK_SECRETS_DIR": str(folder / ".stack" / "secrets"),
         "LOCAL_PROMETHEUS_CONFIG": str(local_prometheus_config(folder, ports)),
         "LOCAL_INCLUDE_DIR": str(include),
         "LOCAL_DATA_DIR": str(data),
-        "LOCAL_STEP_SECRETS_DIR": str(step_secrets),
+        "LOCAL_LABELS_DIR": str(labels),
         "LOCAL_DOCKER_GID": str(os.stat("/var/run/docker.sock").st_gid),
         "MLOPS_PACK_TASK_IMAGE": task_image,
         **{f"LOCAL_{name.upper()}_PORT": str(port) for name, port in ports.items()},
@@ -144,6 +142,7 @@ def local_stack(
             "secrets": env_values(folder / ".env"),
             "project": project,
             "data": data,
+            "labels": labels,
         }
     finally:
         logs = subprocess.run(
@@ -158,8 +157,8 @@ def local_stack(
         subprocess.run(
             [*compose, "down", "-v", "--remove-orphans"], cwd=ROOT, env=env, check=True, timeout=300
         )
-        shutil.rmtree(step_secrets, ignore_errors=True)
         shutil.rmtree(folder, ignore_errors=True)
+        shutil.rmtree(labels, ignore_errors=True)
         for kind in ("container", "volume", "network"):
             assert compose_resources(kind, project) == [], f"{kind}s left behind"
 
@@ -184,8 +183,10 @@ def unpaused(api, dag_id: str) -> None:
     dags.patch_dag(dag_id, ac.DAGPatchBody(is_paused=False))
 
 
-def trigger(api, dag_id: str, conf: dict) -> str:
+def trigger(api, dag_id: str, conf: dict, at: datetime | None = None) -> str:
+    """Trigger a run through the REST API; ``at`` is its logical date (a monitor's window
+    ends there), none by default."""
     import airflow_client.client as ac
 
-    body = ac.TriggerDAGRunPostBody(logical_date=None, conf=conf)
+    body = ac.TriggerDAGRunPostBody(logical_date=at, conf=conf)
     return ac.DagRunApi(api).trigger_dag_run(dag_id, body).dag_run_id

@@ -29,6 +29,7 @@ LONG_RUNNING = {
     "model-server-churn",
     "model-server-diabetes",
     "prometheus",
+    "pushgateway",
     "grafana",
 }
 

@@ -24,7 +24,13 @@ from pathlib import Path
 
 import airflow_client.client as ac
 import pytest
-from dashboard_support import assert_every_panel_has_data, query
+from dashboard_support import (
+    assert_every_panel_has_data,
+    assert_queries_have_data,
+    panel_queries,
+    query,
+    wait_for_scrapes,
+)
 from mlops_pack.server_client import ServerClient
 from stack_support import (
     airflow_api,
@@ -276,3 +282,60 @@ def test_the_served_model_follows_the_alias_and_every_panel_has_data(local_stack
     assert sum(float(s["value"][1]) for s in counted) >= 22, counted
     info = next(q for q in queries if "mlops_pack_model_info" in q)
     assert {s["metric"]["version"] for s in query(prometheus, info)} == {champion}
+
+
+def test_the_monitor_on_a_worker_reads_the_servers_logs_and_the_label_feed(local_stack):
+    """The monitor DAG, triggered through the REST API, runs on a Celery worker whose step
+    container shares no file system with it: the window's days of the churn server's
+    prediction logs (the server's volume, read-only on the workers) and of the label feed
+    are copied in, and the monitor counts the simulated traffic and its labels. The worker
+    pushes the window's metrics, and the dashboard's drift row has data."""
+    from datetime import UTC, date, datetime
+
+    from mlops_pack.cli import main
+    from support import ROOT
+
+    ports, secrets = local_stack["ports"], local_stack["secrets"]
+    key_file = local_stack["labels"].parent / f"{local_stack['project']}-prediction-key"
+    key_file.write_text(secrets["CHURN_PREDICTION_KEY"], encoding="utf-8")
+    key_file.chmod(0o600)
+    try:
+        code = main([str(a) for a in (
+            "simulate", "--spec", ROOT / "include/models/churn.yaml",
+            "--server-url", f"http://127.0.0.1:{ports['churn']}",
+            "--prediction-key-file", key_file,
+            "--labels-dir", local_stack["labels"] / "churn",
+            "--days", "1", "--rows-per-day", "600", "--batch-rows", "100",
+            "--start-date", date.today().isoformat(), "--label-delay-days", "0", "--seed", "11",
+        )])  # fmt: skip
+    finally:
+        key_file.unlink()
+    assert code == 0
+    for item in local_stack["labels"].rglob("*"):  # the workers' uid reads the feed
+        item.chmod(0o755 if item.is_dir() else 0o644)
+    api = airflow_api(local_stack)
+    dag_id = "mlops_monitor__churn"
+    unpaused(api, dag_id)
+    run_id = trigger(api, dag_id, {}, at=datetime.now(UTC))  # the window ends now
+    state = run_to_end(api, dag_id, run_id, timeout=900)
+    listed = ac.TaskInstanceApi(api).get_task_instances(dag_id, run_id).task_instances
+    monitor = next(ti for ti in listed if ti.task_id == "monitor")
+    assert str(monitor.state.value) == "success", (state, failed_logs(api, dag_id, run_id, listed))
+    assert monitor.hostname in {"airflow-worker-1", "airflow-worker-2"}, monitor.hostname
+    entry = ac.XComApi(api).get_xcom_entry(dag_id, "monitor", run_id, "return_value")
+    value = entry.actual_instance.value
+    record = json.loads(value) if isinstance(value, str) else value
+    window = record["window"]
+    # The 600 simulated rows (and the requests of the test before) were served in the
+    # window; every simulated row's label arrived through the feed.
+    assert window["rows"] >= 600, window
+    assert window["labelled_rows"] >= 600, window
+    # The worker pushed the window's metrics; every query of the dashboard's drift and
+    # live metrics row has data from the stack's Prometheus (scraping the Pushgateway).
+    assert record["metrics_pushed"] is True, record
+    wait_for_scrapes(ports["prometheus"], 2, "pushgateway")
+    monitor_queries = panel_queries("churn", "monitor")
+    assert len(monitor_queries) >= 8
+    assert_queries_have_data(ports["prometheus"], "churn", monitor_queries, "mlops_monitor_")
+    rows = query(ports["prometheus"], 'mlops_monitor_window_rows{model="churn"}')
+    assert [float(s["value"][1]) for s in rows] == [float(window["rows"])], rows

@@ -15,7 +15,7 @@ import tarfile
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from airflow.exceptions import AirflowException
@@ -225,21 +225,85 @@ def _stream_logs(client, container_id: str, log: logging.Logger) -> None:
         return
 
 
-def copy_in(client, container_id: str, folder: Path, into: str, name: str, user: str) -> None:
-    """Copy ``folder`` into the created container as ``<into>/<name>``, owned by ``user``
-    ("uid:gid") so the step can write its results there (no host bind mount)."""
+@dataclass(frozen=True)
+class Inbound:
+    """A folder or file to copy into a created container, as ``arcname`` under the target.
+
+    ``writable`` gives the container user a folder it may write in (the step's run
+    folder); the rest is read-only to it. ``private`` (secrets) leaves only the owner able
+    to read: files 0400 in folders 0500.
+    """
+
+    source: Path
+    arcname: str
+    writable: bool = False
+    private: bool = False
+    skip: tuple[Path, ...] = ()  # folders under ``source`` that are not copied
+
+    def modes(self) -> tuple[int, int]:
+        """(folder mode, file mode) inside the container."""
+        if self.private:
+            return 0o500, 0o400
+        return (0o700, 0o600) if self.writable else (0o555, 0o444)
+
+    def paths(self) -> list[Path]:
+        """``source`` and, for a folder, every folder and regular file under it (symbolic
+        links are followed to files, never into folders), outside ``skip``."""
+        if not self.source.is_dir():
+            return [self.source]
+        skipped = [s.resolve() for s in self.skip]
+        found = [self.source]
+        for path in sorted(self.source.rglob("*")):
+            if any(path.resolve().is_relative_to(s) for s in skipped):
+                continue
+            if (path.is_dir() and not path.is_symlink()) or path.is_file():
+                found.append(path)
+        return found
+
+
+def copy_in(client, container_id: str, into: str, items: list[Inbound], user: str) -> int:
+    """Copy ``items`` into the created (not started) container under ``into``, owned by
+    ``user`` ("uid:gid"): how a step gets its inputs without a host bind mount. The tar
+    is spooled to a temporary file and streamed, so a large data file is never held in
+    memory. Returns the bytes of file content copied."""
+    import tempfile
+
     uid, gid = (int(x) for x in user.split(":"))
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as tar:
-        for path in [folder, *sorted(folder.rglob("*"))]:
-            info = tar.gettarinfo(str(path), arcname=str(Path(name) / path.relative_to(folder)))
-            info.uid, info.gid, info.uname, info.gname = uid, gid, "", ""
-            if path.is_file():
-                with path.open("rb") as handle:
-                    tar.addfile(info, handle)
-            else:
-                tar.addfile(info)
-    client.put_archive(container_id, into, buffer.getvalue())
+
+    def entry(name: PurePosixPath, mode: int, mtime: float = 0) -> tarfile.TarInfo:
+        info = tarfile.TarInfo(str(name))
+        info.mode, info.uid, info.gid, info.mtime = mode, uid, gid, int(mtime)
+        return info
+
+    copied = 0
+    made: set[PurePosixPath] = set()
+    with tempfile.TemporaryFile(prefix="mlops-pack-copy-in-") as spool:
+        with tarfile.open(fileobj=spool, mode="w") as tar:
+            for item in items:
+                dir_mode, file_mode = item.modes()
+                top = PurePosixPath(item.arcname)
+                # The folders above an item, owned by the user too (not left to the engine).
+                for parent in [p for p in reversed(top.parents[:-1]) if p not in made]:
+                    made.add(parent)
+                    folder = entry(parent, 0o555)
+                    folder.type = tarfile.DIRTYPE
+                    tar.addfile(folder)
+                for path in item.paths():
+                    stat = path.stat()
+                    name = top / path.relative_to(item.source).as_posix()
+                    if path.is_dir():
+                        folder = entry(name, dir_mode, stat.st_mtime)
+                        folder.type = tarfile.DIRTYPE
+                        tar.addfile(folder)
+                        continue
+                    info = entry(name, file_mode, stat.st_mtime)
+                    info.size = stat.st_size
+                    with path.open("rb") as handle:
+                        tar.addfile(info, handle)
+                    copied += stat.st_size
+        spool.seek(0)
+        client.put_archive(container_id, into, spool)
+    return copied
 
 
 def copy_out(client, container_id: str, path: str, to: Path, limit: int = 16 << 20) -> bool:

@@ -14,6 +14,8 @@ import os
 import re
 import shutil
 from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -44,6 +46,41 @@ STEP_SECRETS = "/run/mlops-pack/secrets"
 # a home for the settings on the tmpfs (a remote MLflow keeps nothing in it).
 STEP_REMOTE_WORK = "/work/run"
 STEP_REMOTE_HOME = "/tmp/mlops-home"  # noqa: S108
+LOCK_DSN_FILE = "lock_dsn"
+# What include/ may hold to be copied into every step (it is specs and suites; data
+# belongs under MLOPS_PACK_DATA_DIR).
+INCLUDE_COPY_LIMIT = 64 << 20
+
+
+@dataclass(frozen=True)
+class StepPlaces:
+    """Where a step container finds its inputs: bind mounts on the worker's own engine,
+    or folders of the container's volume (copied in) without a shared file system."""
+
+    include: str = STEP_INCLUDE
+    data: str = STEP_DATA
+    work: str = STEP_WORK
+    extensions: str = STEP_EXTENSIONS
+    secrets: str = STEP_SECRETS
+    # Only without a shared file system (the bind-mounted store holds them otherwise).
+    logs: str = ""
+    labels: str = ""
+
+    @classmethod
+    def remote(cls) -> StepPlaces:
+        return cls(
+            include=f"{STEP_WORK}/include",
+            data=f"{STEP_WORK}/data",
+            work=STEP_REMOTE_WORK,
+            extensions=f"{STEP_WORK}/extensions",
+            secrets=f"{STEP_WORK}/secrets",
+            logs=f"{STEP_WORK}/feed/logs",
+            labels=f"{STEP_WORK}/feed/labels",
+        )
+
+    def under_work(self, place: str) -> str:
+        """A place as a path relative to the volume's root (an archive name)."""
+        return PurePosixPath(place).relative_to(STEP_WORK).as_posix()
 
 
 def _env_path(name: str, default: Path) -> Path:
@@ -103,6 +140,8 @@ class MlopsStepOperator(BaseOperator):
 
     step: str = ""
     needs_prediction_key = False  # only the deploy step sends prediction traffic
+    reads_data = False  # reads the run's data file (copied in when nothing is shared)
+    outputs: tuple[str, ...] = ("result.json",)  # what the worker reads from the work dir
     template_fields: Sequence[str] = (
         *BaseOperator.template_fields,
         "overrides",
@@ -151,6 +190,11 @@ class MlopsStepOperator(BaseOperator):
         """What of the step's record goes to XCom (keep it small and secret-free)."""
         return record
 
+    def feed_window(self) -> tuple[datetime, datetime] | None:
+        """The [start, end) of served traffic the step reads (monitor, labelled batch):
+        a step without a shared file system gets copies of those days' logs and labels."""
+        return None
+
     # Execution -----------------------------------------------------------------------
     def execute(self, context: Any) -> dict[str, Any]:
         runner = self.runner or os.environ.get("MLOPS_PACK_RUNNER", "docker")
@@ -191,10 +235,7 @@ class MlopsStepOperator(BaseOperator):
         conn_id = (self.server_conn_id or "").strip()
         if conn_id != "auto":
             return conn_id or None
-        from mlops_pack.spec import load_spec
-
-        spec = load_spec(default_include_dir() / "models" / f"{self.model}.yaml")
-        return f"mlops_pack_server_{self.model}" if spec.serving is not None else None
+        return f"mlops_pack_server_{self.model}" if self._spec().serving is not None else None
 
     def _server_arguments(self) -> list[str]:
         """Model server URL and secret files for steps that talk to the server."""
@@ -291,8 +332,12 @@ class MlopsStepOperator(BaseOperator):
             raise MlopsBadInputFailure(str(problem), problem.payload)
         user = f"{uid}:{gid}"
         hand_over(work, uid, gid)
-        step_work = STEP_REMOTE_WORK if remote else STEP_WORK
-        args = _substitute(argv, include=STEP_INCLUDE, work=step_work, secrets=STEP_SECRETS)
+        self._lock_secret(uid, gid)
+        places = StepPlaces.remote() if remote else StepPlaces()
+        feed = self._feed_folders() if remote else None
+        if feed is not None:
+            argv = [*argv, "--log-dir", places.logs, "--labels-dir", places.labels]
+        args = _substitute(argv, include=places.include, work=places.work, secrets=places.secrets)
         ti = context["ti"]
         stack = container.stack_id(home)
         self._container_name = re.sub(
@@ -300,45 +345,22 @@ class MlopsStepOperator(BaseOperator):
             "_",
             f"mlops-{stack}-{ti.dag_id}-{ti.task_id}-{context['run_id']}",
         )[:200]
-        environment = {
-            # Remote: the settings need a home, but nothing is kept there (tmpfs).
-            "MLOPS_PACK_HOME": STEP_REMOTE_HOME if remote else str(home),
-            "MLOPS_PACK_DATA_DIR": STEP_DATA,
-            "MLOPS_PACK_DAG_RUN_ID": context["run_id"],
-        }
-        passed = ["MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLOPS_PACK_LOCK_DSN"]
-        if not remote:  # a lock folder of this worker's means nothing in a remote step
-            passed.append("MLOPS_PACK_LOCK_DIR")
-        for name in (*passed, "MLOPS_PACK_EXTENSIONS"):
-            if os.environ.get(name):
-                environment[name] = os.environ[name]
-        mounts = [
-            Mount(STEP_INCLUDE, str(include), type="bind", read_only=True),
-            Mount(STEP_DATA, str(data), type="bind", read_only=True),
-        ]
-        if remote:
-            # A volume of the container's own, removed with it: inputs are copied in
-            # before the start and result.json out after the exit.
-            mounts.append(Mount(STEP_WORK, None, type="volume"))
-        else:
-            mounts += [
-                # The store is mounted at its host path so recorded artifact URIs resolve.
-                Mount(str(home), str(home), type="bind", read_only=False),
-                Mount(STEP_WORK, str(work), type="bind", read_only=False),
-            ]
         extensions = extensions_dir()
-        if extensions is not None:  # in-house modules: read-only, importable by the step
-            mounts.append(Mount(STEP_EXTENSIONS, str(extensions), type="bind", read_only=True))
-            environment["MLOPS_PACK_EXTENSIONS_DIR"] = STEP_EXTENSIONS
-        if self._secrets:  # only this container sees them: not under the store, read-only
-            mounts.append(Mount(STEP_SECRETS, str(self._secrets), type="bind", read_only=True))
+        if remote:
+            # The container's own volume, removed with it: include, the run's data file,
+            # extensions, secrets and the work dir are copied in before the start, and
+            # result.json out after the exit. Nothing of this worker's file system is
+            # named to the engine, which may be on another host.
+            mounts = [Mount(STEP_WORK, None, type="volume")]
+        else:
+            mounts = self._local_mounts(include, data, home, work, extensions)
         spec = container.ContainerSpec(
             image=self.image or os.environ.get("MLOPS_PACK_TASK_IMAGE", "mlops-pack-task:latest"),
             command=args,
             name=self._container_name,
             user=user,
             mounts=mounts,
-            environment=environment,
+            environment=self._step_environment(remote, home, places, context, extensions),
             network_mode=self._step_network(remote),
             limits=self.limits or default_limits(),
             timeout_seconds=self.container_timeout,
@@ -354,16 +376,161 @@ class MlopsStepOperator(BaseOperator):
         context["ti"].xcom_push(key="image_id", value=image["Id"])
         if not remote:
             return container.run(client, spec, self.log)
-        name = PurePosixPath(STEP_REMOTE_WORK).name
+        inbound = self._inbound(work, include, data, extensions, feed)
+
+        def copy_in(container_id: str) -> None:
+            copied = container.copy_in(client, container_id, STEP_WORK, inbound, user)
+            self.log.info("copied %d bytes of inputs into the step container", copied)
+
         return container.run(
             client,
             spec,
             self.log,
-            before_start=lambda cid: container.copy_in(client, cid, work, STEP_WORK, name, user),
-            after_exit=lambda cid: container.copy_out(
-                client, cid, f"{STEP_REMOTE_WORK}/result.json", work / "result.json"
-            ),
+            before_start=copy_in,
+            after_exit=lambda cid: [
+                container.copy_out(client, cid, f"{STEP_REMOTE_WORK}/{name}", work / name)
+                for name in self.outputs
+            ],
         )
+
+    def _step_environment(
+        self, remote: bool, home: Path, places: StepPlaces, context: Any, extensions: Path | None
+    ) -> dict[str, str]:
+        environment = {
+            # Remote: the settings need a home, but nothing is kept there (tmpfs).
+            "MLOPS_PACK_HOME": STEP_REMOTE_HOME if remote else str(home),
+            "MLOPS_PACK_DATA_DIR": places.data,
+            "MLOPS_PACK_DAG_RUN_ID": context["run_id"],
+        }
+        # No secret in the environment (docker inspect shows it): the lock DSN is a file.
+        passed = ["MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLOPS_PACK_EXTENSIONS"]
+        if not remote:  # a lock folder of this worker's means nothing in a remote step
+            passed.append("MLOPS_PACK_LOCK_DIR")
+        for name in passed:
+            if os.environ.get(name):
+                environment[name] = os.environ[name]
+        if self._secrets and (self._secrets / LOCK_DSN_FILE).exists():
+            environment["MLOPS_PACK_LOCK_DSN_FILE"] = f"{places.secrets}/{LOCK_DSN_FILE}"
+        if extensions is not None:  # in-house modules: read-only, importable by the step
+            environment["MLOPS_PACK_EXTENSIONS_DIR"] = places.extensions
+        return environment
+
+    def _local_mounts(
+        self, include: Path, data: Path, home: Path, work: Path, extensions: Path | None
+    ) -> list:
+        """Bind mounts for the embedded default, where the engine shares this host."""
+        from docker.types import Mount
+
+        mounts = [
+            Mount(STEP_INCLUDE, str(include), type="bind", read_only=True),
+            Mount(STEP_DATA, str(data), type="bind", read_only=True),
+            # The store is mounted at its host path so recorded artifact URIs resolve.
+            Mount(str(home), str(home), type="bind", read_only=False),
+            Mount(STEP_WORK, str(work), type="bind", read_only=False),
+        ]
+        if extensions is not None:
+            mounts.append(Mount(STEP_EXTENSIONS, str(extensions), type="bind", read_only=True))
+        if self._secrets:  # only this container sees them: not under the store, read-only
+            mounts.append(Mount(STEP_SECRETS, str(self._secrets), type="bind", read_only=True))
+        return mounts
+
+    def _lock_secret(self, uid: int, gid: int) -> None:
+        """The promotion lock's DSN (it may hold a password) as a file among the step's
+        secrets, never in the container's environment."""
+        dsn = os.environ.get("MLOPS_PACK_LOCK_DSN", "").strip()
+        if not dsn:
+            return
+        if self._secrets is None:
+            self._secrets = _private_secrets_dir()
+        path = self._secrets / LOCK_DSN_FILE
+        path.write_text(dsn, encoding="utf-8")
+        hand_over(path, uid, gid, 0o400)
+        hand_over(self._secrets, uid, gid, 0o700)
+
+    def _inbound(
+        self,
+        work: Path,
+        include: Path,
+        data: Path,
+        extensions: Path | None,
+        feed: tuple[list[Path], list[Path]] | None,
+    ) -> list:
+        """What a step without a shared file system gets copied into its volume."""
+        from mlops_pack.airflow.container import Inbound
+
+        places = StepPlaces.remote()
+        items = [
+            Inbound(work, places.under_work(places.work), writable=True),
+            Inbound(include, places.under_work(places.include), skip=(data,)),
+        ]
+        size = sum(p.stat().st_size for p in items[1].paths() if p.is_file())
+        if size > INCLUDE_COPY_LIMIT:
+            raise MlopsBadInputFailure(
+                f"MLOPS_PACK_INCLUDE_DIR={include} holds {size / 2**20:.0f} MiB, copied into "
+                f"every step container without a shared file system (limit "
+                f"{INCLUDE_COPY_LIMIT >> 20} MiB). Fix: keep data files out of include/ "
+                "(MLOPS_PACK_DATA_DIR names their folder)"
+            )
+        data_file = self._run_data_file(include, data)
+        if data_file is not None:
+            relative = data_file.resolve().relative_to(data.resolve())
+            items.append(Inbound(data_file, f"{places.under_work(places.data)}/{relative}"))
+        if extensions is not None:
+            items.append(Inbound(extensions, places.under_work(places.extensions)))
+        if self._secrets is not None:
+            items.append(Inbound(self._secrets, places.under_work(places.secrets), private=True))
+        if feed is not None:
+            logs, labels = feed
+            for folders, place in ((logs, places.logs), (labels, places.labels)):
+                items += [Inbound(f, f"{places.under_work(place)}/{f.name}") for f in folders]
+        return items
+
+    def _feed_folders(self) -> tuple[list[Path], list[Path]] | None:
+        """The day folders of prediction logs and of labels the step's window reads, on
+        this worker, found as the step finds them (spec, then environment)."""
+        window = self.feed_window()
+        if window is None:
+            return None
+        from mlops_pack.feed_layout import label_partitions, log_partitions
+        from mlops_pack.settings import Settings
+
+        start, end = window
+        policy = self._spec().monitoring_policy()
+        settings = Settings.from_env()
+        log_dir = settings.prediction_log_dir(self.model, policy.log_dir)
+        labels_dir = settings.labels_dir(self.model, policy.labels_dir)
+        return log_partitions(log_dir, start, end), label_partitions(labels_dir, start.date())
+
+    def _spec(self):
+        from mlops_pack.spec import load_spec
+
+        return load_spec(default_include_dir() / "models" / f"{self.model}.yaml")
+
+    def _run_data_file(self, include: Path, data: Path) -> Path | None:
+        """The data file this step reads (validate, train), checked as the step checks it;
+        None for steps that read none and for a retained batch (fetched from MLflow)."""
+        if not self.reads_data:
+            return None
+        from mlops_pack.data_files import DataProblem, resolve_data_file
+
+        overrides = self._overrides()
+        if overrides.get("data_sha256"):
+            return None
+        relative = overrides.get("data_path") or self._spec().data.path
+        if Path(relative).is_absolute():
+            raise MlopsBadInputFailure(
+                f"data_path {relative} is absolute: a step without a shared file system gets "
+                "a copy of the run's file, named relative to MLOPS_PACK_DATA_DIR. Fix: give "
+                f"the path relative to {data}"
+            )
+        try:
+            path = resolve_data_file(data, str(relative))
+        except DataProblem as problem:
+            raise MlopsBadInputFailure(
+                f"{problem}. Without a shared file system the step gets a copy of the run's "
+                f"file, which must be under MLOPS_PACK_DATA_DIR={data}"
+            ) from problem
+        return path
 
     def _step_network(self, remote: bool) -> str:
         """``none`` unless the step must reach a service. Without a shared file system it
@@ -426,6 +593,20 @@ class MlopsStepOperator(BaseOperator):
             remove_quietly(self._docker_client(), self._container_name, self.log)
 
 
+def _when(text: str, name: str) -> datetime:
+    """An ISO-8601 time with a zone, as the step parses it; bad input is not retried."""
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        when = None
+    if when is None or when.tzinfo is None:
+        raise MlopsBadInputFailure(
+            f"{name} {text!r}: expected an ISO-8601 time with a zone, "
+            "e.g. 2026-11-30T06:00:00+00:00"
+        )
+    return when
+
+
 def _remote_tracking() -> bool:
     from mlops_pack.settings import Settings
 
@@ -484,6 +665,7 @@ class ValidateDataOperator(MlopsStepOperator):
     """Validate the run's data batch (GX suite plus spec-derived checks)."""
 
     step = "validate"
+    reads_data = True
 
     def xcom_value(self, record: dict[str, Any]) -> dict[str, Any]:
         keep = ("status", "file", "rows", "data_sha256", "errors", "warnings", "mlflow_run_id")
@@ -494,6 +676,7 @@ class TrainModelOperator(MlopsStepOperator):
     """Train the challenger on the validated batch and register it."""
 
     step = "train"
+    reads_data = True
     operator_extra_links = (MlflowRunLink(),)
 
 
@@ -686,6 +869,11 @@ class LabelledBatchOperator(MlopsStepOperator):
         window = self._window or {}
         return ["--start", window["start"], "--end", window["end"]]
 
+    def feed_window(self) -> tuple[datetime, datetime] | None:
+        if not self._window:
+            return None
+        return _when(self._window["start"], "--start"), _when(self._window["end"], "--end")
+
     def xcom_value(self, record: dict[str, Any]) -> dict[str, Any]:
         keep = ("data_sha256", "window", "rows", "served_rows", "classes", "event_id")
         return {k: record.get(k) for k in keep}
@@ -701,6 +889,7 @@ class MonitorOperator(MlopsStepOperator):
     """
 
     step = "monitor"
+    outputs = ("result.json", "metrics.prom")
     operator_extra_links = (MonitorReportLink(),)
     template_fields: Sequence[str] = (*MlopsStepOperator.template_fields, "window_end")
     # What the decision after the monitor needs, and the event whose report the link opens;
@@ -722,6 +911,12 @@ class MonitorOperator(MlopsStepOperator):
     def step_arguments(self, context: Any, work: Path) -> list[str]:
         return ["--end", str(self.window_end)] if self.window_end else []
 
+    def feed_window(self) -> tuple[datetime, datetime]:
+        from mlops_pack.feed_layout import window
+
+        end = _when(str(self.window_end), "--end") if self.window_end else None
+        return window(end, self._spec().monitoring_policy().window_hours)
+
     def _outcome(self, code: int, work: Path, context: Any) -> dict[str, Any]:
         result_file = work / "result.json"
         record = json.loads(result_file.read_text(encoding="utf-8")) if result_file.exists() else {}
@@ -729,7 +924,30 @@ class MonitorOperator(MlopsStepOperator):
             return super()._outcome(code, work, context)
         # The step's result.json is the monitor record itself (its status is the verdict).
         self.result_record = {k: record.get(k) for k in self.xcom_keys}
+        self.result_record["metrics_pushed"] = self._push_metrics(work / "metrics.prom")
         return self.result_record
+
+    def _push_metrics(self, path: Path) -> bool | None:
+        """The window's metrics to the Pushgateway (``MLOPS_PACK_PUSHGATEWAY_URL``), for
+        the dashboards; None when none is set. A failed push is a warning, not a failed
+        task: the verdict is recorded, and retrying the task would judge the window
+        again. The dashboards show the age of the newest push."""
+        from mlops_pack.errors import ServiceUnavailableError
+        from mlops_pack.metrics_push import push
+
+        gateway = os.environ.get("MLOPS_PACK_PUSHGATEWAY_URL", "").strip()
+        if not gateway:
+            return None
+        if not path.is_file():
+            self.log.warning("the monitor step wrote no %s: nothing pushed", path.name)
+            return False
+        try:
+            push(gateway, self.model, path.read_bytes())
+        except ServiceUnavailableError as exc:
+            self.log.warning("monitor metrics not pushed: %s", exc)
+            return False
+        self.log.info("monitor metrics pushed to %s", gateway)
+        return True
 
 
 class DecideRetrainOperator(MlopsStepOperator):

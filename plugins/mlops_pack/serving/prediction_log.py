@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import time
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import IO, Any
 
-PARTITION = re.compile(r"^date=(\d{4}-\d{2}-\d{2})$")
+from mlops_pack.feed_layout import partition_day
+
 FSYNC_SECONDS = 1.0
 
 
@@ -66,12 +66,8 @@ class PredictionLog:
         if not self.root.exists():
             return removed
         for folder in sorted(self.root.iterdir()):
-            match = PARTITION.match(folder.name)
-            if not match or not folder.is_dir():
-                continue
-            if date.fromisoformat(match.group(1)) < oldest_kept and folder.name != (
-                f"date={self._day}"
-            ):
+            day = partition_day(folder)
+            if day is not None and day < oldest_kept and folder.name != f"date={self._day}":
                 shutil.rmtree(folder)
                 removed.append(folder.name)
         return removed

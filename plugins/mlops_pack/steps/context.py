@@ -6,9 +6,9 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mlops_pack.data_files import resolve_data_file
 from mlops_pack.registry import Registry
 from mlops_pack.spec import ModelSpec, RunOverrides, apply_overrides, load_spec
-from mlops_pack.steps.dataset import DataProblem, check_file
 
 
 @dataclass
@@ -61,20 +61,9 @@ class StepContext:
         """
         if self.overrides.data_sha256:
             return self._retained_batch(self.overrides.data_sha256)
-        base = self.data_dir()
-        path = base / self.spec.data.path  # an absolute data.path replaces the base
-        real = path.resolve()
-        roots = (base, *self.registry.settings.data_roots)
-        if not any(real.is_relative_to(root.resolve()) for root in roots):
-            target = f" (it resolves to {real})" if real != path.absolute() else ""
-            raise DataProblem(
-                path,
-                "data_path",
-                f"outside the data directory {base}{target}",
-                f"put the file under {base}, or list its directory in MLOPS_PACK_DATA_ROOTS",
-            )
-        check_file(path)
-        return path
+        return resolve_data_file(
+            self.data_dir(), self.spec.data.path, self.registry.settings.data_roots
+        )
 
     def _retained_batch(self, sha256: str) -> Path:
         """A batch from the artifact store (checked by its hash), fetched once per step."""

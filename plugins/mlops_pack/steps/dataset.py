@@ -25,21 +25,12 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from mlops_pack.errors import BadInputError
+from mlops_pack.data_files import DataProblem, check_file
 from mlops_pack.spec import ModelSpec
 
 BLOCK_BYTES = 4 << 20
 PARQUET_MAGIC = b"PAR1"
 PARQUET_SUFFIXES = (".parquet", ".pq")
-
-
-class DataProblem(BadInputError):
-    """A file that cannot be read as the spec describes; ``rule`` names the broken rule."""
-
-    def __init__(self, path: Path | str, rule: str, message: str, fix: str) -> None:
-        text = f"{path}: {rule}: {message}. Fix: {fix}"
-        super().__init__(text, {"file": str(path), "rule": rule, "message": message, "fix": fix})
-        self.rule = rule
 
 
 @dataclass(frozen=True)
@@ -62,23 +53,6 @@ def arrow_types(spec: ModelSpec) -> dict[str, pa.DataType]:
     types = {c.name: pa.float64() if c.type == "numeric" else pa.string() for c in spec.columns}
     types[spec.target] = _label_type(spec)
     return types
-
-
-def check_file(path: Path) -> None:
-    """A readable, non-empty regular file, or a DataProblem naming what it is instead."""
-    if not path.exists():
-        raise DataProblem(path, "file", "file not found", "check data.path or the run's data_path")
-    if path.is_dir():
-        raise DataProblem(
-            path, "file", "is a directory, not a file", "give the path of one CSV or Parquet file"
-        )
-    if not path.is_file():
-        # A FIFO or a device would block or never end; only regular files are data.
-        raise DataProblem(
-            path, "file", "is not a regular file", "give the path of one CSV or Parquet file"
-        )
-    if path.stat().st_size == 0:
-        raise DataProblem(path, "file", "file is empty (0 bytes)", "write a header and rows")
 
 
 def file_format(path: Path, spec: ModelSpec) -> str:

@@ -103,8 +103,15 @@ def _fits(values: Any, predictions: list[Any]) -> bool:
     return isinstance(values, list) and len(values) == len(predictions)
 
 
-def build(ctx: StepContext, start: datetime, end: datetime) -> dict[str, Any]:
-    """Write, check and retain the labelled batch of [start, end); its record."""
+def build(
+    ctx: StepContext,
+    start: datetime,
+    end: datetime,
+    log_dir: Path | None = None,
+    labels_dir: Path | None = None,
+) -> dict[str, Any]:
+    """Write, check and retain the labelled batch of [start, end); its record. The logs
+    and labels are read where the spec, then the environment, puts them, unless named."""
     spec, settings = ctx.spec, ctx.registry.settings
     if start.tzinfo is None or end.tzinfo is None or not start < end:
         raise BadInputError(
@@ -113,8 +120,8 @@ def build(ctx: StepContext, start: datetime, end: datetime) -> dict[str, Any]:
             {"rule": "window"},
         )
     policy = spec.monitoring_policy()
-    log_dir = settings.prediction_log_dir(spec.name, policy.log_dir)
-    labels_dir = settings.labels_dir(spec.name, policy.labels_dir)
+    log_dir = log_dir or settings.prediction_log_dir(spec.name, policy.log_dir)
+    labels_dir = labels_dir or settings.labels_dir(spec.name, policy.labels_dir)
     skipped = monitor_feed.Skipped()
     labels = monitor_feed.read_labels(spec, labels_dir, start.date(), skipped)
     # First pass: the position of each key's newest labelled row (later rows win).

@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from mlops_pack.errors import BadInputError
+from mlops_pack.feed_layout import window
 from mlops_pack.metric_catalog import metric_info
 from mlops_pack.records import write_json
 from mlops_pack.registry import CHAMPION, TAG
@@ -37,13 +38,6 @@ METRICS = "metrics.prom"
 PRECEDENCE = ("decay", "drift", "stale")
 HISTORY_WINDOWS = 48  # windows drawn over time in the report, this one included
 TOP_FEATURES = 20  # features whose PSI a window's event keeps, largest first
-
-
-def window(end: datetime | None, hours: float) -> tuple[datetime, datetime]:
-    end = end or datetime.now(UTC)
-    if end.tzinfo is None:
-        raise BadInputError(f"--end {end.isoformat()}: give a time zone (e.g. +00:00 or Z)")
-    return end - timedelta(hours=hours), end
 
 
 def load_reference(ctx: StepContext, champion_version: Any, workdir: Path) -> dict[str, Any]:

@@ -23,18 +23,17 @@ from __future__ import annotations
 import csv
 import json
 import math
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
 import msgspec
 
+from mlops_pack.feed_layout import label_partitions, log_partitions
 from mlops_pack.spec import ModelSpec
 
-PARTITION = re.compile(r"^date=(\d{4}-\d{2}-\d{2})$")
 CHUNK_ROWS = 50_000
 MAX_SKIPPED = 200  # reported one by one; beyond this only counted
 _DECODER = msgspec.json.Decoder()
@@ -49,18 +48,6 @@ class Skipped:
         self.total += 1
         if len(self.entries) < MAX_SKIPPED:
             self.entries.append({"file": str(file), "line": line, "reason": reason})
-
-
-def partitions(root: Path, first: date, last: date) -> list[Path]:
-    """Day folders of ``root`` from ``first`` to ``last`` inclusive, oldest first."""
-    if not root.is_dir():
-        return []
-    found = []
-    for folder in root.iterdir():
-        match = PARTITION.match(folder.name)
-        if match and folder.is_dir() and first <= date.fromisoformat(match.group(1)) <= last:
-            found.append(folder)
-    return sorted(found)
 
 
 # Labels -------------------------------------------------------------------------------
@@ -102,7 +89,7 @@ def read_labels(spec: ModelSpec, root: Path, since: date, skipped: Skipped) -> L
     """Every label that arrived on or after ``since`` (labels arrive after predictions)."""
     labels = Labels()
     key_columns = list(spec.data.key)
-    for folder in partitions(root, since, date.max):
+    for folder in label_partitions(root, since):
         for path in sorted(folder.glob("*.csv")):
             labels.files += 1
             _read_label_file(spec, path, key_columns, labels, skipped)
@@ -195,7 +182,7 @@ def records(
     """The usable, non-shadow log records of [start, end), one at a time, oldest
     partition first; ``ts`` is parsed to a datetime."""
     names = [c.name for c in spec.features()]
-    for folder in partitions(root, start.date(), (end - timedelta(microseconds=1)).date()):
+    for folder in log_partitions(root, start, end):
         for path in sorted(folder.glob("part-*.jsonl")):
             with path.open("rb") as handle:
                 for line_number, raw in enumerate(handle, start=1):

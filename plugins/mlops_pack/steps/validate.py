@@ -14,12 +14,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+from mlops_pack.data_files import DataProblem
 from mlops_pack.errors import DataValidationError, SpecError
 from mlops_pack.hashing import sha256_file
 from mlops_pack.records import write_json
 from mlops_pack.spec import ModelSpec
 from mlops_pack.steps.context import StepContext
-from mlops_pack.steps.dataset import DataProblem, iter_chunks, read_header
+from mlops_pack.steps.dataset import iter_chunks, read_header
 from mlops_pack.steps.expectations import GxRunner
 from mlops_pack.steps.spec_checks import CheckResult, SpecChecks
 
