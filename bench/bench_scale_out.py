@@ -72,13 +72,67 @@ def bench_data(rows: int) -> Path:
     return data
 
 
-def phase(api, models: list[str]) -> dict:
-    """Trigger two retrains per model at once; wait for all; wall time and where tasks ran."""
+# The engine's CPU accounting per container (cgroup v1 with the cgroupfs driver, as here;
+# cgroup v2 with systemd keeps it per scope). The parent's counter keeps what containers
+# already removed (the step containers) used.
+CGROUP_V1 = Path("/sys/fs/cgroup/cpuacct/docker")
+CGROUP_V2 = Path("/sys/fs/cgroup/system.slice")
+
+
+def _cgroup_cpu(container_id: str | None) -> float | None:
+    """CPU-seconds a container (None: all containers) has used, or None if unknown."""
+    if (CGROUP_V1 / "cpuacct.usage").exists():
+        path = CGROUP_V1 / container_id if container_id else CGROUP_V1
+        usage = path / "cpuacct.usage"
+        return int(usage.read_text()) / 1e9 if usage.exists() else None
+    if container_id and (CGROUP_V2 / f"docker-{container_id}.scope").exists():
+        stat = (CGROUP_V2 / f"docker-{container_id}.scope" / "cpu.stat").read_text()
+        return int(stat.split("usage_usec ")[1].split()[0]) / 1e6
+    return None  # no total under cgroup v2: the step containers' share stays unknown
+
+
+def container_cpu(project: str) -> dict[str, float]:
+    """CPU-seconds so far of each of the stack's services, and of all containers."""
+    listed = subprocess.run(
+        [
+            "docker",
+            "ps",
+            "--no-trunc",
+            "--filter",
+            f"label=com.docker.compose.project={project}",
+            "--format",
+            '{{.ID}} {{.Label "com.docker.compose.service"}}',
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split("\n")
+    found = {"all containers": _cgroup_cpu(None)}
+    for line in filter(None, listed):
+        container_id, service = line.split(" ", 1)
+        found[service] = _cgroup_cpu(container_id)
+    return {name: value for name, value in found.items() if value is not None}
+
+
+def cpu_breakdown(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """CPU-seconds per service during a phase; "step containers" is what every container
+    used less the stack's services (the steps are gone when the phase ends)."""
+    spent = {k: round(after[k] - before[k], 1) for k in after if k in before}
+    total = spent.pop("all containers", None)
+    if total is not None:
+        spent["step containers"] = round(total - sum(spent.values()), 1)
+    return dict(sorted(spent.items(), key=lambda item: -item[1]))
+
+
+def phase(api, project: str, models: list[str]) -> dict:
+    """Trigger two retrains per model at once; wait for all; wall time, where tasks ran
+    and where the CPU went."""
     import airflow_client.client as ac
 
     for name in models:
         stack_support.unpaused(api, f"mlops_retrain__{name}")
     load_before = _common.loadavg()
+    cpu_before = container_cpu(project)
     with _common.Meter() as meter:
         runs = [
             (f"mlops_retrain__{name}", stack_support.trigger(api, f"mlops_retrain__{name}", conf))
@@ -87,6 +141,7 @@ def phase(api, models: list[str]) -> dict:
             for conf in [{"data_path": f"churn/churn_month_{month:02d}.csv", "reason": "bench"}]
         ]
         states = [run_to_end(api, dag, run, timeout=3600) for dag, run in runs]
+    cpu = cpu_breakdown(cpu_before, container_cpu(project))
     hosts: Counter[str] = Counter()
     for dag, run in runs:
         listed = ac.TaskInstanceApi(api).get_task_instances(dag, run).task_instances
@@ -96,6 +151,8 @@ def phase(api, models: list[str]) -> dict:
         "succeeded": states.count("success"),
         "wall_s": meter.wall,
         "other_cpu_s": meter.other_cpu,
+        "cores_busy": round(meter.other_cpu / meter.wall, 2),
+        "cpu_s_by_container": cpu,
         "tasks_per_worker": dict(hosts),
         "load_before": load_before,
         "load_after": _common.loadavg(),
@@ -136,23 +193,37 @@ def main() -> int:
     with stack_support.local_stack(build_task_image(), include, data, **env) as stack:
         api = stack_support.airflow_api(stack)
         print(f"stack up in {time.perf_counter() - started:.0f} s")
-        result = {"two_workers": phase(api, two)}
+        result = {"two_workers": phase(api, stack["project"], two)}
         print("two workers:", result["two_workers"])
         stop_service(stack["project"], "airflow-worker-2")
-        result["one_worker"] = phase(api, one)
+        result["one_worker"] = phase(api, stack["project"], one)
         print("one worker:", result["one_worker"])
     for name in (include, data):
         shutil.rmtree(name, ignore_errors=True)
-    ok = all(r["succeeded"] == r["retrains"] for r in result.values())
+    failed = {
+        k: r["retrains"] - r["succeeded"]
+        for k, r in result.items()
+        if r["succeeded"] < r["retrains"]
+    }
+    if failed:  # a failed run measured nothing: no ratio is reported
+        print(f"scale-out FAILED: retrains that did not succeed per phase: {failed}")
+        return 1
     result["ratio"] = result["one_worker"]["wall_s"] / result["two_workers"]["wall_s"]
+    # With every core busy the two-worker phase cannot end before its CPU work is done,
+    # so the machine caps the ratio near one worker's wall time over that work per core
+    # (an upper bound: the stack's idle CPU grows with wall time and lowers it further).
+    cores = os.cpu_count() or 1
+    work = result["two_workers"]["other_cpu_s"] / cores
+    result["cpu_bound_ratio"] = round(result["one_worker"]["wall_s"] / work, 2)
     result.update(cpus=os.cpu_count(), machine=_common.machine(), rows=args.rows)
     path = _common.write_json_result("scale_out", result)
     print(
         f"one worker {result['one_worker']['wall_s']:.0f} s, two workers "
         f"{result['two_workers']['wall_s']:.0f} s: {result['ratio']:.2f}x "
-        f"(target 1.7x; {os.cpu_count()} CPUs){'' if ok else ' - SOME RUNS FAILED'}; {path}"
+        f"(target 1.7x; {cores} CPUs, whose CPU allows about "
+        f"{result['cpu_bound_ratio']:.2f}x at most); {path}"
     )
-    return 0 if ok else 1
+    return 0
 
 
 if __name__ == "__main__":
