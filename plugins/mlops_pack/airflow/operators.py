@@ -473,7 +473,7 @@ class MlopsStepOperator(BaseOperator):
             )
         data_file = self._run_data_file(include, data)
         if data_file is not None:
-            relative = data_file.resolve().relative_to(data.resolve())
+            relative = data_file.resolve().relative_to(data.resolve()).as_posix()
             items.append(Inbound(data_file, f"{places.under_work(places.data)}/{relative}"))
         if extensions is not None:
             items.append(Inbound(extensions, places.under_work(places.extensions)))
