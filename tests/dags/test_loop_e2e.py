@@ -29,7 +29,7 @@ import yaml
 from airflow_stack import answer_hitl, make_up, token, wait
 from mlops_pack.cli import main
 from mlops_pack.steps.approval import TIMEOUT_DEFAULT
-from support import ROOT, free_port, open_dir
+from support import ROOT, free_port, open_dir, xcom_value
 
 PORT = free_port()
 SERVER_PORT = free_port()
@@ -118,9 +118,7 @@ class Stack:
         return {ti.task_id: str(ti.state.value) if ti.state else "none" for ti in listed}
 
     def xcom(self, dag_id: str, task_id: str, run_id: str) -> dict:
-        entry = ac.XComApi(self.api).get_xcom_entry(dag_id, task_id, run_id, "return_value")
-        value = entry.actual_instance.value
-        return json.loads(value) if isinstance(value, str) else value
+        return xcom_value(self.api, dag_id, task_id, run_id)
 
     def trigger(self, dag_id: str, conf: dict | None = None, at: datetime | None = None) -> str:
         body = ac.TriggerDAGRunPostBody(logical_date=at, conf=conf or {})

@@ -19,7 +19,7 @@ import airflow_client.client as ac
 import pytest
 import yaml
 from airflow_stack import answer_hitl, make_up, token
-from support import ROOT, free_port, open_dir, run_to_end
+from support import ROOT, free_port, open_dir, run_to_end, xcom_value
 
 PORT = free_port()
 SERVER_PORT = free_port()  # never collide with a user's `make up` or another test run
@@ -88,13 +88,6 @@ def _trigger(api: ac.ApiClient, dag_id: str, conf: dict | None) -> str:
     return ac.DagRunApi(api).trigger_dag_run(dag_id, body).dag_run_id
 
 
-def _xcom(api: ac.ApiClient, dag_id: str, task_id: str, run_id: str) -> dict:
-    """An XCom value as the README shows: the client wraps it, and the value is JSON text."""
-    entry = ac.XComApi(api).get_xcom_entry(dag_id, task_id, run_id, "return_value")
-    value = entry.actual_instance.value
-    return json.loads(value) if isinstance(value, str) else value
-
-
 def _task_states(api: ac.ApiClient, dag_id: str, run_id: str) -> dict[str, str]:
     listed = ac.TaskInstanceApi(api).get_task_instances(dag_id, run_id).task_instances
     return {ti.task_id: str(ti.state.value) if ti.state else "none" for ti in listed}
@@ -137,7 +130,7 @@ def test_rest_api_auth_trigger_poll_and_decision(stack):
     listed = ac.DagRunApi(admin).get_dag_runs(DAG_ID).dag_runs
     assert sorted(r.dag_run_id for r in listed) == sorted(runs)
     assert {str(r.run_type.value) for r in listed} == {"manual"}
-    verdicts = [_xcom(admin, DAG_ID, "gate", run_id)["verdict"] for run_id in runs]
+    verdicts = [xcom_value(admin, DAG_ID, "gate", run_id)["verdict"] for run_id in runs]
     assert sorted(verdicts) == ["promote", "reject"]
 
     os.environ["MLOPS_PACK_HOME"] = str(stack["state"] / "store")
@@ -230,7 +223,9 @@ def test_approval_answers_are_recorded_end_to_end(stack):
     assert states["record_approval"] == "success"
     assert states["approved"] == "success" and states["promote"] == "skipped"
 
-    decisions = [_xcom(admin, GATED, "gate", run)["decision_id"] for run in (approved, rejected)]
+    decisions = [
+        xcom_value(admin, GATED, "gate", run)["decision_id"] for run in (approved, rejected)
+    ]
     os.environ["MLOPS_PACK_HOME"] = str(stack["state"] / "store")
     try:
         from mlops_pack.registry import Registry
@@ -258,7 +253,7 @@ def test_models_page_in_a_browser(stack):
     admin = _client(_token("admin", stack["passwords"]["admin"]))
     runs = ac.DagRunApi(admin).get_dag_runs(DAG_ID).dag_runs
     gates = {
-        r.dag_run_id: _xcom(admin, DAG_ID, "gate", r.dag_run_id)
+        r.dag_run_id: xcom_value(admin, DAG_ID, "gate", r.dag_run_id)
         for r in runs
         if _task_states(admin, DAG_ID, r.dag_run_id).get("gate") == "success"
     }

@@ -17,7 +17,7 @@ import airflow_client.client as ac
 import yaml
 from airflow_stack import make_up, token
 from airflow_stack import wait as _wait
-from support import ROOT, free_port, open_dir
+from support import ROOT, free_port, open_dir, xcom_value
 
 PORT = free_port()
 BASE = f"http://127.0.0.1:{PORT}"
@@ -68,7 +68,5 @@ def test_a_retrain_asset_event_starts_the_retrain_dag_with_its_reason():
             return ti.state is not None and str(ti.state.value) in ("success", "failed")
 
         _wait("run_overrides", overrides_done, timeout=240)
-        entry = ac.XComApi(api).get_xcom_entry(DAG_ID, "run_overrides", run_id, "return_value")
-        value = entry.actual_instance.value
-        overrides = json.loads(value) if isinstance(value, str) else value
+        overrides = xcom_value(api, DAG_ID, "run_overrides", run_id)
         assert overrides["reason"] == REASON

@@ -42,7 +42,7 @@ from stack_support import (
 from stack_support import (
     local_stack as started_stack,
 )
-from support import churn_spec_copy, open_dir, run_to_end
+from support import churn_spec_copy, open_dir, run_to_end, xcom_value
 
 # The stack starts once, inside the first test's budget; the DAG run takes minutes on a
 # loaded two-core machine.
@@ -322,9 +322,7 @@ def test_the_monitor_on_a_worker_reads_the_servers_logs_and_the_label_feed(local
     monitor = next(ti for ti in listed if ti.task_id == "monitor")
     assert str(monitor.state.value) == "success", (state, failed_logs(api, dag_id, run_id, listed))
     assert monitor.hostname in {"airflow-worker-1", "airflow-worker-2"}, monitor.hostname
-    entry = ac.XComApi(api).get_xcom_entry(dag_id, "monitor", run_id, "return_value")
-    value = entry.actual_instance.value
-    record = json.loads(value) if isinstance(value, str) else value
+    record = xcom_value(api, dag_id, "monitor", run_id)
     window = record["window"]
     # The 600 simulated rows (and the requests of the test before) were served in the
     # window; every simulated row's label arrived through the feed.
