@@ -30,6 +30,14 @@ RUN python3 -m venv /opt/venv \
  && /opt/venv/bin/python -m compileall -q -j 0 /opt/venv/lib \
  && rm -rf /root/.cache /tmp/requirements.txt
 
+# Matplotlib's font list (the reports' plots), built once here: the root file system is
+# read-only at run time, so steps copy it into their tmpfs (steps/cache_seed.py, as for
+# numba's cache below) instead of rebuilding it in every container.
+ENV MPLCONFIGDIR=/tmp/matplotlib \
+    MLOPS_PACK_MPL_CACHE_SEED=/opt/matplotlib-cache
+RUN MPLCONFIGDIR=/opt/matplotlib-cache /opt/venv/bin/python -c "import matplotlib.font_manager" \
+ && chmod -R a+rX /opt/matplotlib-cache
+
 COPY README.md ./
 COPY plugins/mlops_pack ./plugins/mlops_pack
 RUN /opt/venv/bin/pip install --quiet --no-deps --no-build-isolation . \

@@ -207,3 +207,50 @@ def test_a_broken_spec_dag_fails_at_once_with_the_error(airflow_db, tmp_path):
     with pytest.raises(AirflowFailException, match=r"bad\.yaml: line 3"):
         task.python_callable(*task.op_args)
     assert dags["mlops_rollback"].params.get_param("model").value == ""
+
+
+@pytest.mark.parametrize(
+    ("task_dag", "built"),
+    [
+        ("mlops_retrain__diabetes", ["mlops_retrain__diabetes"]),
+        ("mlops_monitor__churn", ["mlops_monitor__churn", "mlops_retrain__churn"]),
+        ("mlops_retrain__zz_broken", ["mlops_retrain__zz_broken"]),
+        # The rollback DAG lists every model; an id no file matches gets every DAG.
+        ("mlops_rollback", "all"),
+        ("mlops_retrain__nothing_like_it", "all"),
+        ("", "all"),
+    ],
+)
+def test_a_task_start_parses_only_its_models_dags(airflow_db, tmp_path, task_dag, built):
+    """A worker parses the DAG file at every task start, under Airflow's parsing context
+    (the environment variable the task runner sets, as here); only the task's model is
+    built then. The dag-processor sets no context and sees every DAG."""
+    import yaml
+
+    broken = yaml.safe_load((ROOT / "include/models/churn.yaml").read_text())
+    broken["name"] = "zz_broken"
+    broken["gate"]["primary"]["margn"] = 0.01
+    _write_specs(tmp_path, broken)
+    code = (
+        "from airflow.dag_processing.dagbag import DagBag\n"
+        f"bag = DagBag({str(ROOT / 'dags')!r})\n"
+        "print(repr(bag.import_errors)); print(sorted(bag.dag_ids))\n"
+    )
+    env = {
+        **os.environ,
+        "MLOPS_PACK_INCLUDE_DIR": str(tmp_path),
+        "_AIRFLOW_PARSING_CONTEXT_DAG_ID": task_dag,
+    }
+    out = subprocess.run(
+        [sys.executable, "-c", code], check=True, capture_output=True, text=True, env=env
+    )
+    errors, dag_ids = out.stdout.strip().splitlines()[-2:]
+    assert errors == "{}"
+    every = [
+        "mlops_monitor__churn",
+        "mlops_retrain__churn",
+        "mlops_retrain__diabetes",
+        "mlops_retrain__zz_broken",
+        "mlops_rollback",
+    ]
+    assert eval(dag_ids) == (every if built == "all" else built)

@@ -481,7 +481,11 @@ def build_all(include_dir: Path | None = None) -> dict[str, DAG]:
     include = include_dir or default_include_dir()
     dags: dict[str, DAG] = {}
     good: list[str] = []
-    for path in sorted((include / "models").glob("*.yaml")):
+    paths = sorted((include / "models").glob("*.yaml"))
+    task_paths = _task_dag_paths(paths)
+    if task_paths is not None:  # a worker running one task: that model's DAGs only
+        paths = task_paths
+    for path in paths:
         built: list[DAG] = []
         try:
             built.append(build_retrain_dag(path))
@@ -493,5 +497,31 @@ def build_all(include_dir: Path | None = None) -> dict[str, DAG]:
             log.error("model spec not loaded: %s", exc)
             built = [broken_spec_dag(path, str(exc))]
         dags.update((dag.dag_id, dag) for dag in built)
-    dags["mlops_rollback"] = build_rollback_dag(good)
+    if task_paths is None:
+        dags["mlops_rollback"] = build_rollback_dag(good)
     return dags
+
+
+def _task_dag_paths(paths: list[Path]) -> list[Path] | None:
+    """The one spec file a task's DAG comes from, when Airflow parses this file to run a
+    task of a model's retrain or monitor DAG; None otherwise (the dag-processor, tests,
+    the rollback DAG, which lists every model, or a DAG id no file matches).
+
+    Every task start parses the DAG file again; building every model's DAGs there made a
+    task's start-up grow with the number of specs (27 ms each, docs/benchmarks.md) for
+    nothing it uses. Airflow's parsing context names the DAG (its documented pattern for
+    generated DAGs); the dag-processor never sets it, so the UI still sees every DAG.
+    """
+    from airflow.sdk import get_parsing_context
+
+    dag_id = get_parsing_context().dag_id
+    if not dag_id:
+        return None
+    for prefix in ("mlops_retrain__", "mlops_monitor__"):
+        if dag_id.startswith(prefix):
+            model = dag_id[len(prefix) :]
+            # A broken spec's placeholder DAG id is its file name with unsafe characters
+            # replaced; compare the same way.
+            found = [p for p in paths if re.sub(r"[^A-Za-z0-9_.-]", "_", p.stem) == model]
+            return found or None
+    return None

@@ -13,27 +13,16 @@ ships a cache built for its own code and seeds it into the container's tmpfs).
 
 from __future__ import annotations
 
-import contextlib
-import os
-import shutil
-from pathlib import Path
-
 import numba
 import numpy as np
+
+from mlops_pack.steps.cache_seed import seed_cache
 
 # Where the task image keeps the kernel compiled at build time (read-only at run time);
 # numba needs a writable cache directory, so the files are copied to NUMBA_CACHE_DIR once.
 SEED_ENV = "MLOPS_PACK_NUMBA_CACHE_SEED"
 
-
-def _seed_cache() -> None:
-    seed, target = os.environ.get(SEED_ENV), os.environ.get("NUMBA_CACHE_DIR")
-    if seed and target and Path(seed).is_dir() and not Path(target).exists():
-        with contextlib.suppress(OSError):  # a cold cache only costs the compile
-            shutil.copytree(seed, target)
-
-
-_seed_cache()
+seed_cache(SEED_ENV, "NUMBA_CACHE_DIR")
 
 
 # Reassociation lets the dot products use SIMD lanes; the sums then differ from a strict
