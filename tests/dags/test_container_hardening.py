@@ -161,6 +161,26 @@ def test_the_bootstrap_kernel_loads_compiled_from_the_image():
     assert container.run(_client(), _spec(name, code), LOG) == 0
 
 
+def test_report_plots_use_the_font_list_built_into_the_image():
+    """matplotlib finds the font list the image seeds into the step's tmpfs (its cache
+    folder must be writable, the root is not) and builds none: 0.3 s per report."""
+    code = (
+        "import io, logging\n"
+        "found = io.StringIO()\n"
+        "log = logging.getLogger('matplotlib.font_manager')\n"
+        "log.setLevel(logging.DEBUG); log.addHandler(logging.StreamHandler(found))\n"
+        "from mlops_pack.steps.comparison_report import inline_svg, new_figure\n"
+        "figure, axes = new_figure('t', 'x', 'y'); axes.plot([0, 1], [0, 1])\n"
+        "svg = inline_svg(figure)\n"
+        "text = found.getvalue(); print(text)\n"
+        "used = 'Using fontManager instance from /tmp/matplotlib/' in text\n"
+        "built = 'generated new fontManager' in text\n"
+        "raise SystemExit(0 if used and not built and svg.startswith('<svg') else 3)\n"
+    )
+    name = f"mlops-fonts-{time.time_ns()}"
+    assert container.run(_client(), _spec(name, code), LOG) == 0
+
+
 class _Lines(logging.Handler):
     def __init__(self) -> None:
         super().__init__()
