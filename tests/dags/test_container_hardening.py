@@ -146,38 +146,36 @@ def test_step_containers_carry_their_stack_in_name_and_label(tmp_path):
     assert STACK_LABEL == "io.mlops-pack.stack"
 
 
-def test_the_bootstrap_kernel_loads_compiled_from_the_image():
-    """The image's compiled kernel is used on a read-only root with a noexec tmpfs: the
-    bootstrap loads it from the cache the image seeds, and compiles nothing."""
-    code = (
-        "from mlops_pack.steps.bootstrap_kernel import score_block, warm\n"
-        "warm()\n"
-        "stats = score_block.stats\n"
-        "print('kernel cache', sum(stats.cache_hits.values()), 'hits',"
-        " sum(stats.cache_misses.values()), 'misses')\n"
-        "raise SystemExit(0 if stats.cache_hits and not stats.cache_misses else 3)\n"
-    )
-    name = f"mlops-kernel-{time.time_ns()}"
-    assert container.run(_client(), _spec(name, code), LOG) == 0
+# Caches the task image builds once and each step seeds into its tmpfs (the root is
+# read-only): each program exits 0 only if its library used the image's cache.
+KERNEL_FROM_IMAGE = (
+    # The bootstrap's compiled kernel, on a noexec tmpfs: loaded, nothing compiled.
+    "from mlops_pack.steps.bootstrap_kernel import score_block, warm\n"
+    "warm()\n"
+    "stats = score_block.stats\n"
+    "print('kernel cache', sum(stats.cache_hits.values()), 'hits',"
+    " sum(stats.cache_misses.values()), 'misses')\n"
+    "raise SystemExit(0 if stats.cache_hits and not stats.cache_misses else 3)\n"
+)
+FONTS_FROM_IMAGE = (
+    # matplotlib's font list for the reports' plots: read, not rebuilt (0.3 s a report).
+    "import io, logging\n"
+    "found = io.StringIO()\n"
+    "log = logging.getLogger('matplotlib.font_manager')\n"
+    "log.setLevel(logging.DEBUG); log.addHandler(logging.StreamHandler(found))\n"
+    "from mlops_pack.steps.comparison_report import inline_svg, new_figure\n"
+    "figure, axes = new_figure('t', 'x', 'y'); axes.plot([0, 1], [0, 1])\n"
+    "svg = inline_svg(figure)\n"
+    "text = found.getvalue(); print(text)\n"
+    "used = 'Using fontManager instance from /tmp/matplotlib/' in text\n"
+    "built = 'generated new fontManager' in text\n"
+    "raise SystemExit(0 if used and not built and svg.startswith('<svg') else 3)\n"
+)
 
 
-def test_report_plots_use_the_font_list_built_into_the_image():
-    """matplotlib finds the font list the image seeds into the step's tmpfs (its cache
-    folder must be writable, the root is not) and builds none: 0.3 s per report."""
-    code = (
-        "import io, logging\n"
-        "found = io.StringIO()\n"
-        "log = logging.getLogger('matplotlib.font_manager')\n"
-        "log.setLevel(logging.DEBUG); log.addHandler(logging.StreamHandler(found))\n"
-        "from mlops_pack.steps.comparison_report import inline_svg, new_figure\n"
-        "figure, axes = new_figure('t', 'x', 'y'); axes.plot([0, 1], [0, 1])\n"
-        "svg = inline_svg(figure)\n"
-        "text = found.getvalue(); print(text)\n"
-        "used = 'Using fontManager instance from /tmp/matplotlib/' in text\n"
-        "built = 'generated new fontManager' in text\n"
-        "raise SystemExit(0 if used and not built and svg.startswith('<svg') else 3)\n"
-    )
-    name = f"mlops-fonts-{time.time_ns()}"
+@pytest.mark.parametrize("code", [KERNEL_FROM_IMAGE, FONTS_FROM_IMAGE], ids=["numba", "fonts"])
+def test_a_step_uses_the_caches_built_into_the_image(code):
+    name = f"mlops-cache-{time.time_ns()}"
     assert container.run(_client(), _spec(name, code), LOG) == 0
 
 
