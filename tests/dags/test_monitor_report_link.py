@@ -31,14 +31,17 @@ def _write_traffic(store, end: datetime) -> None:
 
     frame = churn.frame(churn.ChurnConfig(rows=800, month=3, seed=3))
     names = [c.name for c in load_spec(CHURN_SPEC).features()]
-    day = store / "serving" / "churn" / "predictions" / f"date={end.date().isoformat()}"
+    # The server files a record under its own day: in the hour before a midnight ``end``
+    # that is the day before ``end``'s (the test failed when run just after midnight).
+    first_ts = end - timedelta(minutes=50)
+    day = store / "serving" / "churn" / "predictions" / f"date={first_ts.date().isoformat()}"
     day.mkdir(parents=True)
     with (day / "part-0.jsonl").open("w", encoding="utf-8") as handle:
         for first in range(0, len(frame), 100):
             rows = frame.iloc[first : first + 100]
             inputs = rows[names].astype(object).where(rows[names].notna(), None)
             record = {
-                "ts": (end - timedelta(minutes=50 - first // 100)).isoformat(),
+                "ts": (first_ts + timedelta(minutes=first // 100)).isoformat(),
                 "request_id": f"r{first}",
                 "version": "1",
                 "slot": "stable",
