@@ -31,6 +31,7 @@ from mlops_pack.errors import (
     StepTerminated,
     status_of,
 )
+from mlops_pack.iso_time import aware_time
 from mlops_pack.records import write_json
 
 
@@ -387,31 +388,18 @@ def cmd_data(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
 
 
 def cmd_decide_retrain(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
-    from datetime import datetime
-
     from mlops_pack.steps.loop import decide
 
-    try:
-        now = datetime.fromisoformat(args.now) if args.now else None
-    except ValueError:
-        raise BadInputError(f"--now: {args.now!r} is not an ISO time") from None
+    now = aware_time(args.now, "--now") if args.now else None
     record = decide(_context(args), Path(args.monitor), now)
     print(f"{record['model']}: {record['status']} -> {record['action']}: {record['why']}")
     return EXIT_OK, record
 
 
 def cmd_labelled_batch(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
-    from datetime import datetime
-
     from mlops_pack.steps.labelled_batch import build
 
-    try:
-        start, end = datetime.fromisoformat(args.start), datetime.fromisoformat(args.end)
-    except ValueError:
-        raise BadInputError(
-            f"--start {args.start!r} / --end {args.end!r}: give ISO times with a time zone",
-            {"rule": "window"},
-        ) from None
+    start, end = aware_time(args.start, "--start"), aware_time(args.end, "--end")
     record = build(
         _context(args),
         start,
@@ -490,18 +478,9 @@ def cmd_monitor(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
 
     An alarm is a normal outcome (exit 0); the record's ``status`` says which.
     """
-    from datetime import datetime
-
     from mlops_pack.steps.monitor import monitor
 
-    end = None
-    if args.end:
-        try:
-            end = datetime.fromisoformat(args.end)
-        except ValueError:
-            raise BadInputError(
-                f"--end {args.end!r}: expected an ISO-8601 time, e.g. 2026-11-30T06:00:00+00:00"
-            ) from None
+    end = aware_time(args.end, "--end") if args.end else None
     if args.hours is not None and not 0 < args.hours <= 24 * 366:
         raise BadInputError(f"--hours {args.hours}: expected a number of hours in (0, 8784]")
     record = monitor(

@@ -174,3 +174,16 @@ def test_a_bad_monitor_record_is_bad_input(store, tmp_path):
     )
     assert code == 2
     assert "status must be one of" in result["error"] and str(bad) in result["error"]
+
+
+def test_a_now_without_a_zone_is_bad_input(store, tmp_path):
+    """Every time the loop compares carries a zone: a naive ``--now`` is refused up front.
+    (It used to pass on an empty history and fail as an internal error, comparing naive
+    and aware times, once the history held a retrain trigger.)"""
+    spec = churn_spec_copy(tmp_path, _policy)
+    code, result = run_cli(
+        "decide-retrain", "--spec", spec, "--monitor", _monitor(tmp_path, 1),
+        "--now", "2026-11-30T06:00:00", "--out", tmp_path / "o",
+    )  # fmt: skip
+    assert code == 2, result
+    assert "--now '2026-11-30T06:00:00': expected an ISO-8601 time with a zone" in result["error"]

@@ -275,10 +275,16 @@ def test_a_champion_older_than_max_age_is_stale(world):
 def test_bad_window_end_is_bad_input(world, tmp_path):
     code, result = run_cli("monitor", "--spec", CHURN_SPEC, "--end", "yesterday", "--out", tmp_path)
     assert code == 2 and "--end 'yesterday': expected an ISO-8601 time" in result["error"]
+    naive = "2026-01-01T00:00:00"
+    code, result = run_cli("monitor", "--spec", CHURN_SPEC, "--end", naive, "--out", tmp_path)
+    assert code == 2 and f"--end '{naive}': expected an ISO-8601 time with a zone" in result["error"]
+    # The labelled batch reads its window with the same parser and the same message.
     code, result = run_cli(
-        "monitor", "--spec", CHURN_SPEC, "--end", "2026-01-01T00:00:00", "--out", tmp_path
-    )
-    assert code == 2 and "give a time zone" in result["error"]
+        "labelled-batch", "--spec", CHURN_SPEC, "--start", naive,
+        "--end", "2026-01-01T06:00:00Z", "--out", tmp_path / "batch",
+    )  # fmt: skip
+    assert code == 2 and f"--start '{naive}': expected an ISO-8601" in result["error"]
+    assert result["result"] == {"rule": "time", "field": "--start"}
 
 
 def test_monitor_step_in_the_task_container(world, task_image):

@@ -35,6 +35,8 @@ from mlops_pack.airflow.links import (
     MonitorReportLink,
     ServedVersionLink,
 )
+from mlops_pack.errors import BadInputError
+from mlops_pack.iso_time import aware_time
 from mlops_pack.settings import store_not_writable, writable_by
 
 STEP_INCLUDE = "/opt/include"
@@ -594,17 +596,11 @@ class MlopsStepOperator(BaseOperator):
 
 
 def _when(text: str, name: str) -> datetime:
-    """An ISO-8601 time with a zone, as the step parses it; bad input is not retried."""
+    """The step's own parse, checked before a container starts; not retried."""
     try:
-        when = datetime.fromisoformat(text)
-    except ValueError:
-        when = None
-    if when is None or when.tzinfo is None:
-        raise MlopsBadInputFailure(
-            f"{name} {text!r}: expected an ISO-8601 time with a zone, "
-            "e.g. 2026-11-30T06:00:00+00:00"
-        )
-    return when
+        return aware_time(text, name)
+    except BadInputError as problem:
+        raise MlopsBadInputFailure(str(problem), problem.payload) from None
 
 
 def _remote_tracking() -> bool:
