@@ -21,12 +21,17 @@ cannot run two one-CPU steps at once faster than the cores allow.
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import re
 import shutil
+import statistics
 import subprocess
 import sys
 import time
 from collections import Counter
+from datetime import UTC, datetime
+from itertools import pairwise
 from pathlib import Path
 
 # The stack's start and stop come from its test's helpers.
@@ -124,6 +129,118 @@ def cpu_breakdown(before: dict[str, float], after: dict[str, float]) -> dict[str
     return dict(sorted(spent.items(), key=lambda item: -item[1]))
 
 
+def _median(values: list[float]) -> float | None:
+    return round(statistics.median(values), 2) if values else None
+
+
+def timeline(task_instances: list) -> dict:
+    """Where a phase's wall time went, from the task instances' own timestamps.
+
+    ``hand_off`` splits the wait between the run's previous task ending and the next one
+    starting (the scheduler noticing and queueing it; the executor sending it and
+    a worker starting it); ``both_busy_s`` is how long two tasks ran at once, and
+    ``idle_between_tasks_s`` how long each worker waited between its tasks.
+    """
+    done = [ti for ti in task_instances if ti.start_date and ti.end_date]
+    by_run: dict[tuple[str, str], list] = {}
+    for ti in done:
+        by_run.setdefault((ti.dag_id, ti.dag_run_id), []).append(ti)
+    to_queued, to_start = [], []
+    for tis in by_run.values():
+        tis.sort(key=lambda ti: ti.start_date)
+        for previous, ti in pairwise(tis):
+            if ti.queued_when and ti.queued_when >= previous.end_date:
+                to_queued.append((ti.queued_when - previous.end_date).total_seconds())
+                to_start.append((ti.start_date - ti.queued_when).total_seconds())
+    idle: dict[str, float] = {}
+    for host in {ti.hostname for ti in done}:
+        mine = sorted((ti for ti in done if ti.hostname == host), key=lambda ti: ti.start_date)
+        idle[host] = round(
+            sum(max(0.0, (b.start_date - a.end_date).total_seconds()) for a, b in pairwise(mine)),
+            1,
+        )
+    # A sweep over starts (+1) and ends (-1): seconds with at least one / two tasks running.
+    edges = sorted(
+        [(ti.start_date.timestamp(), 1) for ti in done]
+        + [(ti.end_date.timestamp(), -1) for ti in done]
+    )
+    running, last, covered = 0, None, {1: 0.0, 2: 0.0}
+    for at, step in edges:
+        if last is not None:
+            for level in covered:
+                if running >= level:
+                    covered[level] += at - last
+        running, last = running + step, at
+    return {
+        "tasks": len(done),
+        "task_s_median": _median([(ti.end_date - ti.start_date).total_seconds() for ti in done]),
+        "hand_off_median_s": {
+            "upstream_end_to_queued": _median(to_queued),
+            "queued_to_start": _median(to_start),
+        },
+        "hand_off_total_s": round(sum(to_queued) + sum(to_start), 1),
+        "any_busy_s": round(covered[1], 1),
+        "both_busy_s": round(covered[2], 1),
+        "idle_between_tasks_s": idle,
+    }
+
+
+# Run inside a worker: the timestamp of the last line of each task log named on stdin.
+_LAST_LOG_LINE = """
+import json, sys
+out = {}
+for path in json.load(sys.stdin):
+    try:
+        lines = open("/opt/airflow/logs/" + path).read().splitlines()
+        out[path] = json.loads(lines[-1])["timestamp"]
+    except (OSError, IndexError, ValueError, KeyError):
+        pass
+print(json.dumps(out))
+"""
+
+
+def _utc(stamp: str) -> float:
+    return datetime.fromisoformat(stamp.rstrip("Z")[:26]).replace(tzinfo=UTC).timestamp()
+
+
+def slot_held_after_task(project: str, dag_prefix: str) -> dict:
+    """How long each worker slot stayed taken after its task's last log line, from the
+    workers' own logs ("Workload finished") and the task logs: the supervisor's wait for
+    the task process's exit (docs/production.md)."""
+    workers = subprocess.run(
+        ["docker", "ps", "-a", "--filter", f"label=com.docker.compose.project={project}",
+         "--format", '{{.Names}} {{.Label "com.docker.compose.service"}}'],
+        capture_output=True, text=True, check=True,
+    ).stdout.split("\n")  # fmt: skip
+    names = [line.split()[0] for line in workers if "airflow-worker" in line]
+    finished: dict[str, float] = {}
+    for name in names:
+        logs = subprocess.run(["docker", "logs", name], check=True, capture_output=True, text=True)
+        current = None
+        for line in (logs.stdout + logs.stderr).splitlines():
+            found = re.search(r"Executing workload in Celery: .*log_path='([^']+)'", line)
+            if found:
+                current = found.group(1)
+            elif "Workload finished" in line and current:
+                finished[current] = _utc(line.split()[0])
+                current = None
+    finished = {k: v for k, v in finished.items() if k.startswith(f"dag_id={dag_prefix}")}
+    running = next(n for n in names if "worker-1" in n)
+    last = json.loads(
+        subprocess.run(
+            ["docker", "exec", "-i", running, "python", "-c", _LAST_LOG_LINE],
+            input=json.dumps(sorted(finished)), capture_output=True, text=True, check=True,
+        ).stdout
+    )  # fmt: skip
+    held = [finished[path] - _utc(stamp) for path, stamp in last.items()]
+    return {
+        "tasks": len(held),
+        "median_s": _median(held),
+        "over_1s": sum(1 for h in held if h > 1.0),
+        "total_s": round(sum(held), 1),
+    }
+
+
 def phase(api, project: str, models: list[str]) -> dict:
     """Trigger two retrains per model at once; wait for all; wall time, where tasks ran
     and where the CPU went."""
@@ -142,10 +259,13 @@ def phase(api, project: str, models: list[str]) -> dict:
         ]
         states = [run_to_end(api, dag, run, timeout=3600) for dag, run in runs]
     cpu = cpu_breakdown(cpu_before, container_cpu(project))
+    prefix = models[0].rsplit("_", 1)[0]  # scale_two_0 -> scale_two: this phase's DAGs
     hosts: Counter[str] = Counter()
+    every_task = []
     for dag, run in runs:
         listed = ac.TaskInstanceApi(api).get_task_instances(dag, run).task_instances
         hosts.update(ti.hostname for ti in listed if ti.hostname)
+        every_task += listed
     return {
         "retrains": len(runs),
         "succeeded": states.count("success"),
@@ -154,6 +274,8 @@ def phase(api, project: str, models: list[str]) -> dict:
         "cores_busy": round(meter.other_cpu / meter.wall, 2),
         "cpu_s_by_container": cpu,
         "tasks_per_worker": dict(hosts),
+        "timeline": timeline(every_task),
+        "slot_held_after_task": slot_held_after_task(project, f"mlops_retrain__{prefix}"),
         "load_before": load_before,
         "load_after": _common.loadavg(),
     }

@@ -76,6 +76,7 @@ def test_docker_inspect_shows_every_hardening_flag():
     assert host["Memory"] == 512 * 1024 * 1024
     assert host["MemorySwap"] == host["Memory"]
     assert host["NanoCpus"] == 500_000_000  # a real CPU quota, not only a weight
+    assert host["CpuShares"] == 256  # and batch work's weight: the services beside it go first
     assert host["NetworkMode"] == "none"
     assert host["Privileged"] is False
     assert "/tmp" in host["Tmpfs"]

@@ -98,6 +98,8 @@ def test_compose_config_accepts_the_shipped_file(stack_env):
     assert worker["environment"]["DOCKER_HOST"] == "tcp://docker-proxy:2375"
     # MLflow's GenAI job runner (eight idle processes) is off: tracking and registry only.
     assert services["mlflow"]["environment"]["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] == "false"
+    # A finished task frees its worker slot within a second (the supervisor's wait).
+    assert worker["environment"]["AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL"] == "1"
     assert not re.search(r"(?<!\$)\$\{", result.stdout)  # all interpolated
     # Only the proxy sees the Docker socket; only the workers reach the proxy.
     for name, service in services.items():

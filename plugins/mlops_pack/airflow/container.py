@@ -73,6 +73,11 @@ class ContainerLimits:
     cpus: float = 2.0  # a hard quota (nano_cpus), not a weight
     pids: int = 512
     tmpfs_size: str = "1g"
+    # The weight when the host's CPUs are contended (Docker's default is 1024). A step is
+    # batch work: at a quarter of the weight it yields to the services beside it on a
+    # worker host (the Celery worker handing on the next task, the scheduler, Postgres,
+    # the MLflow server, model servers), and takes every cycle they leave idle.
+    cpu_shares: int = 256
 
 
 CPUS_ENV = "MLOPS_PACK_STEP_CPUS"
@@ -128,6 +133,7 @@ def host_config(client, spec: ContainerSpec) -> dict[str, Any]:
         mem_limit=limits.memory,
         memswap_limit=limits.memory,
         nano_cpus=int(limits.cpus * 1e9),
+        cpu_shares=limits.cpu_shares,
         auto_remove=False,
         privileged=False,
     )

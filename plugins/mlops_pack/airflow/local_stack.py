@@ -66,6 +66,8 @@ def stack_env() -> dict[str, str]:
         "AIRFLOW__API_AUTH__JWT_SECRET": jwt,
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
         "AIRFLOW__SCHEDULER__MIN_FILE_PROCESS_INTERVAL": "10",
+        # A finished task frees its slot within 1 s instead of up to 5 (docker-compose.yaml).
+        "AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL": "1",
         "MLOPS_PACK_HOME": str(store),
         "MLOPS_PACK_DATA_DIR": str(data),
         "MLOPS_PACK_INCLUDE_DIR": str(_include_dir()),

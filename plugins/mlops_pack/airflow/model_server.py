@@ -44,7 +44,8 @@ from mlops_pack.server_client import ServerClient
 log = logging.getLogger(__name__)
 SECRET_FILES = ("admin_token", "prediction_key")
 REGISTRY_CREDENTIALS = "registry_credentials"  # optional, written by the operator
-SERVER_LIMITS = ContainerLimits(memory="1g", cpus=1.0, pids=128, tmpfs_size="64m")
+# A server answers requests: it keeps Docker's default CPU weight, where steps yield.
+SERVER_LIMITS = ContainerLimits(memory="1g", cpus=1.0, pids=128, tmpfs_size="64m", cpu_shares=1024)
 
 
 def container_name(model: str, port: int, stack: str) -> str:
