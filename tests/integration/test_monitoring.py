@@ -277,7 +277,8 @@ def test_bad_window_end_is_bad_input(world, tmp_path):
     assert code == 2 and "--end 'yesterday': expected an ISO-8601 time" in result["error"]
     naive = "2026-01-01T00:00:00"
     code, result = run_cli("monitor", "--spec", CHURN_SPEC, "--end", naive, "--out", tmp_path)
-    assert code == 2 and f"--end '{naive}': expected an ISO-8601 time with a zone" in result["error"]
+    assert code == 2
+    assert f"--end '{naive}': expected an ISO-8601 time with a zone" in result["error"]
     # The labelled batch reads its window with the same parser and the same message.
     code, result = run_cli(
         "labelled-batch", "--spec", CHURN_SPEC, "--start", naive,

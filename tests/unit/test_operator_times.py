@@ -15,7 +15,6 @@ import pytest
 )
 def test_a_monitor_window_end_that_the_step_would_refuse_fails_at_once(end, message):
     from airflow.exceptions import AirflowFailException
-
     from mlops_pack.airflow.exceptions import MlopsBadInputFailure
     from mlops_pack.airflow.operators import MonitorOperator
 
