@@ -342,6 +342,7 @@ def docker_run(
         "Memory": lambda v: ["--memory", str(v)],
         "MemorySwap": lambda v: ["--memory-swap", str(v)],
         "NanoCpus": lambda v: ["--cpus", f"{v / 1e9:g}"],
+        "CpuShares": lambda v: ["--cpu-shares", str(v)],
         "Mounts": lambda v: [x for m in v for x in ("--mount", _mount_flag(m))],
     }
     for key, value in config.items():

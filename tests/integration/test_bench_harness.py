@@ -76,6 +76,9 @@ def test_probe_containers_run_under_the_step_containers_hardening(task_image):
             "        if os.path.exists(p)]\n"
             "print(open(pids[0]).read().strip())\n"
             "try:\n    open('/usr/probe', 'w')\nexcept OSError as e:\n    print(e.errno)\n"
+            "weight = [p for p in ('/sys/fs/cgroup/cpu/cpu.shares', '/sys/fs/cgroup/cpu.weight')\n"
+            "          if os.path.exists(p)]\n"
+            "print(open(weight[0]).read().strip())\n"
         )],
     )  # fmt: skip
     out = subprocess.run(argv, check=True, capture_output=True, text=True).stdout.split("\n")
@@ -83,6 +86,8 @@ def test_probe_containers_run_under_the_step_containers_hardening(task_image):
     assert out[1] == "['lo']"  # no network
     assert out[2] == str(ContainerLimits().pids)
     assert out[3] == "30"  # EROFS: the root filesystem is read-only
+    # A quarter of the default CPU weight: cgroup v1's shares, or v2's weight for them.
+    assert out[4] in ("256", "10"), out[4]
 
 
 def test_an_untranslated_hardening_setting_stops_the_probe(monkeypatch):
