@@ -8,6 +8,11 @@ are set in the database volume on the first start and the Fernet key encrypts st
 connections, so a silently regenerated file would lock the stack out of its own data.
 Nothing half-written becomes visible: both are written under temporary names and moved
 into place, the ``.env`` last with a link that fails if the file appeared meanwhile.
+
+The Pushgateway takes pushes only with its password: ``.stack/secrets/pushgateway/``
+holds its web configuration (the password's bcrypt hash, the only form it accepts) and
+the password itself for Prometheus's scrape (``password_file``); the workers get it from
+the ``.env``.
 """
 
 from __future__ import annotations
@@ -36,7 +41,10 @@ PASSWORDS = (
     "AIRFLOW_JWT_SECRET",
     "AIRFLOW_API_SECRET_KEY",
     "GRAFANA_ADMIN_PASSWORD",
+    "PUSHGATEWAY_PASSWORD",
 )
+# Who pushes a monitor window and who scrapes it (one user: the password is the secret).
+PUSHGATEWAY_USER = "mlops-pack"
 
 
 def fernet_key() -> str:
@@ -62,6 +70,21 @@ def token() -> str:
         drawn = secrets.token_urlsafe(32)
         if not drawn.startswith("-"):
             return drawn
+
+
+def pushgateway_web_config(password: str) -> str:
+    """The Pushgateway's ``--web.config.file``: basic authentication on every path."""
+    import bcrypt
+
+    # bcrypt's lowest work factor: the gateway checks the hash on every request (each
+    # Prometheus scrape), 0.25 CPU-seconds at the default of 12, and the password is 32
+    # random bytes that no number of guesses reaches, so a slow hash would buy nothing.
+    salt = bcrypt.gensalt(rounds=4)
+    hashed = bcrypt.hashpw(password.encode("utf-8"), salt).decode("ascii")
+    return (
+        "# Written by `mlops-pack stack init`: the Pushgateway answers only this user.\n"
+        f"basic_auth_users:\n  {PUSHGATEWAY_USER}: '{hashed}'\n"
+    )
 
 
 def stack_values(models: list[str]) -> dict[str, str]:
@@ -118,6 +141,14 @@ def _write_server_secrets(secrets_dir: Path, models: list[str], values: dict[str
                 path = folder / secret
                 path.write_text(values[f"{model.upper()}_{secret.upper()}"], encoding="utf-8")
                 path.chmod(0o644)
+        gateway = staging / "pushgateway"
+        gateway.mkdir()
+        gateway.chmod(0o755)
+        password = values["PUSHGATEWAY_PASSWORD"]
+        (gateway / "web.yml").write_text(pushgateway_web_config(password), encoding="utf-8")
+        (gateway / "password").write_text(password, encoding="utf-8")
+        for path in gateway.iterdir():
+            path.chmod(0o644)  # Pushgateway and Prometheus run as nobody
         staging.chmod(0o755)
         staging.rename(secrets_dir)
     except BaseException:

@@ -52,6 +52,13 @@ def compose_config(env_file: Path) -> subprocess.CompletedProcess:
     )
 
 
+def mount_targets(service: dict) -> list[str]:
+    """Where a service's volumes are mounted (docker-compose 1.x prints "src:target:mode")."""
+    return [
+        v.split(":")[1] if isinstance(v, str) else v["target"] for v in service.get("volumes", [])
+    ]
+
+
 def test_stack_init_writes_private_secrets_once(tmp_path, stack_env, capsys):
     values = env_values(stack_env)
     assert stack_env.stat().st_mode & 0o777 == 0o600
@@ -65,6 +72,17 @@ def test_stack_init_writes_private_secrets_once(tmp_path, stack_env, capsys):
         for secret in ("admin_token", "prediction_key"):
             path = tmp_path / ".stack" / "secrets" / model / secret
             assert path.read_text() == values[f"{model.upper()}_{secret.upper()}"]
+    # The Pushgateway's web configuration holds the password's bcrypt hash only;
+    # Prometheus's scrape reads the password itself from the file beside it.
+    import bcrypt
+
+    gateway = tmp_path / ".stack" / "secrets" / "pushgateway"
+    password = values["PUSHGATEWAY_PASSWORD"]
+    assert (gateway / "password").read_text() == password
+    users = yaml.safe_load((gateway / "web.yml").read_text())["basic_auth_users"]
+    assert list(users) == ["mlops-pack"] and password not in users["mlops-pack"]
+    assert bcrypt.checkpw(password.encode(), users["mlops-pack"].encode())
+    assert users["mlops-pack"].startswith("$2b$04$")  # checked on every scrape: cheap
     before = stack_env.read_bytes()
     capsys.readouterr()
     code, _ = run_cli("stack", "init", "--dir", tmp_path, "--include", ROOT / "include")
@@ -98,6 +116,13 @@ def test_compose_config_accepts_the_shipped_file(stack_env):
     assert worker["environment"]["DOCKER_HOST"] == "tcp://docker-proxy:2375"
     # MLflow's GenAI job runner (eight idle processes) is off: tracking and registry only.
     assert services["mlflow"]["environment"]["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] == "false"
+    # Pushes and scrapes of the Pushgateway take the password stack init wrote.
+    gateway = services["pushgateway"]
+    assert "--web.config.file=/etc/pushgateway/web.yml" in gateway["command"]
+    assert "/etc/pushgateway/web.yml" in mount_targets(gateway)
+    pushed_with = worker["environment"]["MLOPS_PACK_PUSHGATEWAY_PASSWORD"]
+    assert pushed_with == values["PUSHGATEWAY_PASSWORD"]
+    assert "/etc/prometheus/secrets/pushgateway_password" in mount_targets(services["prometheus"])
     # A finished task frees its worker slot within a second (the supervisor's wait).
     assert worker["environment"]["AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL"] == "1"
     assert not re.search(r"(?<!\$)\$\{", result.stdout)  # all interpolated

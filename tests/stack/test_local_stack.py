@@ -11,6 +11,7 @@ dag-processor, triggerer, two workers) running the pack's DAGs against all of it
 
 from __future__ import annotations
 
+import base64
 import itertools
 import json
 import shutil
@@ -337,3 +338,29 @@ def test_the_monitor_on_a_worker_reads_the_servers_logs_and_the_label_feed(local
     assert_queries_have_data(ports["prometheus"], "churn", monitor_queries, "mlops_monitor_")
     rows = query(ports["prometheus"], 'mlops_monitor_window_rows{model="churn"}')
     assert [float(s["value"][1]) for s in rows] == [float(window["rows"])], rows
+    # Prometheus scraped the gateway with its password (a refused scrape is up == 0).
+    up = query(ports["prometheus"], 'up{job="pushgateway"}')
+    assert [float(s["value"][1]) for s in up] == [1.0], up
+
+
+def test_the_pushgateway_takes_pushes_only_with_its_password(local_stack):
+    """The gateway's web configuration (bcrypt hash from stack init) guards every path:
+    a push without the password, or with another, is refused and changes nothing."""
+    from mlops_pack.errors import ServiceUnavailableError
+    from mlops_pack.metrics_push import push
+
+    gateway = f"http://127.0.0.1:{local_stack['ports']['pushgateway']}"
+    body = b"mlops_monitor_forged 1\n"
+    for credentials in (None, ("mlops-pack", "not-the-password")):
+        with pytest.raises(ServiceUnavailableError, match="HTTP 401: it refused") as refused:
+            push(gateway, "forged", body, credentials=credentials)
+        assert "not-the-password" not in str(refused.value)
+    assert http_status(f"{gateway}/metrics") == 401  # reading needs it too
+    password = local_stack["secrets"]["PUSHGATEWAY_PASSWORD"]
+    push(gateway, "probe", b"mlops_monitor_probe 1\n", credentials=("mlops-pack", password))
+    request = urllib.request.Request(f"{gateway}/metrics")
+    request.add_header("Authorization", "Basic " + base64.b64encode(
+        f"mlops-pack:{password}".encode()).decode())  # fmt: skip
+    with urllib.request.urlopen(request, timeout=5) as response:
+        text = response.read().decode()
+    assert "mlops_monitor_probe{" in text and "forged" not in text

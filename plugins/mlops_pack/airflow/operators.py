@@ -929,7 +929,7 @@ class MonitorOperator(MlopsStepOperator):
         task: the verdict is recorded, and retrying the task would judge the window
         again. The dashboards show the age of the newest push."""
         from mlops_pack.errors import ServiceUnavailableError
-        from mlops_pack.metrics_push import push
+        from mlops_pack.metrics_push import credentials_from_env, push
 
         gateway = os.environ.get("MLOPS_PACK_PUSHGATEWAY_URL", "").strip()
         if not gateway:
@@ -938,7 +938,7 @@ class MonitorOperator(MlopsStepOperator):
             self.log.warning("the monitor step wrote no %s: nothing pushed", path.name)
             return False
         try:
-            push(gateway, self.model, path.read_bytes())
+            push(gateway, self.model, path.read_bytes(), credentials=credentials_from_env())
         except ServiceUnavailableError as exc:
             self.log.warning("monitor metrics not pushed: %s", exc)
             return False
