@@ -5,6 +5,7 @@ for fresh scrapes."""
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 import re
@@ -43,10 +44,19 @@ def assert_queries_have_data(port: int, model: str, queries: list[str], prefix: 
             assert query(port, f'count({metric}{{model="{model}"}})'), metric
 
 
+# The password of a Prometheus that takes one (the compose stack's; the helpers here take
+# a port, and the Prometheus the serving tests start has none), by its port.
+PROMETHEUS_PASSWORDS: dict[int, str] = {}
+
+
 def query(port: int, expr: str) -> list[dict]:
     url = f"http://127.0.0.1:{port}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
+    request = urllib.request.Request(url)
+    if port in PROMETHEUS_PASSWORDS:
+        pair = f"mlops-pack:{PROMETHEUS_PASSWORDS[port]}".encode()
+        request.add_header("Authorization", "Basic " + base64.b64encode(pair).decode())
     try:
-        with urllib.request.urlopen(url, timeout=10) as response:
+        with urllib.request.urlopen(request, timeout=10) as response:
             body = json.load(response)
     except urllib.error.HTTPError as exc:  # a malformed query: 400 with the parser's error
         pytest.fail(f"{expr}: {exc.code} {exc.read().decode()}")

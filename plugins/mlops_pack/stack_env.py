@@ -9,10 +9,11 @@ connections, so a silently regenerated file would lock the stack out of its own 
 Nothing half-written becomes visible: both are written under temporary names and moved
 into place, the ``.env`` last with a link that fails if the file appeared meanwhile.
 
-The Pushgateway takes pushes only with its password: ``.stack/secrets/pushgateway/``
-holds its web configuration (the password's bcrypt hash, the only form it accepts) and
-the password itself for Prometheus's scrape (``password_file``); the workers get it from
-the ``.env``.
+Prometheus and the Pushgateway answer only with their passwords (basic authentication):
+``.stack/secrets/<service>/`` holds each one's web configuration (the password's bcrypt
+hash, the only form they accept) and the password itself, for the scrapes that
+Prometheus makes of both (``password_file``); the workers (pushing) and Grafana (reading)
+get theirs from the ``.env``.
 """
 
 from __future__ import annotations
@@ -42,9 +43,12 @@ PASSWORDS = (
     "AIRFLOW_API_SECRET_KEY",
     "GRAFANA_ADMIN_PASSWORD",
     "PUSHGATEWAY_PASSWORD",
+    "PROMETHEUS_PASSWORD",
 )
-# Who pushes a monitor window and who scrapes it (one user: the password is the secret).
-PUSHGATEWAY_USER = "mlops-pack"
+# The user of the services behind basic authentication (one each: the password is the
+# secret), and where each one's password is in the .env.
+WEB_USER = "mlops-pack"
+WEB_SERVICES = {"pushgateway": "PUSHGATEWAY_PASSWORD", "prometheus": "PROMETHEUS_PASSWORD"}
 
 
 def fernet_key() -> str:
@@ -72,8 +76,8 @@ def token() -> str:
             return drawn
 
 
-def pushgateway_web_config(password: str) -> str:
-    """The Pushgateway's ``--web.config.file``: basic authentication on every path."""
+def web_config(password: str) -> str:
+    """A Prometheus-family ``--web.config.file``: basic authentication on every path."""
     import bcrypt
 
     # bcrypt's lowest work factor: the gateway checks the hash on every request (each
@@ -82,8 +86,8 @@ def pushgateway_web_config(password: str) -> str:
     salt = bcrypt.gensalt(rounds=4)
     hashed = bcrypt.hashpw(password.encode("utf-8"), salt).decode("ascii")
     return (
-        "# Written by `mlops-pack stack init`: the Pushgateway answers only this user.\n"
-        f"basic_auth_users:\n  {PUSHGATEWAY_USER}: '{hashed}'\n"
+        "# Written by `mlops-pack stack init`: the service answers only this user.\n"
+        f"basic_auth_users:\n  {WEB_USER}: '{hashed}'\n"
     )
 
 
@@ -141,14 +145,14 @@ def _write_server_secrets(secrets_dir: Path, models: list[str], values: dict[str
                 path = folder / secret
                 path.write_text(values[f"{model.upper()}_{secret.upper()}"], encoding="utf-8")
                 path.chmod(0o644)
-        gateway = staging / "pushgateway"
-        gateway.mkdir()
-        gateway.chmod(0o755)
-        password = values["PUSHGATEWAY_PASSWORD"]
-        (gateway / "web.yml").write_text(pushgateway_web_config(password), encoding="utf-8")
-        (gateway / "password").write_text(password, encoding="utf-8")
-        for path in gateway.iterdir():
-            path.chmod(0o644)  # Pushgateway and Prometheus run as nobody
+        for service, key in WEB_SERVICES.items():
+            folder = staging / service
+            folder.mkdir()
+            folder.chmod(0o755)
+            (folder / "web.yml").write_text(web_config(values[key]), encoding="utf-8")
+            (folder / "password").write_text(values[key], encoding="utf-8")
+            for path in folder.iterdir():
+                path.chmod(0o644)  # Prometheus and the Pushgateway run as nobody
         staging.chmod(0o755)
         staging.rename(secrets_dir)
     except BaseException:

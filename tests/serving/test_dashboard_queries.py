@@ -46,7 +46,8 @@ def prometheus_config(folder: Path, server_port: int, prom_port: int, key: str) 
     (folder / "secrets").mkdir()
     for model in ("churn", "diabetes"):
         (folder / "secrets" / f"{model}_prediction_key").write_text(key)
-    (folder / "secrets" / "pushgateway_password").write_text("unused: no gateway runs here")
+    for service in ("pushgateway", "prometheus"):  # this Prometheus takes no password
+        (folder / "secrets" / f"{service}_password").write_text("unused here")
     path = folder / "prometheus.yml"
     path.write_text(yaml.safe_dump(config))
     return path

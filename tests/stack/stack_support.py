@@ -18,6 +18,7 @@ from datetime import datetime
 from pathlib import Path
 
 import yaml
+from dashboard_support import PROMETHEUS_PASSWORDS
 from support import ROOT, airflow_token, free_port, open_dir, run_cli
 
 LOCAL = ROOT / "docker-compose.local.yaml"
@@ -137,9 +138,11 @@ def local_stack(
         subprocess.run(
             [*compose, "up", "-d", *services], cwd=ROOT, env=env, check=True, timeout=900
         )
+        secrets = env_values(folder / ".env")
+        PROMETHEUS_PASSWORDS[ports["prometheus"]] = secrets["PROMETHEUS_PASSWORD"]
         yield {
             "ports": ports,
-            "secrets": env_values(folder / ".env"),
+            "secrets": secrets,
             "project": project,
             "data": data,
             "labels": labels,

@@ -72,17 +72,18 @@ def test_stack_init_writes_private_secrets_once(tmp_path, stack_env, capsys):
         for secret in ("admin_token", "prediction_key"):
             path = tmp_path / ".stack" / "secrets" / model / secret
             assert path.read_text() == values[f"{model.upper()}_{secret.upper()}"]
-    # The Pushgateway's web configuration holds the password's bcrypt hash only;
-    # Prometheus's scrape reads the password itself from the file beside it.
+    # Prometheus's and the Pushgateway's web configurations hold their passwords' bcrypt
+    # hashes only; the scrapes read the passwords themselves from the files beside them.
     import bcrypt
 
-    gateway = tmp_path / ".stack" / "secrets" / "pushgateway"
-    password = values["PUSHGATEWAY_PASSWORD"]
-    assert (gateway / "password").read_text() == password
-    users = yaml.safe_load((gateway / "web.yml").read_text())["basic_auth_users"]
-    assert list(users) == ["mlops-pack"] and password not in users["mlops-pack"]
-    assert bcrypt.checkpw(password.encode(), users["mlops-pack"].encode())
-    assert users["mlops-pack"].startswith("$2b$04$")  # checked on every scrape: cheap
+    for service in ("pushgateway", "prometheus"):
+        folder = tmp_path / ".stack" / "secrets" / service
+        password = values[f"{service.upper()}_PASSWORD"]
+        assert (folder / "password").read_text() == password
+        users = yaml.safe_load((folder / "web.yml").read_text())["basic_auth_users"]
+        assert list(users) == ["mlops-pack"] and password not in users["mlops-pack"]
+        assert bcrypt.checkpw(password.encode(), users["mlops-pack"].encode())
+        assert users["mlops-pack"].startswith("$2b$04$")  # checked on every request: cheap
     before = stack_env.read_bytes()
     capsys.readouterr()
     code, _ = run_cli("stack", "init", "--dir", tmp_path, "--include", ROOT / "include")
@@ -123,6 +124,14 @@ def test_compose_config_accepts_the_shipped_file(stack_env):
     pushed_with = worker["environment"]["MLOPS_PACK_PUSHGATEWAY_PASSWORD"]
     assert pushed_with == values["PUSHGATEWAY_PASSWORD"]
     assert "/etc/prometheus/secrets/pushgateway_password" in mount_targets(services["prometheus"])
+    # Prometheus itself: every path behind its password, which Grafana's data source has.
+    prometheus = services["prometheus"]
+    assert "--web.config.file=/etc/prometheus/web.yml" in prometheus["command"]
+    assert {"/etc/prometheus/web.yml", "/etc/prometheus/secrets/prometheus_password"} <= set(
+        mount_targets(prometheus)
+    )
+    grafana_env = services["grafana"]["environment"]
+    assert grafana_env["PROMETHEUS_PASSWORD"] == values["PROMETHEUS_PASSWORD"]
     # A finished task frees its worker slot within a second (the supervisor's wait).
     assert worker["environment"]["AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL"] == "1"
     assert not re.search(r"(?<!\$)\$\{", result.stdout)  # all interpolated

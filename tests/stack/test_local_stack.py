@@ -197,17 +197,15 @@ def test_model_server_runs_hardened_and_prometheus_scrapes_it(local_stack):
     assert inspect["Config"]["User"] == "65534:65534"
     assert "no-new-privileges:true" in host["SecurityOpt"]
 
-    prometheus = f"http://127.0.0.1:{ports['prometheus']}"
-
-    def query(expr: str) -> list:
-        url = f"{prometheus}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return json.load(response)["data"]["result"]
-
-    wait_until(lambda: query('up{job="model-server-churn"} == 1'), "the churn scrape")
+    prometheus = ports["prometheus"]
+    wait_until(lambda: query(prometheus, 'up{job="model-server-churn"} == 1'), "the churn scrape")
     refused = 'mlops_pack_refused_requests_total{model="churn",status="401"}'
     # The unauthenticated /version above is counted; the scrape after it shows it.
-    assert wait_until(lambda: query(refused), "the refused-requests counter", timeout=60)
+    assert wait_until(lambda: query(prometheus, refused), "the refused-requests counter", 60)
+    # Prometheus answers only with its password (stack init), its own scrape included.
+    for path in ("/api/v1/query?query=up", "/-/ready", "/graph"):
+        assert http_status(f"http://127.0.0.1:{prometheus}{path}") == 401, path
+    assert query(prometheus, 'up{job="prometheus"} == 1')
 
 
 def failed_logs(api, dag_id: str, run_id: str, listed) -> str:
