@@ -115,6 +115,13 @@ def init_stack(project_dir: Path, include_dir: Path | None = None) -> dict[str, 
                 {"rule": "stack_secrets_exist", "file": str(existing)},
             )
     models = served_models(include_dir or project_dir / "include")
+    clash = sorted(set(models) & set(WEB_SERVICES))
+    if clash:  # each model's keys and each service's password have a folder of that name
+        raise BadInputError(
+            f"served model {clash[0]!r} has the name of a stack service whose secrets "
+            f"folder is .stack/secrets/{clash[0]}. Fix: rename the model in its spec",
+            {"rule": "stack_model_name", "model": clash[0]},
+        )
     values = stack_values(models)
     _write_server_secrets(secrets_dir, models, values)
     try:
