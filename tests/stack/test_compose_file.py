@@ -187,3 +187,21 @@ def test_shipped_dashboards_are_the_generated_ones():
         assert (folder / f"{model}.json").read_text() == dashboard_text(model), (
             f"{model}.json is stale: run `mlops-pack stack dashboards`"
         )
+
+
+def test_stack_init_refuses_a_served_model_named_like_a_stack_service(tmp_path, capsys):
+    """A served model's keys and Prometheus's password each get a folder under
+    .stack/secrets: a model named ``prometheus`` is refused, and nothing is written."""
+    import shutil
+
+    include = tmp_path / "include"
+    shutil.copytree(ROOT / "include" / "expectations", include / "expectations")
+    (include / "models").mkdir()
+    raw = yaml.safe_load((ROOT / "include/models/churn.yaml").read_text())
+    (include / "models" / "prometheus.yaml").write_text(
+        yaml.safe_dump({**raw, "name": "prometheus"})
+    )
+    code, _ = run_cli("stack", "init", "--dir", tmp_path, "--include", include)
+    assert code == 2
+    assert "served model 'prometheus' has the name of a stack service" in capsys.readouterr().err
+    assert not (tmp_path / ".env").exists() and not (tmp_path / ".stack" / "secrets").exists()
