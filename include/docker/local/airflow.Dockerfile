@@ -32,7 +32,10 @@ RUN python3 -m venv /opt/venv \
 
 COPY pyproject.toml README.md /opt/mlops-pack/
 COPY plugins/mlops_pack /opt/mlops-pack/plugins/mlops_pack
-RUN /opt/venv/bin/pip install --quiet --no-build-isolation -c /opt/mlops-pack/constraints.txt "/opt/mlops-pack[airflow]" \
+# The pack's own dependencies that Airflow does not bring come from the index too, so
+# this layer needs the CA bundle as well.
+RUN if [ -s /etc/mlops-pack/extra-ca.crt ]; then export PIP_CERT=/etc/mlops-pack/extra-ca.crt; fi \
+ && /opt/venv/bin/pip install --quiet --no-build-isolation -c /opt/mlops-pack/constraints.txt "/opt/mlops-pack[airflow]" \
  && rm -rf /opt/mlops-pack/plugins /opt/mlops-pack/build /root/.cache \
  && useradd --uid 50000 --gid 0 --home-dir /opt/airflow --no-create-home airflow \
  && mkdir -p /opt/airflow/dags /opt/airflow/logs /opt/airflow/mlops \
