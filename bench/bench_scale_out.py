@@ -96,25 +96,22 @@ def _cgroup_cpu(container_id: str | None) -> float | None:
     return None  # no total under cgroup v2: the step containers' share stays unknown
 
 
+def stack_containers(project: str, stopped: bool = False) -> list[tuple[str, str]]:
+    """(container id, compose service) of each of the stack's running containers, and
+    of its stopped ones with ``stopped``."""
+    listed = subprocess.run(
+        ["docker", "ps", "--no-trunc", *(["-a"] if stopped else []),
+         "--filter", f"label=com.docker.compose.project={project}",
+         "--format", '{{.ID}} {{.Label "com.docker.compose.service"}}'],
+        capture_output=True, text=True, check=True,
+    ).stdout.split("\n")  # fmt: skip
+    return [tuple(line.split(" ", 1)) for line in filter(None, listed)]
+
+
 def container_cpu(project: str) -> dict[str, float]:
     """CPU-seconds so far of each of the stack's services, and of all containers."""
-    listed = subprocess.run(
-        [
-            "docker",
-            "ps",
-            "--no-trunc",
-            "--filter",
-            f"label=com.docker.compose.project={project}",
-            "--format",
-            '{{.ID}} {{.Label "com.docker.compose.service"}}',
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.split("\n")
     found = {"all containers": _cgroup_cpu(None)}
-    for line in filter(None, listed):
-        container_id, service = line.split(" ", 1)
+    for container_id, service in stack_containers(project):
         found[service] = _cgroup_cpu(container_id)
     return {name: value for name, value in found.items() if value is not None}
 
@@ -207,15 +204,16 @@ def slot_held_after_task(project: str, dag_prefix: str) -> dict:
     """How long each worker slot stayed taken after its task's last log line, from the
     workers' own logs ("Workload finished") and the task logs: the supervisor's wait for
     the task process's exit (docs/production.md)."""
-    workers = subprocess.run(
-        ["docker", "ps", "-a", "--filter", f"label=com.docker.compose.project={project}",
-         "--format", '{{.Names}} {{.Label "com.docker.compose.service"}}'],
-        capture_output=True, text=True, check=True,
-    ).stdout.split("\n")  # fmt: skip
-    names = [line.split()[0] for line in workers if "airflow-worker" in line]
+    workers = {
+        service: container_id
+        for container_id, service in stack_containers(project, stopped=True)
+        if service.startswith("airflow-worker")
+    }
     finished: dict[str, float] = {}
-    for name in names:
-        logs = subprocess.run(["docker", "logs", name], check=True, capture_output=True, text=True)
+    for container_id in workers.values():
+        logs = subprocess.run(
+            ["docker", "logs", container_id], check=True, capture_output=True, text=True
+        )
         current = None
         for line in (logs.stdout + logs.stderr).splitlines():
             found = re.search(r"Executing workload in Celery: .*log_path='([^']+)'", line)
@@ -225,10 +223,9 @@ def slot_held_after_task(project: str, dag_prefix: str) -> dict:
                 finished[current] = _utc(line.split()[0])
                 current = None
     finished = {k: v for k, v in finished.items() if k.startswith(f"dag_id={dag_prefix}")}
-    running = next(n for n in names if "worker-1" in n)
     last = json.loads(
-        subprocess.run(
-            ["docker", "exec", "-i", running, "python", "-c", _LAST_LOG_LINE],
+        subprocess.run(  # worker 1 runs in both phases; the logs volume is shared
+            ["docker", "exec", "-i", workers["airflow-worker-1"], "python", "-c", _LAST_LOG_LINE],
             input=json.dumps(sorted(finished)), capture_output=True, text=True, check=True,
         ).stdout
     )  # fmt: skip
@@ -282,20 +279,7 @@ def phase(api, project: str, models: list[str]) -> dict:
 
 
 def stop_service(project: str, service: str) -> None:
-    found = subprocess.run(
-        [
-            "docker",
-            "ps",
-            "-q",
-            "--filter",
-            f"label=com.docker.compose.project={project}",
-            "--filter",
-            f"label=com.docker.compose.service={service}",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.split()
+    found = [cid for cid, name in stack_containers(project) if name == service]
     assert len(found) == 1, (service, found)
     # Celery's warm shutdown: it finishes what it runs (nothing, between the phases).
     subprocess.run(["docker", "stop", "-t", "120", found[0]], check=True, capture_output=True)

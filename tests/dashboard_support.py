@@ -5,7 +5,6 @@ for fresh scrapes."""
 
 from __future__ import annotations
 
-import base64
 import json
 import math
 import re
@@ -15,6 +14,7 @@ import urllib.parse
 import urllib.request
 
 import pytest
+import urllib3
 from mlops_pack.server_client import ServerClient
 from support import ROOT
 
@@ -49,12 +49,15 @@ def assert_queries_have_data(port: int, model: str, queries: list[str], prefix: 
 PROMETHEUS_PASSWORDS: dict[int, str] = {}
 
 
+def basic_auth(password: str) -> dict[str, str]:
+    """The header for the compose stack's Prometheus and Pushgateway (user mlops-pack)."""
+    return urllib3.make_headers(basic_auth=f"mlops-pack:{password}")
+
+
 def query(port: int, expr: str) -> list[dict]:
     url = f"http://127.0.0.1:{port}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
-    request = urllib.request.Request(url)
-    if port in PROMETHEUS_PASSWORDS:
-        pair = f"mlops-pack:{PROMETHEUS_PASSWORDS[port]}".encode()
-        request.add_header("Authorization", "Basic " + base64.b64encode(pair).decode())
+    password = PROMETHEUS_PASSWORDS.get(port)
+    request = urllib.request.Request(url, headers=basic_auth(password) if password else {})
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
             body = json.load(response)

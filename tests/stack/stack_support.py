@@ -162,6 +162,7 @@ def local_stack(
         )
         shutil.rmtree(folder, ignore_errors=True)
         shutil.rmtree(labels, ignore_errors=True)
+        PROMETHEUS_PASSWORDS.pop(ports["prometheus"], None)
         for kind in ("container", "volume", "network"):
             assert compose_resources(kind, project) == [], f"{kind}s left behind"
 

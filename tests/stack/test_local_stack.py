@@ -11,7 +11,6 @@ dag-processor, triggerer, two workers) running the pack's DAGs against all of it
 
 from __future__ import annotations
 
-import base64
 import itertools
 import json
 import shutil
@@ -28,6 +27,7 @@ import pytest
 from dashboard_support import (
     assert_every_panel_has_data,
     assert_queries_have_data,
+    basic_auth,
     panel_queries,
     query,
     wait_for_scrapes,
@@ -356,9 +356,7 @@ def test_the_pushgateway_takes_pushes_only_with_its_password(local_stack):
     assert http_status(f"{gateway}/metrics") == 401  # reading needs it too
     password = local_stack["secrets"]["PUSHGATEWAY_PASSWORD"]
     push(gateway, "probe", b"mlops_monitor_probe 1\n", credentials=("mlops-pack", password))
-    request = urllib.request.Request(f"{gateway}/metrics")
-    request.add_header("Authorization", "Basic " + base64.b64encode(
-        f"mlops-pack:{password}".encode()).decode())  # fmt: skip
+    request = urllib.request.Request(f"{gateway}/metrics", headers=basic_auth(password))
     with urllib.request.urlopen(request, timeout=5) as response:
         text = response.read().decode()
     assert "mlops_monitor_probe{" in text and "forged" not in text
