@@ -16,7 +16,7 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
-from support import free_port, open_dir
+from support import ROOT, free_port, open_dir
 
 
 def _pg_bin(name: str) -> str:
@@ -86,34 +86,56 @@ def _has_user(name: str) -> bool:
     return True
 
 
+def mlflow_passwords() -> dict[str, str]:
+    """Fresh passwords for an MLflow server behind basic authentication (see below)."""
+    import secrets
+
+    return {
+        name: secrets.token_urlsafe(24)
+        for name in (
+            "MLFLOW_AUTH_ADMIN_PASSWORD",
+            "MLFLOW_PACK_PASSWORD",
+            "MLFLOW_READER_PASSWORD",
+            "MLFLOW_FLASK_SERVER_SECRET_KEY",
+        )
+    }
+
+
 @contextlib.contextmanager
-def mlflow_server(root: Path) -> Iterator[str]:
+def mlflow_server(root: Path, passwords: dict[str, str] | None = None) -> Iterator[str]:
     """``mlflow server`` with a SQLite backend and a proxied artifact store (clients need
-    only its URL); yields the tracking URI."""
+    only its URL); yields the tracking URI.
+
+    ``passwords`` (``mlflow_passwords()``): the server starts as the compose stack's does, through
+    the MLflow image's start script (include/mlflow/serve.py), behind basic authentication.
+    """
     root.mkdir(parents=True, exist_ok=True)
     port = free_port()
     log = (root / "mlflow-server.log").open("wb")
+    backend = f"sqlite:///{root / 'mlflow.db'}"
+    args = [
+        "--serve-artifacts",
+        "--artifacts-destination",
+        str(root / "artifacts"),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+    ]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_TRACKING_")}
+    if passwords:
+        command = [sys.executable, str(ROOT / "include" / "mlflow" / "serve.py"), *args]
+        env.update(passwords, MLFLOW_BACKEND_STORE_URI=backend)
+    else:
+        command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", backend, *args]
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "mlflow",
-            "server",
-            "--backend-store-uri",
-            f"sqlite:///{root / 'mlflow.db'}",
-            "--serve-artifacts",
-            "--artifacts-destination",
-            str(root / "artifacts"),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-        ],
+        command,
         stdout=log,
         stderr=subprocess.STDOUT,
         cwd=root,
+        env=env,
         start_new_session=True,  # its workers share its process group, stopped together
     )
     url = f"http://127.0.0.1:{port}"

@@ -699,17 +699,24 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     code, record, error = EXIT_INTERNAL, {}, None
     try:
+        from mlops_pack import mlflow_credentials
         from mlops_pack.extensions import load_extensions
 
+        # A step container's MLflow credentials come as a file (never its environment).
+        mlflow_credentials.load_named_file()
         load_extensions()
         with _stop_on_sigterm():
             code, record = args.func(args)
-    except MlopsPackError as exc:
-        code, record, error = exc.exit_code, exc.payload, str(exc)
-        print(f"error: {exc}", file=sys.stderr)
-    except Exception as exc:  # an internal error: keep the traceback for the log
-        traceback.print_exc()
-        error = f"{type(exc).__name__}: {exc}"
+    except Exception as exc:
+        from mlops_pack.registry_versions import refusal
+
+        known = exc if isinstance(exc, MlopsPackError) else refusal(exc)
+        if known is not None:
+            code, record, error = known.exit_code, known.payload, str(known)
+            print(f"error: {known}", file=sys.stderr)
+        else:  # an internal error: keep the traceback for the log
+            traceback.print_exc()
+            error = f"{type(exc).__name__}: {exc}"
     if getattr(args, "flat_result", False) and error is None and getattr(args, "out", None):
         # The monitor's record is its result: its status (healthy, drift, ...) is what a
         # caller branches on, next to the exit code every step reports.

@@ -28,9 +28,31 @@ def is_missing(exc: Exception, *also: int) -> bool:
     return getattr(exc, "error_code", None) in codes
 
 
-def outage(what: str, exc: Exception) -> ServiceUnavailableError:
+# What MLflow's authentication answers: no retry changes the user or its grants.
+REFUSED = ("UNAUTHENTICATED", "PERMISSION_DENIED")
+
+
+def refusal(exc: Exception) -> BadInputError | None:
+    """The error for any MLflow call that its authentication refused, else None: the
+    steps' last word on an MLflow error that no registry method translated."""
+    if getattr(exc, "error_code", None) in REFUSED:
+        return failure("answer this user", exc)  # type: ignore[return-value]
+    return None
+
+
+def failure(what: str, exc: Exception) -> BadInputError | ServiceUnavailableError:
+    """The error for an MLflow call that failed other than by a missing thing: a refusal
+    by MLflow's authentication (not retried), else an outage (a retry may succeed)."""
     code = getattr(exc, "error_code", type(exc).__name__)
     first = str(exc).splitlines()[0][:300] if str(exc) else ""
+    if code in REFUSED:
+        return BadInputError(
+            f"MLflow refused to {what} ({code}: {first}). Fix: sign in as a user that "
+            "may (MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD; in the compose "
+            "stack the workers' user is mlops-pack, with MLFLOW_PACK_PASSWORD), or grant "
+            "this one the model in MLflow",
+            {"mlflow_error_code": code, "rule": "mlflow_access"},
+        )
     return ServiceUnavailableError(
         f"MLflow failed to {what} ({code}: {first}); the registry is unreachable or "
         "failing, a retry may succeed",
@@ -97,13 +119,13 @@ class ModelVersions:
             self.client.get_registered_model(name)
             return
         except MlflowException as exc:
-            if not is_missing(exc):
-                raise outage(f"read registered model {name}", exc) from None
+            if not self._missing(name, exc):
+                raise failure(f"read registered model {name}", exc) from None
         try:
             self.client.create_registered_model(name, tags={f"{TAG}managed": "true"})
         except MlflowException as exc:
             if exc.error_code != ErrorCode.Name(RESOURCE_ALREADY_EXISTS):
-                raise outage(f"create registered model {name}", exc) from None
+                raise failure(f"create registered model {name}", exc) from None
             # else: another process created it first, which is fine
 
     def version(self, name: str, version: str) -> Version:
@@ -113,11 +135,11 @@ class ModelVersions:
         try:
             mv = self.client.get_model_version(name, str(version))
         except MlflowException as exc:
-            if is_missing(exc):
+            if self._missing(name, exc):
                 raise BadInputError(
                     f"model {name}: version {version} does not exist in the registry"
                 ) from None
-            raise outage(f"read model {name} version {version}", exc) from None
+            raise failure(f"read model {name} version {version}", exc) from None
         return _version(mv)
 
     def alias(self, name: str, alias: str) -> Version | None:
@@ -129,10 +151,29 @@ class ModelVersions:
             mv = self.client.get_model_version_by_alias(name, alias)
         except MlflowException as exc:
             # MLflow reports an alias that is not set as INVALID_PARAMETER_VALUE.
-            if is_missing(exc, INVALID_PARAMETER_VALUE):
+            if self._missing(name, exc, INVALID_PARAMETER_VALUE):
                 return None
-            raise outage(f"read alias {alias} of model {name}", exc) from None
+            raise failure(f"read alias {alias} of model {name}", exc) from None
         return _version(mv)
+
+    def _missing(self, name: str, exc: Exception, *also: int) -> bool:
+        """MLflow says the model (or what was asked of it) does not exist.
+
+        Behind MLflow's authentication, a read of a model that does not exist is refused
+        (403, so that answers never tell which names exist) rather than reported missing.
+        A refusal is then checked by looking the model up by name, which lists every model
+        the user may read: not listed means not there.
+        """
+        if is_missing(exc, *also):
+            return True
+        if getattr(exc, "error_code", None) != "PERMISSION_DENIED":
+            return False
+        quoted = name.replace("\\", "\\\\").replace("'", "\\'")
+        try:
+            listed = self.client.search_registered_models(f"name = '{quoted}'", max_results=1)
+        except Exception:  # the refusal is what the caller reports
+            return False
+        return not listed
 
     def set_alias(self, name: str, alias: str, version: str) -> None:
         self.client.set_registered_model_alias(name, alias, str(version))
@@ -143,9 +184,9 @@ class ModelVersions:
         try:
             return dict(self.client.get_registered_model(name).tags)
         except MlflowException as exc:
-            if is_missing(exc):
+            if self._missing(name, exc):
                 return {}
-            raise outage(f"read registered model {name}", exc) from None
+            raise failure(f"read registered model {name}", exc) from None
 
     def set_model_tag(self, name: str, key: str, value: str) -> None:
         self.client.set_registered_model_tag(name, key, value)

@@ -14,6 +14,11 @@ Prometheus and the Pushgateway answer only with their passwords (basic authentic
 hash, the only form they accept) and the password itself, for the scrapes that
 Prometheus makes of both (``password_file``); the workers (pushing) and Grafana (reading)
 get theirs from the ``.env``.
+
+The MLflow server answers only its users (MLflow's basic authentication; the MLflow
+image's include/mlflow/serve.py makes them from the ``.env``): ``mlops-pack`` for the
+workers and their step containers, ``mlops-reader`` for the api-server's Models page and
+the model servers, whose secrets folders hold it as ``registry_credentials``.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from mlops_pack import mlflow_credentials
 from mlops_pack.errors import BadInputError
 from mlops_pack.spec import load_spec
 
@@ -44,11 +50,18 @@ PASSWORDS = (
     "GRAFANA_ADMIN_PASSWORD",
     "PUSHGATEWAY_PASSWORD",
     "PROMETHEUS_PASSWORD",
+    "MLFLOW_ADMIN_PASSWORD",
+    "MLFLOW_PACK_PASSWORD",
+    "MLFLOW_READER_PASSWORD",
+    "MLFLOW_SECRET_KEY",
 )
 # The user of the services behind basic authentication (one each: the password is the
 # secret), and where each one's password is in the .env.
 WEB_USER = "mlops-pack"
 WEB_SERVICES = {"pushgateway": "PUSHGATEWAY_PASSWORD", "prometheus": "PROMETHEUS_PASSWORD"}
+# MLflow's read-only user (include/mlflow/serve.py creates it): the model servers fetch
+# versions with it, from the file each one's secrets folder holds.
+MLFLOW_READER = "mlops-reader"
 
 
 def fernet_key() -> str:
@@ -152,6 +165,13 @@ def _write_server_secrets(secrets_dir: Path, models: list[str], values: dict[str
                 path = folder / secret
                 path.write_text(values[f"{model.upper()}_{secret.upper()}"], encoding="utf-8")
                 path.chmod(0o644)
+            path = folder / mlflow_credentials.CREDENTIALS_FILE
+            reader = {
+                "MLFLOW_TRACKING_USERNAME": MLFLOW_READER,
+                "MLFLOW_TRACKING_PASSWORD": values["MLFLOW_READER_PASSWORD"],
+            }
+            path.write_text(mlflow_credentials.render(reader) or "", encoding="utf-8")
+            path.chmod(0o644)
         for service, key in WEB_SERVICES.items():
             folder = staging / service
             folder.mkdir()

@@ -1,8 +1,10 @@
 """Steps that share no file system with the worker: an MLflow tracking server over HTTP
 holds the registry and the artifacts, a Postgres holds the promotion lock; the step
 containers get no bind mount at all (the engine may be on another host): the spec, the
-suites, the run's data file, the work dir and the lock's DSN are copied into the
-container's own volume, and result.json is copied out of the stopped container.
+suites, the run's data file, the work dir, the lock's DSN and the MLflow server's
+credentials are copied into the container's own volume, and result.json is copied out of
+the stopped container. The MLflow server runs behind its basic authentication, started
+as the compose stack starts it.
 
 Here the containers use ``network_mode=host`` to reach the server on 127.0.0.1 (this
 engine has no bridge network); in docker-compose they join a network that reaches MLflow.
@@ -16,11 +18,13 @@ import shutil
 import subprocess
 import threading
 import time
+import urllib.error
+import urllib.request
 
 import pytest
 import yaml
 from mlops_pack.airflow.container import STACK_LABEL, stack_id
-from services import mlflow_server, postgres
+from services import mlflow_passwords, mlflow_server, postgres
 from support import ROOT, open_dir
 
 SEEN: list[dict] = []
@@ -64,7 +68,8 @@ def remote_world(task_image, airflow_db, monkeypatch, tmp_path):
     for path in (include, data):
         for item in path.rglob("*"):
             item.chmod(0o755 if item.is_dir() else 0o644)
-    with postgres() as dsn, mlflow_server(tmp_path / "mlflow") as tracking:
+    passwords = mlflow_passwords()
+    with postgres() as dsn, mlflow_server(tmp_path / "mlflow", passwords) as tracking:
         for name, value in {
             "MLOPS_PACK_INCLUDE_DIR": include,
             "MLOPS_PACK_DATA_DIR": data,
@@ -74,12 +79,17 @@ def remote_world(task_image, airflow_db, monkeypatch, tmp_path):
             "MLFLOW_TRACKING_URI": tracking,
             "MLOPS_PACK_LOCK_DSN": dsn,
             "MLOPS_PACK_STEP_NETWORK": "host",
+            "MLFLOW_TRACKING_USERNAME": "mlops-pack",
+            "MLFLOW_TRACKING_PASSWORD": passwords["MLFLOW_PACK_PASSWORD"],
         }.items():
             monkeypatch.setenv(name, str(value))
         from mlops_pack.airflow.dag_factory import build_retrain_dag
 
         dag = build_retrain_dag(include / "models" / "churn.yaml")
-        yield {"dag": dag, "home": home, "dsn": dsn, "data": data}
+        yield {
+            "dag": dag, "home": home, "dsn": dsn, "data": data, "tracking": tracking,
+            "password": passwords["MLFLOW_PACK_PASSWORD"],
+        }  # fmt: skip
     for path in (include, data, home):
         shutil.rmtree(path, ignore_errors=True)
 
@@ -116,11 +126,20 @@ def test_retrain_dag_steps_share_no_file_system_with_the_worker(remote_world):
         assert mounts[0]["Destination"] == "/work"
         env = dict(e.split("=", 1) for e in container["Config"]["Env"])
         assert remote_world["dsn"] not in json.dumps(container["Config"]), container["Name"]
+        assert remote_world["password"] not in json.dumps(container["Config"])
+        assert not {"MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"} & set(env)
         assert env["MLOPS_PACK_LOCK_DSN_FILE"] == "/work/secrets/lock_dsn"
+        assert env["MLOPS_PACK_MLFLOW_CREDENTIALS_FILE"] == "/work/secrets/registry_credentials"
         assert env["MLOPS_PACK_DATA_DIR"] == "/work/data"
         tasks.update(t for t in ("validate", "train", "promote") if f"-{t}-" in container["Name"])
     # The steps that read the data file (copied in) and the one that takes the lock.
     assert tasks == {"validate", "train", "promote"}, tasks
+    # The steps signed in: the server refuses whoever does not.
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(
+            f"{remote_world['tracking']}/api/2.0/mlflow/registered-models/get?name=churn"
+        )
+    assert refused.value.code == 401
     # The store's folder was never used as an MLflow store or a lock folder.
     assert not (home / "mlflow.db").exists() and not (home / "locks").exists()
     assert os.listdir(home) == ["work"]

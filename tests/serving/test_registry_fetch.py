@@ -5,7 +5,9 @@ churn versions, trained in-process against it; a real server container, started 
 registry's URL and an empty home of its own, fetches ``models:/churn/<version>`` and
 checks the sha256 recorded on the version before loading. Nothing is staged by the
 trainer. A version whose file was changed in the artifact store is refused with a clear
-error, and the old version keeps serving.
+error, and the old version keeps serving. The MLflow server runs behind its basic
+authentication, as in the compose stack: the trainer signs in as the pack's user, the
+server container as the read-only one, from the credentials file in its secrets folder.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import pytest
 from mlops_pack.hashing import sha256_file
 from mlops_pack.model_fetch import SHA_TAG
 from mlops_pack.server_client import ServerClient
-from services import mlflow_server
+from services import mlflow_passwords, mlflow_server
 from serving_support import write_spec
 from support import free_port, open_dir, run_cli
 
@@ -29,8 +31,18 @@ def fetching(task_image, data_dir, tmp_path_factory):
         open_dir(p) for p in ("fetch-trainer-", "fetch-srv-", "fetch-inc-", "fetch-sec-")
     )
     spec = write_spec(include, latency_budget_ms_p95=5000)
-    with mlflow_server(root / "mlflow") as tracking, pytest.MonkeyPatch.context() as env:
+    passwords = mlflow_passwords()
+    (secrets / "registry_credentials").write_text(
+        f"MLFLOW_TRACKING_USERNAME=mlops-reader\n"
+        f"MLFLOW_TRACKING_PASSWORD={passwords['MLFLOW_READER_PASSWORD']}\n"
+    )
+    with (
+        mlflow_server(root / "mlflow", passwords) as tracking,
+        pytest.MonkeyPatch.context() as env,
+    ):
         env.setenv("MLFLOW_TRACKING_URI", tracking)
+        env.setenv("MLFLOW_TRACKING_USERNAME", "mlops-pack")
+        env.setenv("MLFLOW_TRACKING_PASSWORD", passwords["MLFLOW_PACK_PASSWORD"])
         env.setenv("MLOPS_PACK_HOME", str(trainer))
         env.setenv("MLOPS_PACK_DATA_DIR", str(data_dir))
         for month in ("01", "02"):  # v1 and v2: registered, with their sha256 recorded

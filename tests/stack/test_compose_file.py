@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from mlops_pack.mlflow_credentials import read as registry_credentials
 from stack_support import docker_compose, env_values
 from support import ROOT, run_cli
 
@@ -72,6 +73,12 @@ def test_stack_init_writes_private_secrets_once(tmp_path, stack_env, capsys):
         for secret in ("admin_token", "prediction_key"):
             path = tmp_path / ".stack" / "secrets" / model / secret
             assert path.read_text() == values[f"{model.upper()}_{secret.upper()}"]
+        # The server fetches versions from MLflow as the read-only user.
+        path = tmp_path / ".stack" / "secrets" / model / "registry_credentials"
+        assert registry_credentials(path) == {
+            "MLFLOW_TRACKING_USERNAME": "mlops-reader",
+            "MLFLOW_TRACKING_PASSWORD": values["MLFLOW_READER_PASSWORD"],
+        }
     # Prometheus's and the Pushgateway's web configurations hold their passwords' bcrypt
     # hashes only; the scrapes read the passwords themselves from the files beside them.
     import bcrypt
@@ -116,7 +123,30 @@ def test_compose_config_accepts_the_shipped_file(stack_env):
     assert worker["deploy"]["replicas"] == 2
     assert worker["environment"]["DOCKER_HOST"] == "tcp://docker-proxy:2375"
     # MLflow's GenAI job runner (eight idle processes) is off: tracking and registry only.
-    assert services["mlflow"]["environment"]["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] == "false"
+    mlflow = services["mlflow"]
+    assert mlflow["environment"]["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] == "false"
+    # MLflow answers only its users: the image's start script gets their passwords.
+    for variable, key in (
+        ("MLFLOW_AUTH_ADMIN_PASSWORD", "MLFLOW_ADMIN_PASSWORD"),
+        ("MLFLOW_PACK_PASSWORD", "MLFLOW_PACK_PASSWORD"),
+        ("MLFLOW_READER_PASSWORD", "MLFLOW_READER_PASSWORD"),
+        ("MLFLOW_FLASK_SERVER_SECRET_KEY", "MLFLOW_SECRET_KEY"),
+    ):
+        assert mlflow["environment"][variable] == values[key], variable
+    assert mlflow["command"] == ["--serve-artifacts"]  # the entrypoint adds the auth app
+    # Who signs in as whom: the workers (and their steps) write, the Models page reads.
+    signed_in = {
+        name: (services[name]["environment"].get("MLFLOW_TRACKING_USERNAME"),
+               services[name]["environment"].get("MLFLOW_TRACKING_PASSWORD"))
+        for name in LONG_RUNNING | {"airflow-init"} if "environment" in services[name]
+    }  # fmt: skip
+    assert {k: v for k, v in signed_in.items() if v != (None, None)} == {
+        "airflow-worker": ("mlops-pack", values["MLFLOW_PACK_PASSWORD"]),
+        "airflow-apiserver": ("mlops-reader", values["MLFLOW_READER_PASSWORD"]),
+    }
+    assert services["airflow-apiserver"]["environment"]["MLFLOW_TRACKING_URI"] == (
+        "http://mlflow:5000"
+    )
     # Pushes and scrapes of the Pushgateway take the password stack init wrote.
     gateway = services["pushgateway"]
     assert "--web.config.file=/etc/pushgateway/web.yml" in gateway["command"]
@@ -155,6 +185,13 @@ def test_compose_config_accepts_the_shipped_file(stack_env):
         assert server["read_only"] and server["cap_drop"] == ["ALL"], name
         assert server["user"] == "65534:65534"
         assert "no-new-privileges:true" in server["security_opt"]
+        # It fetches each version from the registry (nothing stages files on its volume),
+        # with the read-only user's file from its secrets folder.
+        command = server["command"]
+        assert command[command.index("--registry-url") + 1] == "http://mlflow:5000", name
+        credentials = command[command.index("--registry-credentials-file") + 1]
+        assert credentials == "/run/mlops-secrets/registry_credentials", name
+        assert "/run/mlops-secrets" in mount_targets(server)
     # Published ports listen on loopback unless STACK_BIND says otherwise.
     published = [p for s in services.values() for p in s.get("ports", [])]
     assert len(published) == 6  # UI, Grafana, MLflow, two servers, Prometheus

@@ -2,7 +2,8 @@
 images built locally, host networking, free ports; then everything stopped and removed.
 
 What runs is the shipped material: include/postgres/init-databases.sh in Postgres, Redis
-with its password, the MLflow image on its Postgres backend with proxied artifacts, the
+with its password, the MLflow image on its Postgres backend with proxied artifacts behind
+its basic authentication, the
 churn model server with the compose file's hardening, Prometheus
 on include/prometheus/prometheus.yml (targets moved to 127.0.0.1), secrets from
 ``mlops-pack stack init``, and Airflow 3 on Celery (airflow-init, api-server, scheduler,
@@ -17,6 +18,7 @@ import shutil
 import socket
 import subprocess
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
@@ -136,13 +138,33 @@ def test_redis_requires_its_password(local_stack):
     assert ask(f"AUTH {password}", "PING") == b"+OK\r\n+PONG\r\n"
 
 
-def test_mlflow_keeps_runs_in_postgres_and_artifacts_behind_its_url(local_stack, tmp_path):
-    import psycopg
+def mlflow_client(local_stack, monkeypatch, user: str = "mlops-pack"):
+    """An MLflow client signed in as one of the stack's MLflow users (the workers' or the
+    read-only one), with the password stack init wrote."""
     from mlflow import MlflowClient
 
+    password = {"mlops-pack": "MLFLOW_PACK_PASSWORD", "mlops-reader": "MLFLOW_READER_PASSWORD"}
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", user)
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", local_stack["secrets"][password[user]])
     url = f"http://127.0.0.1:{local_stack['ports']['mlflow']}"
     wait_until(lambda: http_status(f"{url}/health") == 200, "mlflow", timeout=400)
-    client = MlflowClient(tracking_uri=url, registry_uri=url)
+    return MlflowClient(tracking_uri=url, registry_uri=url)
+
+
+def test_mlflow_keeps_runs_in_postgres_and_artifacts_behind_its_url(
+    local_stack, tmp_path, monkeypatch
+):
+    import psycopg
+
+    client = mlflow_client(local_stack, monkeypatch)
+    # MLflow answers only its users: no password, or a wrong one, is refused.
+    url = f"http://127.0.0.1:{local_stack['ports']['mlflow']}"
+    search = f"{url}/api/2.0/mlflow/experiments/search?max_results=5"
+    assert http_status(search) == 401
+    wrong = urllib.request.Request(search, headers=basic_auth("not-it"))  # user mlops-pack
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(wrong, timeout=10)
+    assert refused.value.code == 401
     experiment = client.create_experiment(f"stack-{uuid.uuid4().hex[:6]}")
     run = client.create_run(experiment)
     client.log_metric(run.info.run_id, "roc_auc", 0.81)
@@ -238,17 +260,19 @@ def retrain(local_stack, model: str) -> tuple[str, list, dict[str, str]]:
 
 
 def champion_version(local_stack, model: str) -> str:
-    from mlflow import MlflowClient
-
-    tracking = f"http://127.0.0.1:{local_stack['ports']['mlflow']}"
-    client = MlflowClient(tracking, registry_uri=tracking)
-    return client.get_model_version_by_alias(model, "champion").version
+    with pytest.MonkeyPatch.context() as env:  # reading is all the read-only user may do
+        client = mlflow_client(local_stack, env, "mlops-reader")
+        return client.get_model_version_by_alias(model, "champion").version
 
 
-def test_celery_workers_run_the_retrain_dag_and_promote(local_stack):
+def test_celery_workers_run_the_retrain_dag_and_promote(local_stack, monkeypatch):
     """A retrain DAG (churn, not served), triggered through the REST API, runs on both
     Celery workers, consecutive tasks on different ones, and promotes its first champion
-    over the MLflow server under the Postgres lock."""
+    over the MLflow server under the Postgres lock, signed in as the pack's MLflow user.
+    The read-only user (the model servers', the Models page's) cannot move the alias; the
+    Models page, in the api-server, reads the promotion from MLflow with it."""
+    from mlflow.exceptions import MlflowException
+
     _, listed, states = retrain(local_stack, "churn_unserved")
     assert states["promote"] == "success", states
     ran = sorted((ti for ti in listed if ti.hostname), key=lambda ti: ti.start_date)
@@ -256,6 +280,32 @@ def test_celery_workers_run_the_retrain_dag_and_promote(local_stack):
     assert set(hosts) == {"airflow-worker-1", "airflow-worker-2"}, hosts
     assert any(a != b for a, b in itertools.pairwise(hosts)), hosts
     assert champion_version(local_stack, "churn_unserved") == "1"
+    reader = mlflow_client(local_stack, monkeypatch, "mlops-reader")
+    with pytest.raises(MlflowException) as denied:
+        reader.set_registered_model_alias("churn_unserved", "champion", "1")
+    assert denied.value.error_code == "PERMISSION_DENIED", denied.value
+    api = airflow_api(local_stack)
+    page = f"{api.configuration.host}/mlops-pack/api/models/churn_unserved"
+    token = api.configuration.access_token
+
+    seen: list = []
+
+    def models_page() -> dict | None:
+        request = urllib.request.Request(page, headers={"Authorization": f"Bearer {token}"})
+        try:
+            with urllib.request.urlopen(request, timeout=30) as answer:
+                row = json.loads(answer.read())
+        except urllib.error.HTTPError as exc:
+            seen.append(f"{exc.code} {exc.read()[:500]!r}")
+            return None
+        seen.append(row)
+        return row if row.get("champion") else None
+
+    try:
+        row = wait_until(models_page, "the Models page's champion", 120)
+    except AssertionError:
+        raise AssertionError(f"the Models page answered {seen[-3:]}") from None
+    assert row["champion"] == "1", row
 
 
 def test_the_served_model_follows_the_alias_and_every_panel_has_data(local_stack):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from mlops_pack.airflow.model_server import REGISTRY_CREDENTIALS, _registry_args
 from mlops_pack.errors import BadInputError
-from mlops_pack.serving.__main__ import registry_credentials
+from mlops_pack.mlflow_credentials import read as registry_credentials
 
 
 def test_the_credentials_file_gives_only_mlflow_client_credentials(tmp_path):

@@ -39,11 +39,12 @@ from mlops_pack.airflow.container import (
 )
 from mlops_pack.airflow.container import remove_quietly as _remove
 from mlops_pack.errors import ServiceUnavailableError
+from mlops_pack.mlflow_credentials import CREDENTIALS_FILE
 from mlops_pack.server_client import ServerClient
 
 log = logging.getLogger(__name__)
 SECRET_FILES = ("admin_token", "prediction_key")
-REGISTRY_CREDENTIALS = "registry_credentials"  # optional, written by the operator
+REGISTRY_CREDENTIALS = CREDENTIALS_FILE  # optional, written by the operator
 # A server answers requests: it keeps Docker's default CPU weight, where steps yield.
 SERVER_LIMITS = ContainerLimits(memory="1g", cpus=1.0, pids=128, tmpfs_size="64m", cpu_shares=1024)
 

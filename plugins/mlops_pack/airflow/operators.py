@@ -22,6 +22,7 @@ from typing import Any
 from airflow.exceptions import AirflowException
 from airflow.sdk import BaseOperator
 
+from mlops_pack import mlflow_credentials
 from mlops_pack.airflow.container import (
     ContainerLimits,
     container_user,
@@ -334,7 +335,7 @@ class MlopsStepOperator(BaseOperator):
             raise MlopsBadInputFailure(str(problem), problem.payload)
         user = f"{uid}:{gid}"
         hand_over(work, uid, gid)
-        self._lock_secret(uid, gid)
+        self._worker_secrets(uid, gid)
         places = StepPlaces.remote() if remote else StepPlaces()
         feed = self._feed_folders() if remote else None
         if feed is not None:
@@ -404,7 +405,8 @@ class MlopsStepOperator(BaseOperator):
             "MLOPS_PACK_DATA_DIR": places.data,
             "MLOPS_PACK_DAG_RUN_ID": context["run_id"],
         }
-        # No secret in the environment (docker inspect shows it): the lock DSN is a file.
+        # No secret in the environment (docker inspect shows it): the lock DSN and the
+        # MLflow server's credentials are files (_worker_secrets).
         passed = ["MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLOPS_PACK_EXTENSIONS"]
         if not remote:  # a lock folder of this worker's means nothing in a remote step
             passed.append("MLOPS_PACK_LOCK_DIR")
@@ -413,6 +415,10 @@ class MlopsStepOperator(BaseOperator):
                 environment[name] = os.environ[name]
         if self._secrets and (self._secrets / LOCK_DSN_FILE).exists():
             environment["MLOPS_PACK_LOCK_DSN_FILE"] = f"{places.secrets}/{LOCK_DSN_FILE}"
+        if self._secrets and (self._secrets / mlflow_credentials.CREDENTIALS_FILE).exists():
+            environment[mlflow_credentials.FILE_VARIABLE] = (
+                f"{places.secrets}/{mlflow_credentials.CREDENTIALS_FILE}"
+            )
         if extensions is not None:  # in-house modules: read-only, importable by the step
             environment["MLOPS_PACK_EXTENSIONS_DIR"] = places.extensions
         return environment
@@ -436,18 +442,23 @@ class MlopsStepOperator(BaseOperator):
             mounts.append(Mount(STEP_SECRETS, str(self._secrets), type="bind", read_only=True))
         return mounts
 
-    def _lock_secret(self, uid: int, gid: int) -> None:
-        """The promotion lock's DSN (it may hold a password) as a file among the step's
-        secrets, never in the container's environment."""
-        dsn = os.environ.get("MLOPS_PACK_LOCK_DSN", "").strip()
-        if not dsn:
-            return
-        if self._secrets is None:
-            self._secrets = _private_secrets_dir()
-        path = self._secrets / LOCK_DSN_FILE
-        path.write_text(dsn, encoding="utf-8")
-        hand_over(path, uid, gid, 0o400)
-        hand_over(self._secrets, uid, gid, 0o700)
+    def _worker_secrets(self, uid: int, gid: int) -> None:
+        """What of this worker's secrets the step needs, as files among the step's
+        secrets, never in the container's environment: the promotion lock's DSN (it may
+        hold a password) and the MLflow server's credentials, when either is set."""
+        wanted = {
+            LOCK_DSN_FILE: os.environ.get("MLOPS_PACK_LOCK_DSN", "").strip() or None,
+            mlflow_credentials.CREDENTIALS_FILE: mlflow_credentials.render(os.environ),
+        }
+        for name, text in wanted.items():
+            if text is None:
+                continue
+            if self._secrets is None:
+                self._secrets = _private_secrets_dir()
+            path = self._secrets / name
+            path.write_text(text, encoding="utf-8")
+            hand_over(path, uid, gid, 0o400)
+            hand_over(self._secrets, uid, gid, 0o700)
 
     def _inbound(
         self,

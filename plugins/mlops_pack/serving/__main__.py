@@ -18,6 +18,7 @@ import logging
 import os
 from pathlib import Path
 
+from mlops_pack import mlflow_credentials
 from mlops_pack.errors import BadInputError
 
 
@@ -50,7 +51,7 @@ def main(argv: list[str] | None = None) -> None:
     spec = load_spec(args.spec)
     if args.registry_credentials_file:
         try:
-            os.environ.update(registry_credentials(args.registry_credentials_file))
+            os.environ.update(mlflow_credentials.read(args.registry_credentials_file))
         except BadInputError as exc:
             raise SystemExit(f"error: {exc}") from None
     server = ModelServer(
@@ -73,25 +74,6 @@ def main(argv: list[str] | None = None) -> None:
         access_log=False,  # request lines add latency; the prediction log records each one
         timeout_graceful_shutdown=10,
     )
-
-
-CREDENTIAL_KEYS = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN")
-
-
-def registry_credentials(path: Path) -> dict[str, str]:
-    """The MLflow client's credentials from ``path``; any other line is refused (the
-    file must not smuggle other settings into the server's environment)."""
-    found = {}
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip() or line.lstrip().startswith("#"):
-            continue
-        key, sep, value = line.partition("=")
-        if not sep or key.strip() not in CREDENTIAL_KEYS:
-            raise BadInputError(
-                f"{path}:{number}: expected KEY=value with KEY one of {list(CREDENTIAL_KEYS)}"
-            )
-        found[key.strip()] = value.strip()
-    return found
 
 
 if __name__ == "__main__":

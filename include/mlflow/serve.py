@@ -1,0 +1,84 @@
+"""Start the MLflow tracking server of the compose stack behind MLflow's basic authentication.
+
+The MLflow image runs this instead of ``mlflow server``. It
+1. writes the auth app's configuration into a private file on the container's tmpfs: its
+   users live in the tracking backend's database (``MLFLOW_BACKEND_STORE_URI``), in
+   tables of their own (MLflow versions them apart from the tracking tables), so the
+   stack needs no second database; every signed-in user may read everything
+   (``default_permission = READ``), and what a user creates (an experiment, a registered
+   model) is that user's to change;
+2. makes the stack's two users exist with the passwords of the environment (a password
+   changed in ``.env`` takes effect at the next start):
+   ``mlops-pack`` (``MLFLOW_PACK_PASSWORD``): Airflow's workers and api-server, and the
+   step containers; it creates the experiments, runs, registered models and versions,
+   and so may move their aliases. ``mlops-reader`` (``MLFLOW_READER_PASSWORD``): the
+   model servers, which only download versions. MLflow's own admin
+   (``MLFLOW_AUTH_ADMIN_PASSWORD``, created by MLflow at its first start) is for people
+   managing users; nothing of the pack signs in with it;
+3. becomes ``mlflow server --app-name basic-auth`` with the arguments it was given.
+
+Verifying a password costs MLflow a scrypt hash (tens of milliseconds of CPU), on every
+request unless the result is cached: a retrain makes hundreds of requests, so successful
+checks are cached for ``MLFLOW_AUTH_CACHE_SECONDS`` (300 by default; 0 turns it off).
+Users and passwords are only changed here, at start, so the cache never outlives one.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+
+USERS = {"mlops-pack": "MLFLOW_PACK_PASSWORD", "mlops-reader": "MLFLOW_READER_PASSWORD"}
+REQUIRED = ("MLFLOW_BACKEND_STORE_URI", "MLFLOW_AUTH_ADMIN_PASSWORD", *USERS.values())
+
+
+def auth_config(database_uri: str, cache_seconds: int) -> str:
+    # configparser treats "%" as interpolation: a percent-encoded password must be doubled.
+    escaped = database_uri.replace("%", "%%")
+    return (
+        "[mlflow]\n"
+        "default_permission = READ\n"
+        f"database_uri = {escaped}\n"
+        "admin_username = admin\n"
+        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+        f"auth_cache_ttl_seconds = {cache_seconds}\n"
+    )
+
+
+def ensure_users(database_uri: str) -> None:
+    from mlflow.server.auth.sqlalchemy_store import SqlAlchemyStore
+
+    store = SqlAlchemyStore()
+    store.init_db(database_uri)  # creates or migrates the auth tables
+    for user, variable in USERS.items():
+        password = os.environ[variable]
+        if store.has_user(user, use_primary=True):
+            store.update_user(user, password=password)
+        else:
+            store.create_user(user, password)
+
+
+def main(argv: list[str]) -> None:
+    missing = [name for name in REQUIRED if not os.environ.get(name)]
+    if missing:
+        sys.exit(
+            f"mlflow: {', '.join(missing)} not set. Fix: run `mlops-pack stack init` (it "
+            "writes them into .env) and start the stack with that .env"
+        )
+    database_uri = os.environ["MLFLOW_BACKEND_STORE_URI"]
+    cache = int(os.environ.get("MLFLOW_AUTH_CACHE_SECONDS", "300"))
+    fd, path = tempfile.mkstemp(prefix="mlflow-auth-", suffix=".ini")
+    with os.fdopen(fd, "w", encoding="utf-8") as out:  # mode 600: it holds the DB password
+        out.write(auth_config(database_uri, cache))
+    os.environ["MLFLOW_AUTH_CONFIG_PATH"] = path
+    ensure_users(database_uri)
+    # The users' passwords are in the database now; the server process needs none of them.
+    for variable in USERS.values():
+        del os.environ[variable]
+    server = [sys.executable, "-m", "mlflow", "server", "--app-name", "basic-auth", *argv]
+    os.execv(sys.executable, server)  # noqa: S606 - fixed argv, no shell: becomes the server
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
