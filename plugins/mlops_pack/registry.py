@@ -61,6 +61,15 @@ class Registry:
     def download(self, uri: str, dst: Path) -> Path:
         return self.versions.download(uri, dst)
 
+    def log_batch(
+        self,
+        run_id: str,
+        params: dict[str, Any] | None = None,
+        tags: dict[str, str] | None = None,
+        metrics: dict[str, float] | None = None,
+    ) -> None:
+        self.versions.log_batch(run_id, params, tags, metrics)
+
     def log_json(
         self, run_id: str, record: dict[str, Any], artifact_path: str, filename: str
     ) -> None:

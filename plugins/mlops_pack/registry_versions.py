@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -198,6 +199,24 @@ class ModelVersions:
             mlflow.artifacts.download_artifacts(
                 artifact_uri=uri, dst_path=str(dst), tracking_uri=self.settings.tracking_uri
             )
+        )
+
+    def log_batch(
+        self,
+        run_id: str,
+        params: dict[str, Any] | None = None,
+        tags: dict[str, str] | None = None,
+        metrics: dict[str, float] | None = None,
+    ) -> None:
+        """Params, tags and metrics of a run in one request (MLflow's log-batch)."""
+        from mlflow.entities import Metric, Param, RunTag
+
+        now = int(time.time() * 1000)
+        self.client.log_batch(
+            run_id,
+            metrics=[Metric(k, float(v), now, 0) for k, v in (metrics or {}).items()],
+            params=[Param(k, str(v)) for k, v in (params or {}).items()],
+            tags=[RunTag(k, str(v)) for k, v in (tags or {}).items()],
         )
 
     def log_json(

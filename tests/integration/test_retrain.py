@@ -26,6 +26,12 @@ def test_churn_twice_then_a_worse_challenger_is_rejected(store, registry, tmp_pa
     assert train1["holdout"]["strategy"] == "out_of_time"
     assert (train1["holdout_rows"], train1["train_rows"]) == (1_600, 6_400)
     assert train1["holdout_rows_excluded"] == 0
+    # What train and evaluate record on the version's run (each in one request).
+    run = registry.client.get_run(registry.version("churn", "1").run_id).data
+    assert run.params["param.max_iter"] == "150" and run.params["seed"] == "42"
+    assert run.tags["mlops.version.scikit-learn"]
+    assert run.metrics["train_rows"] == 6_400 and run.metrics["holdout_rows"] == 1_600
+    assert 0.5 < run.metrics["holdout_roc_auc"] <= 1.0
 
     code, second = run_cli(
         "retrain",

@@ -301,7 +301,10 @@ def evaluate(ctx: StepContext, challenger_version: str) -> dict[str, Any]:
         out["evaluation_uri"] = f"{run.info.artifact_uri}/{folder}/{RESULT}"
         if spec.serving is not None:  # what deploy smoke-tests against (--smoke-sample)
             out["smoke_sample_uri"] = f"{run.info.artifact_uri}/{folder}/{SMOKE_SAMPLE}"
-        for name, value in new_score.metrics.items():
-            if value is not None and np.isfinite(value):
-                registry.client.log_metric(challenger.run_id, f"holdout_{name}", value)
+        scored = {
+            f"holdout_{name}": value
+            for name, value in new_score.metrics.items()
+            if value is not None and np.isfinite(value)
+        }
+        registry.log_batch(challenger.run_id, metrics=scored)
     return out

@@ -242,10 +242,6 @@ def train(ctx: StepContext) -> dict[str, Any]:
         "seed": spec.estimator.seed,
         **{f"param.{k}": v for k, v in spec.estimator.params.items()},
     }
-    for key, value in params.items():
-        registry.client.log_param(run_id, key, value)
-    for key, value in library_versions().items():
-        registry.client.set_tag(run_id, f"{TAG}version.{key}", value)
     metrics = {
         "train_seconds": fit_seconds,
         "train_rows": len(train_frame),
@@ -253,8 +249,14 @@ def train(ctx: StepContext) -> dict[str, Any]:
         "holdout_rows_excluded": held.excluded,
         "model_bytes": size_bytes,
     }
-    for key, value in metrics.items():
-        registry.client.log_metric(run_id, key, float(value))
+    # One request for all of them, not one each: every request is a round trip and, on
+    # a server behind authentication, a permission check.
+    registry.log_batch(
+        run_id,
+        params=params,
+        tags={f"{TAG}version.{k}": v for k, v in library_versions().items()},
+        metrics={k: float(v) for k, v in metrics.items()},
+    )
     registry.client.set_terminated(run_id)
     version = registry.client.create_model_version(
         spec.name,
