@@ -61,14 +61,9 @@ class Registry:
     def download(self, uri: str, dst: Path) -> Path:
         return self.versions.download(uri, dst)
 
-    def log_batch(
-        self,
-        run_id: str,
-        params: dict[str, Any] | None = None,
-        tags: dict[str, str] | None = None,
-        metrics: dict[str, float] | None = None,
-    ) -> None:
-        self.versions.log_batch(run_id, params, tags, metrics)
+    def log_batch(self, run_id: str, **fields: dict[str, Any]) -> None:
+        """Params, tags and metrics (keyword dicts) of a run in one request."""
+        self.versions.log_batch(run_id, **fields)
 
     def log_json(
         self, run_id: str, record: dict[str, Any], artifact_path: str, filename: str
