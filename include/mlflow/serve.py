@@ -31,7 +31,14 @@ import sys
 import tempfile
 
 USERS = {"mlops-pack": "MLFLOW_PACK_PASSWORD", "mlops-reader": "MLFLOW_READER_PASSWORD"}
-REQUIRED = ("MLFLOW_BACKEND_STORE_URI", "MLFLOW_AUTH_ADMIN_PASSWORD", *USERS.values())
+# The auth app's forms are signed with MLFLOW_FLASK_SERVER_SECRET_KEY: one key for every
+# worker process, or a form served by one fails its check on another.
+REQUIRED = (
+    "MLFLOW_BACKEND_STORE_URI",
+    "MLFLOW_AUTH_ADMIN_PASSWORD",
+    "MLFLOW_FLASK_SERVER_SECRET_KEY",
+    *USERS.values(),
+)
 
 
 def auth_config(database_uri: str, cache_seconds: int) -> str:

@@ -121,3 +121,21 @@ def test_a_credentials_file_that_cannot_be_read_is_named(monkeypatch, tmp_path):
     monkeypatch.setenv(mlflow_credentials.FILE_VARIABLE, str(missing))
     with pytest.raises(BadInputError, match=f"MLOPS_PACK_MLFLOW_CREDENTIALS_FILE={missing}"):
         mlflow_credentials.load_named_file()
+
+
+def test_the_mlflow_image_refuses_to_start_without_its_passwords():
+    """The start script names what is missing and how to get it, before MLflow starts."""
+    import subprocess
+    import sys
+
+    from support import ROOT
+
+    env = {"PATH": "/usr/bin:/bin", "MLFLOW_BACKEND_STORE_URI": "sqlite:///unused.db"}
+    started = subprocess.run(
+        [sys.executable, str(ROOT / "include" / "mlflow" / "serve.py"), "--serve-artifacts"],
+        env=env, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert started.returncode == 1
+    assert "MLFLOW_AUTH_ADMIN_PASSWORD, MLFLOW_FLASK_SERVER_SECRET_KEY" in started.stderr
+    assert "MLFLOW_BACKEND_STORE_URI" not in started.stderr.split("not set")[0]
+    assert "run `mlops-pack stack init`" in started.stderr
