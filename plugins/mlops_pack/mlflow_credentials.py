@@ -44,18 +44,23 @@ def render(env: Mapping[str, str]) -> str | None:
     return "\n".join(lines) + "\n" if lines else None
 
 
-def load_named_file(env: Mapping[str, str] | None = None) -> None:
-    """Put the credentials of the file ``MLOPS_PACK_MLFLOW_CREDENTIALS_FILE`` names into
-    this process's environment, where MLflow's client looks; nothing when it is unset."""
-    named = (os.environ if env is None else env).get(FILE_VARIABLE)
-    if not named:
-        return
+def load(path: Path, named_by: str) -> None:
+    """Put the credentials in ``path`` into this process's environment, where MLflow's
+    client looks; ``named_by`` (the option or variable that named the file) is in the
+    message when it cannot be read."""
     try:
-        os.environ.update(read(Path(named)))
+        os.environ.update(read(Path(path)))
     except OSError as exc:
         raise BadInputError(
-            f"{FILE_VARIABLE}={named}: cannot read it ({exc.strerror}). Fix: name a readable "
+            f"{named_by}={path}: cannot read it ({exc.strerror}). Fix: name a readable "
             "file of MLFLOW_TRACKING_USERNAME=... and MLFLOW_TRACKING_PASSWORD=... lines, "
             "or unset it",
-            {"rule": "mlflow_credentials", "file": named},
+            {"rule": "mlflow_credentials", "file": str(path)},
         ) from exc
+
+
+def load_named_file(env: Mapping[str, str] | None = None) -> None:
+    """``load`` the file ``MLOPS_PACK_MLFLOW_CREDENTIALS_FILE`` names; nothing when unset."""
+    named = (os.environ if env is None else env).get(FILE_VARIABLE)
+    if named:
+        load(Path(named), FILE_VARIABLE)

@@ -458,6 +458,7 @@ class MlopsStepOperator(BaseOperator):
             path = self._secrets / name
             path.write_text(text, encoding="utf-8")
             hand_over(path, uid, gid, 0o400)
+        if self._secrets is not None:
             hand_over(self._secrets, uid, gid, 0o700)
 
     def _inbound(

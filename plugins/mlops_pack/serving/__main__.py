@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> None:
     spec = load_spec(args.spec)
     if args.registry_credentials_file:
         try:
-            os.environ.update(mlflow_credentials.read(args.registry_credentials_file))
+            mlflow_credentials.load(args.registry_credentials_file, "--registry-credentials-file")
         except BadInputError as exc:
             raise SystemExit(f"error: {exc}") from None
     server = ModelServer(
