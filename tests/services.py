@@ -86,6 +86,29 @@ def _has_user(name: str) -> bool:
     return True
 
 
+def _serve_script():
+    """include/mlflow/serve.py, the MLflow image's start script, as a module: the stack's
+    MLflow users are defined there, once (the image has no pack to import them from)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "mlflow_serve", ROOT / "include" / "mlflow" / "serve.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def mlflow_signin(user: str, passwords: dict[str, str]) -> dict[str, str]:
+    """The client variables that sign in as one of the stack's MLflow users (``mlops-pack``
+    or ``mlops-reader``), with its password from ``passwords`` (``mlflow_passwords()`` or
+    the stack's ``.env``)."""
+    return {
+        "MLFLOW_TRACKING_USERNAME": user,
+        "MLFLOW_TRACKING_PASSWORD": passwords[_serve_script().USERS[user]],
+    }
+
+
 def mlflow_passwords() -> dict[str, str]:
     """Fresh passwords for an MLflow server behind basic authentication (see below)."""
     import secrets

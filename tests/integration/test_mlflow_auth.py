@@ -14,9 +14,7 @@ from mlops_pack import mlflow_credentials
 from mlops_pack.errors import BadInputError
 from mlops_pack.registry import CHAMPION, Registry
 from mlops_pack.settings import Settings
-from services import mlflow_passwords, mlflow_server
-
-USERS = {"mlops-pack": "MLFLOW_PACK_PASSWORD", "mlops-reader": "MLFLOW_READER_PASSWORD"}
+from services import mlflow_passwords, mlflow_server, mlflow_signin
 
 
 @pytest.fixture(scope="module")
@@ -38,8 +36,11 @@ def registry(server, monkeypatch, tmp_path, user: str | None, password: str | No
     """A Registry as a step builds it, signed in as ``user`` (None: no credentials)."""
     signed_out(monkeypatch)
     if user:
-        monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", user)
-        monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", password or server["passwords"][USERS[user]])
+        signin = mlflow_signin(user, server["passwords"])
+        if password:
+            signin["MLFLOW_TRACKING_PASSWORD"] = password
+        for name, value in signin.items():
+            monkeypatch.setenv(name, value)
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     env = {"MLFLOW_TRACKING_URI": server["tracking"], "MLOPS_PACK_HOME": str(tmp_path)}
     return Registry(Settings.from_env(env))
@@ -104,11 +105,7 @@ def test_a_step_signs_in_from_the_credentials_file_it_is_given(
     assert "UNAUTHENTICATED" in result["error"]
 
     secret = tmp_path / "registry_credentials"
-    reader = {
-        "MLFLOW_TRACKING_USERNAME": "mlops-reader",
-        "MLFLOW_TRACKING_PASSWORD": server["passwords"]["MLFLOW_READER_PASSWORD"],
-    }
-    secret.write_text(mlflow_credentials.render(reader))
+    secret.write_text(mlflow_credentials.render(mlflow_signin("mlops-reader", server["passwords"])))
     monkeypatch.setenv(mlflow_credentials.FILE_VARIABLE, str(secret))
     code, result = run_cli("history", "--spec", spec, "--out", tmp_path / "with")
     assert code == 0, result

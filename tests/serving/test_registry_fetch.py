@@ -13,10 +13,11 @@ server container as the read-only one, from the credentials file in its secrets 
 from __future__ import annotations
 
 import pytest
+from mlops_pack import mlflow_credentials
 from mlops_pack.hashing import sha256_file
 from mlops_pack.model_fetch import SHA_TAG
 from mlops_pack.server_client import ServerClient
-from services import mlflow_passwords, mlflow_server
+from services import mlflow_passwords, mlflow_server, mlflow_signin
 from serving_support import write_spec
 from support import free_port, open_dir, run_cli
 
@@ -32,17 +33,15 @@ def fetching(task_image, data_dir, tmp_path_factory):
     )
     spec = write_spec(include, latency_budget_ms_p95=5000)
     passwords = mlflow_passwords()
-    (secrets / "registry_credentials").write_text(
-        f"MLFLOW_TRACKING_USERNAME=mlops-reader\n"
-        f"MLFLOW_TRACKING_PASSWORD={passwords['MLFLOW_READER_PASSWORD']}\n"
-    )
+    reader = mlflow_credentials.render(mlflow_signin("mlops-reader", passwords))
+    (secrets / mlflow_credentials.CREDENTIALS_FILE).write_text(reader)
     with (
         mlflow_server(root / "mlflow", passwords) as tracking,
         pytest.MonkeyPatch.context() as env,
     ):
         env.setenv("MLFLOW_TRACKING_URI", tracking)
-        env.setenv("MLFLOW_TRACKING_USERNAME", "mlops-pack")
-        env.setenv("MLFLOW_TRACKING_PASSWORD", passwords["MLFLOW_PACK_PASSWORD"])
+        for name, value in mlflow_signin("mlops-pack", passwords).items():
+            env.setenv(name, value)
         env.setenv("MLOPS_PACK_HOME", str(trainer))
         env.setenv("MLOPS_PACK_DATA_DIR", str(data_dir))
         for month in ("01", "02"):  # v1 and v2: registered, with their sha256 recorded

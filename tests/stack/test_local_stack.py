@@ -35,6 +35,7 @@ from dashboard_support import (
     wait_for_scrapes,
 )
 from mlops_pack.server_client import ServerClient
+from services import mlflow_signin
 from stack_support import (
     airflow_api,
     http_status,
@@ -143,9 +144,8 @@ def mlflow_client(local_stack, monkeypatch, user: str = "mlops-pack"):
     read-only one), with the password stack init wrote."""
     from mlflow import MlflowClient
 
-    password = {"mlops-pack": "MLFLOW_PACK_PASSWORD", "mlops-reader": "MLFLOW_READER_PASSWORD"}
-    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", user)
-    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", local_stack["secrets"][password[user]])
+    for name, value in mlflow_signin(user, local_stack["secrets"]).items():
+        monkeypatch.setenv(name, value)
     url = f"http://127.0.0.1:{local_stack['ports']['mlflow']}"
     wait_until(lambda: http_status(f"{url}/health") == 200, "mlflow", timeout=400)
     return MlflowClient(tracking_uri=url, registry_uri=url)
