@@ -15,6 +15,8 @@ from pathlib import Path
 from mlops_pack.errors import BadInputError
 
 PARTITION = re.compile(r"^date=(\d{4}-\d{2}-\d{2})$")
+# A server process's log file in a partition (prediction_log.PredictionLog names them).
+PART_FILE = re.compile(r"^part-[A-Za-z0-9._-]{1,120}\.jsonl$")
 
 
 def partition_day(folder: Path) -> date | None:

@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any
+from pathlib import Path
+from typing import Any, NoReturn
 
 import urllib3
 from urllib3.util.retry import Retry
@@ -93,6 +94,47 @@ class ServerClient:
         status, payload, _ = self.call(method, path, body, timeout=timeout)
         if status == 200:
             return payload
+        self._raise_for(method, path, status, payload)
+
+    def download(self, path: str, dest: Path, timeout: float | None = None) -> int:
+        """A GET whose 200 body is streamed into ``dest`` (a large file never sits in
+        memory); returns its bytes. The body is written beside ``dest`` and renamed once
+        complete, so a cut transfer leaves nothing. Other answers raise as in ``ok``;
+        ``timeout`` bounds each read, not the whole transfer."""
+        try:
+            response = self._pool.request(
+                "GET",
+                self.url + path,
+                headers={"Authorization": f"Bearer {self._secret}"},
+                timeout=urllib3.Timeout(connect=self.timeout, read=timeout or self.timeout),
+                retries=self._retry,
+                redirect=False,
+                preload_content=False,
+            )
+        except urllib3.exceptions.HTTPError as exc:
+            raise ServiceUnavailableError(
+                f"model server at {self.url} did not answer GET {path} ({_reason(exc)})"
+            ) from None
+        partial = dest.with_name(dest.name + ".partial")
+        try:
+            if response.status != 200:
+                self._raise_for("GET", path, response.status, _decode(response.read()))
+            written = 0
+            with partial.open("wb") as out:
+                for chunk in response.stream(1 << 20):
+                    out.write(chunk)
+                    written += len(chunk)
+        except urllib3.exceptions.HTTPError as exc:  # cut off mid-body (Content-Length)
+            partial.unlink(missing_ok=True)
+            raise ServiceUnavailableError(
+                f"model server at {self.url}: GET {path}: transfer cut off ({_reason(exc)})"
+            ) from None
+        finally:
+            response.release_conn()
+        partial.replace(dest)
+        return written
+
+    def _raise_for(self, method: str, path: str, status: int, payload: Any) -> NoReturn:
         message = payload.get("error") if isinstance(payload, dict) else payload
         what = f"model server at {self.url}: {method} {path}: HTTP {status}: {message}"
         if 400 <= status < 500:

@@ -38,6 +38,10 @@ class Settings:
 
     prediction_log_root: Path | None = None
     labels_root: Path | None = None
+    # Where a worker gets the served models' prediction logs: "files" (the folders under
+    # MLOPS_PACK_PREDICTION_LOG_DIR, on the servers' host) or "server" (downloaded from
+    # each model's server: a worker on any host).
+    prediction_logs: str = "files"
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -63,6 +67,7 @@ class Settings:
             ),
             prediction_log_root=_path(env.get("MLOPS_PACK_PREDICTION_LOG_DIR")),
             labels_root=_path(env.get("MLOPS_PACK_LABELS_DIR")),
+            prediction_logs=_choice(env, "MLOPS_PACK_PREDICTION_LOGS", ("files", "server")),
         )
 
     @property
@@ -122,6 +127,18 @@ def _lock_dsn(env: dict[str, str]) -> str | None:
             "a readable file holding the promotion lock's Postgres DSN, or unset it",
             {"rule": "lock_dsn_file"},
         ) from exc
+
+
+def _choice(env: dict[str, str], name: str, choices: tuple[str, ...]) -> str:
+    """``name``'s value, one of ``choices`` (the first when unset)."""
+    value = env.get(name, "").strip() or choices[0]
+    if value not in choices:
+        raise BadInputError(
+            f"{name}={value!r}: expected one of {list(choices)}. Fix: set it to one of them "
+            "or unset it",
+            {"rule": "setting", "field": name},
+        )
+    return value
 
 
 def _path(value: str | None) -> Path | None:

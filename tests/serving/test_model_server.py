@@ -9,6 +9,7 @@ import time
 import urllib.request
 from datetime import UTC, datetime
 
+import pytest
 from mlops_pack.server_client import ServerClient
 from mlops_pack.serving.prediction_log import read_records
 from serving_support import restart_server, sample_rows
@@ -315,3 +316,60 @@ def test_prediction_log_carries_inputs_and_keys_for_the_monitor(served):
     assert record["rows"] == 2 and len(record["predictions"]) == 2
     assert "keys" not in logged["unkeyed-1"]
     assert logged["unkeyed-1"]["inputs"]["age"] == [first["age"]]
+
+
+def test_a_window_of_logs_downloads_with_the_admin_token_whole_lines_only(served, tmp_path):
+    """What a worker on another host gets: the window's days of the server's prediction
+    logs over HTTP, byte for byte as on the server's volume up to the last whole line (a
+    line still being written is not sent), and only with the admin token."""
+    from datetime import timedelta
+
+    from mlops_pack.errors import ServerRefusedError
+    from mlops_pack.served_logs import download_window
+
+    public = _public(served)
+    rows, _ = sample_rows(served)
+    for i in range(5):
+        status, _, _ = public.call(
+            "POST", "/predict", {"rows": rows[:2]}, headers={"X-Request-Id": f"fetched-{i}"}
+        )
+        assert status == 200
+    root = _predictions_dir(served)
+    today = root / f"date={datetime.now(UTC).date().isoformat()}"
+    torn = today / "part-torn.jsonl"  # as a server would leave it mid-write
+    torn.write_text('{"request_id": "whole"}\n{"request_id": "half')
+    owner = root.stat()
+    os.chown(torn, owner.st_uid, owner.st_gid)
+    now = datetime.now(UTC)
+    start, end = now - timedelta(hours=1), now + timedelta(minutes=1)
+
+    folders, size = download_window(_admin(served), start, end, tmp_path / "logs")
+
+    assert [f.name for f in folders] == [today.name]
+    on_server = {p.name: p.read_bytes() for p in today.glob("part-*.jsonl")}
+    downloaded = {p.name: p.read_bytes() for p in folders[0].iterdir()}
+    assert set(downloaded) == set(on_server)
+    assert downloaded["part-torn.jsonl"] == b'{"request_id": "whole"}\n'
+    for name, body in downloaded.items():
+        assert on_server[name].startswith(body) and body.endswith(b"\n"), name
+    assert size == sum(len(b) for b in downloaded.values())
+    fetched = {r["request_id"] for r in read_records(tmp_path / "logs")}
+    assert {f"fetched-{i}" for i in range(5)} | {"whole"} <= fetched
+    # A window of days with no logs is empty, not an error.
+    assert download_window(_admin(served), start - timedelta(days=900),
+                           start - timedelta(days=899), tmp_path / "none") == ([], 0)  # fmt: skip
+
+    # The prediction key is not the admin token; names outside the layout are not served.
+    with pytest.raises(ServerRefusedError, match="HTTP 401"):
+        download_window(_public(served), start, end, tmp_path / "refused")
+    admin = served["server"].secret("admin_token")
+    url = served["server"].url
+    for path in (
+        f"/admin/logs/{today.name[5:]}/state.json",
+        "/admin/logs/..%2Fstate/state.json",
+        f"/admin/logs/{today.name[5:]}/..%2F..%2Fstate%2Fstate.json",
+        "/admin/logs?start=yesterday&end=now",
+    ):
+        assert _bare(url + path, token=admin) in (404, 422), path
+    assert _bare(url + f"/admin/logs/{today.name[5:]}/part-torn.jsonl") == 401
+    torn.unlink()

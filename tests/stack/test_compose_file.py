@@ -164,6 +164,20 @@ def test_compose_config_accepts_the_shipped_file(stack_env):
     assert grafana_env["PROMETHEUS_PASSWORD"] == values["PROMETHEUS_PASSWORD"]
     # A finished task frees its worker slot within a second (the supervisor's wait).
     assert worker["environment"]["AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL"] == "1"
+    # The workers download the servers' prediction logs: no server volume is theirs.
+    assert worker["environment"]["MLOPS_PACK_PREDICTION_LOGS"] == "server"
+    assert "serving" in worker["networks"]
+
+    def sources(service) -> set[str]:
+        return {
+            v.split(":")[0] if isinstance(v, str) else v["source"]
+            for v in service.get("volumes", [])
+        }
+
+    servers = [s for name, s in services.items() if name.startswith("model-server-")]
+    server_volumes = {v for s in servers for v in sources(s) if "predictions" in v}
+    assert len(server_volumes) == len(servers) == 2
+    assert not server_volumes & sources(worker)
     assert not re.search(r"(?<!\$)\$\{", result.stdout)  # all interpolated
     # Only the proxy sees the Docker socket; only the workers reach the proxy.
     for name, service in services.items():

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 import shutil
 import socket
 import subprocess
@@ -230,17 +231,20 @@ def test_model_server_runs_hardened_and_prometheus_scrapes_it(local_stack):
     assert query(prometheus, 'up{job="prometheus"} == 1')
 
 
+def task_log(api, dag_id: str, run_id: str, ti) -> str:
+    """A task instance's log, read through the REST API."""
+    log = ac.TaskInstanceApi(api).get_log(
+        dag_id, run_id, ti.task_id, ti.try_number, full_content=True
+    )
+    return "\n".join(str(getattr(line, "event", line)) for line in log.content.actual_instance)
+
+
 def failed_logs(api, dag_id: str, run_id: str, listed) -> str:
     """The end of each failed task's log, read through the REST API."""
     out = []
     for ti in listed:
         if ti.state and str(ti.state.value) == "failed":
-            log = ac.TaskInstanceApi(api).get_log(
-                dag_id, run_id, ti.task_id, ti.try_number, full_content=True
-            )
-            lines = log.content.actual_instance
-            text = "\n".join(str(getattr(line, "event", line)) for line in lines)
-            out.append(f"{ti.task_id}: {text[-3000:]}")
+            out.append(f"{ti.task_id}: {task_log(api, dag_id, run_id, ti)[-3000:]}")
     return "\n".join(out)
 
 
@@ -336,9 +340,10 @@ def test_the_served_model_follows_the_alias_and_every_panel_has_data(local_stack
 def test_the_monitor_on_a_worker_reads_the_servers_logs_and_the_label_feed(local_stack):
     """The monitor DAG, triggered through the REST API, runs on a Celery worker whose step
     container shares no file system with it: the window's days of the churn server's
-    prediction logs (the server's volume, read-only on the workers) and of the label feed
-    are copied in, and the monitor counts the simulated traffic and its labels. The worker
-    pushes the window's metrics, and the dashboard's drift row has data."""
+    prediction logs (downloaded from the server: no volume of the server is mounted on
+    the workers, as on another host) and of the label feed are copied in, and the
+    monitor counts the simulated traffic and its labels. The worker pushes the window's
+    metrics, and the dashboard's drift row has data."""
     from datetime import UTC, date, datetime
 
     from mlops_pack.cli import main
@@ -371,6 +376,19 @@ def test_the_monitor_on_a_worker_reads_the_servers_logs_and_the_label_feed(local
     monitor = next(ti for ti in listed if ti.task_id == "monitor")
     assert str(monitor.state.value) == "success", (state, failed_logs(api, dag_id, run_id, listed))
     assert monitor.hostname in {"airflow-worker-1", "airflow-worker-2"}, monitor.hostname
+    # The logs came over HTTP from the server, to a worker that mounts none of its volumes.
+    log = task_log(api, dag_id, run_id, monitor)
+    downloaded = re.search(r"downloaded (\d+) bytes of prediction logs \((\d+) days\)", log)
+    assert downloaded and int(downloaded.group(1)) > 0, log[-3000:]
+    labels = (f"com.docker.compose.project={local_stack['project']}",
+              f"com.docker.compose.service={monitor.hostname}")  # fmt: skip
+    worker = subprocess.run(
+        ["docker", "ps", "-q", "--filter", f"label={labels[0]}", "--filter", f"label={labels[1]}"],
+        capture_output=True, text=True, check=True,
+    ).stdout.split()  # fmt: skip
+    inspect = ["docker", "inspect", "--format", "{{json .Mounts}}", *worker]
+    mounts = json.loads(subprocess.run(inspect, capture_output=True, text=True, check=True).stdout)
+    assert mounts and not [m for m in mounts if "predictions" in m.get("Name", "")], mounts
     record = xcom_value(api, dag_id, "monitor", run_id)
     window = record["window"]
     # The 600 simulated rows (and the requests of the test before) were served in the

@@ -16,6 +16,7 @@ from typing import Any
 from airflow.sdk import DAG, Asset, AssetOrTimeSchedule, CronTriggerTimetable, Param, task
 
 from mlops_pack.airflow.approval import RecordApprovalOperator
+from mlops_pack.airflow.hooks import server_conn_id
 from mlops_pack.airflow.operators import (
     DecideRetrainOperator,
     DeployModelOperator,
@@ -406,11 +407,6 @@ retrains of one incident did not help, asks a person in `escalate`
         branch >> [emit, escalate]
         escalate >> record >> roll_back_chosen(record.output) >> rollback
     return dag
-
-
-def server_conn_id(model: str) -> str:
-    """The Airflow Connection that holds a model server's address and secrets."""
-    return f"mlops_pack_server_{model}"
 
 
 def build_rollback_dag(models: list[str]) -> DAG:

@@ -15,6 +15,11 @@ from airflow.sdk import BaseHook
 from mlops_pack.airflow.exceptions import MlopsBadInputFailure
 
 
+def server_conn_id(model: str) -> str:
+    """The Airflow Connection that holds a model server's address and secrets."""
+    return f"mlops_pack_server_{model}"
+
+
 @dataclass(frozen=True)
 class ServerAccess:
     url: str

@@ -30,6 +30,7 @@ from mlops_pack.airflow.container import (
     hand_over,
 )
 from mlops_pack.airflow.exceptions import FAILURES, MlopsBadInputFailure
+from mlops_pack.airflow.hooks import server_conn_id
 from mlops_pack.airflow.links import (
     ComparisonReportLink,
     MlflowRunLink,
@@ -181,6 +182,7 @@ class MlopsStepOperator(BaseOperator):
         self.docker_conn_id = docker_conn_id
         self._container_name: str | None = None
         self._secrets: Path | None = None
+        self._downloads: Path | None = None  # prediction logs fetched from the server
         # The step's XCom record once it ran; the task's extra links are built from it.
         self.result_record: dict[str, Any] | None = None
 
@@ -229,16 +231,17 @@ class MlopsStepOperator(BaseOperator):
                     f"runner must be 'docker', 'kubernetes' or 'inprocess', got {runner!r}"
                 )
         finally:
-            if self._secrets is not None:
-                shutil.rmtree(self._secrets, ignore_errors=True)
-                self._secrets = None
+            for folder in (self._secrets, self._downloads):
+                if folder is not None:
+                    shutil.rmtree(folder, ignore_errors=True)
+            self._secrets = self._downloads = None
         return self._outcome(code, work, context)
 
     def _server_conn(self) -> str | None:
         conn_id = (self.server_conn_id or "").strip()
         if conn_id != "auto":
             return conn_id or None
-        return f"mlops_pack_server_{self.model}" if self._spec().serving is not None else None
+        return server_conn_id(self.model) if self._spec().serving is not None else None
 
     def _server_arguments(self) -> list[str]:
         """Model server URL and secret files for steps that talk to the server."""
@@ -337,7 +340,17 @@ class MlopsStepOperator(BaseOperator):
         hand_over(work, uid, gid)
         self._worker_secrets(uid, gid)
         places = StepPlaces.remote() if remote else StepPlaces()
-        feed = self._feed_folders() if remote else None
+        if remote:
+            feed = self._feed_folders()
+        elif self.feed_window() is not None and _settings().prediction_logs == "server":
+            raise MlopsBadInputFailure(
+                "MLOPS_PACK_PREDICTION_LOGS=server: the logs are downloaded for steps that "
+                "share no file system with the worker (MLFLOW_TRACKING_URI an http(s) "
+                "server); with a local MLflow store the step reads MLOPS_PACK_PREDICTION_LOG_DIR."
+                " Fix: unset MLOPS_PACK_PREDICTION_LOGS, or use an MLflow server"
+            )
+        else:
+            feed = None
         if feed is not None:
             argv = [*argv, "--log-dir", places.logs, "--labels-dir", places.labels]
         args = _substitute(argv, include=places.include, work=places.work, secrets=places.secrets)
@@ -501,19 +514,50 @@ class MlopsStepOperator(BaseOperator):
 
     def _feed_folders(self) -> tuple[list[Path], list[Path]] | None:
         """The day folders of prediction logs and of labels the step's window reads, on
-        this worker, found as the step finds them (spec, then environment)."""
+        this worker, found as the step finds them (spec, then environment); the logs
+        downloaded from the model's server instead with MLOPS_PACK_PREDICTION_LOGS=server."""
         window = self.feed_window()
         if window is None:
             return None
         from mlops_pack.feed_layout import label_partitions, log_partitions
-        from mlops_pack.settings import Settings
 
         start, end = window
         policy = self._spec().monitoring_policy()
-        settings = Settings.from_env()
-        log_dir = settings.prediction_log_dir(self.model, policy.log_dir)
+        settings = _settings()
         labels_dir = settings.labels_dir(self.model, policy.labels_dir)
-        return log_partitions(log_dir, start, end), label_partitions(labels_dir, start.date())
+        labels = label_partitions(labels_dir, start.date())
+        if settings.prediction_logs == "server":
+            return self._served_logs(start, end), labels
+        log_dir = settings.prediction_log_dir(self.model, policy.log_dir)
+        return log_partitions(log_dir, start, end), labels
+
+    def _served_logs(self, start: datetime, end: datetime) -> list[Path]:
+        """The window's days of prediction logs, downloaded from the model's server (its
+        Connection's admin token) into a folder of this task's, removed after the step."""
+        import tempfile
+
+        from mlops_pack.airflow.hooks import ModelServerHook
+        from mlops_pack.errors import ServerRefusedError
+        from mlops_pack.served_logs import download_window
+        from mlops_pack.server_client import ServerClient
+
+        access = ModelServerHook(server_conn_id(self.model)).access()
+        root = _work_root()
+        root.mkdir(parents=True, exist_ok=True)
+        self._downloads = Path(tempfile.mkdtemp(prefix="served-logs-", dir=root))
+        try:
+            folders, size = download_window(
+                ServerClient(access.url, access.admin_token), start, end, self._downloads
+            )
+        except ServerRefusedError as refused:  # a wrong token or window: not retried
+            raise MlopsBadInputFailure(str(refused), refused.payload) from None
+        self.log.info(
+            "downloaded %d bytes of prediction logs (%d days) from %s",
+            size,
+            len(folders),
+            access.url,
+        )
+        return folders
 
     def _spec(self):
         from mlops_pack.spec import load_spec
@@ -615,10 +659,18 @@ def _when(text: str, name: str) -> datetime:
         raise MlopsBadInputFailure(str(problem), problem.payload) from None
 
 
-def _remote_tracking() -> bool:
+def _settings():
+    """The worker's settings; one it cannot use (a misspelt choice) fails the task at once."""
     from mlops_pack.settings import Settings
 
-    return Settings.from_env().remote_tracking
+    try:
+        return Settings.from_env()
+    except BadInputError as problem:
+        raise MlopsBadInputFailure(str(problem), problem.payload) from None
+
+
+def _remote_tracking() -> bool:
+    return _settings().remote_tracking
 
 
 def _work_root() -> Path:

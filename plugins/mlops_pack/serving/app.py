@@ -1,7 +1,8 @@
 """The HTTP surface of the model server (Starlette, served by uvicorn).
 
 Every path needs a secret: ``/predict``, ``/health``, ``/version`` and ``/metrics`` the
-prediction key, ``/admin/*`` the admin token that only Airflow holds (both as
+prediction key, ``/admin/*`` (the prediction logs under ``/admin/logs`` included) the
+admin token that only Airflow holds (both as
 ``Authorization: Bearer ...``, compared in constant time, never logged). Predictions run
 on the event loop, one request at a time per process: scikit-learn's single-row predict
 is CPU-bound and short, and one thread keeps the model state, the metrics and the
@@ -30,13 +31,14 @@ from starlette.applications import Starlette
 from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from mlops_pack.errors import BadInputError, ServiceUnavailableError
+from mlops_pack.iso_time import aware_time
 from mlops_pack.model_io import predict
 from mlops_pack.serving.model_source import RegistryModels, StagedModels
-from mlops_pack.serving.prediction_log import PredictionLog
+from mlops_pack.serving.prediction_log import PredictionLog, complete_length, read_prefix
 from mlops_pack.serving.requests import ParsedRequest, RequestError, RequestSchema
 from mlops_pack.serving.slots import LoadedModel, Slots
 from mlops_pack.serving.telemetry import Telemetry
@@ -331,6 +333,37 @@ class ModelServer:
             return JSONResponse({"error": str(exc)}, status_code=503)
         return JSONResponse(result)
 
+    async def logs(self, request: Request) -> Response:
+        """The prediction log files of a window's days (``start``, ``end``: ISO times with a
+        zone): a worker that shares no volume with this server downloads them."""
+        denied = self._denied(request, self._admin)
+        if denied:
+            return denied
+        try:
+            start, end = (
+                aware_time(request.query_params.get(name, ""), name) for name in ("start", "end")
+            )
+        except BadInputError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=422)
+        days = await run_in_threadpool(self.predictions.window_files, start, end)
+        return JSONResponse({"model": self.spec.name, "days": days})
+
+    async def log_file(self, request: Request) -> Response:
+        """One part file's whole lines, streamed (a day's file can be large)."""
+        denied = self._denied(request, self._admin)
+        if denied:
+            return denied
+        day, name = request.path_params["day"], request.path_params["name"]
+        path = self.predictions.part_file(day, name)
+        if path is None:
+            return JSONResponse({"error": f"no prediction log {day}/{name}"}, status_code=404)
+        length = await run_in_threadpool(complete_length, path)
+        return StreamingResponse(
+            read_prefix(path, length),
+            media_type="application/x-ndjson",
+            headers={"Content-Length": str(length)},
+        )
+
     async def _admin_action(self, action: str, method: str, body: dict[str, Any]) -> Any:
         slots = self.slots
         if (action, method) == ("candidate", "POST"):
@@ -422,6 +455,8 @@ class ModelServer:
             Route("/health", self.health, methods=["GET"]),
             Route("/version", self.version, methods=["GET"]),
             Route("/metrics", self.metrics, methods=["GET"]),
+            Route("/admin/logs", self.logs, methods=["GET"]),
+            Route("/admin/logs/{day}/{name}", self.log_file, methods=["GET"]),
             Route("/admin/{action}", self.admin, methods=["GET", "POST", "PUT", "DELETE"]),
         ]
         return Starlette(routes=routes, lifespan=self.lifespan)

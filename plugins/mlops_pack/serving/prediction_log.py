@@ -5,6 +5,10 @@ every request), so a killed or restarted server loses nothing it answered; ``fsy
 runs at most once a second and at shutdown, so only a host crash can lose the last
 second. Retention deletes whole ``date=YYYY-MM-DD`` partitions older than the spec's
 ``serving.log_retention_days`` and never touches anything else in the directory.
+
+A worker that shares no volume with the server downloads a window's part files through
+the server's admin API (``window_files``, ``part_file``, ``complete_length``): only whole
+lines, so the line being written is never half-read.
 """
 
 from __future__ import annotations
@@ -13,11 +17,12 @@ import json
 import os
 import shutil
 import time
+from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import IO, Any
 
-from mlops_pack.feed_layout import partition_day
+from mlops_pack.feed_layout import PART_FILE, PARTITION, log_partitions, partition_day
 
 FSYNC_SECONDS = 1.0
 
@@ -71,6 +76,57 @@ class PredictionLog:
                 shutil.rmtree(folder)
                 removed.append(folder.name)
         return removed
+
+    def window_files(self, start: datetime, end: datetime) -> list[dict[str, Any]]:
+        """The part files of the days that can hold a request of [start, end), each with
+        the bytes of its whole lines now."""
+        days = []
+        for folder in log_partitions(self.root, start, end):
+            parts = sorted(p for p in folder.iterdir() if PART_FILE.match(p.name))
+            files = [
+                {"name": part.name, "bytes": complete_length(part)}
+                for part in parts
+                if part.is_file() and not part.is_symlink()
+            ]
+            days.append({"day": folder.name.removeprefix("date="), "files": files})
+        return days
+
+    def part_file(self, day: str, name: str) -> Path | None:
+        """The part file ``name`` of ``day``'s partition, or None. Both names must match
+        the layout, so no request can name a path outside the log folder."""
+        folder = f"date={day}"
+        if not (PARTITION.match(folder) and PART_FILE.match(name)):
+            return None
+        path = self.root / folder / name
+        return path if path.is_file() and not path.is_symlink() else None
+
+
+def complete_length(path: Path, chunk: int = 1 << 16) -> int:
+    """The bytes of ``path`` up to its last newline: the file the server is appending to
+    may end inside a line, which no reader may see."""
+    with path.open("rb") as handle:
+        end = handle.seek(0, os.SEEK_END)
+        while end > 0:
+            start = max(0, end - chunk)
+            handle.seek(start)
+            found = handle.read(end - start).rfind(b"\n")
+            if found >= 0:
+                return start + found + 1
+            end = start
+    return 0
+
+
+def read_prefix(path: Path, length: int, chunk: int = 1 << 20) -> Iterator[bytes]:
+    """The first ``length`` bytes of ``path`` in chunks (a response body; a file removed
+    meanwhile by retention stays readable through the open handle)."""
+    with path.open("rb") as handle:
+        left = length
+        while left > 0:
+            data = handle.read(min(chunk, left))
+            if not data:
+                return
+            left -= len(data)
+            yield data
 
 
 def read_records(root: Path) -> list[dict[str, Any]]:
