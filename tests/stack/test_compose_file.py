@@ -162,6 +162,10 @@ def test_compose_config_accepts_the_shipped_file(stack_env):
     )
     grafana_env = services["grafana"]["environment"]
     assert grafana_env["PROMETHEUS_PASSWORD"] == values["PROMETHEUS_PASSWORD"]
+    # The workers start through the pack's entry point (its supervisor fix).
+    command = worker["command"]
+    command = command if isinstance(command, list) else command.split()
+    assert command == ["python", "-m", "mlops_pack.airflow.worker", "celery", "worker"]
     # A finished task frees its worker slot within a second (the supervisor's wait).
     assert worker["environment"]["AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL"] == "1"
     # The workers download the servers' prediction logs: no server volume is theirs.

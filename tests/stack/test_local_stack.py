@@ -263,6 +263,18 @@ def retrain(local_stack, model: str) -> tuple[str, list, dict[str, str]]:
     return state, listed, states
 
 
+def service_container(local_stack, service: str) -> str:
+    """The id of the stack's one container of ``service``."""
+    labels = (f"com.docker.compose.project={local_stack['project']}",
+              f"com.docker.compose.service={service}")  # fmt: skip
+    found = subprocess.run(
+        ["docker", "ps", "-q", "--filter", f"label={labels[0]}", "--filter", f"label={labels[1]}"],
+        capture_output=True, text=True, check=True,
+    ).stdout.split()  # fmt: skip
+    assert len(found) == 1, (service, found)
+    return found[0]
+
+
 def champion_version(local_stack, model: str) -> str:
     with pytest.MonkeyPatch.context() as env:  # reading is all the read-only user may do
         client = mlflow_client(local_stack, env, "mlops-reader")
@@ -283,6 +295,18 @@ def test_celery_workers_run_the_retrain_dag_and_promote(local_stack, monkeypatch
     hosts = [ti.hostname for ti in ran]
     assert set(hosts) == {"airflow-worker-1", "airflow-worker-2"}, hosts
     assert any(a != b for a, b in itertools.pairwise(hosts)), hosts
+    # Each worker runs through the pack's entry point, whose supervisor fix fits the
+    # image's Task SDK (a finished task frees its slot at once).
+    fits = "from mlops_pack.airflow import supervisor_exit as s; assert s.install()"
+    for worker in ("airflow-worker-1", "airflow-worker-2"):
+        container = service_container(local_stack, worker)
+        started = subprocess.run(
+            ["docker", "inspect", "--format", "{{json .Path}} {{json .Args}}", container],
+            capture_output=True, text=True, check=True,
+        ).stdout.split(" ", 1)  # fmt: skip
+        command = [json.loads(started[0]), *json.loads(started[1])]
+        assert command == ["python", "-m", "mlops_pack.airflow.worker", "celery", "worker"]
+        subprocess.run(["docker", "exec", container, "python", "-c", fits], check=True)
     assert champion_version(local_stack, "churn_unserved") == "1"
     reader = mlflow_client(local_stack, monkeypatch, "mlops-reader")
     with pytest.raises(MlflowException) as denied:
@@ -380,13 +404,8 @@ def test_the_monitor_on_a_worker_reads_the_servers_logs_and_the_label_feed(local
     log = task_log(api, dag_id, run_id, monitor)
     downloaded = re.search(r"downloaded (\d+) bytes of prediction logs \((\d+) days\)", log)
     assert downloaded and int(downloaded.group(1)) > 0, log[-3000:]
-    labels = (f"com.docker.compose.project={local_stack['project']}",
-              f"com.docker.compose.service={monitor.hostname}")  # fmt: skip
-    worker = subprocess.run(
-        ["docker", "ps", "-q", "--filter", f"label={labels[0]}", "--filter", f"label={labels[1]}"],
-        capture_output=True, text=True, check=True,
-    ).stdout.split()  # fmt: skip
-    inspect = ["docker", "inspect", "--format", "{{json .Mounts}}", *worker]
+    inspect = ["docker", "inspect", "--format", "{{json .Mounts}}",
+               service_container(local_stack, monitor.hostname)]  # fmt: skip
     mounts = json.loads(subprocess.run(inspect, capture_output=True, text=True, check=True).stdout)
     assert mounts and not [m for m in mounts if "predictions" in m.get("Name", "")], mounts
     record = xcom_value(api, dag_id, "monitor", run_id)
