@@ -166,8 +166,9 @@ def test_compose_config_accepts_the_shipped_file(stack_env):
     command = worker["command"]
     command = command if isinstance(command, list) else command.split()
     assert command == ["python", "-m", "mlops_pack.airflow.worker", "celery", "worker"]
-    # A finished task frees its worker slot within a second (the supervisor's wait).
-    assert worker["environment"]["AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL"] == "1"
+    # With the fix, the heartbeat interval no longer bounds a finished task's slot: the
+    # default (5 s) stays, and with it a fifth of the heartbeats.
+    assert "AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL" not in worker["environment"]
     # The workers download the servers' prediction logs: no server volume is theirs.
     assert worker["environment"]["MLOPS_PACK_PREDICTION_LOGS"] == "server"
     assert "serving" in worker["networks"]

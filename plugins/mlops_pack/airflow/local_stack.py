@@ -66,7 +66,8 @@ def stack_env() -> dict[str, str]:
         "AIRFLOW__API_AUTH__JWT_SECRET": jwt,
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
         "AIRFLOW__SCHEDULER__MIN_FILE_PROCESS_INTERVAL": "10",
-        # A finished task frees its slot within 1 s instead of up to 5 (docker-compose.yaml).
+        # A finished task frees its slot within 1 s instead of up to 5: standalone starts
+        # its components itself, without the workers' supervisor fix (docs/production.md).
         "AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL": "1",
         "MLOPS_PACK_HOME": str(store),
         "MLOPS_PACK_DATA_DIR": str(data),
