@@ -43,8 +43,9 @@ def wait_until_exited(pid: int, timeout: float) -> bool:
     except OSError:  # no pidfd (an old kernel, or a seccomp profile that refuses it)
         return _poll_exit(pid, timeout)
     try:
-        readable, _, _ = select.select([handle], [], [], timeout)
-        return bool(readable)
+        waiter = select.poll()  # not select(): a busy worker's descriptors can pass 1024
+        waiter.register(handle, select.POLLIN)
+        return bool(waiter.poll(timeout * 1000))
     finally:
         os.close(handle)
 
