@@ -26,10 +26,18 @@ def download_window(
     """The day folders of [start, end) under ``dest``, downloaded, and their bytes."""
     query = urlencode({"start": start.isoformat(), "end": end.isoformat()})
     listing = client.ok("GET", f"/admin/logs?{query}")
+    days = listing.get("days") if isinstance(listing, dict) else None
+    if not isinstance(days, list) or not all(
+        isinstance(day, dict) and isinstance(day.get("files"), list) for day in days
+    ):  # an answer we cannot read must not pass for a window without requests
+        raise ServiceUnavailableError(
+            f"model server at {client.url}: its log listing is not a list of days with "
+            f"their files: {str(listing)[:200]}"
+        )
     folders, total = [], 0
-    for day in listing.get("days", []) if isinstance(listing, dict) else []:
+    for day in days:
         folder = dest / f"date={day.get('day')}"
-        names = [f.get("name", "") for f in day.get("files", [])]
+        names = [f.get("name", "") if isinstance(f, dict) else "" for f in day["files"]]
         bad = [n for n in names if not PART_FILE.match(str(n))]
         if bad or not PARTITION.match(folder.name):
             raise ServiceUnavailableError(
