@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -49,3 +50,21 @@ def task_image() -> str:
     from support import build_task_image
 
     return build_task_image()
+
+
+@pytest.fixture
+def answering() -> Iterator:
+    """Starts stand-in servers (``support.Answering``: a status and a JSON body for every
+    request) and stops them after the test."""
+    from support import Answering
+
+    started: list[Answering] = []
+
+    def start(status: int, body=None) -> Answering:
+        started.append(Answering(status, body))
+        return started[-1]
+
+    yield start
+    for server in started:
+        server.shutdown()
+        server.server_close()

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 CHURN_SPEC = ROOT / "include" / "models" / "churn.yaml"
@@ -43,6 +46,38 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+class Answering(ThreadingHTTPServer):
+    """A stand-in for a model server that answers every request with ``status`` and
+    ``body`` as JSON (by default an error naming the status); counts the requests."""
+
+    def __init__(self, status: int, body: Any = None) -> None:
+        self.status, self.requests = status, []
+        self.body = {"error": f"answering {status}"} if body is None else body
+        super().__init__(("127.0.0.1", free_port()), _AnsweringHandler)
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+class _AnsweringHandler(BaseHTTPRequestHandler):
+    def _answer(self) -> None:
+        self.rfile.read(int(self.headers.get("content-length") or 0))
+        self.server.requests.append((self.command, self.path))
+        body = json.dumps(self.server.body).encode()
+        self.send_response(self.server.status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_POST = do_PUT = do_DELETE = _answer
+
+    def log_message(self, *args) -> None:  # keep the test output clean
+        pass
 
 
 def airflow_token(base: str, user: str, password: str) -> str:

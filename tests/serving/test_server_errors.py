@@ -6,10 +6,7 @@ does) or 4xx; the registry is a real MLflow store, or a tracking URI nobody list
 
 from __future__ import annotations
 
-import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from mlops_pack.errors import (
@@ -22,50 +19,6 @@ from mlops_pack.errors import (
 )
 from mlops_pack.server_client import ServerClient
 from support import CHURN_SPEC, free_port, run_cli
-
-
-class Answering(ThreadingHTTPServer):
-    """Answers every request with ``status`` and a JSON error; counts the requests."""
-
-    def __init__(self, status: int) -> None:
-        self.status, self.requests = status, []
-        super().__init__(("127.0.0.1", free_port()), _Handler)
-        threading.Thread(target=self.serve_forever, daemon=True).start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
-
-
-class _Handler(BaseHTTPRequestHandler):
-    def _answer(self) -> None:
-        self.rfile.read(int(self.headers.get("content-length") or 0))
-        self.server.requests.append((self.command, self.path))
-        body = json.dumps({"error": f"answering {self.server.status}"}).encode()
-        self.send_response(self.server.status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    do_GET = do_POST = do_PUT = do_DELETE = _answer
-
-    def log_message(self, *args) -> None:  # keep the test output clean
-        pass
-
-
-@pytest.fixture
-def answering() -> Iterator[type[Answering]]:
-    started: list[Answering] = []
-
-    def start(status: int) -> Answering:
-        started.append(Answering(status))
-        return started[-1]
-
-    yield start
-    for server in started:
-        server.shutdown()
-        server.server_close()
 
 
 def test_a_503_is_retried_then_reported_as_unavailable_not_bad_input(answering):

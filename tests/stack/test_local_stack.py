@@ -195,24 +195,10 @@ def test_model_server_runs_hardened_and_prometheus_scrapes_it(local_stack):
     key = secrets["CHURN_PREDICTION_KEY"]
     wait_until(lambda: http_status(f"{server}/version", key) == 200, "model server")
     assert http_status(f"{server}/version") == 401
-    container = subprocess.run(
-        [
-            "docker",
-            "ps",
-            "-q",
-            "--filter",
-            f"label=com.docker.compose.project={local_stack['project']}",
-            "--filter",
-            "label=com.docker.compose.service=model-server-churn",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.split()
-    assert len(container) == 1
+    container = service_container(local_stack, "model-server-churn")
     inspect = json.loads(
         subprocess.run(
-            ["docker", "inspect", container[0]], capture_output=True, text=True, check=True
+            ["docker", "inspect", container], capture_output=True, text=True, check=True
         ).stdout
     )[0]
     host = inspect["HostConfig"]

@@ -30,7 +30,7 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 _PARAMETERS = ["self", "max_wait_time", "raise_on_timeout", "expect_signal"]
-_FIELDS = {"pid", "selector", "_exit_code", "_open_sockets"}
+_FIELDS = {"pid", "selector", "_exit_code"}
 
 
 def wait_until_exited(pid: int, timeout: float) -> bool:
@@ -89,9 +89,10 @@ def install() -> bool:
         raise_on_timeout: bool = False,
         expect_signal: int | None = None,
     ) -> int | None:
-        if self._exit_code is None and not self._open_sockets and not self.selector.get_map():
-            # Nothing left to select on: wait for the exit itself, for as long as the
-            # loop would have slept, then let Airflow's own check reap and record it.
+        if self._exit_code is None and not self.selector.get_map():
+            # Nothing left to select on (a closed socket leaves the selector and
+            # _open_sockets together): wait for the exit itself, for as long as the loop
+            # would have slept, then let Airflow's own check reap and record it.
             wait_until_exited(self.pid, max(0.01, max_wait_time))
             max_wait_time = 0
         return original(self, max_wait_time, raise_on_timeout, expect_signal)
