@@ -12,7 +12,8 @@ Two more fresh-interpreter measurements make the factory's own cost visible:
 
 * ``import airflow`` alone, timed the same way (the floor every parse pays);
 * the factory called directly: the time to import ``mlops_pack.airflow.dag_factory`` (on
-  top of ``import airflow``) and the time of ``build_all()`` itself.
+  top of ``import airflow``), the time of ``build_all()`` itself, and the time Airflow's
+  serialization of the built DAGs takes (the dag-processor's other cost per parse).
 
     .venv/bin/python bench/bench_parse.py
     .venv/bin/python bench/bench_parse.py --specs 1 10 50 --repeat 5
@@ -72,6 +73,14 @@ def child(mode: str) -> None:
         dags = dag_factory.build_all()
         out["build_all"] = time.perf_counter() - mark
         out["dags"] = len(dags)
+        # What the dag-processor does next with every DAG of the file (Airflow's cost,
+        # including its JSON-schema check), the other half of each periodic parse.
+        from airflow.serialization.serialized_objects import DagSerialization
+
+        mark = time.perf_counter()
+        for dag in dags.values():
+            DagSerialization.to_dict(dag)
+        out["serialize"] = time.perf_counter() - mark
     print("RESULT " + json.dumps(out))
 
 
@@ -172,7 +181,7 @@ def main() -> None:
     print(
         f"\n   {'specs':>5} {'DAGs':>5} {'tasks':>6} {'process':>8} {'imp. af':>8} "
         f"{'imp. bag':>8} {'DagBag':>8} {'per DAG':>8} | {'imp. fac':>8} {'build_all':>9} "
-        f"{'per DAG':>8}"
+        f"{'per DAG':>8} {'serialize':>9}"
     )
     for count in args.specs:
         row = results[f"specs_{count}"]
@@ -182,7 +191,8 @@ def main() -> None:
             f"   {count:>5} {dags:>5} {parse['tasks']:>6} {ms(parse['process_wall'])} "
             f"{ms(parse['import_airflow'])} {ms(parse['import_dagbag'])} {ms(parse['parse'])} "
             f"{parse['parse'] * 1000 / dags:8.1f} | {ms(factory['import_factory'])} "
-            f"{ms(factory['build_all']):>9} {factory['build_all'] * 1000 / dags:8.1f}"
+            f"{ms(factory['build_all']):>9} {factory['build_all'] * 1000 / dags:8.1f} "
+            f"{ms(factory['serialize']):>9}"
         )
     if len(args.specs) >= 2:
         low, high = min(args.specs), max(args.specs)
@@ -205,7 +215,8 @@ def main() -> None:
         "`import airflow`; imp. bag = importing DagBag; DagBag = DagBag(dags/) (imports the "
         "DAG file, the factory, reads the specs, builds the DAGs); per DAG = DagBag / DAGs; "
         "imp. fac = importing mlops_pack.airflow.dag_factory after airflow; build_all = the "
-        "factory call alone."
+        "factory call alone; serialize = DagSerialization.to_dict of every built DAG, as "
+        "the dag-processor does after each parse."
     )
     path = _common.write_json_result(
         "bench_parse",

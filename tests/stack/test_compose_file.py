@@ -169,6 +169,9 @@ def test_compose_config_accepts_the_shipped_file(stack_env):
     # With the fix, the heartbeat interval no longer bounds a finished task's slot: the
     # default (5 s) stays, and with it a fifth of the heartbeats.
     assert "AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL" not in worker["environment"]
+    # Specs are parsed every 2 minutes, not every 30 s (docs/production.md).
+    parse_interval = "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL"
+    assert services["airflow-dag-processor"]["environment"][parse_interval] == "120"
     # The workers download the servers' prediction logs: no server volume is theirs.
     assert worker["environment"]["MLOPS_PACK_PREDICTION_LOGS"] == "server"
     assert "serving" in worker["networks"]

@@ -239,7 +239,11 @@ def _schedule(spec: ModelSpec) -> Any:
 
 
 def build_retrain_dag(spec_path: Path) -> DAG:
-    spec = load_spec(spec_path)
+    return retrain_dag(load_spec(spec_path))
+
+
+def retrain_dag(spec: ModelSpec) -> DAG:
+    """A loaded spec's retrain DAG (``build_all`` reads each spec file once)."""
     name = spec.name
     schedule = _schedule(spec)
     with DAG(
@@ -484,8 +488,8 @@ def build_all(include_dir: Path | None = None) -> dict[str, DAG]:
     for path in paths:
         built: list[DAG] = []
         try:
-            built.append(build_retrain_dag(path))
             spec = load_spec(path)
+            built.append(retrain_dag(spec))
             if spec.serving is not None and spec.monitoring is not None:
                 built.append(build_monitor_dag(spec))
             good.append(path.stem)
