@@ -112,7 +112,7 @@ def test_a_spec_added_shows_at_once_after_reserialize(local_stack):
         capture_output=True, text=True, timeout=300, check=False,
     )  # fmt: skip
     assert reserialized.returncode == 0, reserialized.stderr[-3000:]
-    dag = ac.DagApi(airflow_api(local_stack)).get_dag("mlops_retrain__churn_added")
+    dag = ac.DAGApi(airflow_api(local_stack)).get_dag("mlops_retrain__churn_added")
     assert dag.dag_id == "mlops_retrain__churn_added"
     assert "churn_added" in [tag.name for tag in dag.tags]
 
