@@ -628,8 +628,9 @@ def parse_spec(raw: Any, source: str) -> ModelSpec:
 
 # libyaml's safe loader where PyYAML was built with it (its wheels are): the same
 # documents and errors as the pure-Python one at about a tenth of the CPU. The
-# dag-processor reads every spec on each parse, and that parse repeats every
-# min_file_process_interval, so this is most of an idle stack's parsing cost.
+# dag-processor reads every spec on each parse, every min_file_process_interval; the
+# pure-Python loader was most of the DAG factory's share of that parse (Airflow's
+# serialization of the built DAGs is the larger share, docs/production.md).
 _SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
