@@ -138,8 +138,11 @@ def _median(values: list[float]) -> float | None:
     return round(statistics.median(values), 2) if values else None
 
 
-def timeline(task_instances: list) -> dict:
+def timeline(task_instances: list, began: datetime, ended: datetime) -> dict:
     """Where a phase's wall time went, from the task instances' own timestamps.
+
+    ``lead_in_s`` runs from the first trigger (``began``) to the first task's start;
+    ``after_last_task_s`` from the last task's end to the last run's end (``ended``).
 
     ``hand_off`` splits the wait between the run's previous task ending and the next one
     starting (the scheduler noticing and queueing it; the executor sending it and
@@ -178,6 +181,10 @@ def timeline(task_instances: list) -> dict:
         running, last = running + step, at
     return {
         "tasks": len(done),
+        "lead_in_s": round(min(ti.start_date for ti in done).timestamp() - began.timestamp(), 1),
+        "after_last_task_s": round(
+            ended.timestamp() - max(ti.end_date for ti in done).timestamp(), 1
+        ),
         "task_s_median": _median([(ti.end_date - ti.start_date).total_seconds() for ti in done]),
         "hand_off_median_s": {
             "upstream_end_to_queued": _median(to_queued),
@@ -306,7 +313,7 @@ def phase(api, project: str, models: list[str], workload: str) -> dict:
         "cores_busy": round(meter.other_cpu / meter.wall, 2),
         "cpu_s_by_container": cpu,
         "tasks_per_worker": dict(hosts),
-        "timeline": timeline(every_task),
+        "timeline": timeline(every_task, first_trigger, last_end),
         "slot_held_after_task": slot_held_after_task(project, runs),
         "load_before": load_before,
         "load_after": _common.loadavg(),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -14,7 +15,7 @@ import psutil
 import pytest
 import structlog
 from airflow.sdk.execution_time.supervisor import ActivitySubprocess, PsutilTracker
-from mlops_pack.airflow import supervisor_exit
+from mlops_pack.airflow import supervisor_exit, worker
 
 PLUGINS = Path(__file__).resolve().parents[2] / "plugins"
 
@@ -87,3 +88,33 @@ def test_the_worker_entry_point_runs_airflows_command_line():
     import airflow
 
     assert done.stdout.strip().splitlines()[-1] == airflow.__version__
+
+
+# Runs the worker's entry point with Airflow's command line replaced by a report of what
+# is already imported when Celery would start (the real command would start a worker).
+_REPORT_PRELOADED = """
+import json, sys
+import airflow.__main__
+from mlops_pack.airflow import worker
+
+def report():
+    print(json.dumps({m: m in sys.modules for m in worker.TASK_IMPORTS}))
+
+airflow.__main__.main = report
+sys.argv = ["worker", *sys.argv[1:]]
+worker.main()
+"""
+
+
+@pytest.mark.parametrize(
+    ("command", "preloaded"), [(["celery", "worker"], True), (["version"], False)]
+)
+def test_a_celery_worker_imports_what_each_task_would_before_its_pool_forks(command, preloaded):
+    env = {**os.environ, "PYTHONPATH": str(PLUGINS)}
+    done = subprocess.run(
+        [sys.executable, "-c", _REPORT_PRELOADED, *command],
+        env=env, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    found = json.loads(done.stdout.strip().splitlines()[-1])
+    assert found == {module: preloaded for module in worker.TASK_IMPORTS}
