@@ -81,11 +81,33 @@ def test_docker_inspect_shows_every_hardening_flag():
     assert host["Privileged"] is False
     assert "/tmp" in host["Tmpfs"]
     assert info["Config"]["User"] == "65534:65534"
+    # Native thread pools sized to the quota (0.5 CPU: one thread), not the host's cores.
+    assert {"OMP_NUM_THREADS=1", "OPENBLAS_NUM_THREADS=1", "MKL_NUM_THREADS=1"} <= set(
+        info["Config"]["Env"]
+    )
     mounts = [m["Source"] for m in info["Mounts"]]
     assert not any("docker.sock" in m for m in mounts)
     assert all(m["RW"] is False for m in info["Mounts"])
     worker.join(timeout=60)
     assert _inspect(name) is None  # removed on success
+
+
+# Exits 0 only if every native thread pool the step's libraries load has one thread.
+_ONE_THREAD_EACH = """
+import numpy, sklearn.ensemble, threadpoolctl
+pools = threadpoolctl.threadpool_info()
+print(pools)
+raise SystemExit(0 if pools and all(p["num_threads"] == 1 for p in pools) else 3)
+"""
+
+
+def test_a_steps_thread_pools_are_sized_to_its_quota_not_the_hosts_cores():
+    import os
+
+    # The host shows the container every core; without the sizing OpenBLAS takes them all.
+    assert (os.cpu_count() or 1) > 1, "needs a host with more than one core to mean anything"
+    name = f"mlops-threads-{time.time_ns()}"
+    assert container.run(_client(), _spec(name, _ONE_THREAD_EACH), LOG) == 0
 
 
 def test_a_step_over_its_timeout_leaves_no_container_and_the_retry_succeeds():

@@ -77,6 +77,9 @@ def test_the_step_pod_is_hardened_and_returns_its_result_through_xcom(tmp_path, 
     assert json.loads(env["MLOPS_PACK_POD_INPUTS"]) == {"decision.json": '{"decision_id": "d1"}'}
     assert env["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
     assert "MLOPS_PACK_LOCK_DSN" not in env
+    # Native thread pools sized to the CPU limit, not the node's cores.
+    pools = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+    assert {env[name] for name in pools} == {"1"}
     assert "topsecret" not in json.dumps(pod.to_dict(), default=str)
     assert [s.secret_ref.name for s in base.env_from] == ["mlops-pack-step-secrets"]
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
+import math
 import os
 import tarfile
 import threading
@@ -81,6 +82,16 @@ class ContainerLimits:
 
 
 CPUS_ENV = "MLOPS_PACK_STEP_CPUS"
+
+# Native thread pools (OpenMP, OpenBLAS, MKL) size themselves by the cores the kernel
+# shows, and a container sees all of the host's whatever its quota: a one-CPU step on a
+# 64-core host would start 64 BLAS threads and spend its quota switching between them.
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def thread_environment(limits: ContainerLimits) -> dict[str, str]:
+    """The thread-pool sizes of a step held to ``limits``: its CPU quota, rounded up."""
+    return dict.fromkeys(THREAD_VARIABLES, str(max(1, math.ceil(limits.cpus))))
 
 
 def default_limits() -> ContainerLimits:
@@ -171,7 +182,7 @@ def create(client, spec: ContainerSpec, log: logging.Logger) -> str:
         command=spec.command,
         name=spec.name,
         user=spec.user,
-        environment=spec.environment,
+        environment={**thread_environment(spec.limits), **spec.environment},
         working_dir="/work",
         host_config=host_config(client, spec),
         entrypoint=spec.entrypoint,

@@ -17,7 +17,7 @@ import json
 import os
 from typing import Any
 
-from mlops_pack.airflow.container import ContainerLimits
+from mlops_pack.airflow.container import ContainerLimits, thread_environment
 from mlops_pack.airflow.exceptions import MlopsBadInputFailure
 
 POD_WORK = "/work/run"
@@ -58,7 +58,8 @@ def step_pod_operator(
             f"https) that pods reach, got {tracking!r}; pods share no file system with "
             "the worker"
         )
-    variables = {name: env[name] for name in PLAIN_ENV if env.get(name)}
+    variables = thread_environment(limits)
+    variables |= {name: env[name] for name in PLAIN_ENV if env.get(name)}
     variables |= {
         "MLOPS_PACK_HOME": POD_HOME,
         "MLOPS_PACK_DATA_DIR": POD_DATA,
