@@ -149,7 +149,8 @@ def timeline(task_instances: list, began: datetime, ended: datetime) -> dict:
     a worker starting it); ``both_busy_s`` is how long two tasks ran at once, and
     ``idle_between_tasks_s`` how long each worker waited between its tasks.
     """
-    done = [ti for ti in task_instances if ti.start_date and ti.end_date]
+    # Tasks a worker ran: a skipped task has dates but no host, and took no slot.
+    done = [ti for ti in task_instances if ti.start_date and ti.end_date and ti.hostname]
     by_run: dict[tuple[str, str], list] = {}
     for ti in done:
         by_run.setdefault((ti.dag_id, ti.dag_run_id), []).append(ti)
@@ -370,8 +371,11 @@ def main() -> int:
     # With every core busy the two-worker phase cannot end before its CPU work is done,
     # so the machine caps the ratio near one worker's wall time over that work per core
     # (an upper bound: the stack's idle CPU grows with wall time and lowers it further).
+    # The CPU is read over the polled window (to noticed_after_s, up to 3 s past the
+    # phase's end): its rate times the phase's wall time is the phase's CPU work.
     cores = os.cpu_count() or 1
-    work = result["two_workers"]["other_cpu_s"] / cores
+    two = result["two_workers"]
+    work = two["other_cpu_s"] / two["noticed_after_s"] * two["wall_s"] / cores
     result["cpu_bound_ratio"] = round(result["one_worker"]["wall_s"] / work, 2)
     result.update(
         cpus=os.cpu_count(), machine=_common.machine(), rows=args.rows,

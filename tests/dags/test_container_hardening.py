@@ -92,22 +92,52 @@ def test_docker_inspect_shows_every_hardening_flag():
     assert _inspect(name) is None  # removed on success
 
 
-# Exits 0 only if every native thread pool the step's libraries load has one thread.
-_ONE_THREAD_EACH = """
+# Exits 0 only if the step's libraries' native thread pools have the sizes in argv[1]
+# (JSON: {"openblas": n, "openmp": n}), on a host showing the container more than one core.
+_POOL_SIZES = """
+import json, os, sys
 import numpy, sklearn.ensemble, threadpoolctl
+want = json.loads(sys.argv[1])
 pools = threadpoolctl.threadpool_info()
-print(pools)
-raise SystemExit(0 if pools and all(p["num_threads"] == 1 for p in pools) else 3)
+print(os.cpu_count(), pools)
+if (os.cpu_count() or 1) < 2:
+    raise SystemExit(4)  # every pool would have one thread anyway: nothing shown
+sizes = {p["internal_api"]: p["num_threads"] for p in pools}
+raise SystemExit(0 if pools and all(sizes[k] == n for k, n in want.items()) else 3)
 """
 
 
-def test_a_steps_thread_pools_are_sized_to_its_quota_not_the_hosts_cores():
-    import os
+def _pools(name: str, want: dict, image: str = "mlops-pack-task:latest", **environment):
+    spec = _spec(name, _POOL_SIZES)
+    spec.command = [_POOL_SIZES, json.dumps(want)]
+    spec.image, spec.environment = image, environment
+    return container.run(_client(), spec, LOG)
 
-    # The host shows the container every core; without the sizing OpenBLAS takes them all.
-    assert (os.cpu_count() or 1) > 1, "needs a host with more than one core to mean anything"
+
+def test_a_steps_thread_pools_are_sized_to_its_quota_not_the_hosts_cores():
+    # 0.5 CPU: one thread each, where OpenBLAS would otherwise start one per host core.
+    assert _pools(f"mlops-threads-{time.time_ns()}", {"openblas": 1, "openmp": 1}) == 0
+
+
+def test_a_steps_own_environment_and_its_images_settings_win():
     name = f"mlops-threads-{time.time_ns()}"
-    assert container.run(_client(), _spec(name, _ONE_THREAD_EACH), LOG) == 0
+    assert _pools(name, {"openblas": 2, "openmp": 1}, OPENBLAS_NUM_THREADS="2") == 0
+    tag = f"mlops-pack-task-omp2:{time.time_ns()}"
+    subprocess.run(
+        ["docker", "build", "-q", "-t", tag, "-"],
+        input="FROM mlops-pack-task:latest\nENV OMP_NUM_THREADS=2\n",
+        text=True, capture_output=True, check=True,
+    )  # fmt: skip
+    try:
+        assert _pools(name, {"openblas": 1, "openmp": 2}, image=tag) == 0
+    finally:
+        subprocess.run(["docker", "rmi", "-f", tag], capture_output=True, check=False)
+
+
+@pytest.mark.parametrize(("cpus", "threads"), [(0.5, "1"), (1, "1"), (1.5, "2"), (2, "2")])
+def test_the_pool_size_is_the_quota_rounded_up(cpus, threads):
+    sizes = container.thread_environment(container.ContainerLimits(cpus=cpus))
+    assert sizes == dict.fromkeys(container.THREAD_VARIABLES, threads)
 
 
 def test_a_step_over_its_timeout_leaves_no_container_and_the_retry_succeeds():

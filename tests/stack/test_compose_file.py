@@ -172,9 +172,6 @@ def test_compose_config_accepts_the_shipped_file(stack_env):
     # Specs are parsed every 2 minutes, not every 30 s (docs/production.md).
     parse_interval = "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL"
     assert services["airflow-dag-processor"]["environment"][parse_interval] == "120"
-    # The scheduler waits 2 s between idle loops, not 1 s (docs/production.md).
-    idle_sleep = "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME"
-    assert services["airflow-scheduler"]["environment"][idle_sleep] == "2"
     # The workers download the servers' prediction logs: no server volume is theirs.
     assert worker["environment"]["MLOPS_PACK_PREDICTION_LOGS"] == "server"
     assert "serving" in worker["networks"]

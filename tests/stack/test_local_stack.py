@@ -100,13 +100,6 @@ def airflow_config(container: str, section: str, key: str) -> str:
     ).stdout.strip()  # fmt: skip
 
 
-def test_the_scheduler_waits_2_s_between_idle_loops(local_stack):
-    """docs/production.md, "The scheduler's loop": the compose file's setting reaches
-    the scheduler."""
-    scheduler = service_container(local_stack, "airflow-scheduler")
-    assert airflow_config(scheduler, "scheduler", "scheduler_idle_sleep_time") == "2"
-
-
 def test_a_spec_added_shows_at_once_after_reserialize(local_stack):
     """The compose files parse the specs every 120 s (docs/production.md, "How often the
     specs are parsed"); the documented way to pick a change up at once works."""

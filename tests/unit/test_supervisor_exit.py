@@ -118,3 +118,11 @@ def test_a_celery_worker_imports_what_each_task_would_before_its_pool_forks(comm
     assert done.returncode == 0, done.stderr
     found = json.loads(done.stdout.strip().splitlines()[-1])
     assert found == {module: preloaded for module in worker.TASK_IMPORTS}
+
+
+def test_a_module_this_airflow_lacks_is_skipped_with_a_warning(monkeypatch, caplog):
+    monkeypatch.setattr(worker, "TASK_IMPORTS", ("mlops_pack.no_such_module", "docker.types"))
+    with caplog.at_level("WARNING", logger=worker.__name__):
+        worker.preload()
+    assert "mlops_pack.no_such_module" in caplog.text
+    assert "docker.types" in sys.modules

@@ -94,6 +94,15 @@ def thread_environment(limits: ContainerLimits) -> dict[str, str]:
     return dict.fromkeys(THREAD_VARIABLES, str(max(1, math.ceil(limits.cpus))))
 
 
+def _environment(client, spec: ContainerSpec) -> dict[str, str]:
+    """The spec's environment over the thread-pool sizes, less any size the image sets
+    itself (a team's image tuned for its own libraries keeps its setting)."""
+    image_env = client.inspect_image(spec.image).get("Config", {}).get("Env") or []
+    in_image = {entry.split("=", 1)[0] for entry in image_env}
+    sizes = {k: v for k, v in thread_environment(spec.limits).items() if k not in in_image}
+    return {**sizes, **spec.environment}
+
+
 def default_limits() -> ContainerLimits:
     """The limits of a step whose operator sets none. ``MLOPS_PACK_STEP_CPUS`` in the
     worker's environment sets the CPU quota (a deployment that sizes workers in slots
@@ -182,7 +191,7 @@ def create(client, spec: ContainerSpec, log: logging.Logger) -> str:
         command=spec.command,
         name=spec.name,
         user=spec.user,
-        environment={**thread_environment(spec.limits), **spec.environment},
+        environment=_environment(client, spec),
         working_dir="/work",
         host_config=host_config(client, spec),
         entrypoint=spec.entrypoint,

@@ -206,7 +206,7 @@ def start_server(
             Mount("/srv/predictions", str(base / "predictions"), type="bind", read_only=False),
             Mount("/run/mlops-secrets", str(secrets_dir), type="bind", read_only=True),
         ],
-        environment={"MLOPS_PACK_IMAGE": image, "OMP_NUM_THREADS": "1"},
+        environment={"MLOPS_PACK_IMAGE": image},  # thread pools: one CPU, one thread
         network_mode="host",
         limits=SERVER_LIMITS,
         entrypoint=["python", "-m", "mlops_pack.serving"],

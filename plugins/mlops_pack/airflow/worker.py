@@ -10,19 +10,31 @@ one and inherit the fix.
 A Celery worker also imports, before it forks its pool, what every task's process would
 otherwise import again after its own fork: Airflow's DagBag (each task parses its DAG
 file with it), the pack's DAG factory and Docker's types. A task then starts with them in
-memory: in the scale-out benchmark the workers' CPU per task fell from 0.21 to 0.24
-CPU-seconds to 0.18 (docs/benchmarks.md §7). A change to these modules needs a worker
-restart, as a change to the installed pack always did.
+memory (docs/production.md). A change to these modules needs a worker restart, as a change
+to the installed pack always did.
 """
 
 from __future__ import annotations
 
 import importlib
+import logging
 import sys
 
-# Imported by each task's process after the fork unless the worker has them already; the
-# DAG file itself is not: it is the team's code, read fresh by every task.
+log = logging.getLogger(__name__)
+
+# Imported by each task's process after the fork unless the worker has them already. The
+# DAG file is deliberately not among them: it is the team's code, read fresh by each task.
 TASK_IMPORTS = ("airflow.dag_processing.dagbag", "mlops_pack.airflow.dag_factory", "docker.types")
+
+
+def preload() -> None:
+    """Import TASK_IMPORTS. One this Airflow lacks (that DagBag module is there from 3.1
+    on) is skipped with a warning: a task imports what it needs anyway, only later."""
+    for module in TASK_IMPORTS:
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            log.warning("not imported before the pool forks: %s (%s)", module, exc)
 
 
 def main() -> None:
@@ -30,8 +42,7 @@ def main() -> None:
 
     supervisor_exit.install()
     if sys.argv[1:3] == ["celery", "worker"]:
-        for module in TASK_IMPORTS:
-            importlib.import_module(module)
+        preload()
     from airflow.__main__ import main as airflow_main
 
     sys.argv = ["airflow", *sys.argv[1:]]
