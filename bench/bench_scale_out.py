@@ -182,10 +182,9 @@ def timeline(task_instances: list, began: datetime, ended: datetime) -> dict:
         running, last = running + step, at
     return {
         "tasks": len(done),
-        "lead_in_s": round(min(ti.start_date for ti in done).timestamp() - began.timestamp(), 1),
-        "after_last_task_s": round(
-            ended.timestamp() - max(ti.end_date for ti in done).timestamp(), 1
-        ),
+        # The sweep's first edge is the first start, its last the last end.
+        "lead_in_s": round(edges[0][0] - began.timestamp(), 1) if edges else None,
+        "after_last_task_s": round(ended.timestamp() - edges[-1][0], 1) if edges else None,
         "task_s_median": _median([(ti.end_date - ti.start_date).total_seconds() for ti in done]),
         "hand_off_median_s": {
             "upstream_end_to_queued": _median(to_queued),
