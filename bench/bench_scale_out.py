@@ -17,10 +17,13 @@ the first trigger to the last run's end. Two workloads:
   four chains of two retrains, and its tail (one model's last tasks alone) is part of
   the figure.
 
-Two workers run first, then worker 2 is stopped and one worker runs the other models:
-what the second phase gains from a warm MLflow server and page cache favours one
-worker, so the ratio errs low. The machine's CPU count bounds the ratio: two workers
-cannot run two one-CPU steps at once faster than the cores allow.
+Four phases, each on its own models: two workers, one worker (worker 2 stopped with
+Celery's warm shutdown), one worker again, two workers again (worker 2 started). The
+ratio is the two one-worker phases' summed wall time over the two-worker phases'. In
+that A B B A order a steady drift of the machine's speed, or the MLflow server and page
+cache warming, weighs on both configurations alike; each pair's own ratio is printed
+too. The machine's CPU count bounds the ratio: two workers cannot run two one-CPU steps
+at once faster than the cores allow.
 
     .venv/bin/python bench/bench_scale_out.py
     .venv/bin/python bench/bench_scale_out.py --workload pairs
@@ -286,7 +289,7 @@ def phase(api, project: str, models: list[str], workload: str) -> dict:
     for name in models:
         stack_support.unpaused(api, f"mlops_retrain__{name}")
     load_before = _common.loadavg()
-    cpu_before = container_cpu(project)
+    cpu_before, steal_before = container_cpu(project), _common.machine_steal_seconds()
     with _common.Meter() as meter:
         first_trigger = datetime.now(UTC)
         runs = [
@@ -294,6 +297,7 @@ def phase(api, project: str, models: list[str], workload: str) -> dict:
         ]
         states = [run_to_end(api, dag, run, timeout=3600) for dag, run in runs]
     cpu = cpu_breakdown(cpu_before, container_cpu(project))
+    steal = _common.machine_steal_seconds() - steal_before
     # The phase ends when its last run ended, as Airflow recorded it: the polling above
     # notices up to its interval (3 s) later, which would add to both phases at random.
     last_end = max(ac.DagRunApi(api).get_dag_run(dag, run).end_date for dag, run in runs)
@@ -311,6 +315,9 @@ def phase(api, project: str, models: list[str], workload: str) -> dict:
         "noticed_after_s": round(meter.wall, 1),
         "other_cpu_s": meter.other_cpu,
         "cores_busy": round(meter.other_cpu / meter.wall, 2),
+        # Of that CPU, what the hypervisor ran for others on this machine's CPUs: time the
+        # stack wanted a core and did not get one.
+        "steal_s": round(steal, 1),
         "cpu_s_by_container": cpu,
         "tasks_per_worker": dict(hosts),
         "timeline": timeline(every_task, first_trigger, last_end),
@@ -327,6 +334,56 @@ def stop_service(project: str, service: str) -> None:
     subprocess.run(["docker", "stop", "-t", "120", found[0]], check=True, capture_output=True)
 
 
+def start_worker(project: str, service: str, timeout: float = 180) -> None:
+    """Start a stopped Celery worker again and wait until Celery says it takes tasks."""
+    found = [cid for cid, name in stack_containers(project, stopped=True) if name == service]
+    assert len(found) == 1, (service, found)
+    since = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    subprocess.run(["docker", "start", found[0]], check=True, capture_output=True)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        logs = subprocess.run(
+            ["docker", "logs", "--since", since, found[0]],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        if re.search(r"celery@\S+ ready\.", logs.stdout + logs.stderr):
+            return
+        time.sleep(1)
+    raise SystemExit(f"scale-out FAILED: {service} did not come back in {timeout:.0f} s")
+
+
+# The phases in the order run: two workers, one, one, two (A B B A). The machine's speed
+# drifts during a run (the same steps took up to 12% more CPU in one phase than in the
+# other in single A B runs) and later phases find the MLflow server and page cache
+# warmer; in A B B A a steady drift or warming adds to both configurations alike.
+PHASES = (("two_a", 2), ("one_a", 1), ("one_b", 1), ("two_b", 2))
+
+
+def ratios(phases: dict[str, dict], cores: int) -> dict:
+    """The ratio of the summed wall times (one worker over two), each pair's own ratio,
+    and what the two-worker phases' CPU allows."""
+    one = [phases[label]["wall_s"] for label, workers in PHASES if workers == 1]
+    two = [phases[label]["wall_s"] for label, workers in PHASES if workers == 2]
+    # With every core busy the two-worker phases cannot end before their CPU work is
+    # done, so the machine caps the ratio near one worker's wall time over that work per
+    # core (an upper bound: the stack's idle CPU grows with wall time and lowers it
+    # further). The CPU is read over the polled window (to noticed_after_s, up to 3 s
+    # past the phase's end): its rate times the phase's wall time is the phase's work.
+    work = sum(
+        phases[label]["other_cpu_s"] / phases[label]["noticed_after_s"] * phases[label]["wall_s"]
+        for label, workers in PHASES
+        if workers == 2
+    )
+    return {
+        "ratio": round(sum(one) / sum(two), 3),
+        "ratio_first_pair": round(phases["one_a"]["wall_s"] / phases["two_a"]["wall_s"], 3),
+        "ratio_second_pair": round(phases["one_b"]["wall_s"] / phases["two_b"]["wall_s"], 3),
+        "cpu_bound_ratio": round(sum(one) / (work / cores), 2),
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -339,53 +396,53 @@ def main() -> int:
     args = parser.parse_args()
     count = args.models or (8 if args.workload == "champions" else 4)
     _common.header(f"scale-out: retrains on one Celery worker against two ({args.workload})")
-    two = [f"scale_two_{i}" for i in range(count)]
-    one = [f"scale_one_{i}" for i in range(count)]
-    include, data = bench_include(two + one), bench_data(args.rows)
+    models = {label: [f"scale_{label}_{i}" for i in range(count)] for label, _ in PHASES}
+    every_model = [name for names in models.values() for name in names]
+    include, data = bench_include(every_model), bench_data(args.rows)
     env = {"LOCAL_WORKER_CONCURRENCY": "1", "MLOPS_PACK_STEP_CPUS": "1"}
     started = time.perf_counter()
+    phases: dict[str, dict] = {}
     with stack_support.local_stack(build_task_image(), include, data, **env) as stack:
         api = stack_support.airflow_api(stack)
+        project = stack["project"]
         print(f"stack up in {time.perf_counter() - started:.0f} s")
         if args.workload == "champions":
             seeding = time.perf_counter()
-            seed_champions(api, two + one)
-            print(f"champions of {len(two + one)} models in {time.perf_counter() - seeding:.0f} s")
-        result = {"two_workers": phase(api, stack["project"], two, args.workload)}
-        print("two workers:", result["two_workers"])
-        stop_service(stack["project"], "airflow-worker-2")
-        result["one_worker"] = phase(api, stack["project"], one, args.workload)
-        print("one worker:", result["one_worker"])
+            seed_champions(api, every_model)
+            print(
+                f"champions of {len(every_model)} models in {time.perf_counter() - seeding:.0f} s"
+            )
+        workers = 2
+        for label, wanted in PHASES:
+            if wanted < workers:
+                stop_service(project, "airflow-worker-2")
+            elif wanted > workers:
+                start_worker(project, "airflow-worker-2")
+            workers = wanted
+            phases[label] = phase(api, project, models[label], args.workload)
+            print(f"{label} ({workers} worker{'s' if workers > 1 else ''}):", phases[label])
     for name in (include, data):
         shutil.rmtree(name, ignore_errors=True)
     failed = {
         k: r["retrains"] - r["succeeded"]
-        for k, r in result.items()
+        for k, r in phases.items()
         if r["succeeded"] < r["retrains"]
     }
     if failed:  # a failed run measured nothing: no ratio is reported
         print(f"scale-out FAILED: retrains that did not succeed per phase: {failed}")
         return 1
-    result["ratio"] = result["one_worker"]["wall_s"] / result["two_workers"]["wall_s"]
-    # With every core busy the two-worker phase cannot end before its CPU work is done,
-    # so the machine caps the ratio near one worker's wall time over that work per core
-    # (an upper bound: the stack's idle CPU grows with wall time and lowers it further).
-    # The CPU is read over the polled window (to noticed_after_s, up to 3 s past the
-    # phase's end): its rate times the phase's wall time is the phase's CPU work.
     cores = os.cpu_count() or 1
-    two = result["two_workers"]
-    work = two["other_cpu_s"] / two["noticed_after_s"] * two["wall_s"] / cores
-    result["cpu_bound_ratio"] = round(result["one_worker"]["wall_s"] / work, 2)
+    result = {"phases": phases, **ratios(phases, cores)}
     result.update(
-        cpus=os.cpu_count(), machine=_common.machine(), rows=args.rows,
-        workload=args.workload, models_per_phase=count,
+        cpus=cores, machine=_common.machine(), rows=args.rows, workload=args.workload,
+        models_per_phase=count, order=[label for label, _ in PHASES],
     )  # fmt: skip
     path = _common.write_json_result("scale_out", result)
+    walls = ", ".join(f"{label} {phases[label]['wall_s']:.0f} s" for label, _ in PHASES)
     print(
-        f"one worker {result['one_worker']['wall_s']:.0f} s, two workers "
-        f"{result['two_workers']['wall_s']:.0f} s: {result['ratio']:.2f}x "
-        f"(target 1.7x; {cores} CPUs, whose CPU allows about "
-        f"{result['cpu_bound_ratio']:.2f}x at most); {path}"
+        f"{walls}: {result['ratio']:.2f}x (pairs {result['ratio_first_pair']:.2f}x and "
+        f"{result['ratio_second_pair']:.2f}x; target 1.7x; {cores} CPUs, whose CPU allows "
+        f"about {result['cpu_bound_ratio']:.2f}x at most); {path}"
     )
     return 0
 

@@ -98,3 +98,29 @@ def test_an_untranslated_hardening_setting_stops_the_probe(monkeypatch):
     monkeypatch.setattr(container, "host_config", lambda c, s: {**real(c, s), "Sysctls": {"a": 1}})
     with pytest.raises(SystemExit, match="Sysctls"):
         _common.docker_run("any-image", ["-c", "pass"])
+
+
+def test_the_scale_out_ratio_weighs_both_pairs_of_its_a_b_b_a_order():
+    import bench_scale_out as scale
+
+    def phase(wall: float, cpu: float) -> dict:
+        return {"wall_s": wall, "noticed_after_s": wall, "other_cpu_s": cpu}
+
+    assert [label for label, _ in scale.PHASES] == ["two_a", "one_a", "one_b", "two_b"]
+    phases = {
+        "two_a": phase(135.0, 255.0),
+        "one_a": phase(209.0, 270.0),
+        "one_b": phase(200.0, 255.0),
+        "two_b": phase(105.0, 200.0),
+    }
+    got = scale.ratios(phases, cores=2)
+    # One worker's 409 s over two workers' 240 s; each pair's own ratio beside it.
+    assert got["ratio"] == 1.704
+    assert (got["ratio_first_pair"], got["ratio_second_pair"]) == (1.548, 1.905)
+    # The two-worker phases' 455 CPU-s take 227.5 s on two cores at best: 409 / 227.5.
+    assert got["cpu_bound_ratio"] == 1.80
+
+
+def test_steal_is_read_from_the_machine_and_is_part_of_its_busy_time():
+    steal = _common.machine_steal_seconds()
+    assert 0.0 <= steal <= _common._machine_busy_seconds()
