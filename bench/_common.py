@@ -82,28 +82,31 @@ def peak_rss_mb(who: int = resource.RUSAGE_SELF) -> float:
     return resource.getrusage(who).ru_maxrss / 1024
 
 
-def _cpu_ticks() -> list[int] | None:
-    """/proc/stat's first line: user nice system idle iowait irq softirq steal, in ticks."""
+PROC_STAT = Path("/proc/stat")
+
+
+def _cpu_ticks(stat: Path = PROC_STAT) -> list[int] | None:
+    """The first line of ``stat``: user nice system idle iowait irq softirq steal, in ticks."""
     try:
-        fields = Path("/proc/stat").read_text(encoding="ascii").splitlines()[0].split()[1:]
+        fields = stat.read_text(encoding="ascii").splitlines()[0].split()[1:]
     except OSError:
         return None
     return [int(x) for x in fields[:8]]
 
 
-def _machine_busy_seconds() -> float:
+def _machine_busy_seconds(stat: Path = PROC_STAT) -> float:
     """CPU-seconds all CPUs of the machine spent busy since boot (from /proc/stat)."""
-    ticks = _cpu_ticks()
+    ticks = _cpu_ticks(stat)
     if ticks is None:
         return float("nan")
     busy = sum(ticks) - ticks[3] - ticks[4]
     return busy / os.sysconf("SC_CLK_TCK")
 
 
-def machine_steal_seconds() -> float:
+def machine_steal_seconds(stat: Path = PROC_STAT) -> float:
     """CPU-seconds the hypervisor gave this virtual machine's CPUs to others while they
     had work (/proc/stat's steal; counted as busy by ``Meter``), since boot."""
-    ticks = _cpu_ticks()
+    ticks = _cpu_ticks(stat)
     return float("nan") if ticks is None else ticks[7] / os.sysconf("SC_CLK_TCK")
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import os
 import subprocess
 import sys
 
@@ -104,23 +106,32 @@ def test_the_scale_out_ratio_weighs_both_pairs_of_its_a_b_b_a_order():
     import bench_scale_out as scale
 
     def phase(wall: float, cpu: float) -> dict:
-        return {"wall_s": wall, "noticed_after_s": wall, "other_cpu_s": cpu}
+        # The CPU is read over the polled window, 2 s longer than the phase.
+        return {"wall_s": wall, "noticed_after_s": wall + 2.0, "other_cpu_s": cpu}
 
     assert [label for label, _ in scale.PHASES] == ["two_a", "one_a", "one_b", "two_b"]
     phases = {
-        "two_a": phase(135.0, 255.0),
+        "two_a": phase(135.0, 256.0 * 137.0 / 135.0),
         "one_a": phase(209.0, 270.0),
         "one_b": phase(200.0, 255.0),
-        "two_b": phase(105.0, 200.0),
+        "two_b": phase(105.0, 200.0 * 107.0 / 105.0),
     }
     got = scale.ratios(phases, cores=2)
     # One worker's 409 s over two workers' 240 s; each pair's own ratio beside it.
     assert got["ratio"] == 1.704
     assert (got["ratio_first_pair"], got["ratio_second_pair"]) == (1.548, 1.905)
-    # The two-worker phases' 455 CPU-s take 227.5 s on two cores at best: 409 / 227.5.
-    assert got["cpu_bound_ratio"] == 1.80
+    # Scaled to the phases' wall time, the two-worker phases' CPU is 256 + 200 = 456
+    # CPU-s, 228 s on two cores at best: 409 / 228.
+    assert got["cpu_bound_ratio"] == 1.79
 
 
-def test_steal_is_read_from_the_machine_and_is_part_of_its_busy_time():
-    steal = _common.machine_steal_seconds()
-    assert 0.0 <= steal <= _common._machine_busy_seconds()
+def test_steal_and_busy_time_come_from_their_own_fields_of_proc_stat(tmp_path):
+    tick = os.sysconf("SC_CLK_TCK")
+    stat = tmp_path / "stat"
+    # user nice system idle iowait irq softirq steal (guest fields after are not read)
+    stat.write_text("cpu  100 3 50 1000 20 4 5 7 0 0\ncpu0 50 1 25 500 10 2 2 3 0 0\n")
+    assert _common.machine_steal_seconds(stat) == 7 / tick
+    assert _common._machine_busy_seconds(stat) == (100 + 3 + 50 + 4 + 5 + 7) / tick
+    assert math.isnan(_common.machine_steal_seconds(tmp_path / "absent"))
+    # The machine's own: steal is part of the busy time.
+    assert 0.0 <= _common.machine_steal_seconds() <= _common._machine_busy_seconds()
