@@ -350,6 +350,13 @@ def start_worker(project: str, service: str, timeout: float = 180) -> None:
         )
         if re.search(r"celery@\S+ ready\.", logs.stdout + logs.stderr):
             return
+        running = subprocess.run(
+            ["docker", "inspect", "-f", "{{.State.Running}}", found[0]],
+            check=True, capture_output=True, text=True,
+        ).stdout.strip()  # fmt: skip
+        if running != "true":  # it stopped while starting: waiting longer cannot help
+            tail = (logs.stdout + logs.stderr)[-2000:]
+            raise SystemExit(f"scale-out FAILED: {service} exited while starting:\n{tail}")
         time.sleep(1)
     raise SystemExit(f"scale-out FAILED: {service} did not come back in {timeout:.0f} s")
 
