@@ -85,29 +85,17 @@ def peak_rss_mb(who: int = resource.RUSAGE_SELF) -> float:
 PROC_STAT = Path("/proc/stat")
 
 
-def _cpu_ticks(stat: Path = PROC_STAT) -> list[int] | None:
-    """The first line of ``stat``: user nice system idle iowait irq softirq steal, in ticks."""
+def _machine_seconds(stat: Path = PROC_STAT) -> tuple[float, float]:
+    """CPU-seconds all CPUs of the machine spent busy since boot, and of those the steal
+    (what the hypervisor gave to others while this virtual machine's CPUs had work), from
+    the first line of ``stat``: user nice system idle iowait irq softirq steal."""
     try:
         fields = stat.read_text(encoding="ascii").splitlines()[0].split()[1:]
     except OSError:
-        return None
-    return [int(x) for x in fields[:8]]
-
-
-def _machine_busy_seconds(stat: Path = PROC_STAT) -> float:
-    """CPU-seconds all CPUs of the machine spent busy since boot (from /proc/stat)."""
-    ticks = _cpu_ticks(stat)
-    if ticks is None:
-        return float("nan")
-    busy = sum(ticks) - ticks[3] - ticks[4]
-    return busy / os.sysconf("SC_CLK_TCK")
-
-
-def machine_steal_seconds(stat: Path = PROC_STAT) -> float:
-    """CPU-seconds the hypervisor gave this virtual machine's CPUs to others while they
-    had work (/proc/stat's steal; counted as busy by ``Meter``), since boot."""
-    ticks = _cpu_ticks(stat)
-    return float("nan") if ticks is None else ticks[7] / os.sysconf("SC_CLK_TCK")
+        return float("nan"), float("nan")
+    ticks = [int(x) for x in fields[:8]]
+    tick = os.sysconf("SC_CLK_TCK")
+    return (sum(ticks) - ticks[3] - ticks[4]) / tick, ticks[7] / tick
 
 
 def _own_cpu_seconds() -> float:
@@ -126,13 +114,17 @@ class Meter:
 
     def __enter__(self) -> Meter:
         self.started = time.perf_counter()
-        self._cpu0, self._busy0 = _own_cpu_seconds(), _machine_busy_seconds()
+        self._cpu0 = _own_cpu_seconds()
+        self._busy0, self._steal0 = _machine_seconds()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.wall = time.perf_counter() - self.started
         self.cpu = _own_cpu_seconds() - self._cpu0
-        self.other_cpu = max(0.0, _machine_busy_seconds() - self._busy0 - self.cpu)
+        busy, steal = _machine_seconds()
+        self.other_cpu = max(0.0, busy - self._busy0 - self.cpu)
+        # Part of other_cpu: CPU the hypervisor ran for others on this machine's CPUs.
+        self.steal = steal - self._steal0
 
     def note(self) -> str:
         cores = self.other_cpu / self.wall if self.wall > 0 else 0.0

@@ -289,7 +289,7 @@ def phase(api, project: str, models: list[str], workload: str) -> dict:
     for name in models:
         stack_support.unpaused(api, f"mlops_retrain__{name}")
     load_before = _common.loadavg()
-    cpu_before, steal_before = container_cpu(project), _common.machine_steal_seconds()
+    cpu_before = container_cpu(project)
     with _common.Meter() as meter:
         first_trigger = datetime.now(UTC)
         runs = [
@@ -297,7 +297,6 @@ def phase(api, project: str, models: list[str], workload: str) -> dict:
         ]
         states = [run_to_end(api, dag, run, timeout=3600) for dag, run in runs]
     cpu = cpu_breakdown(cpu_before, container_cpu(project))
-    steal = _common.machine_steal_seconds() - steal_before
     # The phase ends when its last run ended, as Airflow recorded it: the polling above
     # notices up to its interval (3 s) later, which would add to both phases at random.
     last_end = max(ac.DagRunApi(api).get_dag_run(dag, run).end_date for dag, run in runs)
@@ -317,7 +316,7 @@ def phase(api, project: str, models: list[str], workload: str) -> dict:
         "cores_busy": round(meter.other_cpu / meter.wall, 2),
         # Of that CPU, what the hypervisor ran for others on this machine's CPUs: time the
         # stack wanted a core and did not get one.
-        "steal_s": round(steal, 1),
+        "steal_s": round(meter.steal, 1),
         "cpu_s_by_container": cpu,
         "tasks_per_worker": dict(hosts),
         "timeline": timeline(every_task, first_trigger, last_end),

@@ -130,8 +130,11 @@ def test_steal_and_busy_time_come_from_their_own_fields_of_proc_stat(tmp_path):
     stat = tmp_path / "stat"
     # user nice system idle iowait irq softirq steal (guest fields after are not read)
     stat.write_text("cpu  100 3 50 1000 20 4 5 7 0 0\ncpu0 50 1 25 500 10 2 2 3 0 0\n")
-    assert _common.machine_steal_seconds(stat) == 7 / tick
-    assert _common._machine_busy_seconds(stat) == (100 + 3 + 50 + 4 + 5 + 7) / tick
-    assert math.isnan(_common.machine_steal_seconds(tmp_path / "absent"))
-    # The machine's own: steal is part of the busy time.
-    assert 0.0 <= _common.machine_steal_seconds() <= _common._machine_busy_seconds()
+    busy, steal = _common._machine_seconds(stat)
+    assert steal == 7 / tick
+    assert busy == (100 + 3 + 50 + 4 + 5 + 7) / tick
+    assert all(math.isnan(value) for value in _common._machine_seconds(tmp_path / "absent"))
+    # The machine's own, over a Meter's window: steal is part of the busy time.
+    with _common.Meter() as meter:
+        sum(range(10**6))
+    assert 0.0 <= meter.steal <= meter.other_cpu + meter.cpu
