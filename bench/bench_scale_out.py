@@ -326,23 +326,30 @@ def phase(api, project: str, models: list[str], workload: str) -> dict:
     }
 
 
-def stop_service(project: str, service: str) -> None:
-    found = [cid for cid, name in stack_containers(project) if name == service]
+def service_container(project: str, service: str, stopped: bool = False) -> str:
+    """The id of the service's one container (running, or also stopped with ``stopped``)."""
+    found = [cid for cid, name in stack_containers(project, stopped) if name == service]
     assert len(found) == 1, (service, found)
+    return found[0]
+
+
+def stop_service(project: str, service: str) -> None:
     # Celery's warm shutdown: it finishes what it runs (nothing, between the phases).
-    subprocess.run(["docker", "stop", "-t", "120", found[0]], check=True, capture_output=True)
+    subprocess.run(
+        ["docker", "stop", "-t", "120", service_container(project, service)],
+        check=True, capture_output=True,
+    )  # fmt: skip
 
 
 def start_worker(project: str, service: str, timeout: float = 180) -> None:
     """Start a stopped Celery worker again and wait until Celery says it takes tasks."""
-    found = [cid for cid, name in stack_containers(project, stopped=True) if name == service]
-    assert len(found) == 1, (service, found)
+    container_id = service_container(project, service, stopped=True)
     since = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    subprocess.run(["docker", "start", found[0]], check=True, capture_output=True)
+    subprocess.run(["docker", "start", container_id], check=True, capture_output=True)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         logs = subprocess.run(
-            ["docker", "logs", "--since", since, found[0]],
+            ["docker", "logs", "--since", since, container_id],
             check=True,
             capture_output=True,
             text=True,
@@ -350,7 +357,7 @@ def start_worker(project: str, service: str, timeout: float = 180) -> None:
         if re.search(r"celery@\S+ ready\.", logs.stdout + logs.stderr):
             return
         running = subprocess.run(
-            ["docker", "inspect", "-f", "{{.State.Running}}", found[0]],
+            ["docker", "inspect", "-f", "{{.State.Running}}", container_id],
             check=True, capture_output=True, text=True,
         ).stdout.strip()  # fmt: skip
         if running != "true":  # it stopped while starting: waiting longer cannot help
