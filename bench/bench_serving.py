@@ -216,6 +216,23 @@ def stop_group(pid: int) -> None:
         os.killpg(pid, signal.SIGTERM)
 
 
+@contextlib.contextmanager
+def server_workspace(prefix: str, keep: bool) -> Iterator[tuple[Path, list[int]]]:
+    """A temporary folder and a list for the pids of the servers started in it: at the
+    end the servers are stopped and the folder removed (``keep``: printed instead)."""
+    work = Path(tempfile.mkdtemp(prefix=prefix))
+    pids: list[int] = []
+    try:
+        yield work, pids
+    finally:
+        for pid in pids:
+            stop_group(pid)
+        if keep:
+            print(f"   kept {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+
+
 def group_cpu_seconds(pgid: int) -> float:
     """CPU-seconds used so far by the live processes of one process group (from /proc)."""
     total = 0
@@ -755,18 +772,8 @@ def main() -> None:
     _common.limit_threads(args.blas_threads)
     _common.header("bench_serving: our model server vs mlflow models serve, and deploy time")
     print(f"   {_common.versions()}; OMP/BLAS threads {args.blas_threads}")
-    work = Path(tempfile.mkdtemp(prefix="bench-serving-"))
-    pids: list[int] = []
-    with _common.Meter() as whole:
-        try:
-            out = run(args, work, pids)
-        finally:
-            for pid in pids:
-                stop_group(pid)
-            if args.keep:
-                print(f"   kept {work}")
-            else:
-                shutil.rmtree(work, ignore_errors=True)
+    with _common.Meter() as whole, server_workspace("bench-serving-", args.keep) as (work, pids):
+        out = run(args, work, pids)
     print_benchmark(out["results"])
     added = print_deploy(out["deploy"])
     print(f"\n   server after promote: {out['served_after']}")

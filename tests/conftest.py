@@ -60,8 +60,8 @@ def answering() -> Iterator:
 
     started: list[Answering] = []
 
-    def start(status: int, body=None) -> Answering:
-        started.append(Answering(status, body))
+    def start(status: int, body=None, headers=None) -> Answering:
+        started.append(Answering(status, body, headers))
         return started[-1]
 
     yield start

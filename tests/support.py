@@ -50,10 +50,11 @@ def free_port() -> int:
 
 class Answering(ThreadingHTTPServer):
     """A stand-in for a model server that answers every request with ``status`` and
-    ``body`` as JSON (by default an error naming the status); counts the requests."""
+    ``body`` as JSON (by default an error naming the status) and ``headers``; counts the
+    requests."""
 
-    def __init__(self, status: int, body: Any = None) -> None:
-        self.status, self.requests = status, []
+    def __init__(self, status: int, body: Any = None, headers: dict | None = None) -> None:
+        self.status, self.requests, self.headers = status, [], headers or {}
         self.body = {"error": f"answering {status}"} if body is None else body
         super().__init__(("127.0.0.1", free_port()), _AnsweringHandler)
         threading.Thread(target=self.serve_forever, daemon=True).start()
@@ -71,6 +72,8 @@ class _AnsweringHandler(BaseHTTPRequestHandler):
         self.send_response(self.server.status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
+        for name, value in self.server.headers.items():
+            self.send_header(name, value)
         self.end_headers()
         self.wfile.write(body)
 

@@ -7,10 +7,28 @@ token it already holds for deploys) into a folder of the same layout
 (``date=YYYY-MM-DD/part-*.jsonl``), which the operator copies into the step. The server
 sends whole lines only. Names in the server's listing are checked against the layout
 before anything is written: an answer cannot place a file outside ``dest``.
+
+A worker keeps what it downloaded in a cache folder (one per model and server) and asks
+only for what was appended since: a part file is written by one server process and only
+ever grows (``serving/prediction_log.py``), so the bytes a worker holds are the start of
+the server's file, and ``Range: bytes=N-`` fetches the rest. An hourly monitor over a
+week's window then downloads an hour of traffic, not a week. What a window reads is
+handed to the step as hard links into ``dest``; the cache never appends to a file that a
+link still shares (it grows a copy and renames it over the old name), so a step's copy
+cannot change under it.
+Updates of one cache are serialized by a file lock (several task processes of a worker,
+or workers sharing the folder on one host).
 """
 
 from __future__ import annotations
 
+import fcntl
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from urllib.parse import quote, urlencode
@@ -19,13 +37,37 @@ from mlops_pack.errors import ServiceUnavailableError
 from mlops_pack.feed_layout import PART_FILE, PARTITION
 from mlops_pack.server_client import ServerClient
 
+# A cached day no window has read for this long is removed: longer than a weekly job's
+# cadence, so a weekly labelled batch still finds its days.
+CACHE_IDLE_DAYS = 8
+
+
+@dataclass
+class WindowDownload:
+    """The day folders of a window under ``dest``, the bytes fetched from the server for
+    them, and the bytes that came from the cache instead."""
+
+    folders: list[Path] = field(default_factory=list)
+    fetched: int = 0
+    cached: int = 0
+
 
 def download_window(
-    client: ServerClient, start: datetime, end: datetime, dest: Path
-) -> tuple[list[Path], int]:
-    """The day folders of [start, end) under ``dest``, downloaded, and their bytes."""
+    client: ServerClient, start: datetime, end: datetime, dest: Path, cache: Path | None = None
+) -> WindowDownload:
+    """The day folders of [start, end) under ``dest``: downloaded whole, or with
+    ``cache`` (a folder of this model's server on the worker) only what the cache lacks."""
     query = urlencode({"start": start.isoformat(), "end": end.isoformat()})
-    listing = client.ok("GET", f"/admin/logs?{query}")
+    if cache is None:
+        return _fetch(client, client.ok("GET", f"/admin/logs?{query}"), dest, None)
+    cache.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with _locked(cache / ".lock"):
+        done = _fetch(client, client.ok("GET", f"/admin/logs?{query}"), dest, cache)
+        _prune(cache, keep={f.name for f in done.folders})
+    return done
+
+
+def _fetch(client: ServerClient, listing: object, dest: Path, cache: Path | None):
     days = listing.get("days") if isinstance(listing, dict) else None
     if not isinstance(days, list) or not all(
         isinstance(day, dict) and isinstance(day.get("files"), list) for day in days
@@ -34,19 +76,103 @@ def download_window(
             f"model server at {client.url}: its log listing is not a list of days with "
             f"their files: {str(listing)[:200]}"
         )
-    folders, total = [], 0
+    checked = []
     for day in days:
-        folder = dest / f"date={day.get('day')}"
-        names = [f.get("name", "") if isinstance(f, dict) else "" for f in day["files"]]
-        bad = [n for n in names if not PART_FILE.match(str(n))]
-        if bad or not PARTITION.match(folder.name):
+        folder = f"date={day.get('day')}"
+        files = [f if isinstance(f, dict) else {} for f in day["files"]]
+        bad = [f.get("name", "") for f in files if not PART_FILE.match(str(f.get("name", "")))]
+        if bad or not PARTITION.match(folder):
             raise ServiceUnavailableError(
-                f"model server at {client.url}: its log listing names {folder.name}/{bad}, "
+                f"model server at {client.url}: its log listing names {folder}/{bad}, "
                 "which are not prediction log files (date=YYYY-MM-DD/part-*.jsonl)"
             )
-        folder.mkdir(parents=True, exist_ok=True)
-        for name in names:
-            path = f"/admin/logs/{quote(day['day'])}/{quote(name)}"
-            total += client.download(path, folder / name)
-        folders.append(folder)
-    return folders, total
+        checked.append((day["day"], folder, files))
+    done = WindowDownload()
+    for day, folder, files in checked:
+        (dest / folder).mkdir(parents=True, exist_ok=True)
+        if cache is not None:
+            (cache / folder).mkdir(exist_ok=True, mode=0o700)
+        for entry in files:
+            name, path = entry["name"], f"/admin/logs/{quote(day)}/{quote(entry['name'])}"
+            if cache is None:
+                done.fetched += client.download(path, dest / folder / name) or 0
+                continue
+            held = cache / folder / name
+            fetched, reused = _bring_up_to_date(client, path, held, _listed_bytes(entry))
+            done.fetched += fetched
+            done.cached += reused
+            _link(held, dest / folder / name)
+        if cache is not None:
+            os.utime(cache / folder)  # read now: kept from pruning
+        done.folders.append(dest / folder)
+    return done
+
+
+def _listed_bytes(entry: dict) -> int:
+    size = entry.get("bytes")
+    return size if isinstance(size, int) and not isinstance(size, bool) and size >= 0 else -1
+
+
+def _bring_up_to_date(client: ServerClient, path: str, held: Path, listed: int) -> tuple[int, int]:
+    """Make ``held`` hold the server's file: (bytes fetched, bytes already held)."""
+    grown = held.with_name(held.name + ".grown")
+    grown.unlink(missing_ok=True)  # of an update cut off
+    have = _whole_lines(held)
+    if listed == have and held.exists():
+        return 0, have
+    if 0 <= listed < have:  # a server's file only grows: this is not the one cached
+        have = 0
+    if have:
+        target = held
+        if held.stat().st_nlink > 1:  # a step's window shares it: grow a copy instead
+            shutil.copyfile(held, grown)
+            target = grown
+        fetched = client.download(path, target, start=have)
+        if fetched is not None:
+            if target is grown:
+                grown.replace(held)
+            return fetched, have
+        # The server's file ends before what is held: not the file that was cached.
+        grown.unlink(missing_ok=True)
+    held.unlink(missing_ok=True)
+    return client.download(path, held) or 0, 0
+
+
+def _whole_lines(held: Path) -> int:
+    """Bytes of a cached file, 0 for none or for one that does not end a line (an
+    update cut off by a crash: fetched again whole rather than trusted)."""
+    try:
+        with held.open("rb") as handle:
+            size = handle.seek(0, os.SEEK_END)
+            if size == 0:
+                return 0
+            handle.seek(size - 1)
+            return size if handle.read(1) == b"\n" else 0
+    except FileNotFoundError:
+        return 0
+
+
+def _link(held: Path, target: Path) -> None:
+    try:
+        os.link(held, target)
+    except OSError:  # another file system than the cache's
+        shutil.copyfile(held, target)
+
+
+def _prune(cache: Path, keep: set[str]) -> None:
+    """Remove cached days that no window has read for ``CACHE_IDLE_DAYS``."""
+    oldest = time.time() - CACHE_IDLE_DAYS * 86400
+    for folder in cache.iterdir():
+        idle = folder.name not in keep and folder.stat().st_mtime < oldest
+        if idle and PARTITION.match(folder.name):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    with path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

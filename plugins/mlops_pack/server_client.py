@@ -17,6 +17,7 @@ exception message.
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any, NoReturn
@@ -96,16 +97,26 @@ class ServerClient:
             return payload
         self._raise_for(method, path, status, payload)
 
-    def download(self, path: str, dest: Path, timeout: float | None = None) -> int:
-        """A GET whose 200 body is streamed into ``dest`` (a large file never sits in
+    def download(
+        self, path: str, dest: Path, timeout: float | None = None, start: int = 0
+    ) -> int | None:
+        """A GET whose body is streamed into ``dest`` (a large file never sits in
         memory); returns its bytes. The body is written beside ``dest`` and renamed once
         complete, so a cut transfer leaves nothing. Other answers raise as in ``ok``;
-        ``timeout`` bounds each read, not the whole transfer."""
+        ``timeout`` bounds each read, not the whole transfer.
+
+        ``start`` > 0 asks for the bytes from that offset on (``Range``, taken only as a
+        206 from exactly there) and writes them into ``dest`` from that offset: ``dest``
+        holds the file's first ``start`` bytes, and a cut transfer truncates it back to
+        them. None when the server's file ends before ``start`` (416)."""
+        headers = {"Authorization": f"Bearer {self._secret}"}
+        if start:
+            headers["Range"] = f"bytes={start}-"
         try:
             response = self._pool.request(
                 "GET",
                 self.url + path,
-                headers={"Authorization": f"Bearer {self._secret}"},
+                headers=headers,
                 timeout=urllib3.Timeout(connect=self.timeout, read=timeout or self.timeout),
                 retries=self._retry,
                 redirect=False,
@@ -117,21 +128,37 @@ class ServerClient:
             ) from None
         partial = dest.with_name(dest.name + ".partial")
         try:
-            if response.status != 200:
+            if start and response.status == 416:
+                return None
+            expected = 206 if start else 200
+            if response.status != expected:
                 self._raise_for("GET", path, response.status, _decode(response.read()))
+            sent = str(response.headers.get("Content-Range", ""))
+            if start and not sent.startswith(f"bytes {start}-"):  # bytes from elsewhere
+                raise ServiceUnavailableError(
+                    f"model server at {self.url}: GET {path} from byte {start}: answered "
+                    f"Content-Range {sent!r}"
+                )
             written = 0
-            with partial.open("wb") as out:
+            with dest.open("r+b") if start else partial.open("wb") as out:
+                out.truncate(start)
+                out.seek(start)
                 for chunk in response.stream(1 << 20):
                     out.write(chunk)
                     written += len(chunk)
-        except urllib3.exceptions.HTTPError as exc:  # cut off mid-body (Content-Length)
+        except BaseException as exc:
+            if start:  # ``dest`` holds its first ``start`` bytes again
+                os.truncate(dest, start)
             partial.unlink(missing_ok=True)
-            raise ServiceUnavailableError(
-                f"model server at {self.url}: GET {path}: transfer cut off ({_reason(exc)})"
-            ) from None
+            if isinstance(exc, urllib3.exceptions.HTTPError):  # cut off mid-body
+                raise ServiceUnavailableError(
+                    f"model server at {self.url}: GET {path}: transfer cut off ({_reason(exc)})"
+                ) from None
+            raise
         finally:
             response.release_conn()
-        partial.replace(dest)
+        if not start:
+            partial.replace(dest)
         return written
 
     def _raise_for(self, method: str, path: str, status: int, payload: Any) -> NoReturn:

@@ -5,9 +5,11 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import shutil
 import time
 import urllib.request
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 from mlops_pack.server_client import ServerClient
@@ -343,7 +345,8 @@ def test_a_window_of_logs_downloads_with_the_admin_token_whole_lines_only(served
     now = datetime.now(UTC)
     start, end = now - timedelta(hours=1), now + timedelta(minutes=1)
 
-    folders, size = download_window(_admin(served), start, end, tmp_path / "logs")
+    got = download_window(_admin(served), start, end, tmp_path / "logs")
+    folders, size = got.folders, got.fetched
 
     assert [f.name for f in folders] == [today.name]
     on_server = {p.name: p.read_bytes() for p in today.glob("part-*.jsonl")}
@@ -356,8 +359,9 @@ def test_a_window_of_logs_downloads_with_the_admin_token_whole_lines_only(served
     fetched = {r["request_id"] for r in read_records(tmp_path / "logs")}
     assert {f"fetched-{i}" for i in range(5)} | {"whole"} <= fetched
     # A window of days with no logs is empty, not an error.
-    assert download_window(_admin(served), start - timedelta(days=900),
-                           start - timedelta(days=899), tmp_path / "none") == ([], 0)  # fmt: skip
+    none = download_window(_admin(served), start - timedelta(days=900),
+                           start - timedelta(days=899), tmp_path / "none")  # fmt: skip
+    assert (none.folders, none.fetched, none.cached) == ([], 0, 0)
 
     # The prediction key is not the admin token; names outside the layout are not served.
     with pytest.raises(ServerRefusedError, match="HTTP 401"):
@@ -373,3 +377,101 @@ def test_a_window_of_logs_downloads_with_the_admin_token_whole_lines_only(served
         assert _bare(url + path, token=admin) in (404, 422), path
     assert _bare(url + f"/admin/logs/{today.name[5:]}/part-torn.jsonl") == 401
     torn.unlink()
+
+
+def _ranged(url: str, token: str, range_header: str) -> tuple[int, Any, bytes]:
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}",
+                                                   "Range": range_header})  # fmt: skip
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, response.headers, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.headers, exc.read()
+
+
+def test_a_workers_log_cache_fetches_only_what_the_server_appended(served, tmp_path):
+    """A worker that downloaded a window keeps it and, the next time, asks the server
+    only for the bytes appended since (``Range: bytes=N-``); every window it hands out
+    is byte for byte the server's whole lines, and a window already handed out (hard
+    links) never changes when the cache grows."""
+    from datetime import timedelta
+
+    from mlops_pack.served_logs import download_window
+
+    public, admin = _public(served), _admin(served)
+    rows, _ = sample_rows(served)
+
+    def serve(prefix: str, count: int) -> None:
+        for i in range(count):
+            status, _, _ = public.call(
+                "POST", "/predict", {"rows": rows[:3]}, headers={"X-Request-Id": f"{prefix}{i}"}
+            )
+            assert status == 200
+
+    def on_server() -> dict[str, bytes]:
+        return {p.name: p.read_bytes() for p in today.glob("part-*.jsonl")}
+
+    def window(name: str):
+        now = datetime.now(UTC)
+        got = download_window(admin, now - timedelta(hours=1), now + timedelta(minutes=1),
+                              tmp_path / name, cache)  # fmt: skip
+        files = {p.name: p.read_bytes() for p in (tmp_path / name / today.name).iterdir()}
+        return got, files
+
+    cache = tmp_path / "cache"
+    serve("cached-a", 3)
+    today = _predictions_dir(served) / f"date={datetime.now(UTC).date().isoformat()}"
+    first, first_files = window("first")
+    assert first_files == on_server() and first.cached == 0
+    assert first.fetched == sum(map(len, first_files.values())) > 0
+
+    serve("cached-b", 2)  # appended: the next window fetches those bytes only
+    second, second_files = window("second")
+    # The running server's part file (earlier tests' restarts left others, which stay).
+    held = max(second_files, key=lambda name: (today / name).stat().st_mtime)
+    grown = len(second_files[held]) - len(first_files.get(held, b""))
+    assert second_files == on_server() and grown > 0
+    assert (second.fetched, second.cached) == (grown, first.fetched)
+    assert {p.name: p.read_bytes() for p in (tmp_path / "first" / today.name).iterdir()} \
+        == first_files  # the window handed out first did not change  # fmt: skip
+    again, _ = window("again")
+    assert (again.fetched, again.cached) == (0, first.fetched + grown)
+
+    # With no window holding the files, the cache grows them in place.
+    for name in ("first", "second", "again"):
+        shutil.rmtree(tmp_path / name)
+    serve("cached-c", 1)
+    third, third_files = window("third")
+    assert third_files == on_server() and third.cached == first.fetched + grown
+    assert third.fetched == len(third_files[held]) - len(second_files[held]) > 0
+
+    # A cached file cut off inside a line (a crash) or longer than the server's (not
+    # the file the server has) is fetched again whole; the other files come from cache.
+    cached_file = cache / today.name / held
+    total = sum(map(len, on_server().values()))
+    for cut, damage in enumerate((lambda b: b[:-5], lambda b: b + b'{"request_id": "x"}\n')):
+        cached_file.write_bytes(damage(cached_file.read_bytes()))
+        fixed, fixed_files = window(f"fixed-{cut}")
+        assert fixed_files == on_server()
+        assert (fixed.fetched, fixed.cached) == (len(fixed_files[held]), total - fixed.fetched)
+
+    # A cached day no window has read for CACHE_IDLE_DAYS is removed; today stays.
+    stale = cache / "date=2000-01-01"
+    stale.mkdir()
+    (stale / "part-old.jsonl").write_bytes(b"{}\n")
+    long_ago = time.time() - 9 * 86400
+    os.utime(stale, (long_ago, long_ago))
+    window("pruned")
+    assert not stale.exists() and (cache / today.name / held).exists()
+
+    # The route itself: from an offset (206), past the end (416), other forms whole (200).
+    url = f"{served['server'].url}/admin/logs/{today.name[5:]}/{held}"
+    token = served["server"].secret("admin_token")
+    body = on_server()[held]
+    status, headers, sent = _ranged(url, token, "bytes=10-")
+    assert status == 206 and sent == body[10 : len(sent) + 10] and sent.endswith(b"\n")
+    assert headers["Content-Range"].startswith("bytes 10-")
+    status, headers, _ = _ranged(url, token, f"bytes={len(body) + 1000}-")
+    assert status == 416 and headers["Content-Range"].startswith("bytes */")
+    status, _, sent = _ranged(url, token, "bytes=0-10")
+    assert status == 200 and sent.startswith(body)

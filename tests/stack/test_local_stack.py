@@ -417,8 +417,8 @@ def test_the_monitor_on_a_worker_reads_the_servers_logs_and_the_label_feed(local
     assert monitor.hostname in {"airflow-worker-1", "airflow-worker-2"}, monitor.hostname
     # The logs came over HTTP from the server, to a worker that mounts none of its volumes.
     log = task_log(api, dag_id, run_id, monitor)
-    downloaded = re.search(r"downloaded (\d+) bytes of prediction logs \((\d+) days\)", log)
-    assert downloaded and int(downloaded.group(1)) > 0, log[-3000:]
+    first = _log_download(log)
+    assert first["fetched"] > 0 and first["cached"] == 0, log[-3000:]
     inspect = ["docker", "inspect", "--format", "{{json .Mounts}}",
                service_container(local_stack, monitor.hostname)]  # fmt: skip
     mounts = json.loads(subprocess.run(inspect, capture_output=True, text=True, check=True).stdout)
@@ -441,6 +441,32 @@ def test_the_monitor_on_a_worker_reads_the_servers_logs_and_the_label_feed(local
     # Prometheus scraped the gateway with its password (a refused scrape is up == 0).
     up = query(ports["prometheus"], 'up{job="pushgateway"}')
     assert [float(s["value"][1]) for s in up] == [1.0], up
+
+    # Run again with no traffic since: a worker that ran the first window holds its
+    # logs and downloads nothing; the other worker (Celery picks) downloads them all.
+    again_id = trigger(api, dag_id, {}, at=datetime.now(UTC))
+    state = run_to_end(api, dag_id, again_id, timeout=900)
+    listed = ac.TaskInstanceApi(api).get_task_instances(dag_id, again_id).task_instances
+    again = next(ti for ti in listed if ti.task_id == "monitor")
+    assert str(again.state.value) == "success", (state, failed_logs(api, dag_id, again_id, listed))
+    second = _log_download(task_log(api, dag_id, again_id, again))
+    if again.hostname == monitor.hostname:
+        assert (second["fetched"], second["cached"]) == (0, first["fetched"]), second
+    else:
+        assert (second["fetched"], second["cached"]) == (first["fetched"], 0), second
+    assert xcom_value(api, dag_id, "monitor", again_id)["window"]["rows"] == window["rows"]
+
+
+def _log_download(log: str) -> dict[str, int]:
+    """What the monitor's task log says it downloaded and took from the worker's cache."""
+    found = re.search(
+        r"downloaded (\d+) bytes of prediction logs \((\d+) days; (\d+) bytes already in "
+        r"this worker's cache\)",
+        log,
+    )
+    assert found, log[-3000:]
+    return {"fetched": int(found.group(1)), "days": int(found.group(2)),
+            "cached": int(found.group(3))}  # fmt: skip
 
 
 def test_the_pushgateway_takes_pushes_only_with_its_password(local_stack):

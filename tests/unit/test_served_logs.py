@@ -44,3 +44,52 @@ def test_names_outside_the_layout_are_refused_before_anything_is_written(
             _client(answering, listing), END - timedelta(days=1), END, tmp_path / "logs"
         )
     assert list(tmp_path.rglob("*")) == []
+
+
+@pytest.mark.parametrize(
+    "status, headers, refusal",
+    [
+        (200, {}, "HTTP 200"),  # a server that ignores Range sends the whole file
+        (206, {"Content-Range": "bytes 0-9/10"}, "answered Content-Range 'bytes 0-9/10'"),
+    ],
+)
+def test_bytes_from_another_offset_than_asked_are_never_written(
+    answering, tmp_path, status, headers, refusal
+):
+    """Appended to a cached file, bytes that do not start where it ends would corrupt
+    it: a download from an offset takes only a 206 that says it starts there."""
+    client = ServerClient(answering(status, {"x": 1}, headers).url, "token", retries=0)
+    held = tmp_path / "part-1.jsonl"
+    held.write_bytes(b"{}\n{}\n"[:5])
+    with pytest.raises(ServiceUnavailableError, match=refusal):
+        client.download("/admin/logs/2026-01-01/part-1.jsonl", held, start=5)
+    assert held.read_bytes() == b"{}\n{}"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["part-1.jsonl"]
+
+
+def test_a_range_cut_off_mid_transfer_leaves_the_file_as_it_was(tmp_path):
+    """A connection that dies inside the appended bytes (a fault the real server cannot
+    be made to show): the cached file is truncated back to the bytes it held."""
+    import socket
+    import threading
+
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def answer_then_hang_up() -> None:
+        conn, _ = listener.accept()
+        conn.recv(65536)
+        conn.sendall(b"HTTP/1.1 206 Partial Content\r\nContent-Range: bytes 5-99/100\r\n"
+                     b"Content-Length: 95\r\n\r\n" + b'{"half": ')  # fmt: skip
+        conn.close()
+
+    threading.Thread(target=answer_then_hang_up, daemon=True).start()
+    held = tmp_path / "part-1.jsonl"
+    held.write_bytes(b"{}\n{}\n"[:5])
+    client = ServerClient(f"http://127.0.0.1:{listener.getsockname()[1]}", "token", retries=0)
+    try:
+        with pytest.raises(ServiceUnavailableError, match="transfer cut off"):
+            client.download("/admin/logs/2026-01-01/part-1.jsonl", held, start=5)
+    finally:
+        listener.close()
+    assert held.read_bytes() == b"{}\n{}"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["part-1.jsonl"]

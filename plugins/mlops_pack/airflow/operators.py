@@ -532,8 +532,10 @@ class MlopsStepOperator(BaseOperator):
         return log_partitions(log_dir, start, end), labels
 
     def _served_logs(self, start: datetime, end: datetime) -> list[Path]:
-        """The window's days of prediction logs, downloaded from the model's server (its
-        Connection's admin token) into a folder of this task's, removed after the step."""
+        """The window's days of prediction logs from the model's server (its Connection's
+        admin token): what this worker's cache of that server's logs lacks is downloaded,
+        and the window is linked into a folder of this task's, removed after the step."""
+        import hashlib
         import tempfile
 
         from mlops_pack.airflow.hooks import ModelServerHook
@@ -544,20 +546,25 @@ class MlopsStepOperator(BaseOperator):
         access = ModelServerHook(server_conn_id(self.model)).access()
         root = _work_root()
         root.mkdir(parents=True, exist_ok=True)
+        # One cache per server: another server's files may share a part file's name.
+        server = hashlib.sha256(access.url.encode()).hexdigest()[:16]
+        cache = root / "served-logs-cache" / self.model / server
         self._downloads = Path(tempfile.mkdtemp(prefix="served-logs-", dir=root))
         try:
-            folders, size = download_window(
-                ServerClient(access.url, access.admin_token), start, end, self._downloads
+            got = download_window(
+                ServerClient(access.url, access.admin_token), start, end, self._downloads, cache
             )
         except ServerRefusedError as refused:  # a wrong token or window: not retried
             raise MlopsBadInputFailure(str(refused), refused.payload) from None
         self.log.info(
-            "downloaded %d bytes of prediction logs (%d days) from %s",
-            size,
-            len(folders),
+            "downloaded %d bytes of prediction logs (%d days; %d bytes already in this "
+            "worker's cache) from %s",
+            got.fetched,
+            len(got.folders),
+            got.cached,
             access.url,
         )
-        return folders
+        return got.folders
 
     def _spec(self):
         from mlops_pack.spec import load_spec

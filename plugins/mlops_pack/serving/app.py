@@ -38,7 +38,7 @@ from mlops_pack.errors import BadInputError, ServiceUnavailableError
 from mlops_pack.iso_time import aware_time
 from mlops_pack.model_io import predict
 from mlops_pack.serving.model_source import RegistryModels, StagedModels
-from mlops_pack.serving.prediction_log import PredictionLog, complete_length, read_prefix
+from mlops_pack.serving.prediction_log import PredictionLog, complete_length, read_span
 from mlops_pack.serving.requests import ParsedRequest, RequestError, RequestSchema
 from mlops_pack.serving.slots import LoadedModel, Slots
 from mlops_pack.serving.telemetry import Telemetry
@@ -349,7 +349,10 @@ class ModelServer:
         return JSONResponse({"model": self.spec.name, "days": days})
 
     async def log_file(self, request: Request) -> Response:
-        """One part file's whole lines, streamed (a day's file can be large)."""
+        """One part file's whole lines, streamed (a day's file can be large). ``Range:
+        bytes=N-`` sends them from byte N on (206): a worker that cached the file's start
+        fetches only what was appended since. Other range forms get the whole file (200),
+        as HTTP allows; N at or past the whole lines' end gets 416."""
         denied = self._denied(request, self._admin)
         if denied:
             return denied
@@ -358,10 +361,20 @@ class ModelServer:
         if path is None:
             return JSONResponse({"error": f"no prediction log {day}/{name}"}, status_code=404)
         length = await run_in_threadpool(complete_length, path)
+        headers = {"Accept-Ranges": "bytes"}
+        start = _open_range_start(request.headers.get("range", ""))
+        if start is not None and start >= length:
+            headers["Content-Range"] = f"bytes */{length}"
+            return Response(status_code=416, headers=headers)
+        if start is not None:
+            headers["Content-Range"] = f"bytes {start}-{length - 1}/{length}"
+        begin = start or 0
+        headers["Content-Length"] = str(length - begin)
         return StreamingResponse(
-            read_prefix(path, length),
+            read_span(path, begin, length),
+            status_code=206 if start is not None else 200,
             media_type="application/x-ndjson",
-            headers={"Content-Length": str(length)},
+            headers=headers,
         )
 
     async def _admin_action(self, action: str, method: str, body: dict[str, Any]) -> Any:
@@ -460,3 +473,13 @@ class ModelServer:
             Route("/admin/{action}", self.admin, methods=["GET", "POST", "PUT", "DELETE"]),
         ]
         return Starlette(routes=routes, lifespan=self.lifespan)
+
+
+_OPEN_RANGE = re.compile(r"^bytes=(\d{1,18})-$")
+
+
+def _open_range_start(header: str) -> int | None:
+    """N of ``Range: bytes=N-`` (the one form a log reader sends), None for no header or
+    any other form."""
+    match = _OPEN_RANGE.match(header.strip())
+    return int(match.group(1)) if match else None

@@ -8,7 +8,8 @@ second. Retention deletes whole ``date=YYYY-MM-DD`` partitions older than the sp
 
 A worker that shares no volume with the server downloads a window's part files through
 the server's admin API (``window_files``, ``part_file``, ``complete_length``): only whole
-lines, so the line being written is never half-read.
+lines, so the line being written is never half-read; from a byte offset on (``Range``),
+so a worker that holds a file's start fetches only what was appended since.
 """
 
 from __future__ import annotations
@@ -116,11 +117,12 @@ def complete_length(path: Path, chunk: int = 1 << 16) -> int:
     return 0
 
 
-def read_prefix(path: Path, length: int, chunk: int = 1 << 20) -> Iterator[bytes]:
-    """The first ``length`` bytes of ``path`` in chunks (a response body; a file removed
+def read_span(path: Path, start: int, end: int, chunk: int = 1 << 20) -> Iterator[bytes]:
+    """Bytes ``start`` to ``end`` of ``path`` in chunks (a response body; a file removed
     meanwhile by retention stays readable through the open handle)."""
     with path.open("rb") as handle:
-        left = length
+        handle.seek(start)
+        left = end - start
         while left > 0:
             data = handle.read(min(chunk, left))
             if not data:
