@@ -148,23 +148,31 @@ def local_stack(
             "labels": labels,
         }
     finally:
-        logs = subprocess.run(
-            [*compose, "logs", "--no-color", "--tail", "30"],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        print(logs.stdout[-12000:])
-        subprocess.run(
-            [*compose, "down", "-v", "--remove-orphans"], cwd=ROOT, env=env, check=True, timeout=300
-        )
-        shutil.rmtree(folder, ignore_errors=True)
         shutil.rmtree(labels, ignore_errors=True)
         PROMETHEUS_PASSWORDS.pop(ports["prometheus"], None)
-        for kind in ("container", "volume", "network"):
-            assert compose_resources(kind, project) == [], f"{kind}s left behind"
+        try:
+            taken_down(compose, env, project)
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def taken_down(compose: list[str], env: dict[str, str], project: str) -> None:
+    """Print the services' last log lines, then ``down`` with the volumes; nothing of
+    ``project`` may be left."""
+    logs = subprocess.run(
+        [*compose, "logs", "--no-color", "--tail", "30"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    print(logs.stdout[-12000:])
+    subprocess.run(
+        [*compose, "down", "-v", "--remove-orphans"], cwd=ROOT, env=env, check=True, timeout=300
+    )
+    for kind in ("container", "volume", "network"):
+        assert compose_resources(kind, project) == [], f"{kind}s left behind"
 
 
 def airflow_api(stack: dict):

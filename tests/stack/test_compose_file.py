@@ -5,6 +5,7 @@ tools: ``mlops-pack stack init`` writes the .env, Debian's docker-compose reads 
 from __future__ import annotations
 
 import base64
+import os
 import re
 import subprocess
 from pathlib import Path
@@ -42,10 +43,11 @@ def stack_env(tmp_path) -> Path:
     return tmp_path / ".env"
 
 
-def compose_config(env_file: Path) -> subprocess.CompletedProcess:
+def compose_config(env_file: Path, **env: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [docker_compose(), "--env-file", str(env_file), "-f", str(COMPOSE), "config"],
         cwd=ROOT,
+        env={**os.environ, **env},
         capture_output=True,
         text=True,
         timeout=120,
@@ -264,3 +266,18 @@ def test_stack_init_refuses_a_served_model_named_like_a_stack_service(tmp_path, 
     assert code == 2
     assert "served model 'prometheus' has the name of a stack service" in capsys.readouterr().err
     assert not (tmp_path / ".env").exists() and not (tmp_path / ".stack" / "secrets").exists()
+
+
+@pytest.mark.parametrize("name", [None, "staging-steps"])
+def test_the_workers_start_steps_on_the_steps_network_whatever_its_name(stack_env, name):
+    """The steps network's name is the engine's, not the project's (the engine attaches
+    the steps): the workers are told the name the network gets, the default or the
+    ``STEPS_NETWORK`` a second stack on the same engine sets."""
+    result = compose_config(stack_env, **({"STEPS_NETWORK": name} if name else {}))
+    assert result.returncode == 0, result.stderr
+    config = yaml.safe_load(result.stdout)
+    steps = config["networks"]["steps"]
+    assert steps["name"] == (name or "mlops-pack-steps") and steps["internal"] is True
+    worker = config["services"]["airflow-worker"]["environment"]
+    assert worker["MLOPS_PACK_STEP_NETWORK"] == steps["name"]
+    assert "steps" in config["services"]["mlflow"]["networks"]
