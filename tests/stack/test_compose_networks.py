@@ -1,11 +1,11 @@
-"""The shipped docker-compose.yaml on its own networks: Postgres, the MLflow server, the
-churn model server, Prometheus and the Pushgateway started from the shipped file itself
-(not the local one), their images built locally (``*_IMAGE``: Debian's Postgres and
-Prometheus packages; an override file gives the Pushgateway its entrypoint, which the
-official image has), on the file's networks with its service names and its Prometheus
-configuration. A container started as the workers start a step (the task image,
-non-root, read-only, no capabilities) on the steps network reaches MLflow by name and
-nothing else.
+"""The shipped docker-compose.yaml on its own networks: Postgres, Redis, the MLflow
+server, the churn model server, Prometheus and the Pushgateway started from the shipped
+file itself (not the local one), their images built locally (``*_IMAGE``: Debian's
+Postgres, Redis and Prometheus packages; an override file gives the Pushgateway its
+entrypoint, which the official image has), on the file's networks with its service
+names and its Prometheus configuration. A container started as the workers start a
+step (the task image, non-root, read-only, no capabilities) on the steps network
+reaches MLflow by name and nothing else.
 
 The engine here runs without iptables (``--iptables=false``), and Docker keeps networks
 apart with iptables rules: an ``internal`` network's containers still get a default
@@ -116,6 +116,7 @@ def compose_core(task_image):
     env = {
         **os.environ,
         "POSTGRES_IMAGE": "mlops-pack-local-postgres:latest",
+        "REDIS_IMAGE": "mlops-pack-local-redis:latest",
         "MLFLOW_IMAGE": "mlops-pack-mlflow:latest",
         "MLOPS_PACK_TASK_IMAGE": task_image,
         "PROMETHEUS_IMAGE": prometheus,
@@ -132,7 +133,7 @@ def compose_core(task_image):
     )
     compose = [docker_compose(), "-p", project, "--env-file", str(folder / ".env")]
     compose += ["-f", str(COMPOSE), "-f", str(override)]
-    services = ("mlflow", "model-server-churn", "prometheus", "pushgateway")
+    services = ("redis", "mlflow", "model-server-churn", "prometheus", "pushgateway")
     try:
         up = _run([*compose, "up", "-d", "--no-build", *services], env, timeout=600)
         assert up.returncode == 0, up.stderr[-3000:]
@@ -237,3 +238,30 @@ def test_the_gateway_keeps_a_pushed_window_across_a_restart(compose_core, task_i
     kept = [line for line in _on_serving_network(compose_core, task_image, read).splitlines()
             if line.startswith("mlops_monitor_network_probe{")]  # fmt: skip
     assert len(kept) == 1 and kept[0].endswith(" 7") and 'model="churn"' in kept[0], kept
+
+
+REDIS_PROBE = r"""
+import os, socket
+def ask(commands):
+    answer = b""
+    with socket.create_connection(("redis", 6379), timeout=10) as connection:
+        connection.sendall(commands.encode())
+        while answer.count(b"\r\n") < commands.count("\r\n"):
+            answer += connection.recv(4096)
+    return answer.decode()
+print(repr(ask("PING\r\n")))
+print(repr(ask(f"AUTH {os.environ['REDIS_PASSWORD']}\r\nPING\r\n")))
+"""
+
+
+def test_redis_answers_on_the_core_network_only_with_its_password(compose_core, task_image):
+    """The broker as the shipped file starts it (the password through a file in the
+    container, not its command line): on the core network, where Airflow reaches it as
+    ``redis``, a client without the password is refused and one with it is answered."""
+    password = {"REDIS_PASSWORD": compose_core["env"]["REDIS_PASSWORD"]}
+    core = f"{compose_core['project']}_core"
+    without, with_password = _as_a_step(task_image, core, password, REDIS_PROBE).splitlines()
+    assert without.startswith("'-NOAUTH"), without
+    assert with_password == repr("+OK\r\n+PONG\r\n"), with_password
+    redis = _container(compose_core["project"], "redis")
+    assert compose_core["env"]["REDIS_PASSWORD"] not in " ".join(redis["Config"]["Cmd"])
