@@ -62,9 +62,7 @@ def download_window(
         return _fetch(client, client.ok("GET", f"/admin/logs?{query}"), dest, None)
     cache.mkdir(parents=True, exist_ok=True, mode=0o700)
     with _locked(cache / ".lock"):
-        done = _fetch(client, client.ok("GET", f"/admin/logs?{query}"), dest, cache)
-        _prune(cache, keep={f.name for f in done.folders})
-    return done
+        return _fetch(client, client.ok("GET", f"/admin/logs?{query}"), dest, cache)
 
 
 def _fetch(client: ServerClient, listing: object, dest: Path, cache: Path | None):
@@ -118,7 +116,7 @@ def _bring_up_to_date(client: ServerClient, path: str, held: Path, listed: int) 
     grown = held.with_name(held.name + ".grown")
     grown.unlink(missing_ok=True)  # of an update cut off
     have = _whole_lines(held)
-    if listed == have and held.exists():
+    if have and listed == have:
         return 0, have
     if 0 <= listed < have:  # a server's file only grows: this is not the one cached
         have = 0
@@ -127,29 +125,35 @@ def _bring_up_to_date(client: ServerClient, path: str, held: Path, listed: int) 
         if held.stat().st_nlink > 1:  # a step's window shares it: grow a copy instead
             shutil.copyfile(held, grown)
             target = grown
-        fetched = client.download(path, target, start=have)
-        if fetched is not None:
+        # From the held file's last byte, a newline: a server file that differs there
+        # is not the one cached (its bytes would not continue a line where it ends).
+        fetched = client.download(path, target, start=have - 1)
+        if fetched is not None and _ends_line_at(target, have):
             if target is grown:
                 grown.replace(held)
-            return fetched, have
-        # The server's file ends before what is held: not the file that was cached.
+            return fetched - 1, have
+        # Not the file that was cached (it differs, or ends before what is held), or a
+        # server that sent no range: fetched whole.
         grown.unlink(missing_ok=True)
     held.unlink(missing_ok=True)
     return client.download(path, held) or 0, 0
+
+
+def _ends_line_at(path: Path, size: int) -> bool:
+    """Whether ``path``'s first ``size`` bytes end with a newline."""
+    with path.open("rb") as handle:
+        handle.seek(size - 1)
+        return handle.read(1) == b"\n"
 
 
 def _whole_lines(held: Path) -> int:
     """Bytes of a cached file, 0 for none or for one that does not end a line (an
     update cut off by a crash: fetched again whole rather than trusted)."""
     try:
-        with held.open("rb") as handle:
-            size = handle.seek(0, os.SEEK_END)
-            if size == 0:
-                return 0
-            handle.seek(size - 1)
-            return size if handle.read(1) == b"\n" else 0
+        size = held.stat().st_size
     except FileNotFoundError:
         return 0
+    return size if size and _ends_line_at(held, size) else 0
 
 
 def _link(held: Path, target: Path) -> None:
@@ -159,13 +163,24 @@ def _link(held: Path, target: Path) -> None:
         shutil.copyfile(held, target)
 
 
-def _prune(cache: Path, keep: set[str]) -> None:
-    """Remove cached days that no window has read for ``CACHE_IDLE_DAYS``."""
+def prune_idle(root: Path) -> list[Path]:
+    """Remove the cached days that no window has read for ``CACHE_IDLE_DAYS`` from every
+    cache under ``root`` (``<root>/<model>/<server>``: those of servers and models no
+    longer used too, which no download would visit again); returns them. A cache whose
+    lock another process holds is left for the next time."""
     oldest = time.time() - CACHE_IDLE_DAYS * 86400
-    for folder in cache.iterdir():
-        idle = folder.name not in keep and folder.stat().st_mtime < oldest
-        if idle and PARTITION.match(folder.name):
-            shutil.rmtree(folder, ignore_errors=True)
+    removed = []
+    for lock in sorted(root.glob("*/*/.lock")):
+        with lock.open("a") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue
+            for folder in sorted(lock.parent.iterdir()):
+                if PARTITION.match(folder.name) and folder.stat().st_mtime < oldest:
+                    shutil.rmtree(folder, ignore_errors=True)
+                    removed.append(folder)
+    return removed
 
 
 @contextmanager

@@ -108,7 +108,9 @@ class ServerClient:
         ``start`` > 0 asks for the bytes from that offset on (``Range``, taken only as a
         206 from exactly there) and writes them into ``dest`` from that offset: ``dest``
         holds the file's first ``start`` bytes, and a cut transfer truncates it back to
-        them. None when the server's file ends before ``start`` (416)."""
+        them. None, with nothing read, when the server did not send from ``start``: its
+        file ends before (416), or it ignores ranges and sends the whole file (200, as
+        HTTP allows; a server older than ranges does)."""
         headers = {"Authorization": f"Bearer {self._secret}"}
         if start:
             headers["Range"] = f"bytes={start}-"
@@ -128,11 +130,12 @@ class ServerClient:
             ) from None
         partial = dest.with_name(dest.name + ".partial")
         try:
-            if start and response.status == 416:
+            if start and response.status in (200, 416):
+                response.close()  # a whole file's body is not read, nor left in the pool
                 return None
             expected = 206 if start else 200
-            if response.status != expected:
-                self._raise_for("GET", path, response.status, _decode(response.read()))
+            if response.status != expected:  # an error's body, not a log file's
+                self._raise_for("GET", path, response.status, _decode(response.read(4096)))
             sent = str(response.headers.get("Content-Range", ""))
             if start and not sent.startswith(f"bytes {start}-"):  # bytes from elsewhere
                 raise ServiceUnavailableError(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import http.client
 import json
 import os
@@ -396,7 +397,7 @@ def test_a_workers_log_cache_fetches_only_what_the_server_appended(served, tmp_p
     links) never changes when the cache grows."""
     from datetime import timedelta
 
-    from mlops_pack.served_logs import download_window
+    from mlops_pack.served_logs import download_window, prune_idle
 
     public, admin = _public(served), _admin(served)
     rows, _ = sample_rows(served)
@@ -418,7 +419,8 @@ def test_a_workers_log_cache_fetches_only_what_the_server_appended(served, tmp_p
         files = {p.name: p.read_bytes() for p in (tmp_path / name / today.name).iterdir()}
         return got, files
 
-    cache = tmp_path / "cache"
+    caches = tmp_path / "caches"
+    cache = caches / "churn" / "0123456789abcdef"  # as the operator lays them out
     serve("cached-a", 3)
     today = _predictions_dir(served) / f"date={datetime.now(UTC).date().isoformat()}"
     first, first_files = window("first")
@@ -440,38 +442,56 @@ def test_a_workers_log_cache_fetches_only_what_the_server_appended(served, tmp_p
     # With no window holding the files, the cache grows them in place.
     for name in ("first", "second", "again"):
         shutil.rmtree(tmp_path / name)
+    inode = (cache / today.name / held).stat().st_ino
     serve("cached-c", 1)
     third, third_files = window("third")
+    assert (cache / today.name / held).stat().st_ino == inode
     assert third_files == on_server() and third.cached == first.fetched + grown
     assert third.fetched == len(third_files[held]) - len(second_files[held]) > 0
 
-    # A cached file cut off inside a line (a crash) or longer than the server's (not
-    # the file the server has) is fetched again whole; the other files come from cache.
+    # A cached file cut off inside a line (a crash), longer than the server's, or whose
+    # end does not fall on the server's line ends (not the file the server has: one
+    # byte short at its start here) is fetched again whole; the others come from cache.
     cached_file = cache / today.name / held
     total = sum(map(len, on_server().values()))
-    for cut, damage in enumerate((lambda b: b[:-5], lambda b: b + b'{"request_id": "x"}\n')):
+    damages = (lambda b: b[:-5], lambda b: b + b'{"request_id": "x"}\n', lambda b: b[1:])
+    for cut, damage in enumerate(damages):
         cached_file.write_bytes(damage(cached_file.read_bytes()))
         fixed, fixed_files = window(f"fixed-{cut}")
         assert fixed_files == on_server()
         assert (fixed.fetched, fixed.cached) == (len(fixed_files[held]), total - fixed.fetched)
 
-    # A cached day no window has read for CACHE_IDLE_DAYS is removed; today stays.
-    stale = cache / "date=2000-01-01"
-    stale.mkdir()
-    (stale / "part-old.jsonl").write_bytes(b"{}\n")
-    long_ago = time.time() - 9 * 86400
-    os.utime(stale, (long_ago, long_ago))
-    window("pruned")
-    assert not stale.exists() and (cache / today.name / held).exists()
+    # Days no window has read for CACHE_IDLE_DAYS go, from every cache under the root
+    # (another model's or server's too); a day read lately stays, in the window or not;
+    # a cache another process is updating (its lock held) is left for the next time.
+    def day(cache_dir, name: str, age_days: float):
+        folder = cache_dir / f"date={name}"
+        folder.mkdir(parents=True)
+        (folder / "part-1.jsonl").write_bytes(b"{}\n")
+        (cache_dir / ".lock").touch()
+        stamp = time.time() - age_days * 86400
+        os.utime(folder, (stamp, stamp))
+        return folder
 
-    # The route itself: from an offset (206), past the end (416), other forms whole (200).
+    stale, recent = day(cache, "2000-01-01", 9), day(cache, "2000-01-02", 1)
+    elsewhere = day(caches / "retired-model" / "0123456789abcdef", "2000-01-01", 9)
+    busy = day(caches / "busy-model" / "0123456789abcdef", "2000-01-01", 9)
+    with (busy.parent / ".lock").open("a") as held_lock:
+        fcntl.flock(held_lock, fcntl.LOCK_EX)
+        assert sorted(prune_idle(caches)) == sorted([stale, elsewhere])
+    assert not stale.exists() and not elsewhere.exists()
+    assert recent.exists() and busy.exists() and (cache / today.name / held).exists()
+
+    # The route itself: from an offset (206, to the whole lines' end), at or past that
+    # end (416), other range forms the whole file (200).
     url = f"{served['server'].url}/admin/logs/{today.name[5:]}/{held}"
     token = served["server"].secret("admin_token")
     body = on_server()[held]
     status, headers, sent = _ranged(url, token, "bytes=10-")
-    assert status == 206 and sent == body[10 : len(sent) + 10] and sent.endswith(b"\n")
-    assert headers["Content-Range"].startswith("bytes 10-")
-    status, headers, _ = _ranged(url, token, f"bytes={len(body) + 1000}-")
-    assert status == 416 and headers["Content-Range"].startswith("bytes */")
+    assert (status, sent) == (206, body[10:])
+    assert headers["Content-Range"] == f"bytes 10-{len(body) - 1}/{len(body)}"
+    for past in (len(body), len(body) + 1000):
+        status, headers, _ = _ranged(url, token, f"bytes={past}-")
+        assert (status, headers["Content-Range"]) == (416, f"bytes */{len(body)}")
     status, _, sent = _ranged(url, token, "bytes=0-10")
-    assert status == 200 and sent.startswith(body)
+    assert (status, sent) == (200, body)

@@ -442,19 +442,29 @@ def test_the_monitor_on_a_worker_reads_the_servers_logs_and_the_label_feed(local
     up = query(ports["prometheus"], 'up{job="pushgateway"}')
     assert [float(s["value"][1]) for s in up] == [1.0], up
 
-    # Run again with no traffic since: a worker that ran the first window holds its
-    # logs and downloads nothing; the other worker (Celery picks) downloads them all.
-    again_id = trigger(api, dag_id, {}, at=datetime.now(UTC))
-    state = run_to_end(api, dag_id, again_id, timeout=900)
-    listed = ac.TaskInstanceApi(api).get_task_instances(dag_id, again_id).task_instances
-    again = next(ti for ti in listed if ti.task_id == "monitor")
-    assert str(again.state.value) == "success", (state, failed_logs(api, dag_id, again_id, listed))
-    second = _log_download(task_log(api, dag_id, again_id, again))
-    if again.hostname == monitor.hostname:
-        assert (second["fetched"], second["cached"]) == (0, first["fetched"]), second
+    # Again with no traffic since: a worker that ran the window before holds its logs
+    # and downloads nothing; one that did not downloads them all. Celery picks the
+    # worker, so run until one of them runs it a second time (at most two more runs).
+    seen = {monitor.hostname}
+    for attempt in range(2):
+        again_id = trigger(api, dag_id, {}, at=datetime.now(UTC))
+        state = run_to_end(api, dag_id, again_id, timeout=900)
+        listed = ac.TaskInstanceApi(api).get_task_instances(dag_id, again_id).task_instances
+        again = next(ti for ti in listed if ti.task_id == "monitor")
+        assert str(again.state.value) == "success", (
+            state,
+            failed_logs(api, dag_id, again_id, listed),
+        )
+        got = _log_download(task_log(api, dag_id, again_id, again))
+        rows = xcom_value(api, dag_id, "monitor", again_id)["window"]["rows"]
+        assert rows == window["rows"], (attempt, rows)
+        if again.hostname in seen:
+            assert (got["fetched"], got["cached"]) == (0, first["fetched"]), got
+            break
+        assert (got["fetched"], got["cached"]) == (first["fetched"], 0), got
+        seen.add(again.hostname)
     else:
-        assert (second["fetched"], second["cached"]) == (first["fetched"], 0), second
-    assert xcom_value(api, dag_id, "monitor", again_id)["window"]["rows"] == window["rows"]
+        pytest.fail(f"two workers cannot run three monitor runs each on another: {seen}")
 
 
 def _log_download(log: str) -> dict[str, int]:

@@ -5,11 +5,12 @@ real HTTP by a stand-in that answers every request with one fixed body
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from mlops_pack.errors import ServiceUnavailableError
-from mlops_pack.served_logs import download_window
+from mlops_pack.served_logs import _bring_up_to_date, download_window
 from mlops_pack.server_client import ServerClient
 
 END = datetime(2026, 1, 2, tzinfo=UTC)
@@ -46,25 +47,35 @@ def test_names_outside_the_layout_are_refused_before_anything_is_written(
     assert list(tmp_path.rglob("*")) == []
 
 
-@pytest.mark.parametrize(
-    "status, headers, refusal",
-    [
-        (200, {}, "HTTP 200"),  # a server that ignores Range sends the whole file
-        (206, {"Content-Range": "bytes 0-9/10"}, "answered Content-Range 'bytes 0-9/10'"),
-    ],
-)
-def test_bytes_from_another_offset_than_asked_are_never_written(
-    answering, tmp_path, status, headers, refusal
-):
+def test_bytes_from_another_offset_than_asked_are_never_written(answering, tmp_path):
     """Appended to a cached file, bytes that do not start where it ends would corrupt
     it: a download from an offset takes only a 206 that says it starts there."""
-    client = ServerClient(answering(status, {"x": 1}, headers).url, "token", retries=0)
+    headers = {"Content-Range": "bytes 0-9/10"}
+    client = ServerClient(answering(206, {"x": 1}, headers).url, "token", retries=0)
     held = tmp_path / "part-1.jsonl"
     held.write_bytes(b"{}\n{}\n"[:5])
-    with pytest.raises(ServiceUnavailableError, match=refusal):
+    with pytest.raises(ServiceUnavailableError, match="answered Content-Range 'bytes 0-9/10'"):
         client.download("/admin/logs/2026-01-01/part-1.jsonl", held, start=5)
     assert held.read_bytes() == b"{}\n{}"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["part-1.jsonl"]
+
+
+def test_a_server_that_ignores_ranges_gets_the_file_fetched_whole(answering, tmp_path):
+    """A server older than ranges (or a proxy that drops them) answers 200 with the
+    whole file: nothing of it is read or written at the offset, and the cache fetches
+    the file whole instead, without failing the window."""
+    lines = [{"request_id": "a"}, {"request_id": "b"}]
+    server = answering(200, lines)  # its one body: a stand-in for a whole file
+    client = ServerClient(server.url, "token", retries=0)
+    held = tmp_path / "part-1.jsonl"
+    held.write_bytes(b'{"request_id": "a"}\n')
+    path = "/admin/logs/2026-01-01/part-1.jsonl"
+    assert client.download(path, held, start=20) is None
+    assert held.read_bytes() == b'{"request_id": "a"}\n'
+    whole = json.dumps(lines).encode()  # what this stand-in sends for every request
+    assert _bring_up_to_date(client, path, held, listed=-1) == (len(whole), 0)
+    assert held.read_bytes() == whole
+    assert [p.name for p in tmp_path.iterdir()] == ["part-1.jsonl"]
 
 
 def test_a_range_cut_off_mid_transfer_leaves_the_file_as_it_was(tmp_path):

@@ -540,22 +540,26 @@ class MlopsStepOperator(BaseOperator):
 
         from mlops_pack.airflow.hooks import ModelServerHook
         from mlops_pack.errors import ServerRefusedError
-        from mlops_pack.served_logs import download_window
+        from mlops_pack.served_logs import download_window, prune_idle
         from mlops_pack.server_client import ServerClient
 
         access = ModelServerHook(server_conn_id(self.model)).access()
         root = _work_root()
         root.mkdir(parents=True, exist_ok=True)
+        _sweep_left_windows(root)
         # One cache per server: another server's files may share a part file's name.
         server = hashlib.sha256(access.url.encode()).hexdigest()[:16]
-        cache = root / "served-logs-cache" / self.model / server
-        self._downloads = Path(tempfile.mkdtemp(prefix="served-logs-", dir=root))
+        caches = root / "served-logs-cache"
+        cache = caches / self.model / server
+        self._downloads = Path(tempfile.mkdtemp(prefix=WINDOW_PREFIX, dir=root))
         try:
             got = download_window(
                 ServerClient(access.url, access.admin_token), start, end, self._downloads, cache
             )
         except ServerRefusedError as refused:  # a wrong token or window: not retried
             raise MlopsBadInputFailure(str(refused), refused.payload) from None
+        for day in prune_idle(caches):
+            self.log.info("removed %s from this worker's cache of prediction logs", day)
         self.log.info(
             "downloaded %d bytes of prediction logs (%d days; %d bytes already in this "
             "worker's cache) from %s",
@@ -678,6 +682,22 @@ def _settings():
 
 def _remote_tracking() -> bool:
     return _settings().remote_tracking
+
+
+WINDOW_PREFIX = "served-window-"
+# A step's window of served logs is copied into its container before the step starts,
+# and removed when the task ends; one a killed task left behind is removed after this
+# long (its hard links would make the cache copy the files it shares on every update).
+LEFT_WINDOW_SECONDS = 86400
+
+
+def _sweep_left_windows(root: Path) -> None:
+    import time
+
+    oldest = time.time() - LEFT_WINDOW_SECONDS
+    for folder in root.glob(f"{WINDOW_PREFIX}*"):
+        if folder.is_dir() and folder.stat().st_mtime < oldest:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def _work_root() -> Path:
