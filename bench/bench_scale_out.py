@@ -326,24 +326,17 @@ def phase(api, project: str, models: list[str], workload: str) -> dict:
     }
 
 
-def service_container(project: str, service: str, stopped: bool = False) -> str:
-    """The id of the service's one container (running, or also stopped with ``stopped``)."""
-    found = [cid for cid, name in stack_containers(project, stopped) if name == service]
-    assert len(found) == 1, (service, found)
-    return found[0]
-
-
 def stop_service(project: str, service: str) -> None:
     # Celery's warm shutdown: it finishes what it runs (nothing, between the phases).
     subprocess.run(
-        ["docker", "stop", "-t", "120", service_container(project, service)],
+        ["docker", "stop", "-t", "120", stack_support.service_container(project, service)],
         check=True, capture_output=True,
     )  # fmt: skip
 
 
 def start_worker(project: str, service: str, timeout: float = 180) -> None:
     """Start a stopped Celery worker again and wait until Celery says it takes tasks."""
-    container_id = service_container(project, service, stopped=True)
+    container_id = stack_support.service_container(project, service, stopped=True)
     since = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     subprocess.run(["docker", "start", container_id], check=True, capture_output=True)
     deadline = time.monotonic() + timeout

@@ -27,7 +27,7 @@ import os
 import shutil
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -58,10 +58,11 @@ def download_window(
     """The day folders of [start, end) under ``dest``: downloaded whole, or with
     ``cache`` (a folder of this model's server on the worker) only what the cache lacks."""
     query = urlencode({"start": start.isoformat(), "end": end.isoformat()})
-    if cache is None:
-        return _fetch(client, client.ok("GET", f"/admin/logs?{query}"), dest, None)
-    cache.mkdir(parents=True, exist_ok=True, mode=0o700)
-    with _locked(cache / ".lock"):
+    if cache is not None:
+        cache.mkdir(parents=True, exist_ok=True, mode=0o700)
+    # The listing is read under the lock: sizes listed before another process grew the
+    # cache would look shorter than the cached files, which are then fetched whole.
+    with _locked(cache / ".lock") if cache is not None else nullcontext():
         return _fetch(client, client.ok("GET", f"/admin/logs?{query}"), dest, cache)
 
 
@@ -171,10 +172,8 @@ def prune_idle(root: Path) -> list[Path]:
     oldest = time.time() - CACHE_IDLE_DAYS * 86400
     removed = []
     for lock in sorted(root.glob("*/*/.lock")):
-        with lock.open("a") as handle:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
+        with _locked(lock, wait=False) as held:
+            if not held:
                 continue
             for folder in sorted(lock.parent.iterdir()):
                 if PARTITION.match(folder.name) and folder.stat().st_mtime < oldest:
@@ -184,10 +183,15 @@ def prune_idle(root: Path) -> list[Path]:
 
 
 @contextmanager
-def _locked(path: Path) -> Iterator[None]:
+def _locked(path: Path, wait: bool = True) -> Iterator[bool]:
+    """The exclusive lock of ``path``; without ``wait``, False when another holds it."""
     with path.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
         try:
-            yield
+            fcntl.flock(handle, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)

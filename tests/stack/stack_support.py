@@ -81,6 +81,19 @@ def local_prometheus_config(folder: Path, ports: dict[str, int]) -> Path:
     return path
 
 
+def service_container(project: str, service: str, stopped: bool = False) -> str:
+    """The id of the compose service's one container in ``project`` (running, or also
+    stopped with ``stopped``)."""
+    found = subprocess.run(
+        ["docker", "ps", "-q", "--no-trunc", *(["-a"] if stopped else []),
+         "--filter", f"label=com.docker.compose.project={project}",
+         "--filter", f"label=com.docker.compose.service={service}"],
+        capture_output=True, text=True, check=True,
+    ).stdout.split()  # fmt: skip
+    assert len(found) == 1, (service, found)
+    return found[0]
+
+
 def compose_resources(kind: str, project: str) -> list[str]:
     """Containers, volumes or networks docker-compose labelled for ``project``."""
     listing = {

@@ -32,6 +32,7 @@ from stack_support import (
     docker_compose,
     env_values,
     http_status,
+    service_container,
     taken_down,
     wait_until,
 )
@@ -75,14 +76,9 @@ def _run(command: list, env: dict, timeout: float = 300) -> subprocess.Completed
 
 
 def _container(project: str, service: str) -> dict:
-    listed = subprocess.run(
-        ["docker", "ps", "-q", "--filter", f"label=com.docker.compose.project={project}",
-         "--filter", f"label=com.docker.compose.service={service}"],
-        capture_output=True, text=True, check=True,
-    ).stdout.split()  # fmt: skip
-    assert len(listed) == 1, (service, listed)
-    shown = subprocess.run(["docker", "inspect", listed[0]], capture_output=True, text=True,
-                           check=True)  # fmt: skip
+    """``docker inspect`` of the service's one running container."""
+    shown = subprocess.run(["docker", "inspect", service_container(project, service)],
+                           capture_output=True, text=True, check=True)  # fmt: skip
     return json.loads(shown.stdout)[0]
 
 
@@ -150,7 +146,7 @@ def compose_core(task_image):
             "env": secrets,
             "ports": ports,
             "compose": compose,
-            "compose_env": {k: v for k, v in env.items() if k not in os.environ},
+            "compose_env": env,
         }
     finally:
         PROMETHEUS_PASSWORDS.pop(ports["prometheus"], None)
@@ -223,10 +219,9 @@ def test_the_gateway_keeps_a_pushed_window_in_a_new_container(compose_core, task
         "credentials=('mlops-pack', os.environ['GATEWAY_PASSWORD']))"
     )
     _on_serving_network(compose_core, task_image, push)
-    env = {**os.environ, **compose_core["compose_env"]}
     # A new container (its own file system gone), the same volume.
     up = ["up", "-d", "--no-build", "--no-deps", "--force-recreate", "pushgateway"]
-    restarted = _run([*compose_core["compose"], *up], env)
+    restarted = _run([*compose_core["compose"], *up], compose_core["compose_env"])
     assert restarted.returncode == 0, restarted.stderr[-3000:]
     project = compose_core["project"]
     wait_until(lambda: _health(project, "pushgateway") == "healthy", "the gateway", 120)

@@ -41,6 +41,7 @@ from services import mlflow_signin
 from stack_support import (
     airflow_api,
     http_status,
+    service_container,
     trigger,
     unpaused,
     wait_until,
@@ -108,7 +109,7 @@ def test_a_spec_added_shows_at_once_after_reserialize(local_stack):
     raw = yaml.safe_load((models / "churn_unserved.yaml").read_text())
     added.write_text(yaml.safe_dump({**raw, "name": "churn_added"}, sort_keys=False))
     added.chmod(0o644)
-    dag_processor = service_container(local_stack, "airflow-dag-processor")
+    dag_processor = service_container(local_stack["project"], "airflow-dag-processor")
     assert airflow_config(dag_processor, "dag_processor", "min_file_process_interval") == "120"
     reserialized = subprocess.run(
         ["docker", "exec", dag_processor, "airflow", "dags", "reserialize"],
@@ -224,7 +225,7 @@ def test_model_server_runs_hardened_and_prometheus_scrapes_it(local_stack):
     key = secrets["CHURN_PREDICTION_KEY"]
     wait_until(lambda: http_status(f"{server}/version", key) == 200, "model server")
     assert http_status(f"{server}/version") == 401
-    container = service_container(local_stack, "model-server-churn")
+    container = service_container(local_stack["project"], "model-server-churn")
     inspect = json.loads(
         subprocess.run(
             ["docker", "inspect", container], capture_output=True, text=True, check=True
@@ -278,18 +279,6 @@ def retrain(local_stack, model: str) -> tuple[str, list, dict[str, str]]:
     return state, listed, states
 
 
-def service_container(local_stack, service: str) -> str:
-    """The id of the stack's one container of ``service``."""
-    labels = (f"com.docker.compose.project={local_stack['project']}",
-              f"com.docker.compose.service={service}")  # fmt: skip
-    found = subprocess.run(
-        ["docker", "ps", "-q", "--filter", f"label={labels[0]}", "--filter", f"label={labels[1]}"],
-        capture_output=True, text=True, check=True,
-    ).stdout.split()  # fmt: skip
-    assert len(found) == 1, (service, found)
-    return found[0]
-
-
 def champion_version(local_stack, model: str) -> str:
     with pytest.MonkeyPatch.context() as env:  # reading is all the read-only user may do
         client = mlflow_client(local_stack, env, "mlops-reader")
@@ -314,7 +303,7 @@ def test_celery_workers_run_the_retrain_dag_and_promote(local_stack, monkeypatch
     # image's Task SDK (a finished task frees its slot at once).
     fits = "from mlops_pack.airflow import supervisor_exit as s; assert s.install()"
     for worker in ("airflow-worker-1", "airflow-worker-2"):
-        container = service_container(local_stack, worker)
+        container = service_container(local_stack["project"], worker)
         started = subprocess.run(
             ["docker", "inspect", "--format", "{{json .Path}} {{json .Args}}", container],
             capture_output=True, text=True, check=True,
@@ -420,7 +409,7 @@ def test_the_monitor_on_a_worker_reads_the_servers_logs_and_the_label_feed(local
     first = _log_download(log)
     assert first["fetched"] > 0 and first["cached"] == 0, log[-3000:]
     inspect = ["docker", "inspect", "--format", "{{json .Mounts}}",
-               service_container(local_stack, monitor.hostname)]  # fmt: skip
+               service_container(local_stack["project"], monitor.hostname)]  # fmt: skip
     mounts = json.loads(subprocess.run(inspect, capture_output=True, text=True, check=True).stdout)
     assert mounts and not [m for m in mounts if "predictions" in m.get("Name", "")], mounts
     record = xcom_value(api, dag_id, "monitor", run_id)
