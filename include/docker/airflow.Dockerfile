@@ -14,5 +14,10 @@ FROM ${BASE_IMAGE}
 COPY --chown=airflow:0 include/docker/ca-bundle.crt /opt/mlops-pack/extra-ca.crt
 COPY --chown=airflow:0 pyproject.toml README.md /opt/mlops-pack/
 COPY --chown=airflow:0 plugins/mlops_pack /opt/mlops-pack/plugins/mlops_pack
+# pip builds the pack in its source folder (egg-info beside the package), and the folders
+# COPY creates on the way (plugins/) are root's whatever --chown says: the build runs on
+# a copy the airflow user owns, removed afterwards.
 RUN if [ -s /opt/mlops-pack/extra-ca.crt ]; then export PIP_CERT=/opt/mlops-pack/extra-ca.crt; fi \
- && pip install --no-cache-dir "apache-airflow==${AIRFLOW_VERSION}" "/opt/mlops-pack[airflow]"
+ && src=$(mktemp -d) && cp -r /opt/mlops-pack/. "$src" \
+ && pip install --no-cache-dir "apache-airflow==${AIRFLOW_VERSION}" "$src[airflow]" \
+ && rm -rf "$src"

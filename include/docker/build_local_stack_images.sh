@@ -2,7 +2,9 @@
 # Build every image docker-compose.local.yaml runs, without any public registry: the
 # task image (and with it the local Debian base, if no public base can be pulled), then
 # Postgres, Redis and Prometheus from Debian packages, MLflow and Airflow (with the pack)
-# from PyPI on that base.
+# from PyPI on that base. Then what the tests need to run the shipped docker-compose.yaml
+# itself: a Docker socket proxy from Debian's HAProxy, a stand-in for the official Airflow
+# image, and on it the shipped include/docker/airflow.Dockerfile (mlops-pack-airflow:local-base).
 # Docker's layer cache makes a second run take seconds.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -20,3 +22,11 @@ build mlops-pack-local-redis:latest include/docker/local/redis.Dockerfile
 build mlops-pack-local-prometheus:latest include/docker/local/prometheus.Dockerfile
 build mlops-pack-mlflow:latest include/docker/mlflow.Dockerfile
 build mlops-pack-local-airflow:latest include/docker/local/airflow.Dockerfile
+build mlops-pack-local-docker-proxy:latest include/docker/local/docker-proxy.Dockerfile
+airflow_version=$(sed -n 's/^apache-airflow==//p' constraints.txt)
+docker build --network host -q -f include/docker/local/official-airflow.Dockerfile \
+  --build-arg AIRFLOW_VERSION="$airflow_version" -t mlops-pack-local-official-airflow:latest . >/dev/null
+echo mlops-pack-local-official-airflow:latest
+docker build --network host -q -f include/docker/airflow.Dockerfile \
+  --build-arg BASE_IMAGE=mlops-pack-local-official-airflow:latest -t mlops-pack-airflow:local-base . >/dev/null
+echo mlops-pack-airflow:local-base

@@ -81,15 +81,20 @@ def local_prometheus_config(folder: Path, ports: dict[str, int]) -> Path:
     return path
 
 
-def service_container(project: str, service: str, stopped: bool = False) -> str:
-    """The id of the compose service's one container in ``project`` (running, or also
-    stopped with ``stopped``)."""
-    found = subprocess.run(
+def service_containers(project: str, service: str, stopped: bool = False) -> list[str]:
+    """The ids of the compose service's containers in ``project`` (running, or also
+    stopped with ``stopped``): one, or each replica's."""
+    return subprocess.run(
         ["docker", "ps", "-q", "--no-trunc", *(["-a"] if stopped else []),
          "--filter", f"label=com.docker.compose.project={project}",
          "--filter", f"label=com.docker.compose.service={service}"],
         capture_output=True, text=True, check=True,
     ).stdout.split()  # fmt: skip
+
+
+def service_container(project: str, service: str, stopped: bool = False) -> str:
+    """The id of the compose service's one container in ``project``."""
+    found = service_containers(project, service, stopped)
     assert len(found) == 1, (service, found)
     return found[0]
 
@@ -215,3 +220,61 @@ def trigger(api, dag_id: str, conf: dict, at: datetime | None = None) -> str:
 
     body = ac.TriggerDAGRunPostBody(logical_date=at, conf=conf)
     return ac.DagRunApi(api).trigger_dag_run(dag_id, body).dag_run_id
+
+
+def mlflow_client(stack: dict, monkeypatch, user: str = "mlops-pack"):
+    """An MLflow client on the stack's published MLflow port, signed in as one of its
+    MLflow users (the workers' or the read-only one) with the password stack init wrote."""
+    from mlflow import MlflowClient
+    from services import mlflow_signin
+
+    for name, value in mlflow_signin(user, stack["secrets"]).items():
+        monkeypatch.setenv(name, value)
+    url = f"http://127.0.0.1:{stack['ports']['mlflow']}"
+    wait_until(lambda: http_status(f"{url}/health") == 200, "mlflow", timeout=400)
+    return MlflowClient(tracking_uri=url, registry_uri=url)
+
+
+def champion_version(stack: dict, model: str) -> str:
+    import pytest
+
+    with pytest.MonkeyPatch.context() as env:  # reading is all the read-only user may do
+        client = mlflow_client(stack, env, "mlops-reader")
+        return client.get_model_version_by_alias(model, "champion").version
+
+
+def task_log(api, dag_id: str, run_id: str, ti) -> str:
+    """A task instance's log, read through the REST API."""
+    import airflow_client.client as ac
+
+    log = ac.TaskInstanceApi(api).get_log(
+        dag_id, run_id, ti.task_id, ti.try_number, full_content=True
+    )
+    return "\n".join(str(getattr(line, "event", line)) for line in log.content.actual_instance)
+
+
+def failed_logs(api, dag_id: str, run_id: str, listed) -> str:
+    """The end of each failed task's log, read through the REST API."""
+    out = []
+    for ti in listed:
+        if ti.state and str(ti.state.value) == "failed":
+            out.append(f"{ti.task_id}: {task_log(api, dag_id, run_id, ti)[-3000:]}")
+    return "\n".join(out)
+
+
+def retrain(stack: dict, model: str) -> tuple[str, list, dict[str, str]]:
+    """Trigger ``model``'s retrain DAG on month 1 of churn through the REST API and wait
+    for its end: the run's state, its task instances and their states."""
+    import airflow_client.client as ac
+    from support import run_to_end
+
+    api = airflow_api(stack)
+    dag_id = f"mlops_retrain__{model}"
+    unpaused(api, dag_id)
+    conf = {"data_path": "churn/churn_month_01.csv", "reason": "celery stack test"}
+    run_id = trigger(api, dag_id, conf)
+    state = run_to_end(api, dag_id, run_id, timeout=1500)
+    listed = ac.TaskInstanceApi(api).get_task_instances(dag_id, run_id).task_instances
+    states = {ti.task_id: str(ti.state.value) if ti.state else "none" for ti in listed}
+    assert state == "success", (states, failed_logs(api, dag_id, run_id, listed))
+    return state, listed, states

@@ -20,6 +20,7 @@ COMPOSE = ROOT / "docker-compose.yaml"
 SERVED = ("churn", "diabetes")
 LONG_RUNNING = {
     "postgres",
+    "lock-db",
     "redis",
     "airflow-apiserver",
     "airflow-scheduler",
@@ -121,7 +122,15 @@ def test_compose_config_accepts_the_shipped_file(stack_env):
     postgres_env = services["postgres"]["environment"]
     assert postgres_env["POSTGRES_PASSWORD"] == values["POSTGRES_PASSWORD"]
     worker = services["airflow-worker"]
-    assert values["LOCK_DB_PASSWORD"] in worker["environment"]["MLOPS_PACK_LOCK_DSN"]
+    lock_dsn = f"postgresql://mlops_lock:{values['LOCK_DB_PASSWORD']}@lock-db/mlops_lock"
+    assert worker["environment"]["MLOPS_PACK_LOCK_DSN"] == lock_dsn
+    # The lock's server holds the lock's database only; Airflow's and MLflow's server
+    # does not hold it (the step containers, which take the lock, reach only lock-db).
+    lock_env = services["lock-db"]["environment"]
+    assert lock_env["MLOPS_PACK_DATABASES"] == "mlops_lock"
+    assert lock_env["LOCK_DB_PASSWORD"] == values["LOCK_DB_PASSWORD"]
+    assert postgres_env["MLOPS_PACK_DATABASES"] == "airflow mlflow"
+    assert "LOCK_DB_PASSWORD" not in postgres_env
     assert worker["deploy"]["replicas"] == 2
     assert worker["environment"]["DOCKER_HOST"] == "tcp://docker-proxy:2375"
     # MLflow's GenAI job runner (eight idle processes) is off: tracking and registry only.
@@ -268,16 +277,44 @@ def test_stack_init_refuses_a_served_model_named_like_a_stack_service(tmp_path, 
     assert not (tmp_path / ".env").exists() and not (tmp_path / ".stack" / "secrets").exists()
 
 
-@pytest.mark.parametrize("name", [None, "staging-steps"])
-def test_the_workers_start_steps_on_the_steps_network_whatever_its_name(stack_env, name):
-    """The steps network's name is the engine's, not the project's (the engine attaches
-    the steps): the workers are told the name the network gets, the default or the
-    ``STEPS_NETWORK`` a second stack on the same engine sets."""
-    result = compose_config(stack_env, **({"STEPS_NETWORK": name} if name else {}))
+@pytest.mark.parametrize("name", [None, "staging"])
+def test_the_workers_start_steps_on_the_steps_networks_whatever_their_names(stack_env, name):
+    """The steps networks' names are the engine's, not the project's (the engine attaches
+    the steps): the workers are told the names the networks get, the defaults or the
+    ``STEPS_NETWORK`` and ``SERVER_STEPS_NETWORK`` a second stack on the same engine sets.
+    The steps network holds MLflow and the lock's Postgres; the server steps' also the
+    model servers. Neither holds Airflow's and MLflow's Postgres."""
+    names = {"STEPS_NETWORK": f"{name}-steps", "SERVER_STEPS_NETWORK": f"{name}-server-steps"}
+    result = compose_config(stack_env, **(names if name else {}))
     assert result.returncode == 0, result.stderr
     config = yaml.safe_load(result.stdout)
-    steps = config["networks"]["steps"]
-    assert steps["name"] == (name or "mlops-pack-steps") and steps["internal"] is True
+    steps, server_steps = config["networks"]["steps"], config["networks"]["server-steps"]
+    assert steps["name"] == (f"{name}-steps" if name else "mlops-pack-steps")
+    assert server_steps["name"] == (f"{name}-server-steps" if name else "mlops-pack-server-steps")
+    assert steps["internal"] is True and server_steps["internal"] is True
     worker = config["services"]["airflow-worker"]["environment"]
     assert worker["MLOPS_PACK_STEP_NETWORK"] == steps["name"]
-    assert "steps" in config["services"]["mlflow"]["networks"]
+    assert worker["MLOPS_PACK_SERVER_STEP_NETWORK"] == server_steps["name"]
+    services = config["services"]
+    on = {network: sorted(s for s, v in services.items() if network in v.get("networks", {}))
+          for network in ("steps", "server-steps")}  # fmt: skip
+    assert on == {
+        "steps": ["lock-db", "mlflow"],
+        "server-steps": ["lock-db", "mlflow", "model-server-churn", "model-server-diabetes"],
+    }, on
+
+
+@pytest.mark.parametrize("port", [None, "15000"])
+def test_mlflow_answers_clients_on_its_published_port_whatever_it_is(stack_env, port):
+    """MLflow refuses a request whose Host header it does not list (its DNS-rebinding
+    guard, 403): a client on the published port sends ``127.0.0.1:<MLFLOW_PORT>``, which
+    must be listed for the default port and another one alike (the shipped-file test,
+    on a free port, found it missing)."""
+    result = compose_config(stack_env, **({"MLFLOW_PORT": port} if port else {}))
+    assert result.returncode == 0, result.stderr
+    mlflow = yaml.safe_load(result.stdout)["services"]["mlflow"]
+    allowed = mlflow["environment"]["MLFLOW_SERVER_ALLOWED_HOSTS"].split(",")
+    published = port or "5000"
+    for host in (f"127.0.0.1:{published}", f"localhost:{published}", "mlflow:5000",
+                 "127.0.0.1:5000"):  # fmt: skip
+        assert host in allowed, (host, allowed)

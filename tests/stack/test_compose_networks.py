@@ -1,11 +1,16 @@
-"""The shipped docker-compose.yaml on its own networks: Postgres, Redis, the MLflow
-server, the churn model server, Prometheus and the Pushgateway started from the shipped
-file itself (not the local one), their images built locally (``*_IMAGE``: Debian's
-Postgres, Redis and Prometheus packages; an override file gives the Pushgateway its
-entrypoint, which the official image has), on the file's networks with its service
-names and its Prometheus configuration. A container with the flags the workers give a
-step (the task image, non-root, read-only, no capabilities) on the steps network
-reaches MLflow by name and nothing else.
+"""The shipped docker-compose.yaml run as it is, on its own networks, every service but
+Grafana (no build of it here): Postgres, the lock's Postgres, Redis, airflow-init, the
+api-server, scheduler, dag-processor, triggerer, two worker replicas, the Docker socket
+proxy, MLflow, both model servers, Prometheus and the Pushgateway, with the file's
+service names, networks, volumes
+and Prometheus configuration. The images are local builds given through its ``*_IMAGE``
+variables: the Airflow image is the shipped include/docker/airflow.Dockerfile built on a
+stand-in for the official image (include/docker/local/official-airflow.Dockerfile), the
+proxy a stand-in for Tecnativa's honouring its environment (docker-proxy.Dockerfile),
+Postgres, Redis and Prometheus Debian's packages. A small override file gives the
+Pushgateway its entrypoint (the official image's) and turns the specs' schedules off
+(triggered runs only); the churn spec's latency budgets are relaxed in the project
+folder's copy of ``include/``.
 
 The engine here runs without iptables (``--iptables=false``), and Docker keeps networks
 apart with iptables rules: an ``internal`` network's containers still get a default
@@ -21,24 +26,32 @@ import json
 import os
 import shutil
 import subprocess
-import tempfile
+import time
 import urllib.request
 import uuid
 from pathlib import Path
 
 import pytest
+import yaml
 from dashboard_support import PROMETHEUS_PASSWORDS, query
+from mlops_pack.server_client import ServerClient
 from stack_support import (
+    champion_version,
     docker_compose,
     env_values,
     http_status,
+    retrain,
     service_container,
+    service_containers,
     taken_down,
     wait_until,
 )
-from support import ROOT, free_port, run_cli
+from support import ROOT, free_port, open_dir, run_cli
 
 COMPOSE = ROOT / "docker-compose.yaml"
+
+# The stack starts once, inside the first test's budget, and a retrain runs on it.
+pytestmark = pytest.mark.timeout(1800)
 
 # Run in the step container: what it can reach, as JSON on stdout.
 PROBE = r"""
@@ -60,7 +73,8 @@ def status(user, password):
 found["with_password"] = status("mlops-pack", os.environ["PACK_PASSWORD"])
 found["without_password"] = status(None, None)
 found["resolves"] = {}
-for name in ("postgres", "redis", "docker-proxy", "model-server-churn", "airflow-apiserver"):
+for name in ("postgres", "redis", "docker-proxy", "model-server-churn", "airflow-apiserver",
+             "lock-db"):
     try:
         found["resolves"][name] = socket.gethostbyname(name)
     except OSError:
@@ -75,11 +89,15 @@ def _run(command: list, env: dict, timeout: float = 300) -> subprocess.Completed
     )
 
 
-def _container(project: str, service: str) -> dict:
-    """``docker inspect`` of the service's one running container."""
-    shown = subprocess.run(["docker", "inspect", service_container(project, service)],
+def _inspect(container: str) -> dict:
+    shown = subprocess.run(["docker", "inspect", container],
                            capture_output=True, text=True, check=True)  # fmt: skip
     return json.loads(shown.stdout)[0]
+
+
+def _container(project: str, service: str) -> dict:
+    """``docker inspect`` of the service's one running container."""
+    return _inspect(service_container(project, service))
 
 
 def _as_a_step(image: str, network: str, env: dict[str, str], script: str) -> str:
@@ -100,17 +118,63 @@ def _health(project: str, service: str) -> str | None:
     return _container(project, service)["State"].get("Health", {}).get("Status")
 
 
+# Test-only changes to the shipped file: the Pushgateway image's entrypoint (the official
+# image has one; the local build of Debian's package does not), and triggered runs only
+# (an unpaused retrain DAG would also run its latest monthly tick).
+OVERRIDE = """\
+version: '3.8'
+services:
+  pushgateway:
+    entrypoint: [/usr/bin/prometheus-pushgateway]
+  airflow-dag-processor:
+    environment:
+      MLOPS_PACK_SCHEDULES: "off"
+  airflow-worker:
+    environment:
+      MLOPS_PACK_SCHEDULES: "off"
+"""
+# Every service of the shipped file but Grafana, which has no build here.
+SERVICES = ("postgres", "lock-db", "redis", "airflow-init", "airflow-apiserver",
+            "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer",
+            "airflow-worker", "docker-proxy", "mlflow", "model-server-churn",
+            "model-server-diabetes", "prometheus", "pushgateway")  # fmt: skip
+HEALTHY = ("postgres", "lock-db", "redis", "docker-proxy", "mlflow", "model-server-churn",
+           "prometheus", "pushgateway", "airflow-apiserver", "airflow-scheduler")  # fmt: skip
+
+
+def _project_dir(folder: Path) -> Path:
+    """What the shipped file mounts from its folder (``./dags``, ``./include``), with the
+    churn spec's latency budgets relaxed (a loaded two-core machine exceeds them; they are
+    not what this tests), readable by the services' users."""
+    project = folder / "project"
+    shutil.copytree(ROOT / "dags", project / "dags")
+    shutil.copytree(ROOT / "include", project / "include",
+                    ignore=shutil.ignore_patterns("docker", "__pycache__"))  # fmt: skip
+    churn = project / "include" / "models" / "churn.yaml"
+    raw = yaml.safe_load(churn.read_text())
+    raw["gate"]["budgets"]["max_latency_ms_p95"] = None
+    raw["serving"]["latency_budget_ms_p95"] = 10_000
+    churn.write_text(yaml.safe_dump(raw, sort_keys=False))
+    for item in [project, *project.rglob("*")]:
+        item.chmod(item.stat().st_mode | (0o755 if item.is_dir() else 0o644))
+    return project
+
+
 @pytest.fixture(scope="module")
-def compose_core(task_image):
+def shipped_stack(task_image):
     subprocess.run([ROOT / "include/docker/build_local_stack_images.sh"], check=True, timeout=1500)
-    folder = Path(tempfile.mkdtemp(prefix="compose-networks-"))
+    folder = open_dir("compose-networks-")
     code, _ = run_cli("stack", "init", "--dir", folder, "--include", ROOT / "include")
     assert code == 0
     project = f"mlops-net-{uuid.uuid4().hex[:8]}"
-    ports = {name: free_port() for name in ("mlflow", "churn", "prometheus")}
+    ports = {name: free_port() for name in ("airflow", "mlflow", "churn", "diabetes", "prometheus")}
     prometheus = "mlops-pack-local-prometheus:latest"
     env = {
         **os.environ,
+        # The shipped include/docker/airflow.Dockerfile, built on a stand-in for the
+        # official image (include/docker/build_local_stack_images.sh).
+        "AIRFLOW_IMAGE": "mlops-pack-airflow:local-base",
+        "DOCKER_PROXY_IMAGE": "mlops-pack-local-docker-proxy:latest",
         "POSTGRES_IMAGE": "mlops-pack-local-postgres:latest",
         "REDIS_IMAGE": "mlops-pack-local-redis:latest",
         "MLFLOW_IMAGE": "mlops-pack-mlflow:latest",
@@ -120,30 +184,29 @@ def compose_core(task_image):
         "STACK_SECRETS_DIR": str(folder / ".stack" / "secrets"),
         # The steps network's name is the engine's (docker-compose.yaml): this run's own.
         "STEPS_NETWORK": f"{project}-steps",
+        "SERVER_STEPS_NETWORK": f"{project}-server-steps",
         **{f"{name.upper()}_PORT": str(port) for name, port in ports.items()},
     }
-    override = folder / "pushgateway-entrypoint.yaml"
-    override.write_text(
-        "version: '3.8'\nservices:\n  pushgateway:\n"
-        "    entrypoint: [/usr/bin/prometheus-pushgateway]\n"
-    )
+    override = folder / "test-override.yaml"
+    override.write_text(OVERRIDE)
     compose = [docker_compose(), "-p", project, "--env-file", str(folder / ".env")]
+    compose += ["--project-directory", str(_project_dir(folder))]
     compose += ["-f", str(COMPOSE), "-f", str(override)]
-    services = ("redis", "mlflow", "model-server-churn", "prometheus", "pushgateway")
     try:
-        up = _run([*compose, "up", "-d", "--no-build", *services], env, timeout=600)
+        up = _run([*compose, "up", "-d", "--no-build", *SERVICES], env, timeout=900)
         assert up.returncode == 0, up.stderr[-3000:]
-        for service in services:
+        for service in HEALTHY:
             wait_until(
                 lambda service=service: _health(project, service) == "healthy",
                 f"{service} of docker-compose.yaml",
-                timeout=300,
+                timeout=400,
             )
         secrets = env_values(folder / ".env")
         PROMETHEUS_PASSWORDS[ports["prometheus"]] = secrets["PROMETHEUS_PASSWORD"]
         yield {
             "project": project,
             "env": secrets,
+            "secrets": secrets,
             "ports": ports,
             "compose": compose,
             "compose_env": env,
@@ -156,61 +219,66 @@ def compose_core(task_image):
             shutil.rmtree(folder, ignore_errors=True)
 
 
-def test_mlflow_finds_postgres_by_name_and_answers_on_its_published_port(compose_core):
+def test_mlflow_finds_postgres_by_name_and_answers_on_its_published_port(shipped_stack):
     """The shipped wiring of the two services: MLflow's backend store is
     ``postgres/mlflow`` by service name on the core network (its database and role made
     by include/postgres/init-databases.sh), and its port is published on 127.0.0.1."""
-    mlflow = _container(compose_core["project"], "mlflow")
+    mlflow = _container(shipped_stack["project"], "mlflow")
     networks = set(mlflow["NetworkSettings"]["Networks"])
-    project = compose_core["project"]
-    assert networks == {f"{project}_core", f"{project}_serving", f"{project}-steps"}, networks
+    project = shipped_stack["project"]
+    assert networks == {f"{project}_core", f"{project}_serving", f"{project}-steps",
+                        f"{project}-server-steps"}, networks  # fmt: skip
     postgres = _container(project, "postgres")
     assert set(postgres["NetworkSettings"]["Networks"]) == {f"{project}_core"}
-    url = f"http://127.0.0.1:{compose_core['ports']['mlflow']}/health"
+    # The lock's own server is the only database the step networks reach.
+    lock = _container(project, "lock-db")
+    assert set(lock["NetworkSettings"]["Networks"]) == {
+        f"{project}_core", f"{project}-steps", f"{project}-server-steps"}  # fmt: skip
+    url = f"http://127.0.0.1:{shipped_stack['ports']['mlflow']}/health"
     with urllib.request.urlopen(url, timeout=10) as answer:
         assert (answer.status, answer.read()) == (200, b"OK")
 
 
-def test_a_step_container_reaches_mlflow_by_name_and_nothing_else(compose_core, task_image):
-    """A step on the steps network (docker-compose.yaml: internal, MLflow its only other
-    member) gets MLflow by name, only with the pack's password; no other service's
-    name resolves there."""
-    password = {"PACK_PASSWORD": compose_core["env"]["MLFLOW_PACK_PASSWORD"]}
-    printed = _as_a_step(task_image, f"{compose_core['project']}-steps", password, PROBE)
+def test_a_step_container_reaches_mlflow_by_name_and_nothing_else(shipped_stack, task_image):
+    """A step on the steps network (docker-compose.yaml: internal, MLflow and the lock's
+    Postgres its only other members) gets MLflow by name, only with the pack's password;
+    of the other services only ``lock-db`` resolves there (not Airflow's and MLflow's
+    Postgres)."""
+    password = {"PACK_PASSWORD": shipped_stack["env"]["MLFLOW_PACK_PASSWORD"]}
+    printed = _as_a_step(task_image, f"{shipped_stack['project']}-steps", password, PROBE)
     found = json.loads(printed.strip().splitlines()[-1])
     assert found["mlflow_health"] == [200, "OK"], found
     assert (found["with_password"], found["without_password"]) == (200, 401), found
-    assert found["resolves"] == dict.fromkeys(found["resolves"]), found
-    assert len(found["resolves"]) == 5, found
+    resolved = {name for name, address in found["resolves"].items() if address}
+    assert resolved == {"lock-db"} and len(found["resolves"]) == 6, found
 
 
-def test_prometheus_scrapes_the_server_the_gateway_and_itself_by_name(compose_core):
+def test_prometheus_scrapes_the_server_the_gateway_and_itself_by_name(shipped_stack):
     """The shipped include/prometheus/prometheus.yml as it is: the churn server at
     ``model-server-churn:8181`` with its prediction key, the Pushgateway at
     ``pushgateway:9091`` and Prometheus itself with their passwords, over the serving
     network; Prometheus answers its query API on its published port with its password
-    only. The diabetes server is not started here: its target is the one down."""
-    port = compose_core["ports"]["prometheus"]
-    wanted = ("model-server-churn", "pushgateway", "prometheus")
+    only."""
+    port = shipped_stack["ports"]["prometheus"]
+    wanted = ("model-server-churn", "model-server-diabetes", "pushgateway", "prometheus")
 
     def targets_up() -> dict[str, float]:
         found = {s["metric"]["job"]: float(s["value"][1]) for s in query(port, "up")}
         return found if all(found.get(job) == 1.0 for job in wanted) else {}
 
     up = wait_until(targets_up, "every shipped scrape job answering", timeout=120)
-    assert up == {"model-server-churn": 1.0, "model-server-diabetes": 0.0,
-                  "pushgateway": 1.0, "prometheus": 1.0}, up  # fmt: skip
+    assert up == dict.fromkeys(wanted, 1.0), up
     assert http_status(f"http://127.0.0.1:{port}/api/v1/query?query=up") == 401
 
 
-def _on_serving_network(compose_core, task_image, script: str) -> str:
+def _on_serving_network(shipped_stack, task_image, script: str) -> str:
     """``script``'s stdout, run on the stack's serving network (where Prometheus and the
     workers reach the gateway) with the gateway's password."""
-    password = {"GATEWAY_PASSWORD": compose_core["env"]["PUSHGATEWAY_PASSWORD"]}
-    return _as_a_step(task_image, f"{compose_core['project']}_serving", password, script)
+    password = {"GATEWAY_PASSWORD": shipped_stack["env"]["PUSHGATEWAY_PASSWORD"]}
+    return _as_a_step(task_image, f"{shipped_stack['project']}_serving", password, script)
 
 
-def test_the_gateway_keeps_a_pushed_window_in_a_new_container(compose_core, task_image):
+def test_the_gateway_keeps_a_pushed_window_in_a_new_container(shipped_stack, task_image):
     """The gateway's persistence file lies on its volume, which its user can write: a
     window pushed as the workers push it is still there in a new container."""
     push = (
@@ -218,12 +286,12 @@ def test_the_gateway_keeps_a_pushed_window_in_a_new_container(compose_core, task
         "push('http://pushgateway:9091', 'churn', b'mlops_monitor_network_probe 7\\n', "
         "credentials=('mlops-pack', os.environ['GATEWAY_PASSWORD']))"
     )
-    _on_serving_network(compose_core, task_image, push)
+    _on_serving_network(shipped_stack, task_image, push)
     # A new container (its own file system gone), the same volume.
     up = ["up", "-d", "--no-build", "--no-deps", "--force-recreate", "pushgateway"]
-    restarted = _run([*compose_core["compose"], *up], compose_core["compose_env"])
+    restarted = _run([*shipped_stack["compose"], *up], shipped_stack["compose_env"])
     assert restarted.returncode == 0, restarted.stderr[-3000:]
-    project = compose_core["project"]
+    project = shipped_stack["project"]
     wait_until(lambda: _health(project, "pushgateway") == "healthy", "the gateway", 120)
     read = (
         "import base64, os, urllib.request as u; "
@@ -232,7 +300,7 @@ def test_the_gateway_keeps_a_pushed_window_in_a_new_container(compose_core, task
         "headers={'Authorization': 'Basic ' + t.decode()}); "
         "print(u.urlopen(r, timeout=10).read().decode())"
     )
-    kept = [line for line in _on_serving_network(compose_core, task_image, read).splitlines()
+    kept = [line for line in _on_serving_network(shipped_stack, task_image, read).splitlines()
             if line.startswith("mlops_monitor_network_probe{")]  # fmt: skip
     assert len(kept) == 1 and kept[0].endswith(" 7") and 'model="churn"' in kept[0], kept
 
@@ -251,14 +319,115 @@ print(repr(ask(f"AUTH {os.environ['REDIS_PASSWORD']}\r\nPING\r\n")))
 """
 
 
-def test_redis_answers_on_the_core_network_only_with_its_password(compose_core, task_image):
+def test_redis_answers_on_the_core_network_only_with_its_password(shipped_stack, task_image):
     """The broker as the shipped file starts it (the password through a file in the
     container, not its command line): on the core network, where Airflow reaches it as
     ``redis``, a client without the password is refused and one with it is answered."""
-    password = {"REDIS_PASSWORD": compose_core["env"]["REDIS_PASSWORD"]}
-    core = f"{compose_core['project']}_core"
+    password = {"REDIS_PASSWORD": shipped_stack["env"]["REDIS_PASSWORD"]}
+    core = f"{shipped_stack['project']}_core"
     without, with_password = _as_a_step(task_image, core, password, REDIS_PROBE).splitlines()
     assert without.startswith("'-NOAUTH"), without
     assert with_password == repr("+OK\r\n+PONG\r\n"), with_password
-    redis = _container(compose_core["project"], "redis")
-    assert compose_core["env"]["REDIS_PASSWORD"] not in " ".join(redis["Config"]["Cmd"])
+    redis = _container(shipped_stack["project"], "redis")
+    assert shipped_stack["env"]["REDIS_PASSWORD"] not in " ".join(redis["Config"]["Cmd"])
+
+
+# Run in a worker container: how it reaches Docker, as JSON on stdout.
+PROXY_PROBE = r"""
+import json, os, urllib.error, urllib.request
+def status(method, path):
+    request = urllib.request.Request("http://docker-proxy:2375" + path, method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            return answer.status
+    except urllib.error.HTTPError as refused:
+        return refused.code
+paths = [("GET", "/containers/json"), ("GET", "/images/json"), ("GET", "/volumes"),
+         ("GET", "/networks"), ("GET", "/info"), ("POST", "/build"), ("GET", "/system/df")]
+print(json.dumps({
+    "socket": os.path.exists("/var/run/docker.sock"),
+    "docker_host": os.environ.get("DOCKER_HOST"),
+    "status": {f"{method} {path}": status(method, path) for method, path in paths},
+}))
+"""
+
+
+def _step_network_joins(project: str, since: float) -> dict[str, set[str]]:
+    """Each container other than the stack's own that joined one of the engine's networks
+    since ``since``: network name -> container ids (``docker events``)."""
+    events = subprocess.run(
+        ["docker", "events", "--since", f"{since:.0f}", "--until", f"{time.time():.0f}",
+         "--filter", "type=network", "--filter", "event=connect", "--format", "{{json .}}"],
+        capture_output=True, text=True, timeout=60, check=True,
+    ).stdout.splitlines()  # fmt: skip
+    own = {c for s in SERVICES for c in service_containers(project, s, stopped=True)}
+    joined: dict[str, set[str]] = {}
+    for line in events:
+        event = json.loads(line)
+        container = event["Actor"]["Attributes"].get("container", "")
+        if container not in own:
+            joined.setdefault(event["Actor"]["Attributes"]["name"], set()).add(container)
+    return joined
+
+
+def test_the_shipped_stack_retrains_promotes_and_serves_through_the_proxy(shipped_stack):
+    """The whole path as docker-compose.yaml ships it: the Airflow image built from
+    include/docker/airflow.Dockerfile, airflow-init's migration and admin user, the churn
+    retrain DAG triggered through the REST API on the published port, its tasks on the
+    two worker replicas, which start each step through the socket proxy (no socket in a
+    worker) on the steps network (deploy and promote on the server steps'), with the batch
+    delivered into the data volume; the promotion moves the champion alias in MLflow, and
+    the churn server serves that version, fetched from MLflow itself."""
+    from mlops_pack.datagen import churn
+
+    project = shipped_stack["project"]
+    workers = service_containers(project, "airflow-worker")
+    assert len(workers) == 2, workers
+    # The batch, delivered as a user would: into the workers' data volume.
+    batch = open_dir("compose-batch-")
+    try:
+        churn.write(churn.ChurnConfig(rows=4_000, month=1), batch / "churn" / "churn_month_01.csv")
+        copied = _run(["docker", "cp", str(batch / "churn"), f"{workers[0]}:/opt/airflow/data/"],
+                      shipped_stack["compose_env"])  # fmt: skip
+        assert copied.returncode == 0, copied.stderr
+    finally:
+        shutil.rmtree(batch, ignore_errors=True)
+
+    started = time.time() - 1
+    _, listed, states = retrain(shipped_stack, "churn")
+    assert states["promote"] == "success" and states["deploy"] == "success", states
+    hostnames = {_inspect(worker)["Config"]["Hostname"] for worker in workers}
+    ran_on = {ti.hostname for ti in listed if ti.hostname}
+    assert ran_on and ran_on <= hostnames, (ran_on, hostnames)
+
+    # Every step container joined one network: the steps network (MLflow only), or for
+    # deploy and promote, which call the server, the server steps' (servers and MLflow).
+    joined = _step_network_joins(project, started)
+    assert set(joined) == {f"{project}-steps", f"{project}-server-steps"}, joined
+    assert len(joined[f"{project}-steps"]) >= 3, joined
+    assert len(joined[f"{project}-server-steps"]) == 2, joined
+    assert not joined[f"{project}-steps"] & joined[f"{project}-server-steps"], joined
+
+    champion = champion_version(shipped_stack, "churn")
+    server = f"http://127.0.0.1:{shipped_stack['ports']['churn']}"
+    key = shipped_stack["secrets"]["CHURN_PREDICTION_KEY"]
+    status, served, _ = ServerClient(server, key).call("GET", "/version")
+    assert status == 200 and served["version"] == champion, served
+
+
+def test_workers_reach_docker_only_through_the_filtering_proxy(shipped_stack):
+    """A worker has no Docker socket; through the proxy it may list, create and run
+    containers and inspect images (what a step needs), and is refused volumes, networks,
+    the engine's information, builds and the system calls."""
+    worker = service_containers(shipped_stack["project"], "airflow-worker")[0]
+    probed = subprocess.run(
+        ["docker", "exec", worker, "python", "-c", PROXY_PROBE],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert probed.returncode == 0, probed.stderr[-3000:]
+    found = json.loads(probed.stdout.strip().splitlines()[-1])
+    assert found["socket"] is False and found["docker_host"] == "tcp://docker-proxy:2375", found
+    assert found["status"] == {
+        "GET /containers/json": 200, "GET /images/json": 200, "GET /volumes": 403,
+        "GET /networks": 403, "GET /info": 403, "POST /build": 403, "GET /system/df": 403,
+    }, found  # fmt: skip

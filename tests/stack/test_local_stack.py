@@ -37,11 +37,15 @@ from dashboard_support import (
     wait_for_scrapes,
 )
 from mlops_pack.server_client import ServerClient
-from services import mlflow_signin
 from stack_support import (
     airflow_api,
+    champion_version,
+    failed_logs,
     http_status,
+    mlflow_client,
+    retrain,
     service_container,
+    task_log,
     trigger,
     unpaused,
     wait_until,
@@ -170,18 +174,6 @@ def test_redis_requires_its_password(local_stack):
     assert ask(f"AUTH {password}", "PING") == b"+OK\r\n+PONG\r\n"
 
 
-def mlflow_client(local_stack, monkeypatch, user: str = "mlops-pack"):
-    """An MLflow client signed in as one of the stack's MLflow users (the workers' or the
-    read-only one), with the password stack init wrote."""
-    from mlflow import MlflowClient
-
-    for name, value in mlflow_signin(user, local_stack["secrets"]).items():
-        monkeypatch.setenv(name, value)
-    url = f"http://127.0.0.1:{local_stack['ports']['mlflow']}"
-    wait_until(lambda: http_status(f"{url}/health") == 200, "mlflow", timeout=400)
-    return MlflowClient(tracking_uri=url, registry_uri=url)
-
-
 def test_mlflow_keeps_runs_in_postgres_and_artifacts_behind_its_url(
     local_stack, tmp_path, monkeypatch
 ):
@@ -245,44 +237,6 @@ def test_model_server_runs_hardened_and_prometheus_scrapes_it(local_stack):
     for path in ("/api/v1/query?query=up", "/-/ready", "/graph"):
         assert http_status(f"http://127.0.0.1:{prometheus}{path}") == 401, path
     assert query(prometheus, 'up{job="prometheus"} == 1')
-
-
-def task_log(api, dag_id: str, run_id: str, ti) -> str:
-    """A task instance's log, read through the REST API."""
-    log = ac.TaskInstanceApi(api).get_log(
-        dag_id, run_id, ti.task_id, ti.try_number, full_content=True
-    )
-    return "\n".join(str(getattr(line, "event", line)) for line in log.content.actual_instance)
-
-
-def failed_logs(api, dag_id: str, run_id: str, listed) -> str:
-    """The end of each failed task's log, read through the REST API."""
-    out = []
-    for ti in listed:
-        if ti.state and str(ti.state.value) == "failed":
-            out.append(f"{ti.task_id}: {task_log(api, dag_id, run_id, ti)[-3000:]}")
-    return "\n".join(out)
-
-
-def retrain(local_stack, model: str) -> tuple[str, list, dict[str, str]]:
-    """Trigger ``model``'s retrain DAG through the REST API and wait for its end: the run's
-    state, its task instances and their states."""
-    api = airflow_api(local_stack)
-    dag_id = f"mlops_retrain__{model}"
-    unpaused(api, dag_id)
-    conf = {"data_path": "churn/churn_month_01.csv", "reason": "celery stack test"}
-    run_id = trigger(api, dag_id, conf)
-    state = run_to_end(api, dag_id, run_id, timeout=1500)
-    listed = ac.TaskInstanceApi(api).get_task_instances(dag_id, run_id).task_instances
-    states = {ti.task_id: str(ti.state.value) if ti.state else "none" for ti in listed}
-    assert state == "success", (states, failed_logs(api, dag_id, run_id, listed))
-    return state, listed, states
-
-
-def champion_version(local_stack, model: str) -> str:
-    with pytest.MonkeyPatch.context() as env:  # reading is all the read-only user may do
-        client = mlflow_client(local_stack, env, "mlops-reader")
-        return client.get_model_version_by_alias(model, "champion").version
 
 
 def test_celery_workers_run_the_retrain_dag_and_promote(local_stack, monkeypatch):

@@ -225,7 +225,7 @@ def run(
         # is kept here: wait in a thread, kill the container when time is up.
         status: dict[str, Any] = {}
         waiter = threading.Thread(
-            target=lambda: status.update(client.wait(container_id)), daemon=True
+            target=lambda: status.update(_exit_status(client, container_id)), daemon=True
         )
         waiter.start()
         waiter.join(spec.timeout_seconds)
@@ -243,12 +243,91 @@ def run(
         remove_quietly(client, container_id, log)
 
 
+# A proxy between the worker and the engine (the shipped socket proxy is HAProxy, idle
+# timeout 10 minutes) cuts a request that stays silent too long: `wait` is silent until
+# the step exits, and `logs --follow` while the step prints nothing. Both are asked again
+# after a cut, so a long step outlives any such timeout.
+CUT_PAUSE_SECONDS = 1.0
+
+
+def _cut(exc: Exception) -> bool:
+    """Whether ``exc`` is a request cut between the worker and the engine (a proxy's
+    gateway timeout, a dropped connection), not the engine's own answer."""
+    from docker.errors import APIError
+    from requests.exceptions import ChunkedEncodingError, ConnectionError, ReadTimeout
+
+    if isinstance(exc, APIError):
+        return exc.response is not None and exc.response.status_code in (502, 503, 504)
+    return isinstance(exc, ChunkedEncodingError | ConnectionError | ReadTimeout)
+
+
+def _exit_status(client, container_id: str) -> dict:
+    """The engine's answer to ``wait``, asked again after each cut (the engine answers a
+    stopped container's at once). After a cut the container is looked up first: an
+    engine that cannot be reached, or a container that is gone, ends the wait with
+    that error instead of another try."""
+    import time
+
+    while True:
+        try:
+            return client.wait(container_id)
+        except Exception as exc:
+            if not _cut(exc):
+                raise
+        time.sleep(CUT_PAUSE_SECONDS)
+        client.inspect_container(container_id)
+
+
 def _stream_logs(client, container_id: str, log: logging.Logger) -> None:
+    """Copy the container's output into ``log`` line by line until it stops.
+
+    A cut stream can look like its normal end (docker-py reads the frames off the socket),
+    so each end is checked against the container: still running, it is followed again from
+    the last line's second; stopped, what it printed since is read once more. Lines
+    already logged are skipped by their timestamps."""
+    import time
+
+    from docker.errors import NotFound
+
+    last: tuple[int, int] | None = None  # (unix second, nanosecond) of the last line logged
+    follow = True
+    while True:
+        try:
+            since = None if last is None else last[0]
+            lines = client.logs(container_id, stream=True, follow=follow, timestamps=True,
+                                since=since)  # fmt: skip
+            for raw in lines:
+                stamp, _, text = raw.decode("utf-8", "replace").partition(" ")
+                at = _log_time(stamp)
+                if at is not None and last is not None and at <= last:
+                    continue  # logged before the cut
+                last = at or last
+                log.info("%s", text.rstrip())
+            if not follow:
+                return
+            follow = client.inspect_container(container_id)["State"]["Running"]
+            if not follow:
+                continue  # read what it printed between the cut and its exit
+        except NotFound:
+            return  # removed under us: nothing more to show
+        except Exception as exc:
+            if not _cut(exc):
+                return
+        time.sleep(CUT_PAUSE_SECONDS)
+
+
+def _log_time(stamp: str) -> tuple[int, int] | None:
+    """(unix second, nanosecond) of a Docker log line's RFC 3339 timestamp
+    (``2026-12-02T21:30:00.123456789Z``; Go drops the fraction's trailing zeros)."""
+    from datetime import UTC, datetime
+
+    whole, _, fraction = stamp.rstrip("Z").partition(".")
     try:
-        for line in client.logs(container_id, stream=True, follow=True):
-            log.info("%s", line.decode("utf-8", "replace").rstrip())
-    except Exception:  # the container was removed under us: nothing more to show
-        return
+        second = datetime.strptime(whole, "%Y-%m-%dT%H:%M:%S").replace(tzinfo=UTC)
+    except ValueError:
+        return None
+    nanos = int(fraction.ljust(9, "0")[:9]) if fraction.isdigit() else 0
+    return int(second.timestamp()), nanos
 
 
 @dataclass(frozen=True)

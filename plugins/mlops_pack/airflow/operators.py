@@ -54,6 +54,8 @@ LOCK_DSN_FILE = "lock_dsn"
 # What include/ may hold to be copied into every step (it is specs and suites; data
 # belongs under MLOPS_PACK_DATA_DIR).
 INCLUDE_COPY_LIMIT = 64 << 20
+# The Docker network of the steps that call a model server (operators below).
+SERVER_STEP_NETWORK_ENV = "MLOPS_PACK_SERVER_STEP_NETWORK"
 
 
 @dataclass(frozen=True)
@@ -182,6 +184,7 @@ class MlopsStepOperator(BaseOperator):
         self.docker_conn_id = docker_conn_id
         self._container_name: str | None = None
         self._secrets: Path | None = None
+        self._calls_server = False  # set with the server's secrets: its own network
         self._downloads: Path | None = None  # prediction logs fetched from the server
         # The step's XCom record once it ran; the task's extra links are built from it.
         self.result_record: dict[str, Any] | None = None
@@ -256,7 +259,7 @@ class MlopsStepOperator(BaseOperator):
             path.write_text(value, encoding="utf-8")
             hand_over(path, uid, gid, 0o400)
         hand_over(self._secrets, uid, gid, 0o700)
-        self.network_mode = "host"  # the server listens on the host's 127.0.0.1 only
+        self._calls_server = True
         args = ["--server-url", url, "--admin-token-file", "{secrets}/admin_token"]
         if "prediction_key" in secrets:
             args += ["--prediction-key-file", "{secrets}/prediction_key"]
@@ -604,7 +607,10 @@ class MlopsStepOperator(BaseOperator):
     def _step_network(self, remote: bool) -> str:
         """``none`` unless the step must reach a service. Without a shared file system it
         must reach the MLflow server: on ``MLOPS_PACK_STEP_NETWORK`` (a Docker network
-        that reaches only MLflow), which has to be named when this operator's is none."""
+        that reaches only MLflow), which has to be named when this operator's is none.
+        A step that calls a model server joins ``MLOPS_PACK_SERVER_STEP_NETWORK``."""
+        if self._calls_server:
+            return _server_step_network(remote)
         if not remote or self.network_mode != "none":
             return self.network_mode
         network = os.environ.get("MLOPS_PACK_STEP_NETWORK", "").strip()
@@ -678,6 +684,27 @@ def _settings():
         return Settings.from_env()
     except BadInputError as problem:
         raise MlopsBadInputFailure(str(problem), problem.payload) from None
+
+
+def _server_step_network(remote: bool) -> str:
+    """The Docker network of a step that calls a model server (deploy, smoke test,
+    canary, rollback): ``MLOPS_PACK_SERVER_STEP_NETWORK``, which must reach the servers
+    and the MLflow server (docker-compose.yaml: its server-steps network). Unset, the
+    embedded default's ``host`` (its servers listen on the host's 127.0.0.1); with an
+    MLflow server it must be named: the servers are then services on a network of their
+    own, which a host-network step cannot resolve."""
+    network = os.environ.get(SERVER_STEP_NETWORK_ENV, "").strip()
+    if network:
+        return network
+    if remote:
+        raise MlopsBadInputFailure(
+            f"MLFLOW_TRACKING_URI={os.environ.get('MLFLOW_TRACKING_URI')} is a server, and this "
+            f"step calls a model server, but {SERVER_STEP_NETWORK_ENV} is not set. Fix: set it "
+            "to a Docker network that reaches the model servers and MLflow (in "
+            "docker-compose.yaml, the server-steps network), or to 'host' on a single "
+            "machine whose servers listen on 127.0.0.1"
+        )
+    return "host"
 
 
 def _remote_tracking() -> bool:
