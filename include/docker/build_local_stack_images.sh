@@ -13,9 +13,12 @@ base=${BASE_IMAGE:-mlops-pack-base:bookworm}
 if ! docker image inspect "$base" >/dev/null 2>&1; then
   base=python:3.11-slim  # build_task_image.sh found the public base
 fi
-build() {  # tag dockerfile
-  docker build --network host -q -f "$2" --build-arg BASE_IMAGE="$base" -t "$1" . >/dev/null
-  echo "$1"
+build() {  # tag dockerfile [build arguments, NAME=value]
+  local tag=$1 dockerfile=$2 arg args=()
+  shift 2
+  for arg in "BASE_IMAGE=$base" "$@"; do args+=(--build-arg "$arg"); done
+  docker build --network host -q -f "$dockerfile" "${args[@]}" -t "$tag" . >/dev/null
+  echo "$tag"
 }
 build mlops-pack-local-postgres:latest include/docker/local/postgres.Dockerfile
 build mlops-pack-local-redis:latest include/docker/local/redis.Dockerfile
@@ -24,9 +27,9 @@ build mlops-pack-mlflow:latest include/docker/mlflow.Dockerfile
 build mlops-pack-local-airflow:latest include/docker/local/airflow.Dockerfile
 build mlops-pack-local-docker-proxy:latest include/docker/local/docker-proxy.Dockerfile
 airflow_version=$(sed -n 's/^apache-airflow==//p' constraints.txt)
-docker build --network host -q -f include/docker/local/official-airflow.Dockerfile \
-  --build-arg AIRFLOW_VERSION="$airflow_version" -t mlops-pack-local-official-airflow:latest . >/dev/null
-echo mlops-pack-local-official-airflow:latest
+build mlops-pack-local-official-airflow:latest include/docker/local/official-airflow.Dockerfile \
+  AIRFLOW_VERSION="$airflow_version"
+# The shipped Dockerfile, on that stand-in (its BASE_IMAGE is the official image's place).
 docker build --network host -q -f include/docker/airflow.Dockerfile \
   --build-arg BASE_IMAGE=mlops-pack-local-official-airflow:latest -t mlops-pack-airflow:local-base . >/dev/null
 echo mlops-pack-airflow:local-base

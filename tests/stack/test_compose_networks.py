@@ -232,25 +232,68 @@ def test_mlflow_finds_postgres_by_name_and_answers_on_its_published_port(shipped
     assert set(postgres["NetworkSettings"]["Networks"]) == {f"{project}_core"}
     # The lock's own server is the only database the step networks reach.
     lock = _container(project, "lock-db")
-    assert set(lock["NetworkSettings"]["Networks"]) == {
-        f"{project}_core", f"{project}-steps", f"{project}-server-steps"}  # fmt: skip
+    networks = set(lock["NetworkSettings"]["Networks"])
+    assert networks == {f"{project}-steps", f"{project}-server-steps"}, networks
     url = f"http://127.0.0.1:{shipped_stack['ports']['mlflow']}/health"
     with urllib.request.urlopen(url, timeout=10) as answer:
         assert (answer.status, answer.read()) == (200, b"OK")
 
 
-def test_a_step_container_reaches_mlflow_by_name_and_nothing_else(shipped_stack, task_image):
-    """A step on the steps network (docker-compose.yaml: internal, MLflow and the lock's
-    Postgres its only other members) gets MLflow by name, only with the pack's password;
-    of the other services only ``lock-db`` resolves there (not Airflow's and MLflow's
-    Postgres)."""
+@pytest.mark.parametrize("network", ["steps", "server-steps"])
+def test_a_step_container_reaches_mlflow_and_the_lock_by_name_and_little_else(
+    shipped_stack, task_image, network
+):
+    """A step on either steps network (docker-compose.yaml: internal) gets MLflow by name,
+    only with the pack's password. Of the other services only ``lock-db`` resolves on
+    the steps network, and ``lock-db`` and the model servers on the server steps' (the
+    network of deploy, promote and rollback); never Airflow's and MLflow's Postgres,
+    Redis, the Docker proxy or the api-server."""
     password = {"PACK_PASSWORD": shipped_stack["env"]["MLFLOW_PACK_PASSWORD"]}
-    printed = _as_a_step(task_image, f"{shipped_stack['project']}-steps", password, PROBE)
+    printed = _as_a_step(task_image, f"{shipped_stack['project']}-{network}", password, PROBE)
     found = json.loads(printed.strip().splitlines()[-1])
     assert found["mlflow_health"] == [200, "OK"], found
     assert (found["with_password"], found["without_password"]) == (200, 401), found
     resolved = {name for name, address in found["resolves"].items() if address}
-    assert resolved == {"lock-db"} and len(found["resolves"]) == 6, found
+    expected = {"steps": {"lock-db"}, "server-steps": {"lock-db", "model-server-churn"}}
+    assert resolved == expected[network] and len(found["resolves"]) == 6, found
+
+
+# Run in a step container: what the lock's server lets it do, as JSON on stdout.
+LOCK_PROBE = r"""
+import json, os, psycopg
+found = {}
+with psycopg.connect(host="lock-db", user="mlops_lock", dbname="mlops_lock",
+                     password=os.environ["LOCK_PASSWORD"], connect_timeout=10) as conn:
+    found["advisory_lock"] = conn.execute("select pg_try_advisory_xact_lock(7)").fetchone()[0]
+    try:
+        conn.execute("create table taken (id int)")
+        found["create_table"] = "allowed"
+    except psycopg.errors.InsufficientPrivilege:
+        found["create_table"] = "denied"
+for user, db in (("postgres", "postgres"), ("mlops_lock", "postgres")):
+    try:
+        psycopg.connect(host="lock-db", user=user, dbname=db, connect_timeout=10,
+                        password=os.environ["LOCK_PASSWORD"]).close()
+        found[f"{user}@{db}"] = "signed in"
+    except psycopg.OperationalError as refused:
+        found[f"{user}@{db}"] = str(refused).strip().splitlines()[-1]
+print(json.dumps(found))
+"""
+
+
+def test_the_lock_s_server_gives_a_step_an_advisory_lock_and_nothing_more(
+    shipped_stack, task_image
+):
+    """From the steps network the lock role takes an advisory lock in its database, may
+    not create a table there nor connect to another database, and the server's
+    superuser cannot sign in over the network at all (even with the password the image
+    was given)."""
+    secret = {"LOCK_PASSWORD": shipped_stack["env"]["LOCK_DB_PASSWORD"]}
+    printed = _as_a_step(task_image, f"{shipped_stack['project']}-steps", secret, LOCK_PROBE)
+    found = json.loads(printed.strip().splitlines()[-1])
+    assert found["advisory_lock"] is True and found["create_table"] == "denied", found
+    assert "pg_hba.conf rejects connection" in found["postgres@postgres"], found
+    assert "does not have CONNECT privilege" in found["mlops_lock@postgres"], found
 
 
 def test_prometheus_scrapes_the_server_the_gateway_and_itself_by_name(shipped_stack):
@@ -353,21 +396,20 @@ print(json.dumps({
 
 
 def _step_network_joins(project: str, since: float) -> dict[str, set[str]]:
-    """Each container other than the stack's own that joined one of the engine's networks
-    since ``since``: network name -> container ids (``docker events``)."""
+    """The containers that joined this project's step networks since ``since``, with
+    every network each of them joined (``docker events``: other tests' containers on the
+    same engine are left out)."""
     events = subprocess.run(
         ["docker", "events", "--since", f"{since:.0f}", "--until", f"{time.time():.0f}",
          "--filter", "type=network", "--filter", "event=connect", "--format", "{{json .}}"],
         capture_output=True, text=True, timeout=60, check=True,
     ).stdout.splitlines()  # fmt: skip
-    own = {c for s in SERVICES for c in service_containers(project, s, stopped=True)}
     joined: dict[str, set[str]] = {}
     for line in events:
-        event = json.loads(line)
-        container = event["Actor"]["Attributes"].get("container", "")
-        if container not in own:
-            joined.setdefault(event["Actor"]["Attributes"]["name"], set()).add(container)
-    return joined
+        attributes = json.loads(line)["Actor"]["Attributes"]
+        joined.setdefault(attributes.get("container", ""), set()).add(attributes["name"])
+    ours = {f"{project}-steps", f"{project}-server-steps"}
+    return {container: names for container, names in joined.items() if names & ours}
 
 
 def test_the_shipped_stack_retrains_promotes_and_serves_through_the_proxy(shipped_stack):
@@ -400,13 +442,13 @@ def test_the_shipped_stack_retrains_promotes_and_serves_through_the_proxy(shippe
     ran_on = {ti.hostname for ti in listed if ti.hostname}
     assert ran_on and ran_on <= hostnames, (ran_on, hostnames)
 
-    # Every step container joined one network: the steps network (MLflow only), or for
-    # deploy and promote, which call the server, the server steps' (servers and MLflow).
+    # Every step container joined one network: the steps network (MLflow and the lock),
+    # or for deploy and promote, which call the server, the server steps'.
     joined = _step_network_joins(project, started)
-    assert set(joined) == {f"{project}-steps", f"{project}-server-steps"}, joined
-    assert len(joined[f"{project}-steps"]) >= 3, joined
-    assert len(joined[f"{project}-server-steps"]) == 2, joined
-    assert not joined[f"{project}-steps"] & joined[f"{project}-server-steps"], joined
+    steps = [c for c, names in joined.items() if names == {f"{project}-steps"}]
+    server_steps = [c for c, names in joined.items() if names == {f"{project}-server-steps"}]
+    assert len(steps) >= 3 and len(server_steps) >= 2, joined
+    assert len(steps) + len(server_steps) == len(joined), joined  # none joined two
 
     champion = champion_version(shipped_stack, "churn")
     server = f"http://127.0.0.1:{shipped_stack['ports']['churn']}"

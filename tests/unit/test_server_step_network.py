@@ -1,4 +1,4 @@
-"""Which Docker network a step that calls a model server joins (deploy, smoke test, canary,
+"""Which Docker network a step that calls a model server joins (deploy, promote,
 rollback): the servers are on 127.0.0.1 in the embedded default and services of their
 own network in docker-compose.yaml, where a host-network step cannot resolve them (the
 shipped stack's deploy hung that way until MLOPS_PACK_SERVER_STEP_NETWORK existed;

@@ -213,41 +213,55 @@ def run(
     ``after_exit(id)`` on the stopped one (to copy results out), before its removal.
     """
     container_id = create(client, spec, log)
+    done = threading.Event()  # ends the log streamer's retries once the run is over
     try:
         if before_start:
             before_start(container_id)
         client.start(container_id)
         streamer = threading.Thread(
-            target=_stream_logs, args=(client, container_id, log), daemon=True
+            target=_stream_logs, args=(client, container_id, log, done), daemon=True
         )
         streamer.start()
         # docker-py's per-request timeout is not honoured on unix sockets, so the deadline
         # is kept here: wait in a thread, kill the container when time is up.
         status: dict[str, Any] = {}
-        waiter = threading.Thread(
-            target=lambda: status.update(_exit_status(client, container_id)), daemon=True
-        )
+
+        def wait_for_exit() -> None:
+            try:
+                status.update(_exit_status(client, container_id))
+            except Exception as exc:  # raised below, in the task's thread
+                status["error"] = exc
+
+        waiter = threading.Thread(target=wait_for_exit, daemon=True)
         waiter.start()
         waiter.join(spec.timeout_seconds)
-        if waiter.is_alive() or not status:
+        if waiter.is_alive():
             remove_quietly(client, container_id, log)
             raise AirflowException(
                 f"step container {spec.name} did not finish within {spec.timeout_seconds}s; "
                 "it was killed and removed"
             )
+        if "error" in status:
+            raise AirflowException(
+                f"step container {spec.name}: waiting for its exit failed ({status['error']}); "
+                "it was removed"
+            ) from status["error"]
         streamer.join(timeout=5)
         if after_exit:
             after_exit(container_id)
         return int(status.get("StatusCode", 1))
     finally:
+        done.set()
         remove_quietly(client, container_id, log)
 
 
 # A proxy between the worker and the engine (the shipped socket proxy is HAProxy, idle
 # timeout 10 minutes) cuts a request that stays silent too long: `wait` is silent until
 # the step exits, and `logs --follow` while the step prints nothing. Both are asked again
-# after a cut, so a long step outlives any such timeout.
+# after a cut, so a long step outlives any such timeout; an engine (or proxy) that stays
+# unreachable for CUT_GRACE_SECONDS ends the wait with its error.
 CUT_PAUSE_SECONDS = 1.0
+CUT_GRACE_SECONDS = 60.0
 
 
 def _cut(exc: Exception) -> bool:
@@ -263,9 +277,9 @@ def _cut(exc: Exception) -> bool:
 
 def _exit_status(client, container_id: str) -> dict:
     """The engine's answer to ``wait``, asked again after each cut (the engine answers a
-    stopped container's at once). After a cut the container is looked up first: an
-    engine that cannot be reached, or a container that is gone, ends the wait with
-    that error instead of another try."""
+    stopped container's at once). Between tries the container is looked up until the
+    engine answers again (a restarting proxy), for at most CUT_GRACE_SECONDS; a
+    container that is gone, or any other error, ends the wait with that error."""
     import time
 
     while True:
@@ -274,34 +288,54 @@ def _exit_status(client, container_id: str) -> dict:
         except Exception as exc:
             if not _cut(exc):
                 raise
-        time.sleep(CUT_PAUSE_SECONDS)
-        client.inspect_container(container_id)
+        deadline = time.monotonic() + CUT_GRACE_SECONDS
+        while True:
+            time.sleep(CUT_PAUSE_SECONDS)
+            try:
+                client.inspect_container(container_id)
+                break
+            except Exception as exc:
+                if not _cut(exc) or time.monotonic() > deadline:
+                    raise
 
 
-def _stream_logs(client, container_id: str, log: logging.Logger) -> None:
+def _stream_logs(client, container_id: str, log: logging.Logger, done: threading.Event) -> None:
     """Copy the container's output into ``log`` line by line until it stops.
 
     A cut stream can look like its normal end (docker-py reads the frames off the socket),
-    so each end is checked against the container: still running, it is followed again from
-    the last line's second; stopped, what it printed since is read once more. Lines
-    already logged are skipped by their timestamps."""
+    so each end is checked against the container: still running, it is followed again
+    from the second of the last line logged; stopped, what it printed since is read once
+    more. A stream read again repeats, in the same order, the lines already logged from
+    that second on: as many are skipped as were logged (counted by second), whatever
+    their timestamps' order (a long line's parts share one; stdout and stderr can land
+    slightly out of order). Gives up, with a warning, when the run is over or the engine
+    stays unreachable for CUT_GRACE_SECONDS."""
     import time
 
     from docker.errors import NotFound
 
-    last: tuple[int, int] | None = None  # (unix second, nanosecond) of the last line logged
-    follow = True
-    while True:
+    logged: dict[int, int] = {}  # lines logged, by their timestamp's second
+    last_second: int | None = None
+    follow, failing_since = True, None
+    while not done.is_set():
         try:
-            since = None if last is None else last[0]
+            skip = 0
+            if last_second is not None:
+                logged = {second: n for second, n in logged.items() if second >= last_second}
+                skip = sum(logged.values())
             lines = client.logs(container_id, stream=True, follow=follow, timestamps=True,
-                                since=since)  # fmt: skip
+                                since=last_second)  # fmt: skip
             for raw in lines:
+                failing_since = None
+                if skip:
+                    skip -= 1  # logged before the stream was read again
+                    continue
                 stamp, _, text = raw.decode("utf-8", "replace").partition(" ")
                 at = _log_time(stamp)
-                if at is not None and last is not None and at <= last:
-                    continue  # logged before the cut
-                last = at or last
+                if at is not None:
+                    last_second = at[0]
+                if last_second is not None:
+                    logged[last_second] = logged.get(last_second, 0) + 1
                 log.info("%s", text.rstrip())
             if not follow:
                 return
@@ -311,7 +345,9 @@ def _stream_logs(client, container_id: str, log: logging.Logger) -> None:
         except NotFound:
             return  # removed under us: nothing more to show
         except Exception as exc:
-            if not _cut(exc):
+            failing_since = failing_since or time.monotonic()
+            if not _cut(exc) or time.monotonic() - failing_since > CUT_GRACE_SECONDS:
+                log.warning("the step's log stopped being copied here: %s", exc)
                 return
         time.sleep(CUT_PAUSE_SECONDS)
 

@@ -238,6 +238,7 @@ class MlopsStepOperator(BaseOperator):
                 if folder is not None:
                     shutil.rmtree(folder, ignore_errors=True)
             self._secrets = self._downloads = None
+            self._calls_server = False
         return self._outcome(code, work, context)
 
     def _server_conn(self) -> str | None:
@@ -607,7 +608,8 @@ class MlopsStepOperator(BaseOperator):
     def _step_network(self, remote: bool) -> str:
         """``none`` unless the step must reach a service. Without a shared file system it
         must reach the MLflow server: on ``MLOPS_PACK_STEP_NETWORK`` (a Docker network
-        that reaches only MLflow), which has to be named when this operator's is none.
+        that reaches MLflow and, with ``MLOPS_PACK_LOCK_DSN``, the lock's Postgres, and
+        nothing else), which has to be named when this operator's is none.
         A step that calls a model server joins ``MLOPS_PACK_SERVER_STEP_NETWORK``."""
         if self._calls_server:
             return _server_step_network(remote)
@@ -618,7 +620,8 @@ class MlopsStepOperator(BaseOperator):
             raise MlopsBadInputFailure(
                 f"MLFLOW_TRACKING_URI={os.environ.get('MLFLOW_TRACKING_URI')} is a server, so "
                 "step containers must reach it, but MLOPS_PACK_STEP_NETWORK is not set. Fix: "
-                "set it to a Docker network that reaches only the MLflow server (in "
+                "set it to a Docker network that reaches the MLflow server (and the promotion "
+                "lock's Postgres, when MLOPS_PACK_LOCK_DSN is set) and nothing else (in "
                 "docker-compose, the steps' network), or to 'host' on a single machine"
             )
         return network
@@ -687,9 +690,10 @@ def _settings():
 
 
 def _server_step_network(remote: bool) -> str:
-    """The Docker network of a step that calls a model server (deploy, smoke test,
-    canary, rollback): ``MLOPS_PACK_SERVER_STEP_NETWORK``, which must reach the servers
-    and the MLflow server (docker-compose.yaml: its server-steps network). Unset, the
+    """The Docker network of a step that calls a model server (deploy, promote,
+    rollback): ``MLOPS_PACK_SERVER_STEP_NETWORK``, which must reach the servers, the
+    MLflow server and the promotion lock's Postgres (docker-compose.yaml: its
+    server-steps network). Unset, the
     embedded default's ``host`` (its servers listen on the host's 127.0.0.1); with an
     MLflow server it must be named: the servers are then services on a network of their
     own, which a host-network step cannot resolve."""
@@ -700,9 +704,9 @@ def _server_step_network(remote: bool) -> str:
         raise MlopsBadInputFailure(
             f"MLFLOW_TRACKING_URI={os.environ.get('MLFLOW_TRACKING_URI')} is a server, and this "
             f"step calls a model server, but {SERVER_STEP_NETWORK_ENV} is not set. Fix: set it "
-            "to a Docker network that reaches the model servers and MLflow (in "
-            "docker-compose.yaml, the server-steps network), or to 'host' on a single "
-            "machine whose servers listen on 127.0.0.1"
+            "to a Docker network that reaches the model servers, MLflow and the promotion "
+            "lock's Postgres (in docker-compose.yaml, the server-steps network), or to "
+            "'host' on a single machine whose servers listen on 127.0.0.1"
         )
     return "host"
 
