@@ -339,25 +339,10 @@ def start_worker(project: str, service: str, timeout: float = 180) -> None:
     container_id = stack_support.service_container(project, service, stopped=True)
     since = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     subprocess.run(["docker", "start", container_id], check=True, capture_output=True)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        logs = subprocess.run(
-            ["docker", "logs", "--since", since, container_id],
-            check=True,
-            capture_output=True,
-            text=True,
-        )
-        if re.search(r"celery@\S+ ready\.", logs.stdout + logs.stderr):
-            return
-        running = subprocess.run(
-            ["docker", "inspect", "-f", "{{.State.Running}}", container_id],
-            check=True, capture_output=True, text=True,
-        ).stdout.strip()  # fmt: skip
-        if running != "true":  # it stopped while starting: waiting longer cannot help
-            tail = (logs.stdout + logs.stderr)[-2000:]
-            raise SystemExit(f"scale-out FAILED: {service} exited while starting:\n{tail}")
-        time.sleep(1)
-    raise SystemExit(f"scale-out FAILED: {service} did not come back in {timeout:.0f} s")
+    try:
+        stack_support.celery_ready(container_id, since, timeout)
+    except AssertionError as exc:
+        raise SystemExit(f"scale-out FAILED: {service} did not come back: {exc}") from None
 
 
 # The phases in the order run: two workers, one, one, two (A B B A). The machine's speed

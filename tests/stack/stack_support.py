@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -97,6 +98,58 @@ def service_container(project: str, service: str, stopped: bool = False) -> str:
     found = service_containers(project, service, stopped)
     assert len(found) == 1, (service, found)
     return found[0]
+
+
+def worker_containers(project: str) -> list[str]:
+    """The ids of ``project``'s running Celery workers, whatever their services are named
+    (``airflow-worker`` replicas in docker-compose.yaml, ``airflow-worker-N`` here)."""
+    listed = subprocess.run(
+        ["docker", "ps", "--no-trunc", "--filter", f"label=com.docker.compose.project={project}",
+         "--format", '{{.ID}} {{.Label "com.docker.compose.service"}}'],
+        capture_output=True, text=True, check=True,
+    ).stdout.split("\n")  # fmt: skip
+    pairs = [line.split(" ", 1) for line in listed if line.strip()]
+    return [cid for cid, service in pairs if service.startswith("airflow-worker")]
+
+
+# Asked inside a worker: does the Celery worker of this host answer over the broker?
+CELERY_PING = (
+    "celery --app airflow.providers.celery.executors.celery_executor.app"
+    ' inspect ping --timeout 10 -d "celery@$HOSTNAME"'
+)
+
+
+def celery_ready(container_id: str, since: str | None = None, timeout: float = 300) -> None:
+    """Wait until Celery logs in the container (after ``since``, an RFC 3339 time) that it
+    takes tasks, then until it answers a ping over the broker (what the shipped health
+    check asks). A worker that stops meanwhile fails at once with its log's tail: waiting
+    longer cannot help. Until a worker takes tasks the other takes every one, and a test of
+    where tasks ran would see one worker only."""
+    deadline = time.monotonic() + timeout
+    worker = container_id[:12]
+    while True:
+        logs = subprocess.run(
+            ["docker", "logs", *(["--since", since] if since else []), container_id],
+            capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        text = logs.stdout + logs.stderr
+        if re.search(r"celery@\S+ ready\.", text):
+            pinged = subprocess.run(
+                ["docker", "exec", container_id, "sh", "-c", CELERY_PING],
+                capture_output=True, text=True, check=False, timeout=120,
+            )  # fmt: skip
+            if pinged.returncode == 0:
+                return
+            text += pinged.stdout + pinged.stderr
+        running = subprocess.run(
+            ["docker", "inspect", "-f", "{{.State.Running}}", container_id],
+            capture_output=True, text=True, check=True,
+        ).stdout.strip()  # fmt: skip
+        assert running == "true", f"worker {worker} exited while starting:\n{text[-2000:]}"
+        assert time.monotonic() < deadline, (
+            f"worker {worker} not taking tasks after {timeout:.0f}s:\n{text[-2000:]}"
+        )
+        time.sleep(1)
 
 
 def compose_resources(kind: str, project: str) -> list[str]:
@@ -269,6 +322,8 @@ def retrain(stack: dict, model: str) -> tuple[str, list, dict[str, str]]:
     from support import run_to_end
 
     api = airflow_api(stack)
+    for worker in worker_containers(stack["project"]):
+        celery_ready(worker)
     dag_id = f"mlops_retrain__{model}"
     unpaused(api, dag_id)
     conf = {"data_path": "churn/churn_month_01.csv", "reason": "celery stack test"}
