@@ -260,8 +260,9 @@ def test_celery_workers_run_the_retrain_dag_and_promote(local_stack, monkeypatch
     assert states["promote"] == "success", states
     ran = sorted((ti for ti in listed if ti.hostname), key=lambda ti: ti.start_date)
     hosts = [ti.hostname for ti in ran]
-    idle = {"airflow-worker-1", "airflow-worker-2"} - set(hosts)
-    assert not idle, (hosts, {name: worker_log_tail(local_stack, name) for name in idle})
+    workers = {"airflow-worker-1", "airflow-worker-2"}
+    idle = {name: worker_log_tail(local_stack, name) for name in workers - set(hosts)}
+    assert set(hosts) == workers, (hosts, idle)
     assert any(a != b for a, b in itertools.pairwise(hosts)), hosts
     # Each worker runs through the pack's entry point, whose supervisor fix fits the
     # image's Task SDK (a finished task frees its slot at once).
