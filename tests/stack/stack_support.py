@@ -5,6 +5,7 @@ down, and the Airflow REST client for it."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import shutil
@@ -150,6 +151,61 @@ def celery_ready(container_id: str, since: str | None = None, timeout: float = 3
             f"worker {worker} not taking tasks after {timeout:.0f}s:\n{text[-2000:]}"
         )
         time.sleep(1)
+
+
+# Run in the scheduler's container: the Celery executor's own state check (its
+# BulkStateFetcher on an app built from the container's configuration) ``count`` times
+# for eight task ids, as Celery does it or with the pack's kept connection; prints the
+# process's CPU and wall time for the checks.
+_STATE_CHECKS = """
+import json, sys, time
+kept, count = sys.argv[1] == "kept", int(sys.argv[2])
+if kept:
+    from mlops_pack.airflow import celery_results
+    assert celery_results.install()
+from airflow.configuration import conf
+from airflow.providers.celery.executors import celery_executor_utils as utils
+from celery.result import AsyncResult
+app = utils.create_celery_app(conf)
+fetcher = utils.BulkStateFetcher(1, celery_app=app)
+tasks = [AsyncResult(f"state-check-{i}", app=app) for i in range(8)]
+fetcher.get_many(tasks)  # the backend's set-up stays out of the figures
+cpu, wall = time.process_time(), time.perf_counter()
+for _ in range(count):
+    states = fetcher.get_many(tasks)
+cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+print(json.dumps({"cpu_s": cpu, "wall_s": wall, "tasks": len(states)}))
+"""
+
+
+def airflow_db_sessions(stack: dict) -> int:
+    """Sessions Postgres has opened on Airflow's database so far (this read's own
+    included): ``pg_stat_database.sessions``, flushed by each backend as it ends."""
+    import psycopg
+
+    with psycopg.connect(
+        host="127.0.0.1", port=stack["ports"]["postgres"], user="airflow", dbname="airflow",
+        password=stack["secrets"]["AIRFLOW_DB_PASSWORD"], connect_timeout=10, autocommit=True,
+    ) as conn:  # fmt: skip
+        query = "select sessions from pg_stat_database where datname = current_database()"
+        return conn.execute(query).fetchone()[0]
+
+
+def state_checks(stack: dict, count: int, kept: bool) -> dict:
+    """The scheduler's Celery state check run ``count`` times in its container (see
+    _STATE_CHECKS): the checks' CPU and wall time, and the Postgres sessions opened on
+    Airflow's database meanwhile (by anything: the stack's other users add a few)."""
+    container = service_container(stack["project"], "airflow-scheduler")
+    before = airflow_db_sessions(stack)
+    mode = "kept" if kept else "as-celery"
+    done = subprocess.run(
+        ["docker", "exec", container, "python", "-c", _STATE_CHECKS, mode, str(count)],
+        capture_output=True, text=True, timeout=900, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    time.sleep(2)  # a backend's counters reach the statistics within a second of its end
+    found = json.loads(done.stdout.strip().splitlines()[-1])
+    return {**found, "sessions_opened": airflow_db_sessions(stack) - before - 1}
 
 
 def compose_resources(kind: str, project: str) -> list[str]:

@@ -5,6 +5,7 @@ tools: ``mlops-pack stack init`` writes the .env, Debian's docker-compose reads 
 from __future__ import annotations
 
 import base64
+import json
 import os
 import re
 import subprocess
@@ -176,7 +177,18 @@ def test_compose_config_accepts_the_shipped_file(stack_env):
     # The workers start through the pack's entry point (its supervisor fix).
     command = worker["command"]
     command = command if isinstance(command, list) else command.split()
-    assert command == ["python", "-m", "mlops_pack.airflow.worker", "celery", "worker"]
+    assert command == ["python", "-m", "mlops_pack.airflow.launch", "celery", "worker"]
+    # The scheduler too: its Celery state check keeps one connection, which pre-ping
+    # replaces after a Postgres restart.
+    scheduler = services["airflow-scheduler"]
+    assert scheduler["command"].split() == [
+        "python",
+        "-m",
+        "mlops_pack.airflow.launch",
+        "scheduler",
+    ]
+    options = scheduler["environment"]["AIRFLOW__CELERY__RESULT_BACKEND_SQLALCHEMY_ENGINE_OPTIONS"]
+    assert json.loads(options) == {"pool_pre_ping": True}
     # With the fix, the heartbeat interval no longer bounds a finished task's slot: the
     # default (5 s) stays, and with it a fifth of the heartbeats.
     assert "AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL" not in worker["environment"]

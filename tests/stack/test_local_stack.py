@@ -45,6 +45,7 @@ from stack_support import (
     mlflow_client,
     retrain,
     service_container,
+    state_checks,
     task_log,
     trigger,
     unpaused,
@@ -274,7 +275,7 @@ def test_celery_workers_run_the_retrain_dag_and_promote(local_stack, monkeypatch
             capture_output=True, text=True, check=True,
         ).stdout.split(" ", 1)  # fmt: skip
         command = [json.loads(started[0]), *json.loads(started[1])]
-        assert command == ["python", "-m", "mlops_pack.airflow.worker", "celery", "worker"]
+        assert command == ["python", "-m", "mlops_pack.airflow.launch", "celery", "worker"]
         subprocess.run(["docker", "exec", container, "python", "-c", fits], check=True)
     assert champion_version(local_stack, "churn_unserved") == "1"
     reader = mlflow_client(local_stack, monkeypatch, "mlops-reader")
@@ -303,6 +304,76 @@ def test_celery_workers_run_the_retrain_dag_and_promote(local_stack, monkeypatch
     except AssertionError:
         raise AssertionError(f"the Models page answered {seen[-3:]}") from None
     assert row["champion"] == "1", row
+
+
+# What the launcher does for `scheduler`, with Airflow's command line replaced by a report.
+_LAUNCHED_SCHEDULER = """
+import sys
+import airflow.__main__
+from celery.backends.database.session import SessionManager
+from mlops_pack.airflow import launch
+
+airflow.__main__.main = lambda: print("kept" if SessionManager().forked else "as-celery")
+sys.argv = ["launch", "scheduler"]
+launch.main()
+"""
+
+# A process forked from a kept scheduler (the executor's pool for sending tasks) gets its
+# own connection, and the parent's stays the same and good: prints both backends' pids.
+_FORKED_FROM_KEPT = """
+import os, sys
+from mlops_pack.airflow import celery_results
+assert celery_results.install()
+from airflow.configuration import conf
+from airflow.providers.celery.executors.celery_executor_utils import create_celery_app
+from sqlalchemy import text
+
+backend = create_celery_app(conf).backend
+
+def backend_pid():
+    session = backend.ResultSession()
+    try:
+        return session.execute(text("select pg_backend_pid()")).scalar()
+    finally:
+        session.close()
+
+before = backend_pid()
+child = os.fork()
+if child == 0:
+    print("child", backend_pid(), flush=True)
+    os._exit(0)
+os.waitpid(child, 0)
+print("parent", before, backend_pid())
+"""
+
+
+def test_the_schedulers_celery_state_check_keeps_one_connection(local_stack):
+    container = service_container(local_stack["project"], "airflow-scheduler")
+    started = subprocess.run(
+        ["docker", "inspect", "--format", "{{json .Path}} {{json .Args}}", container],
+        capture_output=True, text=True, check=True,
+    ).stdout.split(" ", 1)  # fmt: skip
+    command = [json.loads(started[0]), *json.loads(started[1])]
+    assert command == ["python", "-m", "mlops_pack.airflow.launch", "scheduler"]
+    launched = subprocess.run(
+        ["docker", "exec", container, "python", "-c", _LAUNCHED_SCHEDULER],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert launched.stdout.strip().splitlines()[-1] == "kept", launched.stderr[-2000:]
+    forked = subprocess.run(
+        ["docker", "exec", container, "python", "-c", _FORKED_FROM_KEPT],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    pids = {line.split()[0]: line.split()[1:] for line in forked.stdout.splitlines()}
+    assert pids["parent"][0] == pids["parent"][1], forked.stdout
+    assert pids["child"][0] != pids["parent"][0], forked.stdout
+    # The executor's own check against the stack's Postgres: as Celery does it, every
+    # check is a new session; kept, the checks share one.
+    as_celery = state_checks(local_stack, 40, kept=False)
+    kept = state_checks(local_stack, 40, kept=True)
+    assert as_celery["tasks"] == kept["tasks"] == 8
+    assert as_celery["sessions_opened"] >= 40, as_celery
+    assert kept["sessions_opened"] <= 5, kept
 
 
 def test_the_served_model_follows_the_alias_and_every_panel_has_data(local_stack):

@@ -15,7 +15,7 @@ import psutil
 import pytest
 import structlog
 from airflow.sdk.execution_time.supervisor import ActivitySubprocess, PsutilTracker
-from mlops_pack.airflow import supervisor_exit, worker
+from mlops_pack.airflow import launch, supervisor_exit
 
 PLUGINS = Path(__file__).resolve().parents[2] / "plugins"
 
@@ -77,7 +77,7 @@ def test_a_running_task_is_still_waited_for_no_longer_than_the_interval():
 def test_the_worker_entry_point_runs_airflows_command_line():
     env = {**os.environ, "PYTHONPATH": str(PLUGINS)}
     done = subprocess.run(
-        [sys.executable, "-m", "mlops_pack.airflow.worker", "version"],
+        [sys.executable, "-m", "mlops_pack.airflow.launch", "version"],
         env=env,
         capture_output=True,
         text=True,
@@ -95,14 +95,14 @@ def test_the_worker_entry_point_runs_airflows_command_line():
 _REPORT_PRELOADED = """
 import json, sys
 import airflow.__main__
-from mlops_pack.airflow import worker
+from mlops_pack.airflow import launch
 
 def report():
-    print(json.dumps({m: m in sys.modules for m in worker.TASK_IMPORTS}))
+    print(json.dumps({m: m in sys.modules for m in launch.TASK_IMPORTS}))
 
 airflow.__main__.main = report
 sys.argv = ["worker", *sys.argv[1:]]
-worker.main()
+launch.main()
 """
 
 
@@ -117,12 +117,12 @@ def test_a_celery_worker_imports_what_each_task_would_before_its_pool_forks(comm
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     found = json.loads(done.stdout.strip().splitlines()[-1])
-    assert found == {module: preloaded for module in worker.TASK_IMPORTS}
+    assert found == {module: preloaded for module in launch.TASK_IMPORTS}
 
 
 def test_a_module_this_airflow_lacks_is_skipped_with_a_warning(monkeypatch, caplog):
-    monkeypatch.setattr(worker, "TASK_IMPORTS", ("mlops_pack.no_such_module", "docker.types"))
-    with caplog.at_level("WARNING", logger=worker.__name__):
-        worker.preload()
+    monkeypatch.setattr(launch, "TASK_IMPORTS", ("mlops_pack.no_such_module", "docker.types"))
+    with caplog.at_level("WARNING", logger=launch.__name__):
+        launch.preload()
     assert "mlops_pack.no_such_module" in caplog.text
     assert "docker.types" in sys.modules

@@ -15,7 +15,7 @@ kernel has none), for at most the time it would have slept, so it notices the ex
 within milliseconds. It leaves the process unreaped: Airflow's own check reaps it and
 records the exit as before. It applies only to the Task SDK shape it was written
 against and says so in the log otherwise. The workers of both compose files run through
-``python -m mlops_pack.airflow.worker``, which installs it; the fix belongs upstream.
+``python -m mlops_pack.airflow.launch``, which installs it; the fix belongs upstream.
 """
 
 from __future__ import annotations

@@ -1,11 +1,14 @@
-"""Airflow's command line with the pack's supervisor fix: how the stacks start workers.
+"""Airflow's command line with the pack's fixes: how the stacks start workers and the scheduler.
 
-    python -m mlops_pack.airflow.worker celery worker
+    python -m mlops_pack.airflow.launch celery worker
+    python -m mlops_pack.airflow.launch scheduler
 
-runs ``airflow celery worker`` (any Airflow command works the same way) after
-``supervisor_exit.install()``, so every task the worker supervises frees its slot as soon
-as its process exits (see that module). The Celery pool's processes are forked from this
-one and inherit the fix.
+runs ``airflow celery worker`` or ``airflow scheduler`` (any Airflow command works the
+same way) after ``supervisor_exit.install()``, so every task a worker supervises frees
+its slot as soon as its process exits (see that module). The Celery pool's processes are
+forked from this one and inherit the fix. The scheduler also gets
+``celery_results.install()``: its check of the tasks in flight reuses one database
+connection instead of opening one a loop (see that module).
 
 A Celery worker also imports, before it forks its pool, what every task's process would
 otherwise import again after its own fork: Airflow's DagBag (each task parses its DAG
@@ -43,6 +46,10 @@ def main() -> None:
     supervisor_exit.install()
     if sys.argv[1:3] == ["celery", "worker"]:
         preload()
+    if sys.argv[1:2] == ["scheduler"]:
+        from mlops_pack.airflow import celery_results
+
+        celery_results.install()
     from airflow.__main__ import main as airflow_main
 
     sys.argv = ["airflow", *sys.argv[1:]]
