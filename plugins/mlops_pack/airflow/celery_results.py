@@ -30,6 +30,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import weakref
 
 log = logging.getLogger(__name__)
 
@@ -50,14 +51,14 @@ def install() -> bool:
         log.warning(_NOT_KEPT, "this Celery's SessionManager differs")
         return False
 
-    managers: list = []
+    managers: weakref.WeakSet = weakref.WeakSet()  # a backend's manager lives with it
     original_init = SessionManager.__init__
 
     @functools.wraps(original_init)
     def kept_init(self, *args, **kwargs):
         original_init(self, *args, **kwargs)
         self.forked = True  # one engine per database, pooled, as Celery does after a fork
-        managers.append(self)
+        managers.add(self)
 
     def drop_inherited_connections():
         for manager in managers:
