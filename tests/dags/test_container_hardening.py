@@ -107,11 +107,14 @@ raise SystemExit(0 if pools and all(sizes[k] == n for k, n in want.items()) else
 """
 
 
-def _pools(name: str, want: dict, image: str = "mlops-pack-task:latest", **environment):
+def _pools(
+    name: str, want: dict, image: str = "mlops-pack-task:latest", client=None, inspected=None,
+    **environment,
+):  # fmt: skip
     spec = _spec(name, _POOL_SIZES)
     spec.command = [_POOL_SIZES, json.dumps(want)]
     spec.image, spec.environment = image, environment
-    return container.run(_client(), spec, LOG)
+    return container.run(client or _client(), spec, LOG, image=inspected)
 
 
 def test_a_steps_thread_pools_are_sized_to_its_quota_not_the_hosts_cores():
@@ -130,6 +133,14 @@ def test_a_steps_own_environment_and_its_images_settings_win():
     )  # fmt: skip
     try:
         assert _pools(name, {"openblas": 1, "openmp": 2}, image=tag) == 0
+        # The operator inspects the image before the run (to record its id) and hands the
+        # inspection over: the image's settings still win, and the engine is not asked again.
+        client, asked = _client(), []
+        inspected = client.inspect_image(tag)
+        real_inspect = client.inspect_image
+        client.inspect_image = lambda image: asked.append(image) or real_inspect(image)
+        assert _pools(name, {"openblas": 1, "openmp": 2}, tag, client, inspected) == 0
+        assert asked == []
     finally:
         subprocess.run(["docker", "rmi", "-f", tag], capture_output=True, check=False)
 

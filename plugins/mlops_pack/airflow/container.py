@@ -94,10 +94,12 @@ def thread_environment(limits: ContainerLimits) -> dict[str, str]:
     return dict.fromkeys(THREAD_VARIABLES, str(max(1, math.ceil(limits.cpus))))
 
 
-def _environment(client, spec: ContainerSpec) -> dict[str, str]:
+def _environment(client, spec: ContainerSpec, image: dict | None = None) -> dict[str, str]:
     """The spec's environment over the thread-pool sizes, less any size the image sets
-    itself (a team's image tuned for its own libraries keeps its setting)."""
-    image_env = client.inspect_image(spec.image).get("Config", {}).get("Env") or []
+    itself (a team's image tuned for its own libraries keeps its setting). ``image`` is
+    the image's inspection when the caller has it already (one request fewer)."""
+    image = image if image is not None else client.inspect_image(spec.image)
+    image_env = image.get("Config", {}).get("Env") or []
     in_image = {entry.split("=", 1)[0] for entry in image_env}
     sizes = {k: v for k, v in thread_environment(spec.limits).items() if k not in in_image}
     return {**sizes, **spec.environment}
@@ -171,8 +173,9 @@ def remove_quietly(client, name_or_id: str, log: logging.Logger) -> None:
         log.warning("could not remove container %s: %s", name_or_id, exc)
 
 
-def create(client, spec: ContainerSpec, log: logging.Logger) -> str:
-    """Create the hardened container (not started) and return its id.
+def create(client, spec: ContainerSpec, log: logging.Logger, image: dict | None = None) -> str:
+    """Create the hardened container (not started) and return its id; ``image``, the
+    image's inspection if the caller made it, saves asking the engine again.
 
     A container of the same name left by a killed earlier try of this stack is removed
     first, or create would fail with 409; one of another stack (or unlabelled) is left
@@ -191,7 +194,7 @@ def create(client, spec: ContainerSpec, log: logging.Logger) -> str:
         command=spec.command,
         name=spec.name,
         user=spec.user,
-        environment=_environment(client, spec),
+        environment=_environment(client, spec, image),
         working_dir="/work",
         host_config=host_config(client, spec),
         entrypoint=spec.entrypoint,
@@ -206,13 +209,15 @@ def run(
     log: logging.Logger,
     before_start: Callable[[str], None] | None = None,
     after_exit: Callable[[str], None] | None = None,
+    image: dict | None = None,
 ) -> int:
     """Run to completion and return the exit code; the container is always removed.
 
     ``before_start(id)`` runs on the created container (to copy inputs in) and
-    ``after_exit(id)`` on the stopped one (to copy results out), before its removal.
+    ``after_exit(id)`` on the stopped one (to copy results out), before its removal;
+    ``image`` is the image's inspection if the caller made it already.
     """
-    container_id = create(client, spec, log)
+    container_id = create(client, spec, log, image)
     done = threading.Event()  # ends the log streamer's retries once the run is over
     try:
         if before_start:

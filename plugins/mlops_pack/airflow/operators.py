@@ -395,7 +395,7 @@ class MlopsStepOperator(BaseOperator):
         self.log.info("running step %s in %s (%s)", self.step, spec.image, image["Id"])
         context["ti"].xcom_push(key="image_id", value=image["Id"])
         if not remote:
-            return container.run(client, spec, self.log)
+            return container.run(client, spec, self.log, image=image)
         inbound = self._inbound(work, include, data, extensions, feed)
 
         def copy_in(container_id: str) -> None:
@@ -411,6 +411,7 @@ class MlopsStepOperator(BaseOperator):
                 container.copy_out(client, cid, f"{STEP_REMOTE_WORK}/{name}", work / name)
                 for name in self.outputs
             ],
+            image=image,
         )
 
     def _step_environment(
