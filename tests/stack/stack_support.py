@@ -101,6 +101,15 @@ def service_container(project: str, service: str, stopped: bool = False) -> str:
     return found[0]
 
 
+def container_command(container_id: str) -> list[str]:
+    """The command the container was started with: its entrypoint's path and arguments."""
+    started = subprocess.run(
+        ["docker", "inspect", "--format", "{{json .Path}} {{json .Args}}", container_id],
+        capture_output=True, text=True, check=True,
+    ).stdout.split(" ", 1)  # fmt: skip
+    return [json.loads(started[0]), *json.loads(started[1])]
+
+
 def worker_containers(project: str) -> list[str]:
     """The ids of ``project``'s running Celery workers, whatever their services are named
     (``airflow-worker`` replicas in docker-compose.yaml, ``airflow-worker-N`` here)."""

@@ -40,6 +40,7 @@ from mlops_pack.server_client import ServerClient
 from stack_support import (
     airflow_api,
     champion_version,
+    container_command,
     failed_logs,
     http_status,
     mlflow_client,
@@ -270,11 +271,7 @@ def test_celery_workers_run_the_retrain_dag_and_promote(local_stack, monkeypatch
     fits = "from mlops_pack.airflow import supervisor_exit as s; assert s.install()"
     for worker in ("airflow-worker-1", "airflow-worker-2"):
         container = service_container(local_stack["project"], worker)
-        started = subprocess.run(
-            ["docker", "inspect", "--format", "{{json .Path}} {{json .Args}}", container],
-            capture_output=True, text=True, check=True,
-        ).stdout.split(" ", 1)  # fmt: skip
-        command = [json.loads(started[0]), *json.loads(started[1])]
+        command = container_command(container)
         assert command == ["python", "-m", "mlops_pack.airflow.launch", "celery", "worker"]
         subprocess.run(["docker", "exec", container, "python", "-c", fits], check=True)
     assert champion_version(local_stack, "churn_unserved") == "1"
@@ -349,11 +346,7 @@ print("parent", before, backend_pid())
 
 def test_the_schedulers_celery_state_check_keeps_one_connection(local_stack):
     container = service_container(local_stack["project"], "airflow-scheduler")
-    started = subprocess.run(
-        ["docker", "inspect", "--format", "{{json .Path}} {{json .Args}}", container],
-        capture_output=True, text=True, check=True,
-    ).stdout.split(" ", 1)  # fmt: skip
-    command = [json.loads(started[0]), *json.loads(started[1])]
+    command = container_command(container)
     assert command == ["python", "-m", "mlops_pack.airflow.launch", "scheduler"]
     launched = subprocess.run(
         ["docker", "exec", container, "python", "-c", _LAUNCHED_SCHEDULER],
