@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import signal
 import sys
 import threading
@@ -704,6 +705,11 @@ def main(argv: list[str] | None = None) -> int:
 
         # A step container's MLflow credentials come as a file (never its environment).
         mlflow_credentials.load_named_file()
+        # MLflow's client reads each run again when it ends, only to print the run's
+        # address: a request to the tracking server per run, for a line in the middle of
+        # this command's output (the result carries the run's id; the task's links lead to
+        # MLflow). MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT=false brings it back.
+        os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
         load_extensions()
         with _stop_on_sigterm():
             code, record = args.func(args)

@@ -17,6 +17,8 @@ over chunks. The others are placed by what they need:
 from __future__ import annotations
 
 import os
+import re
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -259,3 +261,42 @@ class GxRunner:
 
     def docs_dir(self) -> Path:
         return Path(self.context.root_directory) / "uncommitted" / "data_docs" / "local_site"
+
+    def copy_docs(self, to: Path) -> None:
+        """Copy the Data Docs pages to ``to``, with the local files they reference.
+
+        GX writes its whole static folder into every site: 4 MB of fonts, logos and
+        tutorial GIFs, stored again with every validation run (about 20 more uploads per
+        retrain on an MLflow server). Its pages inline their styles and reference one of
+        those files, the favicon; what a page references is kept, so a GX release whose
+        pages use more keeps working. The pages show GX's logo from GX's own server, the
+        navigation bar's with this site's data-context id in the address: they show the
+        site's copy of the logo instead, so opening the docs reports nothing to GX.
+        """
+        site = self.docs_dir().resolve()
+        keep: set[Path] = set()
+        for page in site.rglob("*.html"):
+            html = _REMOTE_LOGO.sub(_local_logo(page, site), page.read_text(encoding="utf-8"))
+            page.write_text(html, encoding="utf-8")
+            keep.add(page)
+            for ref in _LOCAL_REF.findall(html):
+                target = (page.parent / ref).resolve()
+                if target.is_file() and target.is_relative_to(site):
+                    keep.add(target)
+        for path in sorted(keep):
+            (to / path.relative_to(site)).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, to / path.relative_to(site))
+
+
+# A page's references to files of its own site: relative src, href and CSS url() values,
+# anchors and queries cut off (absolute addresses and in-page anchors are not files of the site).
+_LOCAL_REF = re.compile(
+    r"""(?:(?:src|href)=["']|url\(["']?)(?![a-z][a-z0-9+.-]*:|/|#)([^"'#?)\s]+)""", re.I
+)
+# GX's logos on its own server (the navigation bar's carries the data-context id).
+_REMOTE_LOGO = re.compile(r"""https://great-expectations-web-assets\.[^"'\s)]*\.png[^"'\s)]*""")
+
+
+def _local_logo(page: Path, site: Path) -> str:
+    depth = len(page.relative_to(site).parts) - 1
+    return "../" * depth + "static/images/logo-long.png"

@@ -172,7 +172,7 @@ def _scan(ctx: StepContext, path: Path, severity: dict[str, str]) -> tuple[list[
             if docs.exists():
                 shutil.rmtree(docs)
             if runner.docs_dir().exists():
-                shutil.copytree(runner.docs_dir(), docs)
+                runner.copy_docs(docs)
     return results, accumulator.rows
 
 
