@@ -80,6 +80,9 @@ class ModelVersions:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._client = None
+        # Experiment ids by name, once found: a step looks its model's experiment up for
+        # each run it logs, each a request to a tracking server.
+        self._experiments: dict[str, str] = {}
 
     @property
     def client(self):
@@ -94,6 +97,11 @@ class ModelVersions:
         return self._client
 
     def experiment_id(self, name: str) -> str:
+        if name not in self._experiments:
+            self._experiments[name] = self._find_or_create_experiment(name)
+        return self._experiments[name]
+
+    def _find_or_create_experiment(self, name: str) -> str:
         found = self.client.get_experiment_by_name(name)
         if found is not None:
             return found.experiment_id
