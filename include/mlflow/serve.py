@@ -19,7 +19,7 @@ The MLflow image runs this instead of ``mlflow server``. It
 
 Verifying a password costs MLflow a scrypt hash (0.8 CPU-seconds measured on a 2-core
 host, bench/bench_mlflow_auth.py), on every request unless the result is cached: a
-retrain makes hundreds of requests, so successful checks are cached for
+retrain makes about a hundred requests, so successful checks are cached for
 ``MLFLOW_AUTH_CACHE_SECONDS`` (300 by default; 0 turns it off).
 Users and passwords are only changed here, at start, so the cache never outlives one.
 """
