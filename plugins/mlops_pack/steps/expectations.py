@@ -274,18 +274,17 @@ class GxRunner:
         site's copy of the logo instead, so opening the docs reports nothing to GX.
         """
         site = self.docs_dir().resolve()
-        keep: set[Path] = set()
+        referenced: set[Path] = set()
         for page in site.rglob("*.html"):
             html = _REMOTE_LOGO.sub(_local_logo(page, site), page.read_text(encoding="utf-8"))
-            page.write_text(html, encoding="utf-8")
-            keep.add(page)
+            _place(to / page.relative_to(site)).write_text(html, encoding="utf-8")
             for ref in _LOCAL_REF.findall(html):
                 target = (page.parent / ref).resolve()
-                if target.is_file() and target.is_relative_to(site):
-                    keep.add(target)
-        for path in sorted(keep):
-            (to / path.relative_to(site)).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(path, to / path.relative_to(site))
+                # Pages (every .html of the site) are written above, logo changed.
+                if target.is_file() and target.is_relative_to(site) and target.suffix != ".html":
+                    referenced.add(target)
+        for path in referenced:
+            shutil.copyfile(path, _place(to / path.relative_to(site)))
 
 
 # A page's references to files of its own site: relative src, href and CSS url() values,
@@ -295,6 +294,11 @@ _LOCAL_REF = re.compile(
 )
 # GX's logos on its own server (the navigation bar's carries the data-context id).
 _REMOTE_LOGO = re.compile(r"""https://great-expectations-web-assets\.[^"'\s)]*\.png[^"'\s)]*""")
+
+
+def _place(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 def _local_logo(page: Path, site: Path) -> str:
