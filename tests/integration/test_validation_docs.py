@@ -29,7 +29,7 @@ def _files(root: Path) -> set[str]:
     return {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()}
 
 
-def test_validation_stores_its_pages_and_what_they_use(data_dir, tmp_path):
+def test_validation_stores_its_pages_and_what_they_use(data_dir, tmp_path, monkeypatch):
     from mlflow import MlflowClient
 
     passwords = mlflow_passwords()
@@ -56,17 +56,14 @@ def test_validation_stores_its_pages_and_what_they_use(data_dir, tmp_path):
             for line in log.read_text(encoding="utf-8").splitlines()[before:]
             if REQUEST.search(line)
         )
+        for name, value in mlflow_signin("mlops-pack", passwords).items():
+            monkeypatch.setenv(name, value)  # restored after the test
         client = MlflowClient(tracking)
-        os.environ.update(mlflow_signin("mlops-pack", passwords))
-        try:
-            [run] = client.search_runs(
-                [client.get_experiment_by_name("mlops-pack/churn").experiment_id],
-                "tags.`mlops.step` = 'validate'",
-            )
-            stored = client.download_artifacts(run.info.run_id, "", str(tmp_path / "stored"))
-        finally:
-            for name in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
-                os.environ.pop(name, None)
+        [run] = client.search_runs(
+            [client.get_experiment_by_name("mlops-pack/churn").experiment_id],
+            "tags.`mlops.step` = 'validate'",
+        )
+        stored = client.download_artifacts(run.info.run_id, "", str(tmp_path / "stored"))
 
     docs = out / "data_docs"
     pages = {p for p in _files(docs) if p.endswith(".html")}
