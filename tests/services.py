@@ -9,6 +9,7 @@ import os
 import pwd
 import shutil
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -124,13 +125,23 @@ def mlflow_passwords() -> dict[str, str]:
     }
 
 
+def tls_files(root: Path):
+    """A CA of the site's own and a server certificate it signed (for 127.0.0.1 and
+    localhost among others), as ``mlops-pack stack tls`` writes them."""
+    from mlops_pack.stack_tls import write_tls
+
+    return write_tls(root)
+
+
 @contextlib.contextmanager
-def mlflow_server(root: Path, passwords: dict[str, str] | None = None) -> Iterator[str]:
+def mlflow_server(root: Path, passwords: dict[str, str] | None = None, tls=None) -> Iterator[str]:
     """``mlflow server`` with a SQLite backend and a proxied artifact store (clients need
     only its URL); yields the tracking URI.
 
     ``passwords`` (``mlflow_passwords()``): the server starts as the compose stack's does, through
     the MLflow image's start script (include/mlflow/serve.py), behind basic authentication.
+    ``tls`` (``tls_files()``, with ``passwords``): it serves HTTPS only, through the same
+    script's TLS variables; the URI is then ``https://127.0.0.1:<port>``.
     """
     root.mkdir(parents=True, exist_ok=True)
     port = free_port()
@@ -151,7 +162,10 @@ def mlflow_server(root: Path, passwords: dict[str, str] | None = None) -> Iterat
     if passwords:
         command = [sys.executable, str(ROOT / "include" / "mlflow" / "serve.py"), *args]
         env.update(passwords, MLFLOW_BACKEND_STORE_URI=backend)
+        if tls:
+            env.update(MLFLOW_TLS_CERT_FILE=str(tls.cert), MLFLOW_TLS_KEY_FILE=str(tls.key))
     else:
+        assert tls is None, "tls goes through include/mlflow/serve.py: give passwords too"
         command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", backend, *args]
     proc = subprocess.Popen(
         command,
@@ -161,12 +175,13 @@ def mlflow_server(root: Path, passwords: dict[str, str] | None = None) -> Iterat
         env=env,
         start_new_session=True,  # its workers share its process group, stopped together
     )
-    url = f"http://127.0.0.1:{port}"
+    url = f"{'https' if tls else 'http'}://127.0.0.1:{port}"
+    trust = ssl.create_default_context(cafile=str(tls.ca)) if tls else None
     try:
         deadline = time.monotonic() + 120
         while True:
             try:
-                with urllib.request.urlopen(f"{url}/health", timeout=2) as answer:
+                with urllib.request.urlopen(f"{url}/health", timeout=2, context=trust) as answer:
                     if answer.status == 200:
                         break
             except OSError:

@@ -13,12 +13,13 @@ ENV PIP_NO_CACHE_DIR=1 \
     HOME=/tmp
 COPY include/docker/ca-bundle.crt /etc/mlops-pack/extra-ca.crt
 COPY constraints.txt /opt/mlops-pack/constraints.txt
-COPY include/mlflow/serve.py /opt/mlops-pack/serve.py
 RUN python3 -m venv /opt/venv \
  && if [ -s /etc/mlops-pack/extra-ca.crt ]; then export PIP_CERT=/etc/mlops-pack/extra-ca.crt; fi \
  && /opt/venv/bin/pip install --quiet -c /opt/mlops-pack/constraints.txt "mlflow[auth]" "psycopg[binary]>=3.1" \
  && mkdir -p /mlartifacts && chown 65534:65534 /mlartifacts \
  && rm -rf /root/.cache
+# After the install: a change to the start script does not reinstall MLflow.
+COPY include/mlflow/serve.py /opt/mlops-pack/serve.py
 USER 65534:65534
 EXPOSE 5000
 ENTRYPOINT ["python", "/opt/mlops-pack/serve.py"]

@@ -15,7 +15,11 @@ The MLflow image runs this instead of ``mlflow server``. It
    model servers, which only download versions. MLflow's own admin
    (``MLFLOW_AUTH_ADMIN_PASSWORD``, created by MLflow at its first start) is for people
    managing users; nothing of the pack signs in with it;
-3. becomes ``mlflow server --app-name basic-auth`` with the arguments it was given.
+3. becomes ``mlflow server --app-name basic-auth`` with the arguments it was given;
+   with ``MLFLOW_TLS_CERT_FILE`` and ``MLFLOW_TLS_KEY_FILE`` (PEM files) it serves HTTPS
+   only, so that the users' passwords do not cross a network between hosts in the clear
+   (clients trust a private CA through ``MLFLOW_TRACKING_SERVER_CERT_PATH``,
+   docs/production.md).
 
 Verifying a password costs MLflow a scrypt hash (0.8 CPU-seconds measured on a 2-core
 host, bench/bench_mlflow_auth.py), on every request unless the result is cached: a
@@ -27,6 +31,7 @@ Users and passwords are only changed here, at start, so the cache never outlives
 from __future__ import annotations
 
 import os
+import shlex
 import sys
 import tempfile
 
@@ -54,6 +59,34 @@ def auth_config(database_uri: str, cache_seconds: int) -> str:
     )
 
 
+TLS = ("MLFLOW_TLS_CERT_FILE", "MLFLOW_TLS_KEY_FILE")
+
+
+def tls_arguments(argv: list[str]) -> list[str]:
+    """``--uvicorn-opts`` that make the server answer HTTPS only, when both TLS variables
+    name readable files; nothing when neither is set."""
+    given = {name: os.environ.get(name, "").strip() for name in TLS}
+    if not any(given.values()):
+        return []
+    if not all(given.values()):
+        sys.exit(
+            f"mlflow: {' and '.join(TLS)} go together (the certificate chain and its private "
+            f"key, PEM); only {' '.join(n for n in TLS if given[n])} is set. Fix: set both, "
+            "or neither for plain HTTP"
+        )
+    if any(a == "--uvicorn-opts" or a.startswith("--uvicorn-opts=") for a in argv):
+        sys.exit(
+            f"mlflow: {TLS[0]} is set and the command passes --uvicorn-opts too; this "
+            "script writes that option for TLS. Fix: drop --uvicorn-opts from the command"
+        )
+    for name, path in given.items():
+        if not os.access(path, os.R_OK):
+            sys.exit(f"mlflow: {name}={path} cannot be read. Fix: mount the file readable")
+    cert, key = given[TLS[0]], given[TLS[1]]
+    # MLflow splits the option's value with shlex: quoted, a path may hold spaces.
+    return ["--uvicorn-opts", shlex.join(["--ssl-certfile", cert, "--ssl-keyfile", key])]
+
+
 def ensure_users(database_uri: str) -> None:
     from mlflow.server.auth.sqlalchemy_store import SqlAlchemyStore
 
@@ -74,6 +107,7 @@ def main(argv: list[str]) -> None:
             f"mlflow: {', '.join(missing)} not set. Fix: run `mlops-pack stack init` (it "
             "writes them into .env) and start the stack with that .env"
         )
+    tls = tls_arguments(argv)
     database_uri = os.environ["MLFLOW_BACKEND_STORE_URI"]
     cache = int(os.environ.get("MLFLOW_AUTH_CACHE_SECONDS", "300"))
     fd, path = tempfile.mkstemp(prefix="mlflow-auth-", suffix=".ini")
@@ -84,7 +118,7 @@ def main(argv: list[str]) -> None:
     # The users' passwords are in the database now; the server process needs none of them.
     for variable in USERS.values():
         del os.environ[variable]
-    server = [sys.executable, "-m", "mlflow", "server", "--app-name", "basic-auth", *argv]
+    server = [sys.executable, "-m", "mlflow", "server", "--app-name", "basic-auth", *argv, *tls]
     os.execv(sys.executable, server)  # noqa: S606 - fixed argv, no shell: becomes the server
 
 

@@ -109,6 +109,18 @@ def cmd_stack_init(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
     return EXIT_OK, record
 
 
+def cmd_stack_tls(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
+    from mlops_pack.stack_tls import init_tls
+
+    record = init_tls(Path(args.dir), args.name)
+    print(
+        f"wrote {record['tls_dir']}: ca.pem, mlflow.pem, mlflow-key.pem for "
+        f"{', '.join(record['names'])} ({record['valid_days']} days); start the stack with "
+        "-f docker-compose.yaml -f docker-compose.tls.yaml"
+    )
+    return EXIT_OK, record
+
+
 def cmd_stack_dashboards(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
     from mlops_pack.dashboards import write_dashboards
     from mlops_pack.stack_env import served_models
@@ -647,12 +659,21 @@ def _monitor_command(sub) -> None:
 
 
 def _stack_commands(sub) -> None:
-    p = sub.add_parser("stack", help="the docker-compose stack: secrets and dashboards")
+    p = sub.add_parser("stack", help="the docker-compose stack: secrets, TLS, dashboards")
     stack = p.add_subparsers(dest="stack_command", required=True)
     p = stack.add_parser("init", help="write .env and the model servers' secrets (once)")
     p.add_argument("--dir", default=".", help="the folder of docker-compose.yaml")
     p.add_argument("--include", help="include dir with the model specs (default DIR/include)")
     p.set_defaults(func=cmd_stack_init, writes_result=False)
+    p = stack.add_parser("tls", help="write a CA and the MLflow server's certificate (once)")
+    p.add_argument("--dir", default=".", help="the folder of docker-compose.yaml")
+    p.add_argument(
+        "--name",
+        action="append",
+        default=[],
+        help="another name (or IP) clients reach MLflow by; repeatable",
+    )
+    p.set_defaults(func=cmd_stack_tls, writes_result=False)
     p = stack.add_parser("dashboards", help="write a Grafana dashboard per served model")
     p.add_argument("--include", default="include")
     p.set_defaults(func=cmd_stack_dashboards, writes_result=False)

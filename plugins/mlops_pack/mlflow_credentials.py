@@ -6,6 +6,12 @@ shown by ``docker inspect``, so a step container or a model server gets them as 
 (``KEY=value`` per line, mounted read-only among its secrets) and puts them into its own
 environment when it starts. The file may hold nothing else: it must not be a way to set
 other variables (``LD_PRELOAD``) in the process that reads it.
+
+A tracking server behind TLS with a certificate of a private CA is trusted through
+MLflow's own ``MLFLOW_TRACKING_SERVER_CERT_PATH`` (a PEM bundle). The worker's process
+reads the path; a step container or a model server gets a copy of the bundle next to
+its credentials (the path names a file of the worker's host), and the variable names the
+copy.
 """
 
 from __future__ import annotations
@@ -20,6 +26,11 @@ CREDENTIAL_KEYS = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFL
 # The file's name among a step's or a model server's secrets, and the variable naming it.
 CREDENTIALS_FILE = "registry_credentials"
 FILE_VARIABLE = "MLOPS_PACK_MLFLOW_CREDENTIALS_FILE"
+# MLflow's variable for the CA bundle its client verifies the server with, and the
+# bundle's name where a step or a model server gets its copy.
+CA_VARIABLE = "MLFLOW_TRACKING_SERVER_CERT_PATH"
+CA_FILE = "registry_ca.pem"
+_PEM_CERTIFICATE = "-----BEGIN CERTIFICATE-----"
 
 
 def read(path: Path) -> dict[str, str]:
@@ -64,3 +75,32 @@ def load_named_file(env: Mapping[str, str] | None = None) -> None:
     named = (os.environ if env is None else env).get(FILE_VARIABLE)
     if named:
         load(Path(named), FILE_VARIABLE)
+
+
+def ca_bundle(env: Mapping[str, str] | None = None) -> str | None:
+    """The PEM text of the CA bundle ``MLFLOW_TRACKING_SERVER_CERT_PATH`` names, to hand
+    to a container; None when it is unset. A file that cannot be read or holds no
+    certificate is refused here, in the worker, with the fix: in a container it would be a
+    TLS error on the first request, after the container started."""
+    named = ((os.environ if env is None else env).get(CA_VARIABLE) or "").strip()
+    if not named:
+        return None
+    facts = {"rule": "mlflow_ca_bundle", "file": named}
+    try:
+        # A DER file is binary: what is not text holds no PEM certificate either.
+        text = Path(named).read_bytes().decode("utf-8", errors="replace")
+    except OSError as exc:
+        raise BadInputError(
+            f"{CA_VARIABLE}={named}: cannot read it ({exc.strerror}). Fix: name the PEM file "
+            "of the CA that signed the MLflow server's certificate, readable by the worker, "
+            "or unset it when the server's certificate is signed by a public CA",
+            facts,
+        ) from exc
+    if _PEM_CERTIFICATE not in text:
+        raise BadInputError(
+            f"{CA_VARIABLE}={named}: holds no PEM certificate (no '{_PEM_CERTIFICATE}' "
+            "line). Fix: name the CA's certificate in PEM form (openssl x509 -in ca.der "
+            "-inform der -out ca.pem converts a DER file)",
+            facts,
+        )
+    return text

@@ -12,6 +12,8 @@ engine has no bridge network); in docker-compose they join a network that reache
 
 from __future__ import annotations
 
+import contextlib
+import http.client
 import json
 import os
 import shutil
@@ -24,7 +26,7 @@ import urllib.request
 import pytest
 import yaml
 from mlops_pack.airflow.container import STACK_LABEL, stack_id
-from services import mlflow_passwords, mlflow_server, postgres
+from services import mlflow_passwords, mlflow_server, postgres, tls_files
 from support import ROOT, open_dir
 
 SEEN: list[dict] = []
@@ -53,8 +55,39 @@ def _watch_mounts(stack: str, stop: threading.Event) -> None:
         time.sleep(0.3)
 
 
+def _watched_run(world: dict, reason: str):
+    """The retrain DAG on m1.csv, its step containers recorded in SEEN (emptied first)."""
+    SEEN.clear()
+    stop = threading.Event()
+    watcher = threading.Thread(
+        target=_watch_mounts, args=(stack_id(world["home"]), stop), daemon=True
+    )
+    watcher.start()
+    try:
+        return world["dag"].test(run_conf={"data_path": "m1.csv", "reason": reason})
+    finally:
+        stop.set()
+        watcher.join()
+
+
 @pytest.fixture
 def remote_world(task_image, airflow_db, monkeypatch, tmp_path):
+    with _remote_world(task_image, monkeypatch, tmp_path) as world:
+        yield world
+
+
+@pytest.fixture
+def tls_world(task_image, airflow_db, monkeypatch, tmp_path):
+    """The same, the MLflow server answering HTTPS only, its certificate signed by a CA
+    of the site's own that the worker trusts through MLFLOW_TRACKING_SERVER_CERT_PATH."""
+    tls = tls_files(tmp_path / "tls")
+    with _remote_world(task_image, monkeypatch, tmp_path, tls) as world:
+        monkeypatch.setenv("MLFLOW_TRACKING_SERVER_CERT_PATH", str(tls.ca))
+        yield {**world, "tls": tls}
+
+
+@contextlib.contextmanager
+def _remote_world(task_image, monkeypatch, tmp_path, tls=None):
     from mlops_pack.datagen import churn
 
     include, data, home = open_dir("mlops-inc-"), open_dir("mlops-data-"), open_dir("mlops-home-")
@@ -69,7 +102,7 @@ def remote_world(task_image, airflow_db, monkeypatch, tmp_path):
         for item in path.rglob("*"):
             item.chmod(0o755 if item.is_dir() else 0o644)
     passwords = mlflow_passwords()
-    with postgres() as dsn, mlflow_server(tmp_path / "mlflow", passwords) as tracking:
+    with postgres() as dsn, mlflow_server(tmp_path / "mlflow", passwords, tls) as tracking:
         for name, value in {
             "MLOPS_PACK_INCLUDE_DIR": include,
             "MLOPS_PACK_DATA_DIR": data,
@@ -86,26 +119,20 @@ def remote_world(task_image, airflow_db, monkeypatch, tmp_path):
         from mlops_pack.airflow.dag_factory import build_retrain_dag
 
         dag = build_retrain_dag(include / "models" / "churn.yaml")
-        yield {
-            "dag": dag, "home": home, "dsn": dsn, "data": data, "tracking": tracking,
-            "password": passwords["MLFLOW_PACK_PASSWORD"],
-        }  # fmt: skip
-    for path in (include, data, home):
-        shutil.rmtree(path, ignore_errors=True)
+        try:
+            yield {
+                "dag": dag, "home": home, "dsn": dsn, "data": data, "tracking": tracking,
+                "password": passwords["MLFLOW_PACK_PASSWORD"],
+            }  # fmt: skip
+        finally:
+            for path in (include, data, home):
+                shutil.rmtree(path, ignore_errors=True)
 
 
 def test_retrain_dag_steps_share_no_file_system_with_the_worker(remote_world):
     from mlops_pack.registry import Registry
 
-    stop = threading.Event()
-    stack = stack_id(remote_world["home"])
-    watcher = threading.Thread(target=_watch_mounts, args=(stack, stop), daemon=True)
-    watcher.start()
-    try:
-        run = remote_world["dag"].test(run_conf={"data_path": "m1.csv", "reason": "remote"})
-    finally:
-        stop.set()
-        watcher.join()
+    run = _watched_run(remote_world, "remote")
     states = {ti.task_id: ti.state for ti in run.get_task_instances()}
     assert run.state == "success", states
     assert states["promote"] == "success"
@@ -158,3 +185,49 @@ def test_an_absolute_data_path_is_refused_before_any_container(remote_world, cap
     out, err = capfd.readouterr()  # dag.test() prints the task logs
     assert f"data_path {absolute} is absolute" in out + err
     assert f"Fix: give the path relative to {remote_world['data']}" in out + err
+
+
+def test_retrain_dag_over_https_with_a_private_ca(tls_world):
+    """Between hosts the MLflow server answers HTTPS only (include/mlflow/serve.py's TLS
+    variables), with a certificate of the site's own CA. The worker trusts it through
+    MLFLOW_TRACKING_SERVER_CERT_PATH, a path on the worker's host: each step container
+    gets a copy of the bundle among its secrets and the variable names the copy."""
+    from mlops_pack.registry import Registry
+
+    run = _watched_run(tls_world, "tls")
+    states = {ti.task_id: ti.state for ti in run.get_task_instances()}
+    assert run.state == "success", states
+    assert tls_world["tracking"].startswith("https://")
+    assert Registry().alias("churn", "champion").version == "1"
+    assert SEEN, "no step container was seen running"
+    # The steps reached the server (they registered the version) verifying its
+    # certificate: against their copy of the bundle, never with verification off.
+    for container in SEEN:
+        env = dict(e.split("=", 1) for e in container["Config"]["Env"])
+        assert env["MLFLOW_TRACKING_SERVER_CERT_PATH"] == "/work/secrets/registry_ca.pem"
+        assert env["MLFLOW_TRACKING_URI"] == tls_world["tracking"]
+        assert "MLFLOW_TRACKING_INSECURE_TLS" not in env
+        assert [m["Type"] for m in container["Mounts"]] == ["volume"]
+    # Nothing on that port speaks plain HTTP, and a client without the CA is refused.
+    plain = tls_world["tracking"].replace("https://", "http://") + "/health"
+    with pytest.raises((urllib.error.URLError, ConnectionError, http.client.HTTPException)):
+        urllib.request.urlopen(plain, timeout=5)
+    with pytest.raises(urllib.error.URLError) as unverified:
+        urllib.request.urlopen(f"{tls_world['tracking']}/health", timeout=5)
+    assert "CERTIFICATE_VERIFY_FAILED" in str(unverified.value)
+
+
+def test_an_unreadable_ca_bundle_fails_the_task_with_the_fix(tls_world, monkeypatch, capfd):
+    """MLFLOW_TRACKING_SERVER_CERT_PATH naming no file is the worker's bad setting: the
+    task fails on its first try with the variable, the path and the fix, before any step
+    container starts (in one it would be a TLS error on its first request)."""
+    missing = tls_world["tls"].ca.parent / "no-such-ca.pem"
+    monkeypatch.setenv("MLFLOW_TRACKING_SERVER_CERT_PATH", str(missing))
+    SEEN.clear()
+    run = tls_world["dag"].test(run_conf={"data_path": "m1.csv", "reason": "tls"})
+    tis = {ti.task_id: ti for ti in run.get_task_instances()}
+    assert run.state == "failed"
+    assert tis["validate"].state == "failed" and tis["validate"].try_number == 1
+    out, err = capfd.readouterr()
+    assert f"MLFLOW_TRACKING_SERVER_CERT_PATH={missing}: cannot read it" in out + err
+    assert "Fix: name the PEM file of the CA" in out + err

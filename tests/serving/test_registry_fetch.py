@@ -8,6 +8,9 @@ trainer. A version whose file was changed in the artifact store is refused with 
 error, and the old version keeps serving. The MLflow server runs behind its basic
 authentication, as in the compose stack: the trainer signs in as the pack's user, the
 server container as the read-only one, from the credentials file in its secrets folder.
+The server answers HTTPS only, with a certificate of a private CA that the worker trusts
+through ``MLFLOW_TRACKING_SERVER_CERT_PATH``: the server container verifies it against its
+copy of the bundle (the compose stacks' tests fetch over plain HTTP on their networks).
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from mlops_pack import mlflow_credentials
 from mlops_pack.hashing import sha256_file
 from mlops_pack.model_fetch import SHA_TAG
 from mlops_pack.server_client import ServerClient
-from services import mlflow_passwords, mlflow_server, mlflow_signin
+from services import mlflow_passwords, mlflow_server, mlflow_signin, tls_files
 from serving_support import write_spec
 from support import free_port, open_dir, run_cli
 
@@ -35,11 +38,13 @@ def fetching(task_image, data_dir, tmp_path_factory):
     passwords = mlflow_passwords()
     reader = mlflow_credentials.render(mlflow_signin("mlops-reader", passwords))
     (secrets / mlflow_credentials.CREDENTIALS_FILE).write_text(reader)
+    tls = tls_files(root / "tls")
     with (
-        mlflow_server(root / "mlflow", passwords) as tracking,
+        mlflow_server(root / "mlflow", passwords, tls) as tracking,
         pytest.MonkeyPatch.context() as env,
     ):
         env.setenv("MLFLOW_TRACKING_URI", tracking)
+        env.setenv("MLFLOW_TRACKING_SERVER_CERT_PATH", str(tls.ca))
         for name, value in mlflow_signin("mlops-pack", passwords).items():
             env.setenv(name, value)
         env.setenv("MLOPS_PACK_HOME", str(trainer))
@@ -68,6 +73,9 @@ def fetching(task_image, data_dir, tmp_path_factory):
                 "artifacts": root / "mlflow" / "artifacts",
                 "trainer": trainer,
                 "server_home": server_home,
+                "secrets": secrets,
+                "tls": tls,
+                "container": client.inspect_container(server.container),
             }
         finally:
             stop_server(client, server)
@@ -84,8 +92,15 @@ def test_the_server_fetches_a_version_by_registry_uri_and_checks_its_sha256(fetc
     from mlops_pack.steps.served import LOAD_TIMEOUT_S, ServedSwitch
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", fetching["tracking"])
+    monkeypatch.setenv("MLFLOW_TRACKING_SERVER_CERT_PATH", str(fetching["tls"].ca))
     monkeypatch.setenv("MLOPS_PACK_HOME", str(fetching["trainer"]))
     server = fetching["server"]
+    # The registry is https; the server checks it against its copy of the worker's CA.
+    assert fetching["tracking"].startswith("https://")
+    env = dict(e.split("=", 1) for e in fetching["container"]["Config"]["Env"])
+    assert env["MLFLOW_TRACKING_SERVER_CERT_PATH"] == "/run/mlops-secrets/registry_ca.pem"
+    copy = fetching["secrets"] / "registry_ca.pem"
+    assert copy.read_bytes() == fetching["tls"].ca.read_bytes()
     admin = ServerClient(server.url, server.secret("admin_token"))
     public = ServerClient(server.url, server.secret("prediction_key"))
     assert admin.ok("GET", "/admin/stats")["model_source"] == "registry"

@@ -84,6 +84,26 @@ def test_the_step_pod_is_hardened_and_returns_its_result_through_xcom(tmp_path, 
     assert [s.secret_ref.name for s in base.env_from] == ["mlops-pack-step-secrets"]
 
 
+def test_a_private_ca_travels_with_the_inputs_and_a_bad_one_is_refused(tmp_path, monkeypatch):
+    """An https MLflow server with a certificate of a private CA: the worker's bundle
+    (MLflow's MLFLOW_TRACKING_SERVER_CERT_PATH, a path on the worker) is written into
+    the pod's work dir with the inputs and the variable names it there."""
+    from mlops_pack.airflow.exceptions import MlopsBadInputFailure
+    from services import tls_files
+
+    ca = tls_files(tmp_path / "tls").ca
+    https = {"MLFLOW_TRACKING_URI": "https://mlflow.example:5000"}
+    pod = _pod(tmp_path, monkeypatch, MLFLOW_TRACKING_SERVER_CERT_PATH=str(ca), **https)
+    base = next(c for c in pod.spec.containers if c.name == "base")
+    env = {e.name: e.value for e in base.env}
+    assert env["MLFLOW_TRACKING_SERVER_CERT_PATH"] == "/work/run/registry_ca.pem"
+    inputs = json.loads(env["MLOPS_PACK_POD_INPUTS"])
+    assert inputs["registry_ca.pem"] == ca.read_text()
+    assert inputs["decision.json"] == '{"decision_id": "d1"}'
+    with pytest.raises(MlopsBadInputFailure, match=r"MLFLOW_TRACKING_SERVER_CERT_PATH=.*: cannot"):
+        _pod(tmp_path, monkeypatch, MLFLOW_TRACKING_SERVER_CERT_PATH=str(tmp_path / "no.pem"))
+
+
 def test_a_pod_needs_an_mlflow_server(tmp_path, monkeypatch):
     from mlops_pack.airflow.exceptions import MlopsBadInputFailure
 

@@ -7,7 +7,9 @@ runtime's default seccomp profile, CPU and memory limits, no service-account tok
 no host path. Pods share no file system with the worker: the step reaches the MLflow
 server over HTTP, its input files travel in the pod spec (``pod_entry``), its result in
 XCom. Secrets (the lock's DSN, MLflow credentials) come from a Kubernetes Secret named
-by ``MLOPS_PACK_K8S_SECRET``, never from the pod spec. Untested against a live cluster
+by ``MLOPS_PACK_K8S_SECRET``, never from the pod spec; the CA bundle of an https MLflow
+server (``MLFLOW_TRACKING_SERVER_CERT_PATH`` on the worker) is public and travels with
+the inputs. Untested against a live cluster
 (docs/runners.md).
 """
 
@@ -17,8 +19,10 @@ import json
 import os
 from typing import Any
 
+from mlops_pack import mlflow_credentials
 from mlops_pack.airflow.container import ContainerLimits, thread_environment
 from mlops_pack.airflow.exceptions import MlopsBadInputFailure
+from mlops_pack.errors import BadInputError
 
 POD_WORK = "/work/run"
 POD_HOME = "/tmp/mlops-home"  # noqa: S108
@@ -60,6 +64,13 @@ def step_pod_operator(
         )
     variables = thread_environment(limits)
     variables |= {name: env[name] for name in PLAIN_ENV if env.get(name)}
+    try:
+        bundle = mlflow_credentials.ca_bundle(env)
+    except BadInputError as problem:
+        raise MlopsBadInputFailure(str(problem), problem.payload) from None
+    if bundle is not None:  # a CA is public: it travels with the inputs, into the work dir
+        inputs = {**inputs, mlflow_credentials.CA_FILE: bundle}
+        variables[mlflow_credentials.CA_VARIABLE] = f"{POD_WORK}/{mlflow_credentials.CA_FILE}"
     variables |= {
         "MLOPS_PACK_HOME": POD_HOME,
         "MLOPS_PACK_DATA_DIR": POD_DATA,

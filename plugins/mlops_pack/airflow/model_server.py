@@ -39,7 +39,7 @@ from mlops_pack.airflow.container import (
 )
 from mlops_pack.airflow.container import remove_quietly as _remove
 from mlops_pack.errors import ServiceUnavailableError
-from mlops_pack.mlflow_credentials import CREDENTIALS_FILE
+from mlops_pack.mlflow_credentials import CA_FILE, CA_VARIABLE, CREDENTIALS_FILE, ca_bundle
 from mlops_pack.server_client import ServerClient
 
 log = logging.getLogger(__name__)
@@ -100,9 +100,21 @@ def ensure_secrets(secrets_dir: Path, uid: int, gid: int) -> None:
         if not path.exists():
             path.write_text(secrets.token_urlsafe(32), encoding="utf-8")
         hand_over(path, uid, gid, 0o600)
-    if (secrets_dir / REGISTRY_CREDENTIALS).exists():
-        hand_over(secrets_dir / REGISTRY_CREDENTIALS, uid, gid, 0o600)
+    for optional in (REGISTRY_CREDENTIALS, CA_FILE):
+        if (secrets_dir / optional).exists():
+            hand_over(secrets_dir / optional, uid, gid, 0o600)
     hand_over(secrets_dir, uid, gid, 0o700)
+
+
+def _registry_ca(registry_url: str | None, secrets_dir: Path, seen_as: str) -> dict[str, str]:
+    """The server's environment for checking an https registry's certificate against
+    the worker's CA bundle (``MLFLOW_TRACKING_SERVER_CERT_PATH``): a copy among its
+    secrets, since the container sees no file of the worker's. Empty without one."""
+    bundle = ca_bundle() if registry_url else None
+    if bundle is None:
+        return {}
+    (secrets_dir / CA_FILE).write_text(bundle, encoding="utf-8")
+    return {CA_VARIABLE: f"{seen_as}/{CA_FILE}"}
 
 
 def _serving_port(include_dir: Path, model: str, port: int | None) -> int:
@@ -177,6 +189,8 @@ def start_server(
     port = _serving_port(include_dir, model, port)
     uid, gid = container_user(home)
     base = _serving_dir(home, model, uid, gid)
+    secrets_dir.mkdir(parents=True, exist_ok=True)
+    trust = _registry_ca(registry_url, secrets_dir, "/run/mlops-secrets")
     ensure_secrets(secrets_dir, uid, gid)
     stack = stack_id(home)
     served = ServedModel(model, port, container_name(model, port, stack), secrets_dir, stack)
@@ -206,7 +220,8 @@ def start_server(
             Mount("/srv/predictions", str(base / "predictions"), type="bind", read_only=False),
             Mount("/run/mlops-secrets", str(secrets_dir), type="bind", read_only=True),
         ],
-        environment={"MLOPS_PACK_IMAGE": image},  # thread pools: one CPU, one thread
+        # MLOPS_PACK_IMAGE: thread pools sized to one CPU.
+        environment={"MLOPS_PACK_IMAGE": image, **trust},
         network_mode="host",
         limits=SERVER_LIMITS,
         entrypoint=["python", "-m", "mlops_pack.serving"],

@@ -437,6 +437,11 @@ class MlopsStepOperator(BaseOperator):
             environment[mlflow_credentials.FILE_VARIABLE] = (
                 f"{places.secrets}/{mlflow_credentials.CREDENTIALS_FILE}"
             )
+        if self._secrets and (self._secrets / mlflow_credentials.CA_FILE).exists():
+            # MLflow's client verifies the server against the step's copy of the bundle.
+            environment[mlflow_credentials.CA_VARIABLE] = (
+                f"{places.secrets}/{mlflow_credentials.CA_FILE}"
+            )
         if extensions is not None:  # in-house modules: read-only, importable by the step
             environment["MLOPS_PACK_EXTENSIONS_DIR"] = places.extensions
         return environment
@@ -463,10 +468,17 @@ class MlopsStepOperator(BaseOperator):
     def _worker_secrets(self, uid: int, gid: int) -> None:
         """What of this worker's secrets the step needs, as files among the step's
         secrets, never in the container's environment: the promotion lock's DSN (it may
-        hold a password) and the MLflow server's credentials, when either is set."""
+        hold a password) and the MLflow server's credentials, when either is set; with
+        them the CA bundle the server's certificate is checked against (not a secret,
+        but the step can read no file of this host)."""
+        try:
+            ca_bundle = mlflow_credentials.ca_bundle()
+        except BadInputError as problem:
+            raise MlopsBadInputFailure(str(problem), problem.payload) from None
         wanted = {
             LOCK_DSN_FILE: os.environ.get("MLOPS_PACK_LOCK_DSN", "").strip() or None,
             mlflow_credentials.CREDENTIALS_FILE: mlflow_credentials.render(os.environ),
+            mlflow_credentials.CA_FILE: ca_bundle,
         }
         for name, text in wanted.items():
             if text is None:

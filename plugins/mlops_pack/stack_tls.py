@@ -1,0 +1,177 @@
+"""``mlops-pack stack tls``: a private CA and the MLflow server's certificate, for
+``docker-compose.tls.yaml`` (MLflow over HTTPS when the stack spans hosts).
+
+The users' passwords travel with every request to the tracking server (basic
+authentication). On one host they stay on the engine's internal networks; between hosts
+they would cross a network in the clear. With the override, the server answers HTTPS
+only, and every client of it (workers, step containers, the api-server, the model
+servers) verifies its certificate against the CA written here.
+
+The CA's private key is never written: it signs the one server certificate and is gone,
+so a copy of ``ca.pem`` on every host cannot be used to mint another certificate that
+the clients would trust. Renewing means a new CA: remove the folder, run the command
+again and restart the stack. A site with its own PKI puts its own files at these names
+instead (``ca.pem``: the CA bundle; ``mlflow.pem``: the server's chain; ``mlflow-key.pem``).
+"""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import os
+import shutil
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from mlops_pack.errors import BadInputError
+
+TLS_DIR = Path(".stack") / "tls"
+# What the stack's clients call the server: its service name, and the published port on
+# this host (the health check and people on it).
+DEFAULT_NAMES = ("mlflow", "localhost", "127.0.0.1")
+VALID_DAYS = 730
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """The CA bundle the clients trust, and the server's certificate and key (PEM)."""
+
+    ca: Path
+    cert: Path
+    key: Path
+
+    @classmethod
+    def under(cls, folder: Path) -> TlsFiles:
+        return cls(folder / "ca.pem", folder / "mlflow.pem", folder / "mlflow-key.pem")
+
+
+def _subject_names(names: Sequence[str]) -> list:
+    from cryptography import x509
+
+    found = []
+    for name in dict.fromkeys(names):  # in order, once each
+        try:
+            found.append(x509.IPAddress(ipaddress.ip_address(name)))
+        except ValueError:
+            found.append(x509.DNSName(name))
+    return found
+
+
+def _ca_key_usage():
+    """A CA key's usage: signing certificates and revocation lists, nothing else."""
+    from cryptography import x509
+
+    uses = dict.fromkeys(
+        ("digital_signature", "content_commitment", "key_encipherment", "data_encipherment",
+         "key_agreement", "encipher_only", "decipher_only"),
+        False,
+    )  # fmt: skip
+    return x509.KeyUsage(key_cert_sign=True, crl_sign=True, **uses)
+
+
+def _certificates(names: Sequence[str]) -> tuple[bytes, bytes, bytes]:
+    """PEM bytes of a new CA certificate, a server certificate it signed for ``names``,
+    and the server's key."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    server_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "mlops-pack stack CA")])
+
+    def builder(subject, public_key):
+        return (
+            x509.CertificateBuilder()
+            .subject_name(subject)
+            .issuer_name(ca_name)
+            .public_key(public_key)
+            .serial_number(x509.random_serial_number())
+            # Clocks of several hosts: valid from a little before now.
+            .not_valid_before(now - datetime.timedelta(hours=1))
+            .not_valid_after(now + datetime.timedelta(days=VALID_DAYS))
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
+                critical=False,
+            )
+        )
+
+    ca = (
+        builder(ca_name, ca_key.public_key())
+        # It signs the server's certificate and nothing below it.
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(_ca_key_usage(), critical=True)
+        .add_extension(
+            x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    server = (
+        builder(
+            x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])]),
+            server_key.public_key(),
+        )
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.SubjectAlternativeName(_subject_names(names)), critical=False)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    pem = serialization.Encoding.PEM
+    key = server_key.private_bytes(
+        pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    return ca.public_bytes(pem), server.public_bytes(pem), key
+
+
+def write_tls(folder: Path, names: Sequence[str] = ()) -> TlsFiles:
+    """Write a CA bundle and the server's certificate for ``DEFAULT_NAMES`` and ``names``
+    into ``folder``, all at once (staged, then moved into place); refuses to replace
+    existing files."""
+    folder = Path(folder)
+    if folder.exists():
+        raise BadInputError(
+            f"{folder} exists: stack tls never replaces a certificate the clients may "
+            "trust already. Keep it, or remove the folder, run stack tls again and restart "
+            "the stack (every client gets the new CA)",
+            {"rule": "stack_tls_exists", "file": str(folder)},
+        )
+    bad = [name for name in names if not name or any(c.isspace() or c in "/:@" for c in name)]
+    if bad:
+        raise BadInputError(
+            f"--name {bad[0]!r} is not a host name or an IP address. Fix: give the name "
+            "the clients use for the MLflow server, such as mlflow.example.internal",
+            {"rule": "stack_tls_name", "name": bad[0]},
+        )
+    ca, cert, key = _certificates([*DEFAULT_NAMES, *names])
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".tls-", dir=folder.parent))
+    try:
+        staged = TlsFiles.under(staging)
+        for path, data in ((staged.ca, ca), (staged.cert, cert), (staged.key, key)):
+            path.write_bytes(data)
+            # Bind-mounted into containers of other users (MLflow runs as 65534): readable
+            # there; the stack's folder (.stack, 0700) keeps other users of the host out.
+            path.chmod(0o644)
+        staging.chmod(0o755)
+        os.rename(staging, folder)  # one step: no half-written folder is ever seen
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return TlsFiles.under(folder)
+
+
+def init_tls(project_dir: Path, names: Sequence[str] = ()) -> dict[str, object]:
+    """``stack tls``: the files under ``project_dir/.stack/tls``."""
+    stack_dir = Path(project_dir).resolve() / TLS_DIR.parent
+    stack_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    stack_dir.chmod(0o700)
+    files = write_tls(stack_dir / TLS_DIR.name, names)
+    return {
+        "tls_dir": str(files.ca.parent),
+        "names": list(dict.fromkeys([*DEFAULT_NAMES, *names])),
+        "valid_days": VALID_DAYS,
+    }
