@@ -398,3 +398,85 @@ def retrain(stack: dict, model: str) -> tuple[str, list, dict[str, str]]:
     states = {ti.task_id: str(ti.state.value) if ti.state else "none" for ti in listed}
     assert state == "success", (states, failed_logs(api, dag_id, run_id, listed))
     return state, listed, states
+
+
+def inspect_container(container: str) -> dict:
+    shown = subprocess.run(["docker", "inspect", container],
+                           capture_output=True, text=True, check=True)  # fmt: skip
+    return json.loads(shown.stdout)[0]
+
+
+def service_inspect(project: str, service: str) -> dict:
+    """``docker inspect`` of the service's one running container."""
+    return inspect_container(service_container(project, service))
+
+
+def as_a_step(image: str, network: str, env: dict[str, str], script: str) -> str:
+    """``script``'s stdout, run by Python in ``image`` on ``network`` with a step
+    container's hardening (user 65534, read-only, no capabilities)."""
+    flags = [f"--env={name}={value}" for name, value in env.items()]
+    run = subprocess.run(
+        ["docker", "run", "--rm", f"--network={network}", "--user=65534:65534", "--read-only",
+         "--cap-drop=ALL", "--security-opt=no-new-privileges", *flags,
+         "--entrypoint=python", image, "-c", script],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    return run.stdout
+
+
+def service_health(project: str, service: str) -> str | None:
+    return service_inspect(project, service)["State"].get("Health", {}).get("Status")
+
+
+def project_copy(folder: Path) -> Path:
+    """What the shipped file mounts from its folder (``./dags``, ``./include``), with the
+    churn spec's latency budgets relaxed (a loaded two-core machine exceeds them; they are
+    not what this tests), readable by the services' users."""
+    project = folder / "project"
+    shutil.copytree(ROOT / "dags", project / "dags")
+    shutil.copytree(ROOT / "include", project / "include",
+                    ignore=shutil.ignore_patterns("docker", "__pycache__"))  # fmt: skip
+    churn = project / "include" / "models" / "churn.yaml"
+    raw = yaml.safe_load(churn.read_text())
+    raw["gate"]["budgets"]["max_latency_ms_p95"] = None
+    raw["serving"]["latency_budget_ms_p95"] = 10_000
+    churn.write_text(yaml.safe_dump(raw, sort_keys=False))
+    for item in [project, *project.rglob("*")]:
+        item.chmod(item.stat().st_mode | (0o755 if item.is_dir() else 0o644))
+    return project
+
+
+def shipped_file_env(task_image: str, folder: Path, project: str, ports: dict[str, int]) -> dict:
+    """The environment that runs docker-compose.yaml from this machine's local builds
+    (its ``*_IMAGE`` variables), with the secrets ``stack init`` wrote into ``folder``,
+    step networks of ``project``'s own and each service's ``<NAME>_PORT``."""
+    prometheus = "mlops-pack-local-prometheus:latest"
+    return {
+        **os.environ,
+        # The shipped include/docker/airflow.Dockerfile, built on a stand-in for the
+        # official image (include/docker/build_local_stack_images.sh).
+        "AIRFLOW_IMAGE": "mlops-pack-airflow:local-base",
+        "DOCKER_PROXY_IMAGE": "mlops-pack-local-docker-proxy:latest",
+        "POSTGRES_IMAGE": "mlops-pack-local-postgres:latest",
+        "REDIS_IMAGE": "mlops-pack-local-redis:latest",
+        "MLFLOW_IMAGE": "mlops-pack-mlflow:latest",
+        "MLOPS_PACK_TASK_IMAGE": task_image,
+        "PROMETHEUS_IMAGE": prometheus,
+        "PUSHGATEWAY_IMAGE": prometheus,
+        "STACK_SECRETS_DIR": str(folder / ".stack" / "secrets"),
+        # The steps network's name is the engine's (docker-compose.yaml): this run's own.
+        "STEPS_NETWORK": f"{project}-steps",
+        "SERVER_STEPS_NETWORK": f"{project}-server-steps",
+        **{f"{name.upper()}_PORT": str(port) for name, port in ports.items()},
+    }
+
+
+def stack_folder(prefix: str) -> Path:
+    """The local builds of the shipped file's images made (or found current), and a
+    fresh folder with the secrets ``mlops-pack stack init`` writes."""
+    subprocess.run([ROOT / "include/docker/build_local_stack_images.sh"], check=True, timeout=1500)
+    folder = open_dir(prefix)
+    code, _ = run_cli("stack", "init", "--dir", folder, "--include", ROOT / "include")
+    assert code == 0
+    return folder

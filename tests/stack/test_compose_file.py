@@ -18,6 +18,7 @@ from stack_support import docker_compose, env_values
 from support import ROOT, run_cli
 
 COMPOSE = ROOT / "docker-compose.yaml"
+TLS_OVERRIDE = ROOT / "docker-compose.tls.yaml"
 SERVED = ("churn", "diabetes")
 LONG_RUNNING = {
     "postgres",
@@ -45,9 +46,10 @@ def stack_env(tmp_path) -> Path:
     return tmp_path / ".env"
 
 
-def compose_config(env_file: Path, **env: str) -> subprocess.CompletedProcess:
+def compose_config(env_file: Path, *overrides: Path, **env: str) -> subprocess.CompletedProcess:
+    files = [arg for path in (COMPOSE, *overrides) for arg in ("-f", str(path))]
     return subprocess.run(
-        [docker_compose(), "--env-file", str(env_file), "-f", str(COMPOSE), "config"],
+        [docker_compose(), "--env-file", str(env_file), *files, "config"],
         cwd=ROOT,
         env={**os.environ, **env},
         capture_output=True,
@@ -330,3 +332,93 @@ def test_mlflow_answers_clients_on_its_published_port_whatever_it_is(stack_env, 
     for host in (f"127.0.0.1:{published}", f"localhost:{published}", "mlflow:5000",
                  "127.0.0.1:5000"):  # fmt: skip
         assert host in allowed, (host, allowed)
+
+
+def test_the_tls_override_puts_every_mlflow_client_on_https_with_the_stack_s_ca(stack_env):
+    """docker-compose.tls.yaml over the shipped file: the MLflow server gets its
+    certificate and key and checks its own health over HTTPS; every service that talks
+    to it (the workers, and through them the steps; the api-server; the model servers)
+    has its https URL and the CA mounted where MLFLOW_TRACKING_SERVER_CERT_PATH says;
+    no plain-HTTP address of MLflow is left in the merged file."""
+    result = compose_config(stack_env, TLS_OVERRIDE)
+    assert result.returncode == 0, result.stderr
+    services = yaml.safe_load(result.stdout)["services"]
+    assert set(services) == LONG_RUNNING | {"airflow-init"}
+    assert "http://mlflow" not in result.stdout
+    mlflow = services["mlflow"]
+    assert mlflow["environment"]["MLFLOW_TLS_CERT_FILE"] == "/run/mlflow-tls/mlflow.pem"
+    assert mlflow["environment"]["MLFLOW_TLS_KEY_FILE"] == "/run/mlflow-tls/mlflow-key.pem"
+    assert "/run/mlflow-tls" in mount_targets(mlflow)
+    assert "/mlartifacts" in mount_targets(mlflow)  # the main file's volume is kept
+    assert "https://127.0.0.1:5000/health" in " ".join(mlflow["healthcheck"]["test"])
+
+    def talks_to_mlflow(service: dict) -> bool:
+        said = [*(service.get("environment") or {}).values(), *(service.get("command") or [])]
+        return any("mlflow:5000" in str(v) for v in said)
+
+    # The server's own allowed Host headers name it: not a client.
+    clients = {name for name, svc in services.items() if name != "mlflow" and talks_to_mlflow(svc)}
+    assert clients == {"airflow-apiserver", "airflow-worker", "model-server-churn",
+                       "model-server-diabetes"}, clients  # fmt: skip
+    for name in clients:
+        service = services[name]
+        env = service["environment"]
+        assert env["MLFLOW_TRACKING_SERVER_CERT_PATH"] == "/run/mlflow-tls/ca.pem", name
+        assert "/run/mlflow-tls/ca.pem" in mount_targets(service), name
+        command = service.get("command") or []
+        if "--registry-url" in command:
+            assert command[command.index("--registry-url") + 1] == "https://mlflow:5000"
+        else:
+            assert env["MLFLOW_TRACKING_URI"] == "https://mlflow:5000", name
+    # The main file's settings of those services are kept (merged, not replaced).
+    worker = services["airflow-worker"]
+    assert worker["environment"]["DOCKER_HOST"] == "tcp://docker-proxy:2375"
+    assert "/opt/airflow/labels" in mount_targets(worker)
+    assert services["airflow-apiserver"]["environment"]["MLFLOW_TRACKING_USERNAME"] == (
+        "mlops-reader"
+    )
+    churn = services["model-server-churn"]
+    assert churn["read_only"] is True and churn["cap_drop"] == ["ALL"]
+    assert "/run/mlops-secrets" in mount_targets(churn)
+
+
+def test_stack_tls_writes_a_ca_and_a_certificate_for_the_server_s_names_once(tmp_path, capsys):
+    """``mlops-pack stack tls``: the CA bundle, the server's certificate (its names: the
+    service name, this host, and what --name adds) and key, readable by the containers'
+    users inside the stack's private folder; run again, it refuses and changes nothing."""
+    from cryptography import x509
+
+    code, _ = run_cli("stack", "tls", "--dir", tmp_path, "--name", "mlflow.example.internal",
+                      "--name", "10.0.0.7")  # fmt: skip
+    assert code == 0
+    folder = tmp_path / ".stack" / "tls"
+    assert sorted(p.name for p in folder.iterdir()) == ["ca.pem", "mlflow-key.pem", "mlflow.pem"]
+    assert (tmp_path / ".stack").stat().st_mode & 0o777 == 0o700
+    ca = x509.load_pem_x509_certificate((folder / "ca.pem").read_bytes())
+    cert = x509.load_pem_x509_certificate((folder / "mlflow.pem").read_bytes())
+    assert cert.issuer == ca.subject
+    ca.public_key().verify(cert.signature, cert.tbs_certificate_bytes, _ecdsa(cert))
+    names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert [str(n.value) for n in names] == [
+        "mlflow", "localhost", "127.0.0.1", "mlflow.example.internal", "10.0.0.7"
+    ]  # fmt: skip
+    assert ca.extensions.get_extension_for_class(x509.BasicConstraints).value.ca is True
+    # The CA's private key is not kept: nothing else can be signed with it.
+    assert "PRIVATE KEY" not in (folder / "ca.pem").read_text()
+    assert "PRIVATE KEY" in (folder / "mlflow-key.pem").read_text()
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    capsys.readouterr()
+    code, _ = run_cli("stack", "tls", "--dir", tmp_path)
+    assert code != 0
+    assert f"{folder} exists: stack tls never replaces" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+    code, _ = run_cli("stack", "tls", "--dir", tmp_path / "other", "--name", "http://mlflow")
+    assert code != 0
+    assert "--name 'http://mlflow' is not a host name" in capsys.readouterr().err
+    assert not (tmp_path / "other" / ".stack" / "tls").exists()
+
+
+def _ecdsa(cert):
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    return ec.ECDSA(cert.signature_hash_algorithm)

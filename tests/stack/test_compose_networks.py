@@ -23,30 +23,33 @@ is documented as unproven here (docs/production.md)."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import time
 import urllib.request
 import uuid
-from pathlib import Path
 
 import pytest
-import yaml
 from dashboard_support import PROMETHEUS_PASSWORDS, query
 from mlops_pack.server_client import ServerClient
 from stack_support import (
+    as_a_step,
     champion_version,
     docker_compose,
     env_values,
     http_status,
+    inspect_container,
+    project_copy,
     retrain,
-    service_container,
     service_containers,
+    service_health,
+    service_inspect,
+    shipped_file_env,
+    stack_folder,
     taken_down,
     wait_until,
 )
-from support import ROOT, free_port, open_dir, run_cli
+from support import ROOT, free_port, open_dir
 
 COMPOSE = ROOT / "docker-compose.yaml"
 
@@ -89,35 +92,6 @@ def _run(command: list, env: dict, timeout: float = 300) -> subprocess.Completed
     )
 
 
-def _inspect(container: str) -> dict:
-    shown = subprocess.run(["docker", "inspect", container],
-                           capture_output=True, text=True, check=True)  # fmt: skip
-    return json.loads(shown.stdout)[0]
-
-
-def _container(project: str, service: str) -> dict:
-    """``docker inspect`` of the service's one running container."""
-    return _inspect(service_container(project, service))
-
-
-def _as_a_step(image: str, network: str, env: dict[str, str], script: str) -> str:
-    """``script``'s stdout, run by Python in ``image`` on ``network`` with a step
-    container's hardening (user 65534, read-only, no capabilities)."""
-    flags = [f"--env={name}={value}" for name, value in env.items()]
-    run = subprocess.run(
-        ["docker", "run", "--rm", f"--network={network}", "--user=65534:65534", "--read-only",
-         "--cap-drop=ALL", "--security-opt=no-new-privileges", *flags,
-         "--entrypoint=python", image, "-c", script],
-        capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
-    assert run.returncode == 0, run.stderr[-3000:]
-    return run.stdout
-
-
-def _health(project: str, service: str) -> str | None:
-    return _container(project, service)["State"].get("Health", {}).get("Status")
-
-
 # Test-only changes to the shipped file: the Pushgateway image's entrypoint (the official
 # image has one; the local build of Debian's package does not), and triggered runs only
 # (an unpaused retrain DAG would also run its latest monthly tick).
@@ -142,62 +116,23 @@ HEALTHY = ("postgres", "lock-db", "redis", "docker-proxy", "mlflow", "model-serv
            "prometheus", "pushgateway", "airflow-apiserver", "airflow-scheduler")  # fmt: skip
 
 
-def _project_dir(folder: Path) -> Path:
-    """What the shipped file mounts from its folder (``./dags``, ``./include``), with the
-    churn spec's latency budgets relaxed (a loaded two-core machine exceeds them; they are
-    not what this tests), readable by the services' users."""
-    project = folder / "project"
-    shutil.copytree(ROOT / "dags", project / "dags")
-    shutil.copytree(ROOT / "include", project / "include",
-                    ignore=shutil.ignore_patterns("docker", "__pycache__"))  # fmt: skip
-    churn = project / "include" / "models" / "churn.yaml"
-    raw = yaml.safe_load(churn.read_text())
-    raw["gate"]["budgets"]["max_latency_ms_p95"] = None
-    raw["serving"]["latency_budget_ms_p95"] = 10_000
-    churn.write_text(yaml.safe_dump(raw, sort_keys=False))
-    for item in [project, *project.rglob("*")]:
-        item.chmod(item.stat().st_mode | (0o755 if item.is_dir() else 0o644))
-    return project
-
-
 @pytest.fixture(scope="module")
 def shipped_stack(task_image):
-    subprocess.run([ROOT / "include/docker/build_local_stack_images.sh"], check=True, timeout=1500)
-    folder = open_dir("compose-networks-")
-    code, _ = run_cli("stack", "init", "--dir", folder, "--include", ROOT / "include")
-    assert code == 0
+    folder = stack_folder("compose-networks-")
     project = f"mlops-net-{uuid.uuid4().hex[:8]}"
     ports = {name: free_port() for name in ("airflow", "mlflow", "churn", "diabetes", "prometheus")}
-    prometheus = "mlops-pack-local-prometheus:latest"
-    env = {
-        **os.environ,
-        # The shipped include/docker/airflow.Dockerfile, built on a stand-in for the
-        # official image (include/docker/build_local_stack_images.sh).
-        "AIRFLOW_IMAGE": "mlops-pack-airflow:local-base",
-        "DOCKER_PROXY_IMAGE": "mlops-pack-local-docker-proxy:latest",
-        "POSTGRES_IMAGE": "mlops-pack-local-postgres:latest",
-        "REDIS_IMAGE": "mlops-pack-local-redis:latest",
-        "MLFLOW_IMAGE": "mlops-pack-mlflow:latest",
-        "MLOPS_PACK_TASK_IMAGE": task_image,
-        "PROMETHEUS_IMAGE": prometheus,
-        "PUSHGATEWAY_IMAGE": prometheus,
-        "STACK_SECRETS_DIR": str(folder / ".stack" / "secrets"),
-        # The steps network's name is the engine's (docker-compose.yaml): this run's own.
-        "STEPS_NETWORK": f"{project}-steps",
-        "SERVER_STEPS_NETWORK": f"{project}-server-steps",
-        **{f"{name.upper()}_PORT": str(port) for name, port in ports.items()},
-    }
+    env = shipped_file_env(task_image, folder, project, ports)
     override = folder / "test-override.yaml"
     override.write_text(OVERRIDE)
     compose = [docker_compose(), "-p", project, "--env-file", str(folder / ".env")]
-    compose += ["--project-directory", str(_project_dir(folder))]
+    compose += ["--project-directory", str(project_copy(folder))]
     compose += ["-f", str(COMPOSE), "-f", str(override)]
     try:
         up = _run([*compose, "up", "-d", "--no-build", *SERVICES], env, timeout=900)
         assert up.returncode == 0, up.stderr[-3000:]
         for service in HEALTHY:
             wait_until(
-                lambda service=service: _health(project, service) == "healthy",
+                lambda service=service: service_health(project, service) == "healthy",
                 f"{service} of docker-compose.yaml",
                 timeout=400,
             )
@@ -223,15 +158,15 @@ def test_mlflow_finds_postgres_by_name_and_answers_on_its_published_port(shipped
     """The shipped wiring of the two services: MLflow's backend store is
     ``postgres/mlflow`` by service name on the core network (its database and role made
     by include/postgres/init-databases.sh), and its port is published on 127.0.0.1."""
-    mlflow = _container(shipped_stack["project"], "mlflow")
+    mlflow = service_inspect(shipped_stack["project"], "mlflow")
     networks = set(mlflow["NetworkSettings"]["Networks"])
     project = shipped_stack["project"]
     assert networks == {f"{project}_core", f"{project}_serving", f"{project}-steps",
                         f"{project}-server-steps"}, networks  # fmt: skip
-    postgres = _container(project, "postgres")
+    postgres = service_inspect(project, "postgres")
     assert set(postgres["NetworkSettings"]["Networks"]) == {f"{project}_core"}
     # The lock's own server is the only database the step networks reach.
-    lock = _container(project, "lock-db")
+    lock = service_inspect(project, "lock-db")
     networks = set(lock["NetworkSettings"]["Networks"])
     assert networks == {f"{project}-steps", f"{project}-server-steps"}, networks
     url = f"http://127.0.0.1:{shipped_stack['ports']['mlflow']}/health"
@@ -249,7 +184,7 @@ def test_a_step_container_reaches_mlflow_and_the_lock_by_name_and_little_else(
     network of deploy, promote and rollback); never Airflow's and MLflow's Postgres,
     Redis, the Docker proxy or the api-server."""
     password = {"PACK_PASSWORD": shipped_stack["env"]["MLFLOW_PACK_PASSWORD"]}
-    printed = _as_a_step(task_image, f"{shipped_stack['project']}-{network}", password, PROBE)
+    printed = as_a_step(task_image, f"{shipped_stack['project']}-{network}", password, PROBE)
     found = json.loads(printed.strip().splitlines()[-1])
     assert found["mlflow_health"] == [200, "OK"], found
     assert (found["with_password"], found["without_password"]) == (200, 401), found
@@ -289,7 +224,7 @@ def test_the_lock_s_server_gives_a_step_an_advisory_lock_and_nothing_more(
     superuser cannot sign in over the network at all (even with the password the image
     was given)."""
     secret = {"LOCK_PASSWORD": shipped_stack["env"]["LOCK_DB_PASSWORD"]}
-    printed = _as_a_step(task_image, f"{shipped_stack['project']}-steps", secret, LOCK_PROBE)
+    printed = as_a_step(task_image, f"{shipped_stack['project']}-steps", secret, LOCK_PROBE)
     found = json.loads(printed.strip().splitlines()[-1])
     assert found["advisory_lock"] is True and found["create_table"] == "denied", found
     assert "pg_hba.conf rejects connection" in found["postgres@postgres"], found
@@ -318,10 +253,10 @@ def _on_serving_network(shipped_stack, task_image, script: str) -> str:
     """``script``'s stdout, run on the stack's serving network (where Prometheus and the
     workers reach the gateway) with the gateway's password."""
     password = {"GATEWAY_PASSWORD": shipped_stack["env"]["PUSHGATEWAY_PASSWORD"]}
-    return _as_a_step(task_image, f"{shipped_stack['project']}_serving", password, script)
+    return as_a_step(task_image, f"{shipped_stack['project']}_serving", password, script)
 
 
-def test_the_gateway_keeps_a_pushed_window_in_a_new_container(shipped_stack, task_image):
+def test_the_gateway_keeps_a_pushed_window_in_a_newservice_inspect(shipped_stack, task_image):
     """The gateway's persistence file lies on its volume, which its user can write: a
     window pushed as the workers push it is still there in a new container."""
     push = (
@@ -335,7 +270,7 @@ def test_the_gateway_keeps_a_pushed_window_in_a_new_container(shipped_stack, tas
     restarted = _run([*shipped_stack["compose"], *up], shipped_stack["compose_env"])
     assert restarted.returncode == 0, restarted.stderr[-3000:]
     project = shipped_stack["project"]
-    wait_until(lambda: _health(project, "pushgateway") == "healthy", "the gateway", 120)
+    wait_until(lambda: service_health(project, "pushgateway") == "healthy", "the gateway", 120)
     read = (
         "import base64, os, urllib.request as u; "
         "t = base64.b64encode(('mlops-pack:' + os.environ['GATEWAY_PASSWORD']).encode()); "
@@ -368,10 +303,10 @@ def test_redis_answers_on_the_core_network_only_with_its_password(shipped_stack,
     ``redis``, a client without the password is refused and one with it is answered."""
     password = {"REDIS_PASSWORD": shipped_stack["env"]["REDIS_PASSWORD"]}
     core = f"{shipped_stack['project']}_core"
-    without, with_password = _as_a_step(task_image, core, password, REDIS_PROBE).splitlines()
+    without, with_password = as_a_step(task_image, core, password, REDIS_PROBE).splitlines()
     assert without.startswith("'-NOAUTH"), without
     assert with_password == repr("+OK\r\n+PONG\r\n"), with_password
-    redis = _container(shipped_stack["project"], "redis")
+    redis = service_inspect(shipped_stack["project"], "redis")
     assert shipped_stack["env"]["REDIS_PASSWORD"] not in " ".join(redis["Config"]["Cmd"])
 
 
@@ -438,7 +373,7 @@ def test_the_shipped_stack_retrains_promotes_and_serves_through_the_proxy(shippe
     started = time.time() - 1
     _, listed, states = retrain(shipped_stack, "churn")
     assert states["promote"] == "success" and states["deploy"] == "success", states
-    hostnames = {_inspect(worker)["Config"]["Hostname"] for worker in workers}
+    hostnames = {inspect_container(worker)["Config"]["Hostname"] for worker in workers}
     ran_on = {ti.hostname for ti in listed if ti.hostname}
     assert ran_on and ran_on <= hostnames, (ran_on, hostnames)
 
