@@ -74,14 +74,23 @@ def tls_arguments(argv: list[str]) -> list[str]:
             f"key, PEM); only {' '.join(n for n in TLS if given[n])} is set. Fix: set both, "
             "or neither for plain HTTP"
         )
-    if any(a == "--uvicorn-opts" or a.startswith("--uvicorn-opts=") for a in argv):
+    # MLflow takes --uvicorn-opts from the command line or MLFLOW_UVICORN_OPTS, and the
+    # command line wins: options given either way would be dropped without a word.
+    if any(a == "--uvicorn-opts" or a.startswith("--uvicorn-opts=") for a in argv) or (
+        os.environ.get("MLFLOW_UVICORN_OPTS")
+    ):
         sys.exit(
-            f"mlflow: {TLS[0]} is set and the command passes --uvicorn-opts too; this "
-            "script writes that option for TLS. Fix: drop --uvicorn-opts from the command"
+            f"mlflow: {TLS[0]} is set and uvicorn's options are given too (--uvicorn-opts "
+            "or MLFLOW_UVICORN_OPTS); this script writes that option for TLS. Fix: drop "
+            "them"
         )
     for name, path in given.items():
-        if not os.access(path, os.R_OK):
-            sys.exit(f"mlflow: {name}={path} cannot be read. Fix: mount the file readable")
+        if not os.path.isfile(path) or not os.access(path, os.R_OK):
+            sys.exit(
+                f"mlflow: {name}={path} is not a readable file. Fix: run `mlops-pack stack "
+                "tls` (or put your own PEM files there) and mount them readable by the "
+                "server's user"
+            )
     cert, key = given[TLS[0]], given[TLS[1]]
     # MLflow splits the option's value with shlex: quoted, a path may hold spaces.
     return ["--uvicorn-opts", shlex.join(["--ssl-certfile", cert, "--ssl-keyfile", key])]

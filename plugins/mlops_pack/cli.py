@@ -115,9 +115,14 @@ def cmd_stack_tls(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
     record = init_tls(Path(args.dir), args.name)
     print(
         f"wrote {record['tls_dir']}: ca.pem, mlflow.pem, mlflow-key.pem for "
-        f"{', '.join(record['names'])} ({record['valid_days']} days); start the stack with "
-        "-f docker-compose.yaml -f docker-compose.tls.yaml"
+        f"{', '.join(record['names'])} ({record['valid_days']} days), and STACK_TLS_DIR "
+        "into .env; start the stack with -f docker-compose.yaml -f docker-compose.tls.yaml"
     )
+    if args.name:  # MLflow answers only the Host headers it lists (docker-compose.yaml)
+        print(
+            "clients reaching MLflow as "
+            f"{', '.join(args.name)}: add each (with its port) to MLFLOW_SERVER_ALLOWED_HOSTS"
+        )
     return EXIT_OK, record
 
 

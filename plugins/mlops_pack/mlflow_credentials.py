@@ -17,6 +17,7 @@ copy.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -31,6 +32,7 @@ FILE_VARIABLE = "MLOPS_PACK_MLFLOW_CREDENTIALS_FILE"
 CA_VARIABLE = "MLFLOW_TRACKING_SERVER_CERT_PATH"
 CA_FILE = "registry_ca.pem"
 _PEM_CERTIFICATE = "-----BEGIN CERTIFICATE-----"
+_PEM_BLOCK = re.compile(r"-----BEGIN CERTIFICATE-----\s.*?-----END CERTIFICATE-----", re.DOTALL)
 
 
 def read(path: Path) -> dict[str, str]:
@@ -78,8 +80,8 @@ def load_named_file(env: Mapping[str, str] | None = None) -> None:
 
 
 def ca_bundle(env: Mapping[str, str] | None = None) -> str | None:
-    """The PEM text of the CA bundle ``MLFLOW_TRACKING_SERVER_CERT_PATH`` names, to hand
-    to a container; None when it is unset. A file that cannot be read or holds no
+    """The certificates of the CA bundle ``MLFLOW_TRACKING_SERVER_CERT_PATH`` names (PEM),
+    to hand to a container; None when it is unset. A file that cannot be read or holds no
     certificate is refused here, in the worker, with the fix: in a container it would be a
     TLS error on the first request, after the container started."""
     named = ((os.environ if env is None else env).get(CA_VARIABLE) or "").strip()
@@ -96,11 +98,14 @@ def ca_bundle(env: Mapping[str, str] | None = None) -> str | None:
             "or unset it when the server's certificate is signed by a public CA",
             facts,
         ) from exc
-    if _PEM_CERTIFICATE not in text:
+    # Only the certificates go on: a bundle that also holds a private key (a server's
+    # combined PEM, named by mistake) must not carry it into containers and pod specs.
+    certificates = _PEM_BLOCK.findall(text)
+    if not certificates:
         raise BadInputError(
             f"{CA_VARIABLE}={named}: holds no PEM certificate (no '{_PEM_CERTIFICATE}' "
             "line). Fix: name the CA's certificate in PEM form (openssl x509 -in ca.der "
             "-inform der -out ca.pem converts a DER file)",
             facts,
         )
-    return text
+    return "\n".join(certificates) + "\n"

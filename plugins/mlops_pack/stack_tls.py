@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mlops_pack.errors import BadInputError
+from mlops_pack.stack_env import ENV_FILE
 
 TLS_DIR = Path(".stack") / "tls"
 # What the stack's clients call the server: its service name, and the published port on
@@ -45,6 +46,15 @@ class TlsFiles:
     @classmethod
     def under(cls, folder: Path) -> TlsFiles:
         return cls(folder / "ca.pem", folder / "mlflow.pem", folder / "mlflow-key.pem")
+
+
+def _is_host(name: str) -> bool:
+    """A host name or an IP address (IPv6 included), not a URL or a host:port."""
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return bool(name) and not any(c.isspace() or c in "/:@[]" for c in name)
+    return True
 
 
 def _subject_names(names: Sequence[str]) -> list:
@@ -139,7 +149,7 @@ def write_tls(folder: Path, names: Sequence[str] = ()) -> TlsFiles:
             "the stack (every client gets the new CA)",
             {"rule": "stack_tls_exists", "file": str(folder)},
         )
-    bad = [name for name in names if not name or any(c.isspace() or c in "/:@" for c in name)]
+    bad = [name for name in names if not _is_host(name)]
     if bad:
         raise BadInputError(
             f"--name {bad[0]!r} is not a host name or an IP address. Fix: give the name "
@@ -165,13 +175,41 @@ def write_tls(folder: Path, names: Sequence[str] = ()) -> TlsFiles:
 
 
 def init_tls(project_dir: Path, names: Sequence[str] = ()) -> dict[str, object]:
-    """``stack tls``: the files under ``project_dir/.stack/tls``."""
-    stack_dir = Path(project_dir).resolve() / TLS_DIR.parent
+    """``stack tls``: the files under ``project_dir/.stack/tls``, and the folder recorded
+    in the stack's ``.env`` as ``STACK_TLS_DIR`` (docker-compose.tls.yaml requires it)."""
+    project_dir = Path(project_dir).resolve()
+    env_path = project_dir / ENV_FILE
+    if not env_path.is_file():
+        raise BadInputError(
+            f"{env_path} does not exist: stack tls records its folder in the stack's .env. "
+            "Fix: run mlops-pack stack init first",
+            {"rule": "stack_tls_env", "file": str(env_path)},
+        )
+    stack_dir = project_dir / TLS_DIR.parent
     stack_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     stack_dir.chmod(0o700)
     files = write_tls(stack_dir / TLS_DIR.name, names)
+    _record_in_env(env_path, "STACK_TLS_DIR", str(files.ca.parent))
     return {
         "tls_dir": str(files.ca.parent),
         "names": list(dict.fromkeys([*DEFAULT_NAMES, *names])),
         "valid_days": VALID_DAYS,
     }
+
+
+def _record_in_env(env_path: Path, key: str, value: str) -> None:
+    """Add ``key=value`` to the .env unless it sets ``key`` already (the user's choice
+    stands); the file is replaced whole, mode 600, never seen half-written."""
+    text = env_path.read_text(encoding="utf-8")
+    if any(line.split("=", 1)[0].strip() == key for line in text.splitlines()):
+        return
+    if text and not text.endswith("\n"):
+        text += "\n"
+    fd, staged = tempfile.mkstemp(prefix=".env-", dir=env_path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as out:  # mkstemp: mode 600
+            out.write(f"{text}{key}={value}\n")
+        os.replace(staged, env_path)
+    except BaseException:
+        Path(staged).unlink(missing_ok=True)
+        raise

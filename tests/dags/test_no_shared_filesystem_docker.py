@@ -223,11 +223,11 @@ def test_an_unreadable_ca_bundle_fails_the_task_with_the_fix(tls_world, monkeypa
     container starts (in one it would be a TLS error on its first request)."""
     missing = tls_world["tls"].ca.parent / "no-such-ca.pem"
     monkeypatch.setenv("MLFLOW_TRACKING_SERVER_CERT_PATH", str(missing))
-    SEEN.clear()
-    run = tls_world["dag"].test(run_conf={"data_path": "m1.csv", "reason": "tls"})
+    run = _watched_run(tls_world, "tls")
     tis = {ti.task_id: ti for ti in run.get_task_instances()}
     assert run.state == "failed"
     assert tis["validate"].state == "failed" and tis["validate"].try_number == 1
+    assert not SEEN, [c["Name"] for c in SEEN]
     out, err = capfd.readouterr()
     assert f"MLFLOW_TRACKING_SERVER_CERT_PATH={missing}: cannot read it" in out + err
     assert "Fix: name the PEM file of the CA" in out + err

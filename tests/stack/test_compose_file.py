@@ -340,6 +340,11 @@ def test_the_tls_override_puts_every_mlflow_client_on_https_with_the_stack_s_ca(
     to it (the workers, and through them the steps; the api-server; the model servers)
     has its https URL and the CA mounted where MLFLOW_TRACKING_SERVER_CERT_PATH says;
     no plain-HTTP address of MLflow is left in the merged file."""
+    refused = compose_config(stack_env, TLS_OVERRIDE)  # before stack tls: no folder yet
+    assert refused.returncode != 0
+    assert "run mlops-pack stack tls" in refused.stderr, refused.stderr
+    code, _ = run_cli("stack", "tls", "--dir", stack_env.parent)
+    assert code == 0
     result = compose_config(stack_env, TLS_OVERRIDE)
     assert result.returncode == 0, result.stderr
     services = yaml.safe_load(result.stdout)["services"]
@@ -348,7 +353,8 @@ def test_the_tls_override_puts_every_mlflow_client_on_https_with_the_stack_s_ca(
     mlflow = services["mlflow"]
     assert mlflow["environment"]["MLFLOW_TLS_CERT_FILE"] == "/run/mlflow-tls/mlflow.pem"
     assert mlflow["environment"]["MLFLOW_TLS_KEY_FILE"] == "/run/mlflow-tls/mlflow-key.pem"
-    assert "/run/mlflow-tls" in mount_targets(mlflow)
+    tls_dir = str(stack_env.parent / ".stack" / "tls")
+    assert f"{tls_dir}:/run/mlflow-tls:ro" in mlflow["volumes"]
     assert "/mlartifacts" in mount_targets(mlflow)  # the main file's volume is kept
     assert "https://127.0.0.1:5000/health" in " ".join(mlflow["healthcheck"]["test"])
 
@@ -364,7 +370,7 @@ def test_the_tls_override_puts_every_mlflow_client_on_https_with_the_stack_s_ca(
         service = services[name]
         env = service["environment"]
         assert env["MLFLOW_TRACKING_SERVER_CERT_PATH"] == "/run/mlflow-tls/ca.pem", name
-        assert "/run/mlflow-tls/ca.pem" in mount_targets(service), name
+        assert f"{tls_dir}/ca.pem:/run/mlflow-tls/ca.pem:ro" in service["volumes"], name
         command = service.get("command") or []
         if "--registry-url" in command:
             assert command[command.index("--registry-url") + 1] == "https://mlflow:5000"
@@ -382,40 +388,55 @@ def test_the_tls_override_puts_every_mlflow_client_on_https_with_the_stack_s_ca(
     assert "/run/mlops-secrets" in mount_targets(churn)
 
 
-def test_stack_tls_writes_a_ca_and_a_certificate_for_the_server_s_names_once(tmp_path, capsys):
-    """``mlops-pack stack tls``: the CA bundle, the server's certificate (its names: the
-    service name, this host, and what --name adds) and key, readable by the containers'
-    users inside the stack's private folder; run again, it refuses and changes nothing."""
+def test_stack_tls_writes_a_ca_and_a_certificate_for_the_server_s_names_once(stack_env, capsys):
+    """``mlops-pack stack tls`` after ``stack init``: the CA bundle, the server's
+    certificate (its names: the service name, this host, and what --name adds) and key,
+    readable by the containers' users inside the stack's private folder, and the folder
+    recorded in .env; run again, it refuses and changes nothing."""
     from cryptography import x509
 
-    code, _ = run_cli("stack", "tls", "--dir", tmp_path, "--name", "mlflow.example.internal",
-                      "--name", "10.0.0.7")  # fmt: skip
+    project = stack_env.parent
+    code, _ = run_cli("stack", "tls", "--dir", project, "--name", "mlflow.example.internal",
+                      "--name", "10.0.0.7", "--name", "fd00::7")  # fmt: skip
     assert code == 0
-    folder = tmp_path / ".stack" / "tls"
+    assert "add each (with its port) to MLFLOW_SERVER_ALLOWED_HOSTS" in capsys.readouterr().out
+    folder = project / ".stack" / "tls"
     assert sorted(p.name for p in folder.iterdir()) == ["ca.pem", "mlflow-key.pem", "mlflow.pem"]
-    assert (tmp_path / ".stack").stat().st_mode & 0o777 == 0o700
+    assert (project / ".stack").stat().st_mode & 0o777 == 0o700
+    assert folder.stat().st_mode & 0o777 == 0o755
+    assert {p.stat().st_mode & 0o777 for p in folder.iterdir()} == {0o644}  # user 65534
+    assert env_values(stack_env)["STACK_TLS_DIR"] == str(folder)
+    assert stack_env.stat().st_mode & 0o777 == 0o600
     ca = x509.load_pem_x509_certificate((folder / "ca.pem").read_bytes())
     cert = x509.load_pem_x509_certificate((folder / "mlflow.pem").read_bytes())
     assert cert.issuer == ca.subject
     ca.public_key().verify(cert.signature, cert.tbs_certificate_bytes, _ecdsa(cert))
     names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert [str(n.value) for n in names] == [
-        "mlflow", "localhost", "127.0.0.1", "mlflow.example.internal", "10.0.0.7"
+        "mlflow", "localhost", "127.0.0.1", "mlflow.example.internal", "10.0.0.7", "fd00::7"
     ]  # fmt: skip
     assert ca.extensions.get_extension_for_class(x509.BasicConstraints).value.ca is True
     # The CA's private key is not kept: nothing else can be signed with it.
     assert "PRIVATE KEY" not in (folder / "ca.pem").read_text()
     assert "PRIVATE KEY" in (folder / "mlflow-key.pem").read_text()
     before = {p.name: p.read_bytes() for p in folder.iterdir()}
-    capsys.readouterr()
-    code, _ = run_cli("stack", "tls", "--dir", tmp_path)
+    env_before = stack_env.read_text()
+    code, _ = run_cli("stack", "tls", "--dir", project)
     assert code != 0
     assert f"{folder} exists: stack tls never replaces" in capsys.readouterr().err
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
-    code, _ = run_cli("stack", "tls", "--dir", tmp_path / "other", "--name", "http://mlflow")
+    assert stack_env.read_text() == env_before
+    other = project / "other"
+    code, _ = run_cli("stack", "tls", "--dir", other)
+    assert code != 0
+    assert "Fix: run mlops-pack stack init first" in capsys.readouterr().err
+    (other / ".env").parent.mkdir()
+    (other / ".env").write_text("X=1\n")
+    code, _ = run_cli("stack", "tls", "--dir", other, "--name", "http://mlflow")
     assert code != 0
     assert "--name 'http://mlflow' is not a host name" in capsys.readouterr().err
-    assert not (tmp_path / "other" / ".stack" / "tls").exists()
+    assert not (other / ".stack" / "tls").exists()
+    assert (other / ".env").read_text() == "X=1\n"
 
 
 def _ecdsa(cert):

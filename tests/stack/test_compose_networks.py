@@ -256,7 +256,7 @@ def _on_serving_network(shipped_stack, task_image, script: str) -> str:
     return as_a_step(task_image, f"{shipped_stack['project']}_serving", password, script)
 
 
-def test_the_gateway_keeps_a_pushed_window_in_a_newservice_inspect(shipped_stack, task_image):
+def test_the_gateway_keeps_a_pushed_window_in_a_new_container(shipped_stack, task_image):
     """The gateway's persistence file lies on its volume, which its user can write: a
     window pushed as the workers push it is still there in a new container."""
     push = (

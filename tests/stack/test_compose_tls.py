@@ -70,8 +70,7 @@ def tls_stack(task_image):
     assert code == 0
     project = f"mlops-tls-{uuid.uuid4().hex[:8]}"
     ports = {name: free_port() for name in ("mlflow", "churn")}
-    env = shipped_file_env(task_image, folder, project, ports)
-    env["STACK_TLS_DIR"] = str(folder / ".stack" / "tls")
+    env = shipped_file_env(task_image, folder, project, ports)  # STACK_TLS_DIR: from .env
     compose = [docker_compose(), "-p", project, "--env-file", str(folder / ".env")]
     compose += ["--project-directory", str(project_copy(folder))]
     compose += ["-f", str(COMPOSE), "-f", str(TLS_OVERRIDE)]

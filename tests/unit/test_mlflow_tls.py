@@ -33,6 +33,12 @@ def test_the_bundle_is_read_in_the_worker_and_a_bad_one_is_refused_with_the_fix(
     der.write_bytes(b"0\x82\x01\x0b0\x81\xb2\xa0\x03\x02\x01\x02")
     with pytest.raises(BadInputError, match=rf"{der}: holds no PEM certificate"):
         ca_bundle({CA_VARIABLE: str(der)})
+    # A combined PEM (certificate and key) named by mistake: only the certificate goes on.
+    combined = tmp_path / "combined.pem"
+    combined.write_text(tls.cert.read_text() + tls.key.read_text())
+    forwarded = ca_bundle({CA_VARIABLE: str(combined)})
+    assert "PRIVATE KEY" not in forwarded
+    assert forwarded == tls.cert.read_text()
     key_only = tmp_path / "key.pem"
     key_only.write_text(tls.key.read_text())
     with pytest.raises(BadInputError, match="holds no PEM certificate") as err:
@@ -67,5 +73,12 @@ def test_the_start_script_refuses_half_a_tls_setting(tmp_path):
         tmp_path, MLFLOW_TLS_CERT_FILE=str(tls.cert), MLFLOW_TLS_KEY_FILE=str(tmp_path / "x")
     )
     assert done.returncode == 1
-    assert f"MLFLOW_TLS_KEY_FILE={tmp_path / 'x'} cannot be read" in done.stderr
+    assert f"MLFLOW_TLS_KEY_FILE={tmp_path / 'x'} is not a readable file" in done.stderr
     assert not (tmp_path / "no").exists()  # refused before the database was opened
+
+    # uvicorn's options given another way would be dropped without a word: refused.
+    both = {"MLFLOW_TLS_CERT_FILE": str(tls.cert), "MLFLOW_TLS_KEY_FILE": str(tls.key)}
+    done = _serve(tmp_path, MLFLOW_UVICORN_OPTS="--timeout-keep-alive 30", **both)
+    assert done.returncode == 1
+    assert "uvicorn's options are given too" in done.stderr
+    assert not (tmp_path / "no").exists()

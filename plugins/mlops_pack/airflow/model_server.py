@@ -111,7 +111,8 @@ def _registry_ca(registry_url: str | None, secrets_dir: Path, seen_as: str) -> d
     the worker's CA bundle (``MLFLOW_TRACKING_SERVER_CERT_PATH``): a copy among its
     secrets, since the container sees no file of the worker's. Empty without one."""
     bundle = ca_bundle() if registry_url else None
-    if bundle is None:
+    if bundle is None:  # a copy from an earlier start would mislead whoever looks
+        (secrets_dir / CA_FILE).unlink(missing_ok=True)
         return {}
     (secrets_dir / CA_FILE).write_text(bundle, encoding="utf-8")
     return {CA_VARIABLE: f"{seen_as}/{CA_FILE}"}

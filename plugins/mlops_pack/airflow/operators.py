@@ -221,6 +221,7 @@ class MlopsStepOperator(BaseOperator):
             (work / "overrides.json").write_text(json.dumps(overrides), encoding="utf-8")
             argv += ["--overrides", "{work}/overrides.json"]
         argv += self.step_arguments(context, work)
+        _check_ca_bundle()
         try:
             argv += self._server_arguments()
             if runner == "docker":
@@ -471,14 +472,11 @@ class MlopsStepOperator(BaseOperator):
         hold a password) and the MLflow server's credentials, when either is set; with
         them the CA bundle the server's certificate is checked against (not a secret,
         but the step can read no file of this host)."""
-        try:
-            ca_bundle = mlflow_credentials.ca_bundle()
-        except BadInputError as problem:
-            raise MlopsBadInputFailure(str(problem), problem.payload) from None
         wanted = {
             LOCK_DSN_FILE: os.environ.get("MLOPS_PACK_LOCK_DSN", "").strip() or None,
             mlflow_credentials.CREDENTIALS_FILE: mlflow_credentials.render(os.environ),
-            mlflow_credentials.CA_FILE: ca_bundle,
+            # Checked when the task began (_check_ca_bundle).
+            mlflow_credentials.CA_FILE: mlflow_credentials.ca_bundle(),
         }
         for name, text in wanted.items():
             if text is None:
@@ -688,6 +686,16 @@ def _when(text: str, name: str) -> datetime:
     """The step's own parse, checked before a container starts; not retried."""
     try:
         return aware_time(text, name)
+    except BadInputError as problem:
+        raise MlopsBadInputFailure(str(problem), problem.payload) from None
+
+
+def _check_ca_bundle() -> None:
+    """A CA bundle named for the MLflow server (MLFLOW_TRACKING_SERVER_CERT_PATH) that
+    cannot be used fails the task at once, whatever the runner: in a step it would be a
+    TLS error on the first request, retried."""
+    try:
+        mlflow_credentials.ca_bundle()
     except BadInputError as problem:
         raise MlopsBadInputFailure(str(problem), problem.payload) from None
 
