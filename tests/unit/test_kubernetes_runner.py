@@ -8,7 +8,15 @@ import json
 import pytest
 
 
+class _Built(Exception):
+    """Raised where the pod would run: there is no cluster; the pod spec is the subject."""
+
+
 def _pod(tmp_path, monkeypatch, **env):
+    """The pod request a promote task builds, through the operator's own execute."""
+    from types import SimpleNamespace
+
+    from mlops_pack.airflow import kubernetes
     from mlops_pack.airflow.container import ContainerLimits
     from mlops_pack.airflow.operators import PromoteModelOperator
 
@@ -16,10 +24,15 @@ def _pod(tmp_path, monkeypatch, **env):
         "MLFLOW_TRACKING_URI": "http://mlflow:5000",
         "MLOPS_PACK_LOCK_DSN": "postgresql://u:topsecret@pg/locks",
         "MLOPS_PACK_K8S_SECRET": "mlops-pack-step-secrets",
+        "MLOPS_PACK_WORK_ROOT": str(tmp_path / "work"),
         **env,
     }.items():
         monkeypatch.setenv(name, value)
-    (tmp_path / "decision.json").write_text('{"decision_id": "d1"}')
+
+    def built(pod_operator, context):
+        raise _Built(pod_operator)
+
+    monkeypatch.setattr(kubernetes, "run_step_pod", built)
     operator = PromoteModelOperator(
         task_id="promote",
         model="churn",
@@ -29,9 +42,10 @@ def _pod(tmp_path, monkeypatch, **env):
         limits=ContainerLimits(memory="2g", cpus=1.0, tmpfs_size="256m"),
         container_timeout=600,
     )
-    argv = ["promote", "--spec", "{include}/models/churn.yaml", "--out", "{work}"]
-    argv += ["--decision", "{work}/decision.json"]
-    return operator.step_pod(argv, tmp_path, None).build_pod_request_obj(dry_run=True)
+    ti = SimpleNamespace(dag_id="mlops_retrain__churn", task_id="promote", try_number=1)
+    with pytest.raises(_Built) as pod:
+        operator.execute({"ti": ti, "run_id": "manual__1"})
+    return pod.value.args[0].build_pod_request_obj(dry_run=True)
 
 
 def test_the_step_pod_is_hardened_and_returns_its_result_through_xcom(tmp_path, monkeypatch):
@@ -46,6 +60,8 @@ def test_the_step_pod_is_hardened_and_returns_its_result_through_xcom(tmp_path, 
         "/opt/include/models/churn.yaml",
         "--out",
         "/work/run",
+        "--run-id",
+        "manual__1",
         "--decision",
         "/work/run/decision.json",
     ]

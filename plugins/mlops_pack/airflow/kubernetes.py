@@ -22,7 +22,6 @@ from typing import Any
 from mlops_pack import mlflow_credentials
 from mlops_pack.airflow.container import ContainerLimits, thread_environment
 from mlops_pack.airflow.exceptions import MlopsBadInputFailure
-from mlops_pack.errors import BadInputError
 
 POD_WORK = "/work/run"
 POD_HOME = "/tmp/mlops-home"  # noqa: S108
@@ -49,8 +48,10 @@ def step_pod_operator(
     labels: dict[str, str],
     timeout_seconds: float | None,
     env: dict[str, str] | None = None,
+    ca_bundle: str | None = None,
 ):
-    """The pod operator that runs ``python -m mlops_pack.pod_entry <arguments>``."""
+    """The pod operator that runs ``python -m mlops_pack.pod_entry <arguments>``;
+    ``ca_bundle``: the MLflow server's CA certificates, as the task read them."""
     from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
     from kubernetes.client import models as k8s
 
@@ -64,12 +65,8 @@ def step_pod_operator(
         )
     variables = thread_environment(limits)
     variables |= {name: env[name] for name in PLAIN_ENV if env.get(name)}
-    try:
-        bundle = mlflow_credentials.ca_bundle(env)
-    except BadInputError as problem:
-        raise MlopsBadInputFailure(str(problem), problem.payload) from None
-    if bundle is not None:  # a CA is public: it travels with the inputs, into the work dir
-        inputs = {**inputs, mlflow_credentials.CA_FILE: bundle}
+    if ca_bundle is not None:  # a CA is public: it travels with the inputs, into the work dir
+        inputs = {**inputs, mlflow_credentials.CA_FILE: ca_bundle}
         variables[mlflow_credentials.CA_VARIABLE] = f"{POD_WORK}/{mlflow_credentials.CA_FILE}"
     variables |= {
         "MLOPS_PACK_HOME": POD_HOME,

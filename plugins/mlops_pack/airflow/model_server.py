@@ -100,21 +100,25 @@ def ensure_secrets(secrets_dir: Path, uid: int, gid: int) -> None:
         if not path.exists():
             path.write_text(secrets.token_urlsafe(32), encoding="utf-8")
         hand_over(path, uid, gid, 0o600)
-    for optional in (REGISTRY_CREDENTIALS, CA_FILE):
-        if (secrets_dir / optional).exists():
-            hand_over(secrets_dir / optional, uid, gid, 0o600)
+    if (secrets_dir / REGISTRY_CREDENTIALS).exists():
+        hand_over(secrets_dir / REGISTRY_CREDENTIALS, uid, gid, 0o600)
     hand_over(secrets_dir, uid, gid, 0o700)
 
 
-def _registry_ca(registry_url: str | None, secrets_dir: Path, seen_as: str) -> dict[str, str]:
+def _registry_ca(
+    registry_url: str | None, secrets_dir: Path, seen_as: str, uid: int, gid: int
+) -> dict[str, str]:
     """The server's environment for checking an https registry's certificate against
     the worker's CA bundle (``MLFLOW_TRACKING_SERVER_CERT_PATH``): a copy among its
-    secrets, since the container sees no file of the worker's. Empty without one."""
+    secrets (after ``ensure_secrets``), since the container sees no file of the
+    worker's. Empty without one."""
+    copy = secrets_dir / CA_FILE
     bundle = ca_bundle() if registry_url else None
     if bundle is None:  # a copy from an earlier start would mislead whoever looks
-        (secrets_dir / CA_FILE).unlink(missing_ok=True)
+        copy.unlink(missing_ok=True)
         return {}
-    (secrets_dir / CA_FILE).write_text(bundle, encoding="utf-8")
+    copy.write_text(bundle, encoding="utf-8")
+    hand_over(copy, uid, gid, 0o600)
     return {CA_VARIABLE: f"{seen_as}/{CA_FILE}"}
 
 
@@ -190,9 +194,8 @@ def start_server(
     port = _serving_port(include_dir, model, port)
     uid, gid = container_user(home)
     base = _serving_dir(home, model, uid, gid)
-    secrets_dir.mkdir(parents=True, exist_ok=True)
-    trust = _registry_ca(registry_url, secrets_dir, "/run/mlops-secrets")
     ensure_secrets(secrets_dir, uid, gid)
+    trust = _registry_ca(registry_url, secrets_dir, "/run/mlops-secrets", uid, gid)
     stack = stack_id(home)
     served = ServedModel(model, port, container_name(model, port, stack), secrets_dir, stack)
     if not remove_owned(client, served.container, stack):

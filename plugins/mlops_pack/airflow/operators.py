@@ -186,6 +186,7 @@ class MlopsStepOperator(BaseOperator):
         self._secrets: Path | None = None
         self._calls_server = False  # set with the server's secrets: its own network
         self._downloads: Path | None = None  # prediction logs fetched from the server
+        self._ca_bundle: str | None = None  # for an https MLflow server, read once a task
         # The step's XCom record once it ran; the task's extra links are built from it.
         self.result_record: dict[str, Any] | None = None
 
@@ -221,7 +222,7 @@ class MlopsStepOperator(BaseOperator):
             (work / "overrides.json").write_text(json.dumps(overrides), encoding="utf-8")
             argv += ["--overrides", "{work}/overrides.json"]
         argv += self.step_arguments(context, work)
-        _check_ca_bundle()
+        self._ca_bundle = _ca_bundle()
         try:
             argv += self._server_arguments()
             if runner == "docker":
@@ -238,7 +239,7 @@ class MlopsStepOperator(BaseOperator):
             for folder in (self._secrets, self._downloads):
                 if folder is not None:
                     shutil.rmtree(folder, ignore_errors=True)
-            self._secrets = self._downloads = None
+            self._secrets = self._downloads = self._ca_bundle = None
             self._calls_server = False
         return self._outcome(code, work, context)
 
@@ -475,8 +476,7 @@ class MlopsStepOperator(BaseOperator):
         wanted = {
             LOCK_DSN_FILE: os.environ.get("MLOPS_PACK_LOCK_DSN", "").strip() or None,
             mlflow_credentials.CREDENTIALS_FILE: mlflow_credentials.render(os.environ),
-            # Checked when the task began (_check_ca_bundle).
-            mlflow_credentials.CA_FILE: mlflow_credentials.ca_bundle(),
+            mlflow_credentials.CA_FILE: self._ca_bundle,
         }
         for name, text in wanted.items():
             if text is None:
@@ -656,6 +656,7 @@ class MlopsStepOperator(BaseOperator):
             limits=self.limits or default_limits(),
             labels={"io.mlops-pack.model": self.model, "io.mlops-pack.step": self.step},
             timeout_seconds=self.container_timeout,
+            ca_bundle=self._ca_bundle,
         )
 
     def _run_kubernetes(self, argv: list[str], work: Path, context: Any) -> int:
@@ -690,12 +691,12 @@ def _when(text: str, name: str) -> datetime:
         raise MlopsBadInputFailure(str(problem), problem.payload) from None
 
 
-def _check_ca_bundle() -> None:
-    """A CA bundle named for the MLflow server (MLFLOW_TRACKING_SERVER_CERT_PATH) that
-    cannot be used fails the task at once, whatever the runner: in a step it would be a
-    TLS error on the first request, retried."""
+def _ca_bundle() -> str | None:
+    """The CA bundle named for the MLflow server (MLFLOW_TRACKING_SERVER_CERT_PATH), read
+    when the task begins: one that cannot be used fails the task at once, whatever the
+    runner (in a step it would be a TLS error on the first request, retried)."""
     try:
-        mlflow_credentials.ca_bundle()
+        return mlflow_credentials.ca_bundle()
     except BadInputError as problem:
         raise MlopsBadInputFailure(str(problem), problem.payload) from None
 
