@@ -120,8 +120,8 @@ def cmd_stack_tls(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
     )
     if args.name:  # MLflow answers only the Host headers it lists (docker-compose.yaml)
         print(
-            "clients reaching MLflow as "
-            f"{', '.join(args.name)}: add each (with its port) to MLFLOW_SERVER_ALLOWED_HOSTS"
+            f"and {', '.join(args.name)} (with any port) into .env's MLFLOW_ALLOWED_NAMES: "
+            "the MLflow server answers clients that use those names once it is restarted"
         )
     return EXIT_OK, record
 

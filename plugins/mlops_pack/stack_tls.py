@@ -21,7 +21,7 @@ import ipaddress
 import os
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +32,9 @@ TLS_DIR = Path(".stack") / "tls"
 # What the stack's clients call the server: its service name, and the published port on
 # this host (the health check and people on it).
 DEFAULT_NAMES = ("mlflow", "localhost", "127.0.0.1")
+# The .env key docker-compose.yaml adds to MLflow's allowed Host headers (its DNS-rebinding
+# guard): the other names clients use, which --name adds.
+ALLOWED_NAMES_KEY = "MLFLOW_ALLOWED_NAMES"
 VALID_DAYS = 730
 
 
@@ -189,7 +192,9 @@ def init_tls(project_dir: Path, names: Sequence[str] = ()) -> dict[str, object]:
     stack_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     stack_dir.chmod(0o700)
     files = write_tls(stack_dir / TLS_DIR.name, names)
-    _record_in_env(env_path, "STACK_TLS_DIR", str(files.ca.parent))
+    _record_in_env(env_path, "STACK_TLS_DIR", lambda kept: kept or str(files.ca.parent))
+    if names:
+        _record_in_env(env_path, ALLOWED_NAMES_KEY, lambda kept: _allowed_names(kept, names))
     return {
         "tls_dir": str(files.ca.parent),
         "names": list(dict.fromkeys([*DEFAULT_NAMES, *names])),
@@ -197,18 +202,36 @@ def init_tls(project_dir: Path, names: Sequence[str] = ()) -> dict[str, object]:
     }
 
 
-def _record_in_env(env_path: Path, key: str, value: str) -> None:
-    """Add ``key=value`` to the .env unless it sets ``key`` already (the user's choice
-    stands); the file is replaced whole, mode 600, never seen half-written."""
-    text = env_path.read_text(encoding="utf-8")
-    if any(line.split("=", 1)[0].strip() == key for line in text.splitlines()):
-        return
-    if text and not text.endswith("\n"):
-        text += "\n"
+def _allowed_names(kept: str | None, names: Sequence[str]) -> str:
+    """The Host headers MLflow answers for ``names`` (bare, and with any port), added to
+    those the .env lists already (``kept``). MLflow matches an entry with ``*`` as an
+    fnmatch pattern, in which ``[`` opens a class: an IPv6 address's bracket is escaped."""
+    entries = [e.strip() for e in (kept or "").split(",") if e.strip()]
+    for name in names:
+        try:
+            is_v6 = ipaddress.ip_address(name).version == 6
+        except ValueError:
+            is_v6 = False
+        bare = f"[{name}]" if is_v6 else name
+        entries += [bare, f"[[]{name}]:*" if is_v6 else f"{name}:*"]
+    return ",".join(dict.fromkeys(entries))
+
+
+def _record_in_env(env_path: Path, key: str, value: Callable[[str | None], str]) -> None:
+    """Set ``key`` in the .env to ``value(what it holds now, or None)``, keeping every
+    other line; the file is replaced whole, mode 600, never seen half-written."""
+    lines = env_path.read_text(encoding="utf-8").splitlines()
+    held = [i for i, line in enumerate(lines) if line.split("=", 1)[0].strip() == key]
+    kept = lines[held[-1]].split("=", 1)[1] if held and "=" in lines[held[-1]] else None
+    new = f"{key}={value(kept)}"
+    if held:
+        lines[held[-1]] = new
+    else:
+        lines.append(new)
     fd, staged = tempfile.mkstemp(prefix=".env-", dir=env_path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as out:  # mkstemp: mode 600
-            out.write(f"{text}{key}={value}\n")
+            out.write("\n".join(lines) + "\n")
         os.replace(staged, env_path)
     except BaseException:
         Path(staged).unlink(missing_ok=True)

@@ -9,6 +9,7 @@ import json
 import os
 import re
 import shutil
+import ssl
 import subprocess
 import tempfile
 import time
@@ -24,6 +25,7 @@ from dashboard_support import PROMETHEUS_PASSWORDS
 from support import ROOT, airflow_token, free_port, open_dir, run_cli
 
 LOCAL = ROOT / "docker-compose.local.yaml"
+LOCAL_TLS = ROOT / "docker-compose.local-tls.yaml"
 PORTS = ("postgres", "redis", "mlflow", "churn", "prometheus", "pushgateway", "airflow")
 PORTS += ("triggerer_log", "worker_1_log", "worker_2_log")
 
@@ -54,12 +56,15 @@ def wait_until(check, what: str, timeout: float = 240.0, passing: tuple = ()):
         time.sleep(1)
 
 
-def http_status(url: str, token: str | None = None) -> int:
+def http_status(url: str, token: str | None = None, ca: Path | None = None) -> int:
+    """The HTTP status of a GET (``token``: a bearer token; ``ca``: the CA bundle an
+    https server is verified against)."""
     request = urllib.request.Request(url)
     if token:
         request.add_header("Authorization", f"Bearer {token}")
+    context = ssl.create_default_context(cafile=str(ca)) if ca else None
     try:
-        with urllib.request.urlopen(request, timeout=5) as response:
+        with urllib.request.urlopen(request, timeout=5, context=context) as response:
             return response.status
     except urllib.error.HTTPError as exc:
         return exc.code
@@ -239,12 +244,18 @@ def local_stack(
     include: Path,
     data: Path,
     services: tuple[str, ...] = (),
+    *,
+    tls: bool = False,
     **extra_env: str,
 ) -> Iterator[dict]:
     """docker-compose.local.yaml with its Airflow profile, up on free ports (``services``
     only, when named, with what they depend on); yields ports, the ``.env`` values, the
-    project name, the data folder and the label feed's folder. Always taken down with its
-    volumes, and nothing of the project may be left behind.
+    project name, the data folder, the label feed's folder and the MLflow server's URL
+    and CA bundle (None over plain HTTP). Always taken down with its volumes, and
+    nothing of the project may be left behind.
+
+    ``tls``: with docker-compose.local-tls.yaml, after ``mlops-pack stack tls`` as a user
+    runs it: MLflow answers HTTPS only, and every client verifies it against the CA.
 
     ``include`` and ``data`` must be readable by the workers' uid; the workers see them at
     their own paths (/opt/airflow/...), and step containers get copies."""
@@ -252,6 +263,9 @@ def local_stack(
     folder = Path(tempfile.mkdtemp(prefix="local-stack-"))
     code, _ = run_cli("stack", "init", "--dir", folder, "--include", include)
     assert code == 0
+    if tls:
+        code, _ = run_cli("stack", "tls", "--dir", folder)
+        assert code == 0
     ports = {name: free_port() for name in PORTS}
     # The label feed the workers read (the test writes labels into <labels>/<model>).
     labels = open_dir("local-stack-labels-")
@@ -269,7 +283,7 @@ def local_stack(
     }
     project = f"mlops-local-{uuid.uuid4().hex[:8]}"
     compose = [docker_compose(), "-p", project, "--env-file", str(folder / ".env")]
-    compose += ["-f", str(LOCAL), "--profile", "airflow"]
+    compose += ["-f", str(LOCAL), *(["-f", str(LOCAL_TLS)] if tls else []), "--profile", "airflow"]
     try:
         subprocess.run(
             [*compose, "up", "-d", *services], cwd=ROOT, env=env, check=True, timeout=900
@@ -282,6 +296,8 @@ def local_stack(
             "project": project,
             "data": data,
             "labels": labels,
+            "mlflow_url": f"{'https' if tls else 'http'}://127.0.0.1:{ports['mlflow']}",
+            "mlflow_ca": folder / ".stack" / "tls" / "ca.pem" if tls else None,
         }
     finally:
         shutil.rmtree(labels, ignore_errors=True)
@@ -342,14 +358,17 @@ def trigger(api, dag_id: str, conf: dict, at: datetime | None = None) -> str:
 
 def mlflow_client(stack: dict, monkeypatch, user: str = "mlops-pack"):
     """An MLflow client on the stack's published MLflow port, signed in as one of its
-    MLflow users (the workers' or the read-only one) with the password stack init wrote."""
+    MLflow users (the workers' or the read-only one) with the password stack init wrote;
+    over HTTPS it verifies the server against the stack's CA."""
     from mlflow import MlflowClient
     from services import mlflow_signin
 
     for name, value in mlflow_signin(user, stack["secrets"]).items():
         monkeypatch.setenv(name, value)
-    url = f"http://127.0.0.1:{stack['ports']['mlflow']}"
-    wait_until(lambda: http_status(f"{url}/health") == 200, "mlflow", timeout=400)
+    url, ca = stack["mlflow_url"], stack["mlflow_ca"]
+    if ca is not None:
+        monkeypatch.setenv("MLFLOW_TRACKING_SERVER_CERT_PATH", str(ca))
+    wait_until(lambda: http_status(f"{url}/health", ca=ca) == 200, "mlflow", timeout=400)
     return MlflowClient(tracking_uri=url, registry_uri=url)
 
 

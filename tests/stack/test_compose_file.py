@@ -399,7 +399,7 @@ def test_stack_tls_writes_a_ca_and_a_certificate_for_the_server_s_names_once(sta
     code, _ = run_cli("stack", "tls", "--dir", project, "--name", "mlflow.example.internal",
                       "--name", "10.0.0.7", "--name", "fd00::7")  # fmt: skip
     assert code == 0
-    assert "add each (with its port) to MLFLOW_SERVER_ALLOWED_HOSTS" in capsys.readouterr().out
+    assert "into .env's MLFLOW_ALLOWED_NAMES" in capsys.readouterr().out
     folder = project / ".stack" / "tls"
     assert sorted(p.name for p in folder.iterdir()) == ["ca.pem", "mlflow-key.pem", "mlflow.pem"]
     assert (project / ".stack").stat().st_mode & 0o777 == 0o700
@@ -407,6 +407,7 @@ def test_stack_tls_writes_a_ca_and_a_certificate_for_the_server_s_names_once(sta
     assert {p.stat().st_mode & 0o777 for p in folder.iterdir()} == {0o644}  # user 65534
     assert env_values(stack_env)["STACK_TLS_DIR"] == str(folder)
     assert stack_env.stat().st_mode & 0o777 == 0o600
+    _assert_mlflow_answers_the_names(stack_env)
     ca = x509.load_pem_x509_certificate((folder / "ca.pem").read_bytes())
     cert = x509.load_pem_x509_certificate((folder / "mlflow.pem").read_bytes())
     assert cert.issuer == ca.subject
@@ -437,6 +438,49 @@ def test_stack_tls_writes_a_ca_and_a_certificate_for_the_server_s_names_once(sta
     assert "--name 'http://mlflow' is not a host name" in capsys.readouterr().err
     assert not (other / ".stack" / "tls").exists()
     assert (other / ".env").read_text() == "X=1\n"
+
+
+def _assert_mlflow_answers_the_names(stack_env: Path) -> None:
+    """The --name values reach MLflow's allowed Host headers in the merged file, with any
+    port, as MLflow itself matches them (fnmatch; an IPv6 bracket escaped); other names
+    stay refused. A name the .env listed before is kept."""
+    from mlflow.server.security_utils import is_allowed_host_header
+
+    result = compose_config(stack_env)
+    assert result.returncode == 0, result.stderr
+    mlflow = yaml.safe_load(result.stdout)["services"]["mlflow"]
+    allowed = [h.strip() for h in mlflow["environment"]["MLFLOW_SERVER_ALLOWED_HOSTS"].split(",")]
+    for host in ("mlflow.example.internal", "mlflow.example.internal:5000", "10.0.0.7:15000",
+                 "[fd00::7]", "[fd00::7]:5000", "mlflow:5000", "127.0.0.1:5000"):  # fmt: skip
+        assert is_allowed_host_header(allowed, host), (host, allowed)
+    for host in ("evil.example:5000", "mlflow.example.internal.evil:5000", "[fd00::8]:5000"):
+        assert not is_allowed_host_header(allowed, host), (host, allowed)
+    # Without --name the main file adds nothing new.
+    (stack_env.parent / "plain").mkdir()
+    plain_env = stack_env.parent / "plain" / ".env"
+    plain_env.write_text("\n".join(
+        f"{k}={v}" for k, v in env_values(stack_env).items() if k != "MLFLOW_ALLOWED_NAMES"
+    ) + "\n")  # fmt: skip
+    result = compose_config(plain_env)
+    assert result.returncode == 0, result.stderr
+    plain = yaml.safe_load(result.stdout)["services"]["mlflow"]["environment"]
+    assert not is_allowed_host_header(
+        plain["MLFLOW_SERVER_ALLOWED_HOSTS"].split(","), "mlflow.example.internal:5000"
+    )
+
+
+def test_stack_tls_keeps_the_names_the_env_lists_already(stack_env):
+    """MLFLOW_ALLOWED_NAMES set by hand (a name of the site's own) survives stack tls,
+    which adds its --name values beside it, once each."""
+    with stack_env.open("a") as env:
+        env.write("MLFLOW_ALLOWED_NAMES=mlflow.corp,mlflow.corp:*\n")
+    code, _ = run_cli("stack", "tls", "--dir", stack_env.parent, "--name", "mlflow.corp",
+                      "--name", "mlflow.example.internal")  # fmt: skip
+    assert code == 0
+    assert env_values(stack_env)["MLFLOW_ALLOWED_NAMES"] == (
+        "mlflow.corp,mlflow.corp:*,mlflow.example.internal,mlflow.example.internal:*"
+    )
+    assert stack_env.read_text().count("MLFLOW_ALLOWED_NAMES=") == 1
 
 
 def _ecdsa(cert):

@@ -13,7 +13,10 @@ tests/dags/test_no_shared_filesystem_docker.py."""
 
 from __future__ import annotations
 
+import base64
+import http.client
 import json
+import socket
 import ssl
 import subprocess
 import urllib.error
@@ -39,6 +42,7 @@ from support import ROOT, free_port, open_dir, run_cli
 
 COMPOSE = ROOT / "docker-compose.yaml"
 TLS_OVERRIDE = ROOT / "docker-compose.tls.yaml"
+OTHER_NAME = "mlflow.example.internal"  # the name clients on other hosts would use
 pytestmark = pytest.mark.timeout(1200)
 
 # Run in a container on the steps network: what it finds at https://mlflow:5000.
@@ -66,7 +70,7 @@ print(json.dumps(found))
 @pytest.fixture(scope="module")
 def tls_stack(task_image):
     folder = stack_folder("compose-tls-")
-    code, _ = run_cli("stack", "tls", "--dir", folder)
+    code, _ = run_cli("stack", "tls", "--dir", folder, "--name", OTHER_NAME)
     assert code == 0
     project = f"mlops-tls-{uuid.uuid4().hex[:8]}"
     ports = {name: free_port() for name in ("mlflow", "churn")}
@@ -111,6 +115,34 @@ def test_mlflow_answers_https_only_with_the_stack_s_certificate(tls_stack):
     assert "CERTIFICATE_VERIFY_FAILED" in str(unverified.value)
     with pytest.raises(OSError):  # the TLS server drops a plain request
         urllib.request.urlopen(f"http://{base}/health", timeout=10)
+
+
+def _status_as(stack: dict, name: str, host_header: str | None = None) -> int:
+    """The status of a signed-in search on the published port, reached as a client on
+    another host reaches it: TLS verified for ``name``, ``Host: <host_header or name>:port``."""
+    port = stack["ports"]["mlflow"]
+    context = ssl.create_default_context(cafile=str(stack["tls"] / "ca.pem"))
+    password = stack["secrets"]["MLFLOW_PACK_PASSWORD"]
+    auth = base64.b64encode(f"mlops-pack:{password}".encode()).decode()
+    raw = socket.create_connection(("127.0.0.1", port), timeout=10)
+    with context.wrap_socket(raw, server_hostname=name) as tls:
+        conn = http.client.HTTPConnection(name, port, timeout=10)
+        conn.sock = tls
+        conn.request(
+            "GET",
+            "/api/2.0/mlflow/experiments/search?max_results=1",
+            headers={"Authorization": f"Basic {auth}", "Host": f"{host_header or name}:{port}"},
+        )
+        return conn.getresponse().status
+
+
+def test_mlflow_answers_the_name_stack_tls_was_given_and_no_other(tls_stack):
+    """`stack tls --name` is all a client on another host needs: the certificate names
+    it, and the server answers that Host header with any port (stack tls wrote the name
+    into .env's MLFLOW_ALLOWED_NAMES); a name nobody listed is refused (MLflow's
+    DNS-rebinding guard, 403)."""
+    assert _status_as(tls_stack, OTHER_NAME) == 200
+    assert _status_as(tls_stack, OTHER_NAME, host_header="mlflow.evil.example") == 403
 
 
 def test_a_step_container_verifies_mlflow_by_its_service_name(tls_stack, task_image):

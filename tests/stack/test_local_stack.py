@@ -3,7 +3,8 @@ images built locally, host networking, free ports; then everything stopped and r
 
 What runs is the shipped material: include/postgres/init-databases.sh in Postgres, Redis
 with its password, the MLflow image on its Postgres backend with proxied artifacts behind
-its basic authentication, the
+its basic authentication, answering HTTPS only (docker-compose.local-tls.yaml, with the
+certificate ``mlops-pack stack tls`` wrote; every client verifies it), the
 churn model server with the compose file's hardening, Prometheus
 on include/prometheus/prometheus.yml (targets moved to 127.0.0.1), secrets from
 ``mlops-pack stack init``, and Airflow 3 on Celery (airflow-init, api-server, scheduler,
@@ -17,6 +18,7 @@ import json
 import re
 import shutil
 import socket
+import ssl
 import subprocess
 import time
 import urllib.error
@@ -43,6 +45,7 @@ from stack_support import (
     container_command,
     failed_logs,
     http_status,
+    inspect_container,
     mlflow_client,
     retrain,
     service_container,
@@ -92,7 +95,7 @@ def local_stack(task_image):
         item.chmod(0o755 if item.is_dir() else 0o644)
     data = churn_batches(open_dir("local-stack-data-"))
     try:
-        with started_stack(task_image, include, data) as stack:
+        with started_stack(task_image, include, data, tls=True) as stack:
             yield {**stack, "include": include}
     finally:
         for folder in (include.parent, unserved_spec.parents[2], data):
@@ -182,13 +185,20 @@ def test_mlflow_keeps_runs_in_postgres_and_artifacts_behind_its_url(
     import psycopg
 
     client = mlflow_client(local_stack, monkeypatch)
-    # MLflow answers only its users: no password, or a wrong one, is refused.
-    url = f"http://127.0.0.1:{local_stack['ports']['mlflow']}"
+    # HTTPS only (docker-compose.local-tls.yaml): a client without the stack's CA is
+    # refused, and plain HTTP gets no answer.
+    url, ca = local_stack["mlflow_url"], local_stack["mlflow_ca"]
+    assert url.startswith("https://")
     search = f"{url}/api/2.0/mlflow/experiments/search?max_results=5"
-    assert http_status(search) == 401
+    with pytest.raises(urllib.error.URLError, match="CERTIFICATE_VERIFY_FAILED"):
+        urllib.request.urlopen(search, timeout=10)
+    with pytest.raises((urllib.error.URLError, ConnectionError)):
+        urllib.request.urlopen(search.replace("https://", "http://"), timeout=10)
+    # MLflow answers only its users: no password, or a wrong one, is refused.
+    assert http_status(search, ca=ca) == 401
     wrong = urllib.request.Request(search, headers=basic_auth("not-it"))  # user mlops-pack
     with pytest.raises(urllib.error.HTTPError) as refused:
-        urllib.request.urlopen(wrong, timeout=10)
+        urllib.request.urlopen(wrong, timeout=10, context=ssl.create_default_context(cafile=ca))
     assert refused.value.code == 401
     experiment = client.create_experiment(f"stack-{uuid.uuid4().hex[:6]}")
     run = client.create_run(experiment)
@@ -253,7 +263,8 @@ def worker_log_tail(stack: dict, service: str) -> str:
 def test_celery_workers_run_the_retrain_dag_and_promote(local_stack, monkeypatch):
     """A retrain DAG (churn, not served), triggered through the REST API, runs on both
     Celery workers, consecutive tasks on different ones, and promotes its first champion
-    over the MLflow server under the Postgres lock, signed in as the pack's MLflow user.
+    over the MLflow server (HTTPS only) under the Postgres lock, signed in as the pack's
+    MLflow user.
     The read-only user (the model servers', the Models page's) cannot move the alias; the
     Models page, in the api-server, reads the promotion from MLflow with it."""
     from mlflow.exceptions import MlflowException
@@ -271,6 +282,9 @@ def test_celery_workers_run_the_retrain_dag_and_promote(local_stack, monkeypatch
     fits = "from mlops_pack.airflow import supervisor_exit as s; assert s.install()"
     for worker in ("airflow-worker-1", "airflow-worker-2"):
         container = service_container(local_stack["project"], worker)
+        # Over HTTPS only: the tasks and their step containers verified the server.
+        env = dict(e.split("=", 1) for e in inspect_container(container)["Config"]["Env"])
+        assert env["MLFLOW_TRACKING_URI"] == local_stack["mlflow_url"], env["MLFLOW_TRACKING_URI"]
         command = container_command(container)
         assert command == ["python", "-m", "mlops_pack.airflow.launch", "celery", "worker"]
         subprocess.run(["docker", "exec", container, "python", "-c", fits], check=True)
