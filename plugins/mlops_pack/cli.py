@@ -112,11 +112,13 @@ def cmd_stack_init(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
 def cmd_stack_tls(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
     from mlops_pack.stack_tls import init_tls
 
-    record = init_tls(Path(args.dir), args.name)
+    record = init_tls(Path(args.dir), args.name, Path(args.include) if args.include else None)
+    servers = "".join(f", {stem}.pem" for stem in record["servers"])
     print(
-        f"wrote {record['tls_dir']}: ca.pem, mlflow.pem, mlflow-key.pem for "
-        f"{', '.join(record['names'])} ({record['valid_days']} days), and STACK_TLS_DIR "
-        "into .env; start the stack with -f docker-compose.yaml -f docker-compose.tls.yaml"
+        f"wrote {record['tls_dir']}: ca.pem, mlflow.pem for {', '.join(record['names'])}"
+        f"{servers} (each with its -key.pem; {record['valid_days']} days), and "
+        "STACK_TLS_DIR into .env; start the stack with -f docker-compose.yaml "
+        "-f docker-compose.tls.yaml"
     )
     if args.name:  # MLflow answers only the Host headers it lists (docker-compose.yaml)
         print(
@@ -128,11 +130,13 @@ def cmd_stack_tls(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
 
 def cmd_stack_dashboards(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
     from mlops_pack.dashboards import write_dashboards
+    from mlops_pack.prometheus_tls import write_twin
     from mlops_pack.stack_env import served_models
 
     include = Path(args.include)
     for path in write_dashboards(include, served_models(include)):
         print(f"wrote {path}")
+    print(f"wrote {write_twin(include)}")
     return EXIT_OK, {}
 
 
@@ -676,10 +680,14 @@ def _stack_commands(sub) -> None:
         "--name",
         action="append",
         default=[],
-        help="another name (or IP) clients reach MLflow by; repeatable",
+        help="another name (or IP) clients on other hosts reach the servers by; repeatable",
     )
+    p.add_argument("--include", help="include dir with the model specs (default DIR/include)")
     p.set_defaults(func=cmd_stack_tls, writes_result=False)
-    p = stack.add_parser("dashboards", help="write a Grafana dashboard per served model")
+    p = stack.add_parser(
+        "dashboards",
+        help="write a Grafana dashboard per served model, and prometheus.tls.yml",
+    )
     p.add_argument("--include", default="include")
     p.set_defaults(func=cmd_stack_dashboards, writes_result=False)
 

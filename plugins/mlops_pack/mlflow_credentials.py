@@ -17,10 +17,10 @@ copy.
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Mapping
 from pathlib import Path
 
+from mlops_pack.ca_bundles import read_bundle
 from mlops_pack.errors import BadInputError
 
 CREDENTIAL_KEYS = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN")
@@ -31,8 +31,6 @@ FILE_VARIABLE = "MLOPS_PACK_MLFLOW_CREDENTIALS_FILE"
 # bundle's name where a step or a model server gets its copy.
 CA_VARIABLE = "MLFLOW_TRACKING_SERVER_CERT_PATH"
 CA_FILE = "registry_ca.pem"
-_PEM_CERTIFICATE = "-----BEGIN CERTIFICATE-----"
-_PEM_BLOCK = re.compile(r"-----BEGIN CERTIFICATE-----\s.*?-----END CERTIFICATE-----", re.DOTALL)
 
 
 def read(path: Path) -> dict[str, str]:
@@ -81,31 +79,5 @@ def load_named_file(env: Mapping[str, str] | None = None) -> None:
 
 def ca_bundle(env: Mapping[str, str] | None = None) -> str | None:
     """The certificates of the CA bundle ``MLFLOW_TRACKING_SERVER_CERT_PATH`` names (PEM),
-    to hand to a container; None when it is unset. A file that cannot be read or holds no
-    certificate is refused here, in the worker, with the fix: in a container it would be a
-    TLS error on the first request, after the container started."""
-    named = ((os.environ if env is None else env).get(CA_VARIABLE) or "").strip()
-    if not named:
-        return None
-    facts = {"rule": "mlflow_ca_bundle", "file": named}
-    try:
-        # A DER file is binary: what is not text holds no PEM certificate either.
-        text = Path(named).read_bytes().decode("utf-8", errors="replace")
-    except OSError as exc:
-        raise BadInputError(
-            f"{CA_VARIABLE}={named}: cannot read it ({exc.strerror}). Fix: name the PEM file "
-            "of the CA that signed the MLflow server's certificate, readable by the worker, "
-            "or unset it when the server's certificate is signed by a public CA",
-            facts,
-        ) from exc
-    # Only the certificates go on: a bundle that also holds a private key (a server's
-    # combined PEM, named by mistake) must not carry it into containers and pod specs.
-    certificates = _PEM_BLOCK.findall(text)
-    if not certificates:
-        raise BadInputError(
-            f"{CA_VARIABLE}={named}: holds no PEM certificate (no '{_PEM_CERTIFICATE}' "
-            "line). Fix: name the CA's certificate in PEM form (openssl x509 -in ca.der "
-            "-inform der -out ca.pem converts a DER file)",
-            facts,
-        )
-    return "\n".join(certificates) + "\n"
+    to hand to a container; None when it is unset (``ca_bundles.read_bundle``)."""
+    return read_bundle(CA_VARIABLE, "the MLflow server", "mlflow_ca_bundle", env)

@@ -11,7 +11,8 @@ is retried here and only a lasting one reaches the caller, classified:
 Status retries apply to idempotent methods only (GET, PUT, DELETE): a POST that reached
 the server is never sent twice. Connection failures (nothing was sent) are retried for
 every method. Secrets travel only in the ``Authorization`` header and never appear in an
-exception message.
+exception message. An https server is verified against ``MLOPS_PACK_SERVER_CA`` (a
+private CA's PEM bundle) when that is set, else against the system's trust store.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from typing import Any, NoReturn
 import urllib3
 from urllib3.util.retry import Retry
 
+from mlops_pack.ca_bundles import SERVER_CA_VARIABLE, server_ca
 from mlops_pack.errors import ServerRefusedError, ServiceUnavailableError
 
 RETRY_STATUSES = frozenset({502, 503, 504})
@@ -51,7 +53,10 @@ class ServerClient:
             raise_on_status=False,  # the last answer is returned and classified below
             respect_retry_after_header=True,
         )
-        self._pool = urllib3.PoolManager(maxsize=4)
+        # An https server is verified against the model servers' CA when one is named
+        # (MLOPS_PACK_SERVER_CA: a private CA), else against the system's trust store.
+        ca = server_ca() if self.url.startswith("https://") else None
+        self._pool = urllib3.PoolManager(maxsize=4, **({"ca_cert_data": ca} if ca else {}))
 
     def call(
         self,
@@ -197,7 +202,13 @@ class ServerClient:
 def _reason(exc: Exception) -> str:
     """The underlying cause of a urllib3 failure, without the URL's query or headers."""
     reason = getattr(exc, "reason", None) or exc
-    return f"{type(reason).__name__}: {reason}"
+    said = f"{type(reason).__name__}: {reason}"
+    if isinstance(reason, urllib3.exceptions.SSLError) and "CERTIFICATE_VERIFY_FAILED" in said:
+        said += (
+            f". Fix: when a private CA signed the server's certificate, set {SERVER_CA_VARIABLE} "
+            "to that CA's PEM file"
+        )
+    return said
 
 
 def _decode(raw: bytes) -> Any:

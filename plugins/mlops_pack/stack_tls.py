@@ -1,17 +1,21 @@
-"""``mlops-pack stack tls``: a private CA and the MLflow server's certificate, for
-``docker-compose.tls.yaml`` (MLflow over HTTPS when the stack spans hosts).
+"""``mlops-pack stack tls``: a private CA and the certificates of the MLflow server and
+of the model servers, for ``docker-compose.tls.yaml`` (HTTPS when the stack spans hosts).
 
 The users' passwords travel with every request to the tracking server (basic
-authentication). On one host they stay on the engine's internal networks; between hosts
-they would cross a network in the clear. With the override, the server answers HTTPS
-only, and every client of it (workers, step containers, the api-server, the model
-servers) verifies its certificate against the CA written here.
+authentication), and the model servers' admin tokens and prediction keys with every
+request to a server. On one host they stay on the engine's internal networks; between
+hosts they would cross a network in the clear. With the override, the servers answer
+HTTPS only, and every client (workers, step containers, the api-server, the model
+servers fetching from MLflow, Prometheus) verifies their certificates against the CA
+written here.
 
-The CA's private key is never written: it signs the one server certificate and is gone,
+The CA's private key is never written: it signs the servers' certificates and is gone,
 so a copy of ``ca.pem`` on every host cannot be used to mint another certificate that
 the clients would trust. Renewing means a new CA: remove the folder, run the command
 again and restart the stack. A site with its own PKI puts its own files at these names
-instead (``ca.pem``: the CA bundle; ``mlflow.pem``: the server's chain; ``mlflow-key.pem``).
+instead (``ca.pem``: the CA bundle; ``mlflow.pem``: the server's chain; ``mlflow-key.pem``;
+``model-server-<model>.pem`` and ``model-server-<model>-key.pem`` for each served model).
+A model served later needs its own: a new CA, as for renewing.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mlops_pack.errors import BadInputError
-from mlops_pack.stack_env import ENV_FILE
+from mlops_pack.stack_env import ENV_FILE, served_models
 
 TLS_DIR = Path(".stack") / "tls"
 # What the stack's clients call the server: its service name, and the published port on
@@ -49,6 +53,16 @@ class TlsFiles:
     @classmethod
     def under(cls, folder: Path) -> TlsFiles:
         return cls(folder / "ca.pem", folder / "mlflow.pem", folder / "mlflow-key.pem")
+
+    def server(self, model: str) -> tuple[Path, Path]:
+        """A model server's certificate and key, beside the MLflow server's."""
+        stem = self.ca.parent / server_stem(model)
+        return stem.with_name(f"{stem.name}.pem"), stem.with_name(f"{stem.name}-key.pem")
+
+
+def server_stem(model: str) -> str:
+    """A model server's service name in the compose files, and its files' stem."""
+    return f"model-server-{model}"
 
 
 def _is_host(name: str) -> bool:
@@ -84,9 +98,12 @@ def _ca_key_usage():
     return x509.KeyUsage(key_cert_sign=True, crl_sign=True, **uses)
 
 
-def _certificates(names: Sequence[str]) -> tuple[bytes, bytes, bytes]:
-    """PEM bytes of a new CA certificate, a server certificate it signed for ``names``,
-    and the server's key."""
+def _certificates(
+    servers: dict[str, Sequence[str]],
+) -> tuple[bytes, dict[str, tuple[bytes, bytes]]]:
+    """PEM bytes of a new CA certificate, and for each server (its file stem: the names
+    its certificate carries) a certificate the CA signed and the server's own key. The
+    CA's key signs them all here and is then dropped."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
@@ -94,7 +111,6 @@ def _certificates(names: Sequence[str]) -> tuple[bytes, bytes, bytes]:
 
     now = datetime.datetime.now(datetime.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
-    server_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "mlops-pack stack CA")])
 
     def builder(subject, public_key):
@@ -115,7 +131,7 @@ def _certificates(names: Sequence[str]) -> tuple[bytes, bytes, bytes]:
 
     ca = (
         builder(ca_name, ca_key.public_key())
-        # It signs the server's certificate and nothing below it.
+        # It signs the servers' certificates and nothing below them.
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(_ca_key_usage(), critical=True)
         .add_extension(
@@ -123,27 +139,32 @@ def _certificates(names: Sequence[str]) -> tuple[bytes, bytes, bytes]:
         )
         .sign(ca_key, hashes.SHA256())
     )
-    server = (
-        builder(
-            x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])]),
-            server_key.public_key(),
-        )
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.SubjectAlternativeName(_subject_names(names)), critical=False)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
     pem = serialization.Encoding.PEM
-    key = server_key.private_bytes(
-        pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    return ca.public_bytes(pem), server.public_bytes(pem), key
+    issued = {}
+    for stem, names in servers.items():
+        server_key = ec.generate_private_key(ec.SECP256R1())  # one key per server
+        server = (
+            builder(
+                x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])]),
+                server_key.public_key(),
+            )
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.SubjectAlternativeName(_subject_names(names)), critical=False)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+            .sign(ca_key, hashes.SHA256())
+        )
+        key = server_key.private_bytes(
+            pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+        issued[stem] = (server.public_bytes(pem), key)
+    return ca.public_bytes(pem), issued
 
 
-def write_tls(folder: Path, names: Sequence[str] = ()) -> TlsFiles:
-    """Write a CA bundle and the server's certificate for ``DEFAULT_NAMES`` and ``names``
-    into ``folder``, all at once (staged, then moved into place); refuses to replace
-    existing files."""
+def write_tls(folder: Path, names: Sequence[str] = (), models: Sequence[str] = ()) -> TlsFiles:
+    """Write into ``folder`` a CA bundle, the MLflow server's certificate for
+    ``DEFAULT_NAMES`` and ``names``, and one for each served model's server (its service
+    name, localhost, 127.0.0.1 and ``names``), each with a key of its own; all at once
+    (staged, then moved into place). Refuses to replace existing files."""
     folder = Path(folder)
     if folder.exists():
         raise BadInputError(
@@ -159,15 +180,22 @@ def write_tls(folder: Path, names: Sequence[str] = ()) -> TlsFiles:
             "the clients use for the MLflow server, such as mlflow.example.internal",
             {"rule": "stack_tls_name", "name": bad[0]},
         )
-    ca, cert, key = _certificates([*DEFAULT_NAMES, *names])
+    servers = {"mlflow": [*DEFAULT_NAMES, *names]}
+    for model in models:
+        servers[server_stem(model)] = [server_stem(model), *DEFAULT_NAMES[1:], *names]
+    ca, issued = _certificates(servers)
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".tls-", dir=folder.parent))
     try:
-        staged = TlsFiles.under(staging)
-        for path, data in ((staged.ca, ca), (staged.cert, cert), (staged.key, key)):
+        files = {staging / "ca.pem": ca}
+        for stem, (cert, key) in issued.items():
+            files[staging / f"{stem}.pem"] = cert
+            files[staging / f"{stem}-key.pem"] = key
+        for path, data in files.items():
             path.write_bytes(data)
-            # Bind-mounted into containers of other users (MLflow runs as 65534): readable
-            # there; the stack's folder (.stack, 0700) keeps other users of the host out.
+            # Bind-mounted into containers of other users (the servers run as 65534):
+            # readable there; the stack's folder (.stack, 0700) keeps other users of the
+            # host out, and each server mounts its own key only.
             path.chmod(0o644)
         staging.chmod(0o755)
         os.rename(staging, folder)  # one step: no half-written folder is ever seen
@@ -177,9 +205,13 @@ def write_tls(folder: Path, names: Sequence[str] = ()) -> TlsFiles:
     return TlsFiles.under(folder)
 
 
-def init_tls(project_dir: Path, names: Sequence[str] = ()) -> dict[str, object]:
-    """``stack tls``: the files under ``project_dir/.stack/tls``, and the folder recorded
-    in the stack's ``.env`` as ``STACK_TLS_DIR`` (docker-compose.tls.yaml requires it)."""
+def init_tls(
+    project_dir: Path, names: Sequence[str] = (), include_dir: Path | None = None
+) -> dict[str, object]:
+    """``stack tls``: the files under ``project_dir/.stack/tls`` (a certificate for
+    MLflow and for the server of every served spec under ``include_dir``, by default
+    ``project_dir/include``), and the folder recorded in the stack's ``.env`` as
+    ``STACK_TLS_DIR`` (docker-compose.tls.yaml requires it)."""
     project_dir = Path(project_dir).resolve()
     env_path = project_dir / ENV_FILE
     if not env_path.is_file():
@@ -191,13 +223,23 @@ def init_tls(project_dir: Path, names: Sequence[str] = ()) -> dict[str, object]:
     stack_dir = project_dir / TLS_DIR.parent
     stack_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     stack_dir.chmod(0o700)
-    files = write_tls(stack_dir / TLS_DIR.name, names)
+    include_dir = Path(include_dir or project_dir / "include")
+    if not (include_dir / "models").is_dir():
+        raise BadInputError(
+            f"{include_dir / 'models'} is not a folder: stack tls writes a certificate for "
+            "the server of every served spec there. Fix: give --include the include folder "
+            "stack init was given",
+            {"rule": "stack_tls_include", "file": str(include_dir / "models")},
+        )
+    models = served_models(include_dir)
+    files = write_tls(stack_dir / TLS_DIR.name, names, models)
     _record_in_env(env_path, "STACK_TLS_DIR", lambda kept: kept or str(files.ca.parent))
     if names:
         _record_in_env(env_path, ALLOWED_NAMES_KEY, lambda kept: _allowed_names(kept, names))
     return {
         "tls_dir": str(files.ca.parent),
         "names": list(dict.fromkeys([*DEFAULT_NAMES, *names])),
+        "servers": [server_stem(model) for model in models],
         "valid_days": VALID_DAYS,
     }
 

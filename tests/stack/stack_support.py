@@ -70,8 +70,11 @@ def http_status(url: str, token: str | None = None, ca: Path | None = None) -> i
         return exc.code
 
 
-def local_prometheus_config(folder: Path, ports: dict[str, int]) -> Path:
-    config = yaml.safe_load((ROOT / "include/prometheus/prometheus.yml").read_text())
+def local_prometheus_config(folder: Path, ports: dict[str, int], tls: bool = False) -> Path:
+    """The shipped Prometheus configuration (``tls``: its HTTPS twin) with the targets
+    moved to the local stack's ports on 127.0.0.1."""
+    shipped = "prometheus.tls.yml" if tls else "prometheus.yml"
+    config = yaml.safe_load((ROOT / "include/prometheus" / shipped).read_text())
     targets = {
         "model-server-churn:8181": f"127.0.0.1:{ports['churn']}",
         "model-server-diabetes:8182": f"127.0.0.1:{free_port()}",  # not started here
@@ -250,12 +253,13 @@ def local_stack(
 ) -> Iterator[dict]:
     """docker-compose.local.yaml with its Airflow profile, up on free ports (``services``
     only, when named, with what they depend on); yields ports, the ``.env`` values, the
-    project name, the data folder, the label feed's folder and the MLflow server's URL
-    and CA bundle (None over plain HTTP). Always taken down with its volumes, and
-    nothing of the project may be left behind.
+    project name, the data folder, the label feed's folder, the MLflow server's and the
+    churn server's URLs and the stack's CA bundle (None over plain HTTP). Always taken
+    down with its volumes, and nothing of the project may be left behind.
 
     ``tls``: with docker-compose.local-tls.yaml, after ``mlops-pack stack tls`` as a user
-    runs it: MLflow answers HTTPS only, and every client verifies it against the CA.
+    runs it: MLflow and the churn server answer HTTPS only, and every client verifies
+    them against the stack's CA.
 
     ``include`` and ``data`` must be readable by the workers' uid; the workers see them at
     their own paths (/opt/airflow/...), and step containers get copies."""
@@ -264,7 +268,7 @@ def local_stack(
     code, _ = run_cli("stack", "init", "--dir", folder, "--include", include)
     assert code == 0
     if tls:
-        code, _ = run_cli("stack", "tls", "--dir", folder)
+        code, _ = run_cli("stack", "tls", "--dir", folder, "--include", include)
         assert code == 0
     ports = {name: free_port() for name in PORTS}
     # The label feed the workers read (the test writes labels into <labels>/<model>).
@@ -272,7 +276,7 @@ def local_stack(
     env = {
         **os.environ,
         "STACK_SECRETS_DIR": str(folder / ".stack" / "secrets"),
-        "LOCAL_PROMETHEUS_CONFIG": str(local_prometheus_config(folder, ports)),
+        "LOCAL_PROMETHEUS_CONFIG": str(local_prometheus_config(folder, ports, tls)),
         "LOCAL_INCLUDE_DIR": str(include),
         "LOCAL_DATA_DIR": str(data),
         "LOCAL_LABELS_DIR": str(labels),
@@ -281,6 +285,7 @@ def local_stack(
         **{f"LOCAL_{name.upper()}_PORT": str(port) for name, port in ports.items()},
         **extra_env,
     }
+    scheme = "https" if tls else "http"
     project = f"mlops-local-{uuid.uuid4().hex[:8]}"
     compose = [docker_compose(), "-p", project, "--env-file", str(folder / ".env")]
     compose += ["-f", str(LOCAL), *(["-f", str(LOCAL_TLS)] if tls else []), "--profile", "airflow"]
@@ -296,8 +301,10 @@ def local_stack(
             "project": project,
             "data": data,
             "labels": labels,
-            "mlflow_url": f"{'https' if tls else 'http'}://127.0.0.1:{ports['mlflow']}",
-            "mlflow_ca": folder / ".stack" / "tls" / "ca.pem" if tls else None,
+            "mlflow_url": f"{scheme}://127.0.0.1:{ports['mlflow']}",
+            "churn_url": f"{scheme}://127.0.0.1:{ports['churn']}",
+            # The stack's CA (stack tls): MLflow's and the churn server's certificates.
+            "ca": folder / ".stack" / "tls" / "ca.pem" if tls else None,
         }
     finally:
         shutil.rmtree(labels, ignore_errors=True)
@@ -365,7 +372,7 @@ def mlflow_client(stack: dict, monkeypatch, user: str = "mlops-pack"):
 
     for name, value in mlflow_signin(user, stack["secrets"]).items():
         monkeypatch.setenv(name, value)
-    url, ca = stack["mlflow_url"], stack["mlflow_ca"]
+    url, ca = stack["mlflow_url"], stack["ca"]
     if ca is not None:
         monkeypatch.setenv("MLFLOW_TRACKING_SERVER_CERT_PATH", str(ca))
     wait_until(lambda: http_status(f"{url}/health", ca=ca) == 200, "mlflow", timeout=400)

@@ -334,27 +334,35 @@ def test_mlflow_answers_clients_on_its_published_port_whatever_it_is(stack_env, 
         assert host in allowed, (host, allowed)
 
 
-def test_the_tls_override_puts_every_mlflow_client_on_https_with_the_stack_s_ca(stack_env):
-    """docker-compose.tls.yaml over the shipped file: the MLflow server gets its
-    certificate and key and checks its own health over HTTPS; every service that talks
-    to it (the workers, and through them the steps; the api-server; the model servers)
-    has its https URL and the CA mounted where MLFLOW_TRACKING_SERVER_CERT_PATH says;
-    no plain-HTTP address of MLflow is left in the merged file."""
+def test_the_tls_override_puts_every_client_on_https_with_the_stack_s_ca(stack_env):
+    """docker-compose.tls.yaml over the shipped file: MLflow and each model server get
+    their own certificate and key (no other's) and check their own health over HTTPS;
+    every service that talks to MLflow (the workers, and through them the steps; the
+    api-server; the model servers) has its https URL and the CA mounted where
+    MLFLOW_TRACKING_SERVER_CERT_PATH says; the workers reach the model servers by https
+    Connections, verified with MLOPS_PACK_SERVER_CA; Prometheus scrapes the servers by
+    the shipped HTTPS twin of its configuration, with the CA. No plain-HTTP address of
+    MLflow or of a model server is left in the merged file."""
     refused = compose_config(stack_env, TLS_OVERRIDE)  # before stack tls: no folder yet
     assert refused.returncode != 0
     assert "run mlops-pack stack tls" in refused.stderr, refused.stderr
-    code, _ = run_cli("stack", "tls", "--dir", stack_env.parent)
+    code, _ = run_cli("stack", "tls", "--dir", stack_env.parent, "--include", ROOT / "include")
     assert code == 0
     result = compose_config(stack_env, TLS_OVERRIDE)
     assert result.returncode == 0, result.stderr
     services = yaml.safe_load(result.stdout)["services"]
     assert set(services) == LONG_RUNNING | {"airflow-init"}
-    assert "http://mlflow" not in result.stdout
+    assert "http://mlflow" not in result.stdout and "http://model-server" not in result.stdout
+    tls_dir = stack_env.parent / ".stack" / "tls"
+    ca_mount = f"{tls_dir}/ca.pem:/run/stack-tls/ca.pem:ro"
     mlflow = services["mlflow"]
-    assert mlflow["environment"]["MLFLOW_TLS_CERT_FILE"] == "/run/mlflow-tls/mlflow.pem"
-    assert mlflow["environment"]["MLFLOW_TLS_KEY_FILE"] == "/run/mlflow-tls/mlflow-key.pem"
-    tls_dir = str(stack_env.parent / ".stack" / "tls")
-    assert f"{tls_dir}:/run/mlflow-tls:ro" in mlflow["volumes"]
+    assert mlflow["environment"]["MLFLOW_TLS_CERT_FILE"] == "/run/stack-tls/mlflow.pem"
+    assert mlflow["environment"]["MLFLOW_TLS_KEY_FILE"] == "/run/stack-tls/mlflow-key.pem"
+    assert sorted(v for v in mlflow["volumes"] if str(tls_dir) in v) == sorted([
+        ca_mount,
+        f"{tls_dir}/mlflow.pem:/run/stack-tls/mlflow.pem:ro",
+        f"{tls_dir}/mlflow-key.pem:/run/stack-tls/mlflow-key.pem:ro",
+    ])  # fmt: skip
     assert "/mlartifacts" in mount_targets(mlflow)  # the main file's volume is kept
     assert "https://127.0.0.1:5000/health" in " ".join(mlflow["healthcheck"]["test"])
 
@@ -369,13 +377,38 @@ def test_the_tls_override_puts_every_mlflow_client_on_https_with_the_stack_s_ca(
     for name in clients:
         service = services[name]
         env = service["environment"]
-        assert env["MLFLOW_TRACKING_SERVER_CERT_PATH"] == "/run/mlflow-tls/ca.pem", name
-        assert f"{tls_dir}/ca.pem:/run/mlflow-tls/ca.pem:ro" in service["volumes"], name
+        assert env["MLFLOW_TRACKING_SERVER_CERT_PATH"] == "/run/stack-tls/ca.pem", name
+        assert ca_mount in service["volumes"], name
         command = service.get("command") or []
         if "--registry-url" in command:
             assert command[command.index("--registry-url") + 1] == "https://mlflow:5000"
         else:
             assert env["MLFLOW_TRACKING_URI"] == "https://mlflow:5000", name
+    for model, port in (("churn", 8181), ("diabetes", 8182)):
+        server = services[f"model-server-{model}"]
+        command = server["command"]
+        assert command[command.index("--tls-cert-file") + 1] == "/run/stack-tls/server.pem"
+        assert command[command.index("--tls-key-file") + 1] == "/run/stack-tls/server-key.pem"
+        own = [v for v in server["volumes"] if str(tls_dir) in v and v != ca_mount]
+        assert sorted(own) == sorted([
+            f"{tls_dir}/model-server-{model}.pem:/run/stack-tls/server.pem:ro",
+            f"{tls_dir}/model-server-{model}-key.pem:/run/stack-tls/server-key.pem:ro",
+        ]), own  # fmt: skip
+        assert f"https://127.0.0.1:{port}/version" in " ".join(server["healthcheck"]["test"])
+        connection = json.loads(
+            services["airflow-worker"]["environment"][
+                f"AIRFLOW_CONN_MLOPS_PACK_SERVER_{model.upper()}"
+            ]
+        )
+        assert (connection["schema"], connection["host"]) == ("https", f"model-server-{model}")
+    assert services["airflow-worker"]["environment"]["MLOPS_PACK_SERVER_CA"] == (
+        "/run/stack-tls/ca.pem"
+    )
+    prometheus = services["prometheus"]
+    assert "./include/prometheus/prometheus.yml" not in " ".join(prometheus["volumes"])
+    assert any(v.endswith("include/prometheus/prometheus.tls.yml:/etc/prometheus/prometheus.yml:ro")
+               for v in prometheus["volumes"]), prometheus["volumes"]  # fmt: skip
+    assert f"{tls_dir}/ca.pem:/etc/prometheus/tls/ca.pem:ro" in prometheus["volumes"]
     # The main file's settings of those services are kept (merged, not replaced).
     worker = services["airflow-worker"]
     assert worker["environment"]["DOCKER_HOST"] == "tcp://docker-proxy:2375"
@@ -388,20 +421,47 @@ def test_the_tls_override_puts_every_mlflow_client_on_https_with_the_stack_s_ca(
     assert "/run/mlops-secrets" in mount_targets(churn)
 
 
+def test_the_shipped_prometheus_tls_twin_is_the_generated_one():
+    """prometheus.tls.yml is prometheus.yml with the model servers' jobs on https and
+    the CA: nothing else differs, and `mlops-pack stack dashboards` writes it."""
+    from mlops_pack.prometheus_tls import CA_IN_CONTAINER, twin_text
+
+    shipped = (ROOT / "include" / "prometheus" / "prometheus.tls.yml").read_text()
+    assert shipped == twin_text(ROOT / "include"), (
+        "prometheus.tls.yml is stale: run `mlops-pack stack dashboards`"
+    )
+    plain = yaml.safe_load((ROOT / "include" / "prometheus" / "prometheus.yml").read_text())
+    twin = yaml.safe_load(shipped)
+    assert twin["global"] == plain["global"]
+    for before, after in zip(plain["scrape_configs"], twin["scrape_configs"], strict=True):
+        if before["job_name"].startswith("model-server-"):
+            assert after == {**before, "scheme": "https",
+                             "tls_config": {"ca_file": CA_IN_CONTAINER}}  # fmt: skip
+        else:
+            assert after == before
+
+
 def test_stack_tls_writes_a_ca_and_a_certificate_for_the_server_s_names_once(stack_env, capsys):
-    """``mlops-pack stack tls`` after ``stack init``: the CA bundle, the server's
-    certificate (its names: the service name, this host, and what --name adds) and key,
-    readable by the containers' users inside the stack's private folder, and the folder
-    recorded in .env; run again, it refuses and changes nothing."""
+    """``mlops-pack stack tls`` after ``stack init``: the CA bundle, and for MLflow and
+    each served model's server a certificate (its names: the service name, this host,
+    and what --name adds) and a key of its own, readable by the containers' users inside
+    the stack's private folder, and the folder recorded in .env; run again, it refuses
+    and changes nothing."""
     from cryptography import x509
 
     project = stack_env.parent
-    code, _ = run_cli("stack", "tls", "--dir", project, "--name", "mlflow.example.internal",
-                      "--name", "10.0.0.7", "--name", "fd00::7")  # fmt: skip
+    include = ROOT / "include"
+    code, _ = run_cli("stack", "tls", "--dir", project, "--include", include,
+                      "--name", "mlflow.example.internal", "--name", "10.0.0.7",
+                      "--name", "fd00::7")  # fmt: skip
     assert code == 0
     assert "into .env's MLFLOW_ALLOWED_NAMES" in capsys.readouterr().out
     folder = project / ".stack" / "tls"
-    assert sorted(p.name for p in folder.iterdir()) == ["ca.pem", "mlflow-key.pem", "mlflow.pem"]
+    servers = [f"model-server-{model}" for model in SERVED]
+    assert sorted(p.name for p in folder.iterdir()) == sorted(
+        ["ca.pem", "mlflow-key.pem", "mlflow.pem"]
+        + [f"{stem}{end}" for stem in servers for end in (".pem", "-key.pem")]
+    )
     assert (project / ".stack").stat().st_mode & 0o777 == 0o700
     assert folder.stat().st_mode & 0o777 == 0o755
     assert {p.stat().st_mode & 0o777 for p in folder.iterdir()} == {0o644}  # user 65534
@@ -420,9 +480,20 @@ def test_stack_tls_writes_a_ca_and_a_certificate_for_the_server_s_names_once(sta
     # The CA's private key is not kept: nothing else can be signed with it.
     assert "PRIVATE KEY" not in (folder / "ca.pem").read_text()
     assert "PRIVATE KEY" in (folder / "mlflow-key.pem").read_text()
+    # Each model server: signed by the same CA, for its service name, with its own key.
+    keys = {(folder / "mlflow-key.pem").read_text()}
+    for stem in servers:
+        server = x509.load_pem_x509_certificate((folder / f"{stem}.pem").read_bytes())
+        ca.public_key().verify(server.signature, server.tbs_certificate_bytes, _ecdsa(server))
+        alt = server.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        assert [str(n.value) for n in alt] == [
+            stem, "localhost", "127.0.0.1", "mlflow.example.internal", "10.0.0.7", "fd00::7"
+        ]  # fmt: skip
+        keys.add((folder / f"{stem}-key.pem").read_text())
+    assert len(keys) == 1 + len(servers)
     before = {p.name: p.read_bytes() for p in folder.iterdir()}
     env_before = stack_env.read_text()
-    code, _ = run_cli("stack", "tls", "--dir", project)
+    code, _ = run_cli("stack", "tls", "--dir", project, "--include", include)
     assert code != 0
     assert f"{folder} exists: stack tls never replaces" in capsys.readouterr().err
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
@@ -433,7 +504,11 @@ def test_stack_tls_writes_a_ca_and_a_certificate_for_the_server_s_names_once(sta
     assert "Fix: run mlops-pack stack init first" in capsys.readouterr().err
     (other / ".env").parent.mkdir()
     (other / ".env").write_text("X=1\n")
-    code, _ = run_cli("stack", "tls", "--dir", other, "--name", "http://mlflow")
+    code, _ = run_cli("stack", "tls", "--dir", other, "--name", "mlflow.example.internal")
+    assert code != 0  # no include folder: it would write no model server's certificate
+    assert "Fix: give --include the include folder" in capsys.readouterr().err
+    code, _ = run_cli("stack", "tls", "--dir", other, "--include", include,
+                      "--name", "http://mlflow")  # fmt: skip
     assert code != 0
     assert "--name 'http://mlflow' is not a host name" in capsys.readouterr().err
     assert not (other / ".stack" / "tls").exists()
@@ -474,7 +549,8 @@ def test_stack_tls_keeps_the_names_the_env_lists_already(stack_env):
     which adds its --name values beside it, once each."""
     with stack_env.open("a") as env:
         env.write("MLFLOW_ALLOWED_NAMES=mlflow.corp,mlflow.corp:*\n")
-    code, _ = run_cli("stack", "tls", "--dir", stack_env.parent, "--name", "mlflow.corp",
+    code, _ = run_cli("stack", "tls", "--dir", stack_env.parent, "--include", ROOT / "include",
+                      "--name", "mlflow.corp",
                       "--name", "mlflow.example.internal")  # fmt: skip
     assert code == 0
     assert env_values(stack_env)["MLFLOW_ALLOWED_NAMES"] == (

@@ -3,7 +3,9 @@ its own networks answering HTTPS only, with the certificate ``mlops-pack stack t
 wrote, and the clients that run in containers of the stack verifying it by its service
 name: a container on the steps network, and the churn model server fetching a version
 from ``https://mlflow:5000``. The version is registered from this host through the
-published port (the certificate names 127.0.0.1 too).
+published port (the certificate names 127.0.0.1 too). The churn server itself answers
+HTTPS only, with its own certificate: the pack's client here verifies it with the CA
+and is refused without.
 
 Only the services this needs run (Postgres, MLflow, the churn server), from the local
 builds the shipped-file test uses. The workers and the api-server get the same URL and
@@ -24,6 +26,7 @@ import urllib.request
 import uuid
 
 import pytest
+from mlops_pack.errors import ServiceUnavailableError
 from mlops_pack.server_client import ServerClient
 from services import mlflow_signin
 from stack_support import (
@@ -70,7 +73,8 @@ print(json.dumps(found))
 @pytest.fixture(scope="module")
 def tls_stack(task_image):
     folder = stack_folder("compose-tls-")
-    code, _ = run_cli("stack", "tls", "--dir", folder, "--name", OTHER_NAME)
+    code, _ = run_cli("stack", "tls", "--dir", folder, "--include", ROOT / "include",
+                      "--name", OTHER_NAME)  # fmt: skip
     assert code == 0
     project = f"mlops-tls-{uuid.uuid4().hex[:8]}"
     ports = {name: free_port() for name in ("mlflow", "churn")}
@@ -176,7 +180,9 @@ def test_the_model_server_fetches_a_version_over_https(tls_stack, data_dir, monk
                                "--out", out / step)  # fmt: skip
         assert code == 0, result
     secrets = tls_stack["server_secrets"]
-    url = f"http://127.0.0.1:{tls_stack['ports']['churn']}"
+    # The server answers HTTPS only too; this process verifies it as the workers do.
+    monkeypatch.setenv("MLOPS_PACK_SERVER_CA", str(tls_stack["tls"] / "ca.pem"))
+    url = f"https://127.0.0.1:{tls_stack['ports']['churn']}"
     admin = ServerClient(url, (secrets / "admin_token").read_text().strip())
     public = ServerClient(url, (secrets / "prediction_key").read_text().strip())
     registry = Registry()
@@ -184,7 +190,11 @@ def test_the_model_server_fetches_a_version_over_https(tls_stack, data_dir, monk
     assert served["served"]["version"] == "1"
     assert public.ok("GET", "/version")["version"] == "1"
     assert admin.ok("GET", "/admin/stats")["model_source"] == "registry"
+    # Without the CA the pack's client refuses the server, and says what to set.
+    monkeypatch.delenv("MLOPS_PACK_SERVER_CA")
+    with pytest.raises(ServiceUnavailableError, match="Fix: when a private CA signed"):
+        ServerClient(url, "not-sent", retries=0).call("GET", "/version")
     server = service_container(tls_stack["project"], "model-server-churn")
     shown = subprocess.run(["docker", "inspect", "--format", "{{json .Config.Env}}", server],
                            capture_output=True, text=True, check=True)  # fmt: skip
-    assert "MLFLOW_TRACKING_SERVER_CERT_PATH=/run/mlflow-tls/ca.pem" in json.loads(shown.stdout)
+    assert "MLFLOW_TRACKING_SERVER_CERT_PATH=/run/stack-tls/ca.pem" in json.loads(shown.stdout)

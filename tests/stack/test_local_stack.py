@@ -86,6 +86,13 @@ def unserved(raw: dict) -> None:
     del raw["serving"], raw["monitoring"]
 
 
+@pytest.fixture(autouse=True)
+def _trusts_the_stack(local_stack, monkeypatch):
+    """This process's clients of the model server (the pack's server client, the
+    simulator) verify it against the stack's CA, as the workers do."""
+    monkeypatch.setenv("MLOPS_PACK_SERVER_CA", str(local_stack["ca"]))
+
+
 @pytest.fixture(scope="module")
 def local_stack(task_image):
     include = churn_spec_copy(open_dir("local-stack-include-"), relaxed).parents[1]
@@ -187,7 +194,7 @@ def test_mlflow_keeps_runs_in_postgres_and_artifacts_behind_its_url(
     client = mlflow_client(local_stack, monkeypatch)
     # HTTPS only (docker-compose.local-tls.yaml): a client without the stack's CA is
     # refused, and plain HTTP gets no answer.
-    url, ca = local_stack["mlflow_url"], local_stack["mlflow_ca"]
+    url, ca = local_stack["mlflow_url"], local_stack["ca"]
     assert url.startswith("https://")
     search = f"{url}/api/2.0/mlflow/experiments/search?max_results=5"
     with pytest.raises(urllib.error.URLError, match="CERTIFICATE_VERIFY_FAILED"):
@@ -224,11 +231,24 @@ def test_mlflow_keeps_runs_in_postgres_and_artifacts_behind_its_url(
 
 
 def test_model_server_runs_hardened_and_prometheus_scrapes_it(local_stack):
+    """The churn server answers HTTPS only, with a certificate of its own (not MLflow's)
+    that the stack's CA signed; it is hardened, and Prometheus scrapes it over HTTPS."""
     ports, secrets = local_stack["ports"], local_stack["secrets"]
-    server = f"http://127.0.0.1:{ports['churn']}"
+    server, ca = local_stack["churn_url"], local_stack["ca"]
     key = secrets["CHURN_PREDICTION_KEY"]
-    wait_until(lambda: http_status(f"{server}/version", key) == 200, "model server")
-    assert http_status(f"{server}/version") == 401
+    wait_until(lambda: http_status(f"{server}/version", key, ca) == 200, "model server")
+    assert http_status(f"{server}/version", ca=ca) == 401
+    with pytest.raises(urllib.error.URLError, match="CERTIFICATE_VERIFY_FAILED"):
+        urllib.request.urlopen(f"{server}/version", timeout=10)
+    with pytest.raises((urllib.error.URLError, ConnectionError)):
+        urllib.request.urlopen(f"http://127.0.0.1:{ports['churn']}/version", timeout=10)
+    context = ssl.create_default_context(cafile=ca)
+    with (
+        socket.create_connection(("127.0.0.1", ports["churn"]), timeout=10) as raw,
+        context.wrap_socket(raw, server_hostname="127.0.0.1") as tls,
+    ):
+        names = [value for _, value in tls.getpeercert()["subjectAltName"]]
+    assert names[0] == "model-server-churn" and "mlflow" not in names, names
     container = service_container(local_stack["project"], "model-server-churn")
     inspect = json.loads(
         subprocess.run(
@@ -393,7 +413,7 @@ def test_the_served_model_follows_the_alias_and_every_panel_has_data(local_stack
     _, _, states = retrain(local_stack, "churn")
     assert states["promote"] == "success" and states["deploy"] == "success", states
     champion = champion_version(local_stack, "churn")
-    server = f"http://127.0.0.1:{ports['churn']}"
+    server = local_stack["churn_url"]
     key = secrets["CHURN_PREDICTION_KEY"]
     status, served, _ = ServerClient(server, key).call("GET", "/version")
     assert status == 200 and served["version"] == champion, served
@@ -427,7 +447,7 @@ def test_the_monitor_on_a_worker_reads_the_servers_logs_and_the_label_feed(local
     try:
         code = main([str(a) for a in (
             "simulate", "--spec", ROOT / "include/models/churn.yaml",
-            "--server-url", f"http://127.0.0.1:{ports['churn']}",
+            "--server-url", local_stack["churn_url"],
             "--prediction-key-file", key_file,
             "--labels-dir", local_stack["labels"] / "churn",
             "--days", "1", "--rows-per-day", "600", "--batch-rows", "100",

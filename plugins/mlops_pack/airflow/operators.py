@@ -13,7 +13,7 @@ import json
 import os
 import re
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path, PurePosixPath
@@ -37,6 +37,7 @@ from mlops_pack.airflow.links import (
     MonitorReportLink,
     ServedVersionLink,
 )
+from mlops_pack.ca_bundles import SERVER_CA_FILE, SERVER_CA_VARIABLE, server_ca
 from mlops_pack.errors import BadInputError
 from mlops_pack.iso_time import aware_time
 from mlops_pack.settings import store_not_writable, writable_by
@@ -51,6 +52,15 @@ STEP_SECRETS = "/run/mlops-pack/secrets"
 STEP_REMOTE_WORK = "/work/run"
 STEP_REMOTE_HOME = "/tmp/mlops-home"  # noqa: S108
 LOCK_DSN_FILE = "lock_dsn"
+# Files among a step's secrets, and the variable that names each one's copy in the step
+# (never the value: docker inspect shows a container's environment). The CA bundles are
+# public, but the step can read no file of this host.
+_SECRET_FILE_VARIABLES = {
+    LOCK_DSN_FILE: "MLOPS_PACK_LOCK_DSN_FILE",
+    mlflow_credentials.CREDENTIALS_FILE: mlflow_credentials.FILE_VARIABLE,
+    mlflow_credentials.CA_FILE: mlflow_credentials.CA_VARIABLE,  # MLflow's client reads it
+    SERVER_CA_FILE: SERVER_CA_VARIABLE,  # the pack's server client reads it
+}
 # What include/ may hold to be copied into every step (it is specs and suites; data
 # belongs under MLOPS_PACK_DATA_DIR).
 INCLUDE_COPY_LIMIT = 64 << 20
@@ -222,7 +232,7 @@ class MlopsStepOperator(BaseOperator):
             (work / "overrides.json").write_text(json.dumps(overrides), encoding="utf-8")
             argv += ["--overrides", "{work}/overrides.json"]
         argv += self.step_arguments(context, work)
-        self._ca_bundle = _ca_bundle()
+        self._ca_bundle = _worker_bundle(mlflow_credentials.ca_bundle)
         try:
             argv += self._server_arguments()
             if runner == "docker":
@@ -255,6 +265,9 @@ class MlopsStepOperator(BaseOperator):
         if conn_id is None:
             return []
         url, secrets = self._server_secrets(conn_id)
+        bundle = _worker_bundle(server_ca) if url.startswith("https://") else None
+        if bundle is not None:  # the step verifies the server against its copy
+            secrets[SERVER_CA_FILE] = bundle
         self._secrets = _private_secrets_dir()
         uid, gid = container_user(_home())
         for name, value in secrets.items():
@@ -433,17 +446,9 @@ class MlopsStepOperator(BaseOperator):
         for name in passed:
             if os.environ.get(name):
                 environment[name] = os.environ[name]
-        if self._secrets and (self._secrets / LOCK_DSN_FILE).exists():
-            environment["MLOPS_PACK_LOCK_DSN_FILE"] = f"{places.secrets}/{LOCK_DSN_FILE}"
-        if self._secrets and (self._secrets / mlflow_credentials.CREDENTIALS_FILE).exists():
-            environment[mlflow_credentials.FILE_VARIABLE] = (
-                f"{places.secrets}/{mlflow_credentials.CREDENTIALS_FILE}"
-            )
-        if self._secrets and (self._secrets / mlflow_credentials.CA_FILE).exists():
-            # MLflow's client verifies the server against the step's copy of the bundle.
-            environment[mlflow_credentials.CA_VARIABLE] = (
-                f"{places.secrets}/{mlflow_credentials.CA_FILE}"
-            )
+        for name, variable in _SECRET_FILE_VARIABLES.items():
+            if self._secrets and (self._secrets / name).exists():
+                environment[variable] = f"{places.secrets}/{name}"
         if extensions is not None:  # in-house modules: read-only, importable by the step
             environment["MLOPS_PACK_EXTENSIONS_DIR"] = places.extensions
         return environment
@@ -554,7 +559,6 @@ class MlopsStepOperator(BaseOperator):
         import tempfile
 
         from mlops_pack.airflow.hooks import ModelServerHook
-        from mlops_pack.errors import ServerRefusedError
         from mlops_pack.served_logs import download_window, prune_idle
         from mlops_pack.server_client import ServerClient
 
@@ -571,7 +575,8 @@ class MlopsStepOperator(BaseOperator):
             got = download_window(
                 ServerClient(access.url, access.admin_token), start, end, self._downloads, cache
             )
-        except ServerRefusedError as refused:  # a wrong token or window: not retried
+        # A wrong token or window, or an unusable MLOPS_PACK_SERVER_CA: not retried.
+        except BadInputError as refused:
             raise MlopsBadInputFailure(str(refused), refused.payload) from None
         for day in prune_idle(caches):
             self.log.info("removed %s from this worker's cache of prediction logs", day)
@@ -691,12 +696,13 @@ def _when(text: str, name: str) -> datetime:
         raise MlopsBadInputFailure(str(problem), problem.payload) from None
 
 
-def _ca_bundle() -> str | None:
-    """The CA bundle named for the MLflow server (MLFLOW_TRACKING_SERVER_CERT_PATH), read
-    when the task begins: one that cannot be used fails the task at once, whatever the
-    runner (in a step it would be a TLS error on the first request, retried)."""
+def _worker_bundle(read: Callable[[], str | None]) -> str | None:
+    """A CA bundle of this worker's (``read``: the MLflow server's, when the task begins;
+    the model servers', for a step that calls one): one that cannot be used fails the
+    task at once, whatever the runner (in a step it would be a TLS error on the first
+    request, retried)."""
     try:
-        return mlflow_credentials.ca_bundle()
+        return read()
     except BadInputError as problem:
         raise MlopsBadInputFailure(str(problem), problem.payload) from None
 

@@ -9,6 +9,10 @@ command line or the environment, where ``ps`` and ``docker inspect`` would show 
 needs them (a read-only user is enough), come from ``--registry-credentials-file``:
 ``MLFLOW_TRACKING_USERNAME=...`` and ``MLFLOW_TRACKING_PASSWORD=...``, or
 ``MLFLOW_TRACKING_TOKEN=...``, one per line.
+
+``--tls-cert-file`` and ``--tls-key-file`` make it answer HTTPS only, so that its admin
+token and prediction keys do not cross a network between hosts in the clear; clients of
+the pack verify it against ``MLOPS_PACK_SERVER_CA`` when a private CA signed it.
 """
 
 from __future__ import annotations
@@ -36,7 +40,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--prediction-key-file", required=True, type=Path)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, help="default: the spec's serving.port")
+    parser.add_argument("--tls-cert-file", type=Path, help="serve HTTPS: the certificate (PEM)")
+    parser.add_argument("--tls-key-file", type=Path, help="serve HTTPS: its private key (PEM)")
     args = parser.parse_args(argv)
+    tls = _tls_options(args.tls_cert_file, args.tls_key_file)
 
     # One thread per predict: the best single-row latency, and no OpenMP spin-waiting.
     from threadpoolctl import threadpool_limits
@@ -73,7 +80,27 @@ def main(argv: list[str] | None = None) -> None:
         log_level="warning",
         access_log=False,  # request lines add latency; the prediction log records each one
         timeout_graceful_shutdown=10,
+        **tls,
     )
+
+
+def _tls_options(cert: Path | None, key: Path | None) -> dict[str, str]:
+    """uvicorn's TLS options: HTTPS only when both files are given, plain HTTP when
+    neither; anything else stops the start with the fix, before a model is loaded."""
+    if cert is None and key is None:
+        return {}
+    if cert is None or key is None:
+        raise SystemExit(
+            "error: --tls-cert-file and --tls-key-file go together (the certificate chain "
+            "and its private key, PEM). Fix: give both, or neither for plain HTTP"
+        )
+    for option, path in (("--tls-cert-file", cert), ("--tls-key-file", key)):
+        if not path.is_file() or not os.access(path, os.R_OK):
+            raise SystemExit(
+                f"error: {option} {path} is not a readable file. Fix: mount the server's "
+                "certificate and key readable by its user"
+            )
+    return {"ssl_certfile": str(cert), "ssl_keyfile": str(key)}
 
 
 if __name__ == "__main__":
