@@ -43,8 +43,8 @@ def read_bundle(
     except OSError as exc:
         raise BadInputError(
             f"{variable}={named}: cannot read it ({exc.strerror}). Fix: name the PEM file "
-            f"of the CA that signed {server}'s certificate, readable by this process, or "
-            "unset it when that certificate is signed by a public CA",
+            f"of the CA that signed the certificate of {server}, readable by this process, "
+            "or unset it when a public CA signed that certificate",
             facts,
         ) from exc
     # Only the certificates go on: a bundle that also holds a private key (a server's

@@ -112,14 +112,21 @@ def cmd_stack_init(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
 def cmd_stack_tls(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
     from mlops_pack.stack_tls import init_tls
 
-    record = init_tls(Path(args.dir), args.name, Path(args.include) if args.include else None)
+    include = Path(args.include) if args.include else None
+    record = init_tls(Path(args.dir), args.name, include, args.server_name)
     servers = "".join(f", {stem}.pem" for stem in record["servers"])
     print(
         f"wrote {record['tls_dir']}: ca.pem, mlflow.pem for {', '.join(record['names'])}"
-        f"{servers} (each with its -key.pem; {record['valid_days']} days), and "
-        "STACK_TLS_DIR into .env; start the stack with -f docker-compose.yaml "
-        "-f docker-compose.tls.yaml"
+        f"{servers} (each with its -key.pem; {record['valid_days']} days); start the "
+        "stack with -f docker-compose.yaml -f docker-compose.tls.yaml"
     )
+    if record["tls_dir_in_env"] != record["tls_dir"]:  # the user's setting stands
+        print(
+            f"note: .env keeps STACK_TLS_DIR={record['tls_dir_in_env']}, so the stack "
+            f"uses the files there, not these; edit .env to use {record['tls_dir']}"
+        )
+    else:
+        print("and STACK_TLS_DIR into .env")
     if args.name:  # MLflow answers only the Host headers it lists (docker-compose.yaml)
         print(
             f"and {', '.join(args.name)} (with any port) into .env's MLFLOW_ALLOWED_NAMES: "
@@ -136,7 +143,10 @@ def cmd_stack_dashboards(args: argparse.Namespace) -> tuple[int, dict[str, Any]]
     include = Path(args.include)
     for path in write_dashboards(include, served_models(include)):
         print(f"wrote {path}")
-    print(f"wrote {write_twin(include)}")
+    if (include / "prometheus" / "prometheus.yml").is_file():
+        print(f"wrote {write_twin(include)}")
+    else:  # an include folder of specs only: no Prometheus configuration to derive from
+        print(f"no {include / 'prometheus' / 'prometheus.yml'}: prometheus.tls.yml not written")
     return EXIT_OK, {}
 
 
@@ -674,13 +684,22 @@ def _stack_commands(sub) -> None:
     p.add_argument("--dir", default=".", help="the folder of docker-compose.yaml")
     p.add_argument("--include", help="include dir with the model specs (default DIR/include)")
     p.set_defaults(func=cmd_stack_init, writes_result=False)
-    p = stack.add_parser("tls", help="write a CA and the MLflow server's certificate (once)")
+    p = stack.add_parser(
+        "tls", help="write a CA and the certificates of MLflow and the model servers (once)"
+    )
     p.add_argument("--dir", default=".", help="the folder of docker-compose.yaml")
     p.add_argument(
         "--name",
         action="append",
         default=[],
-        help="another name (or IP) clients on other hosts reach the servers by; repeatable",
+        help="another name (or IP) clients on other hosts reach MLflow by; repeatable",
+    )
+    p.add_argument(
+        "--server-name",
+        action="append",
+        default=[],
+        metavar="MODEL=NAME",
+        help="another name (or IP) clients reach MODEL's server by; repeatable",
     )
     p.add_argument("--include", help="include dir with the model specs (default DIR/include)")
     p.set_defaults(func=cmd_stack_tls, writes_result=False)

@@ -27,19 +27,22 @@ import urllib3
 from urllib3.util.retry import Retry
 
 from mlops_pack.ca_bundles import SERVER_CA_VARIABLE, server_ca
-from mlops_pack.errors import ServerRefusedError, ServiceUnavailableError
+from mlops_pack.errors import BadInputError, ServerRefusedError, ServiceUnavailableError
 
 RETRY_STATUSES = frozenset({502, 503, 504})
 IDEMPOTENT = frozenset({"GET", "PUT", "DELETE"})
+LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
 
 
 class ServerClient:
     def __init__(
         self, url: str, secret: str, timeout: float = 30.0, retries: int = 3, backoff: float = 0.3
     ) -> None:
-        if not url.startswith(("http://", "https://")):
+        scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+        if scheme not in ("http", "https"):
             raise ValueError(f"model server URL must be http(s), got {url!r}")
         self.url = url.rstrip("/")
+        _refuse_plain_http_beside_a_ca(scheme, self.url)
         self._secret = secret
         self.timeout = timeout
         self._retry = Retry(
@@ -55,7 +58,7 @@ class ServerClient:
         )
         # An https server is verified against the model servers' CA when one is named
         # (MLOPS_PACK_SERVER_CA: a private CA), else against the system's trust store.
-        ca = server_ca() if self.url.startswith("https://") else None
+        ca = server_ca() if scheme == "https" else None
         self._pool = urllib3.PoolManager(maxsize=4, **({"ca_cert_data": ca} if ca else {}))
 
     def call(
@@ -90,9 +93,7 @@ class ServerClient:
                 redirect=False,
             )
         except urllib3.exceptions.HTTPError as exc:
-            raise ServiceUnavailableError(
-                f"model server at {self.url} did not answer {method} {path} ({_reason(exc)})"
-            ) from None
+            _raise_unanswered(self.url, f"{method} {path}", exc)
         return response.status, _decode(response.data), dict(response.headers)
 
     def ok(self, method: str, path: str, body: Any = None, timeout: float | None = None) -> Any:
@@ -130,9 +131,7 @@ class ServerClient:
                 preload_content=False,
             )
         except urllib3.exceptions.HTTPError as exc:
-            raise ServiceUnavailableError(
-                f"model server at {self.url} did not answer GET {path} ({_reason(exc)})"
-            ) from None
+            _raise_unanswered(self.url, f"GET {path}", exc)
         partial = dest.with_name(dest.name + ".partial")
         try:
             if start and response.status in (200, 416):
@@ -199,16 +198,50 @@ class ServerClient:
         )
 
 
+def _refuse_plain_http_beside_a_ca(scheme: str, url: str) -> None:
+    """With MLOPS_PACK_SERVER_CA set the servers answer HTTPS: an http:// URL to another
+    host (a Connection without ``"schema": "https"``) would send the token in the clear
+    before the server dropped the request, so it is refused before anything is sent."""
+    host = (urllib3.util.parse_url(url).host or "").strip("[]").lower()
+    if scheme == "http" and os.environ.get(SERVER_CA_VARIABLE) and host not in LOOPBACK:
+        raise BadInputError(
+            f"model server URL {url} is plain HTTP while {SERVER_CA_VARIABLE} is set (the "
+            "servers answer HTTPS): the token would cross the network in the clear. Fix: "
+            'give the server\'s Airflow Connection "schema": "https" (or an https:// URL)',
+            {"rule": "server_plain_http", "url": url},
+        )
+
+
+def _raise_unanswered(url: str, request: str, exc: Exception) -> NoReturn:
+    """No answer from the server. A certificate it was refused for cannot pass on a
+    retry: that is bad input, with what to set; anything else may (503, retried)."""
+    reason = getattr(exc, "reason", None) or exc
+    said = _reason(exc)
+    if isinstance(reason, urllib3.exceptions.SSLError) and "CERTIFICATE_VERIFY_FAILED" in said:
+        if os.environ.get(SERVER_CA_VARIABLE):
+            fix = (
+                f"{SERVER_CA_VARIABLE} names a CA that did not sign this server's "
+                "certificate, or the certificate does not name the host in the URL. Fix: "
+                "name the CA that signed it, or reach the server by a name its certificate "
+                "carries"
+            )
+        else:
+            fix = (
+                f"Fix: when a private CA signed the server's certificate, set "
+                f"{SERVER_CA_VARIABLE} to that CA's PEM file"
+            )
+        raise BadInputError(
+            f"model server at {url} refused for {request}: its certificate did not verify "
+            f"({said}). {fix}",
+            {"rule": "server_certificate", "url": url},
+        )
+    raise ServiceUnavailableError(f"model server at {url} did not answer {request} ({said})")
+
+
 def _reason(exc: Exception) -> str:
     """The underlying cause of a urllib3 failure, without the URL's query or headers."""
     reason = getattr(exc, "reason", None) or exc
-    said = f"{type(reason).__name__}: {reason}"
-    if isinstance(reason, urllib3.exceptions.SSLError) and "CERTIFICATE_VERIFY_FAILED" in said:
-        said += (
-            f". Fix: when a private CA signed the server's certificate, set {SERVER_CA_VARIABLE} "
-            "to that CA's PEM file"
-        )
-    return said
+    return f"{type(reason).__name__}: {reason}"
 
 
 def _decode(raw: bytes) -> Any:

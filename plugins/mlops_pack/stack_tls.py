@@ -23,9 +23,10 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import os
+import re
 import shutil
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,13 +66,37 @@ def server_stem(model: str) -> str:
     return f"model-server-{model}"
 
 
+_HOST_NAME = re.compile(
+    r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*"
+)
+
+
 def _is_host(name: str) -> bool:
-    """A host name or an IP address (IPv6 included), not a URL or a host:port."""
+    """A host name (letters, digits, dots and inner hyphens) or an IP address (IPv6
+    included): not a URL, a host:port, a wildcard (``*`` would make MLflow answer any
+    Host header) or a list."""
     try:
         ipaddress.ip_address(name)
     except ValueError:
-        return bool(name) and not any(c.isspace() or c in "/:@[]" for c in name)
+        return len(name) <= 253 and _HOST_NAME.fullmatch(name) is not None
     return True
+
+
+def server_names(given: Sequence[str], models: Sequence[str]) -> dict[str, list[str]]:
+    """``--server-name MODEL=NAME`` values, by model: the other names clients on other
+    hosts reach that model's server by (its certificate carries them)."""
+    found: dict[str, list[str]] = {}
+    for value in given:
+        model, _, name = value.partition("=")
+        if model not in models or not _is_host(name):
+            raise BadInputError(
+                f"--server-name {value!r}: give MODEL=NAME, a served model ({', '.join(models)}"
+                " here) and the host name or IP address clients use for its server, such as "
+                "churn=serving.example.internal",
+                {"rule": "stack_tls_server_name", "name": value},
+            )
+        found.setdefault(model, []).append(name)
+    return found
 
 
 def _subject_names(names: Sequence[str]) -> list:
@@ -160,11 +185,19 @@ def _certificates(
     return ca.public_bytes(pem), issued
 
 
-def write_tls(folder: Path, names: Sequence[str] = (), models: Sequence[str] = ()) -> TlsFiles:
+def write_tls(
+    folder: Path,
+    names: Sequence[str] = (),
+    models: Sequence[str] = (),
+    other_names: Mapping[str, Sequence[str]] | None = None,
+) -> TlsFiles:
     """Write into ``folder`` a CA bundle, the MLflow server's certificate for
     ``DEFAULT_NAMES`` and ``names``, and one for each served model's server (its service
-    name, localhost, 127.0.0.1 and ``names``), each with a key of its own; all at once
-    (staged, then moved into place). Refuses to replace existing files."""
+    name, localhost, 127.0.0.1 and its ``other_names``), each with a key of its own; all
+    at once (staged, then moved into place). Refuses to replace existing files.
+
+    A name is on one server's certificate only: a server's key, were it stolen, cannot
+    pass for another server (MLflow, whose clients send passwords, above all)."""
     folder = Path(folder)
     if folder.exists():
         raise BadInputError(
@@ -182,7 +215,8 @@ def write_tls(folder: Path, names: Sequence[str] = (), models: Sequence[str] = (
         )
     servers = {"mlflow": [*DEFAULT_NAMES, *names]}
     for model in models:
-        servers[server_stem(model)] = [server_stem(model), *DEFAULT_NAMES[1:], *names]
+        extra = (other_names or {}).get(model, [])
+        servers[server_stem(model)] = [server_stem(model), *DEFAULT_NAMES[1:], *extra]
     ca, issued = _certificates(servers)
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".tls-", dir=folder.parent))
@@ -206,12 +240,16 @@ def write_tls(folder: Path, names: Sequence[str] = (), models: Sequence[str] = (
 
 
 def init_tls(
-    project_dir: Path, names: Sequence[str] = (), include_dir: Path | None = None
+    project_dir: Path,
+    names: Sequence[str] = (),
+    include_dir: Path | None = None,
+    server_name_values: Sequence[str] = (),
 ) -> dict[str, object]:
     """``stack tls``: the files under ``project_dir/.stack/tls`` (a certificate for
-    MLflow and for the server of every served spec under ``include_dir``, by default
-    ``project_dir/include``), and the folder recorded in the stack's ``.env`` as
-    ``STACK_TLS_DIR`` (docker-compose.tls.yaml requires it)."""
+    MLflow, with ``names``, and for the server of every served spec under
+    ``include_dir``, by default ``project_dir/include``, with its ``--server-name``
+    values), and the folder recorded in the stack's ``.env`` as ``STACK_TLS_DIR``
+    (docker-compose.tls.yaml requires it; a value the .env holds already is kept)."""
     project_dir = Path(project_dir).resolve()
     env_path = project_dir / ENV_FILE
     if not env_path.is_file():
@@ -232,12 +270,14 @@ def init_tls(
             {"rule": "stack_tls_include", "file": str(include_dir / "models")},
         )
     models = served_models(include_dir)
-    files = write_tls(stack_dir / TLS_DIR.name, names, models)
-    _record_in_env(env_path, "STACK_TLS_DIR", lambda kept: kept or str(files.ca.parent))
+    others = server_names(server_name_values, models)
+    files = write_tls(stack_dir / TLS_DIR.name, names, models, others)
+    in_env = _record_in_env(env_path, "STACK_TLS_DIR", lambda kept: kept or str(files.ca.parent))
     if names:
         _record_in_env(env_path, ALLOWED_NAMES_KEY, lambda kept: _allowed_names(kept, names))
     return {
         "tls_dir": str(files.ca.parent),
+        "tls_dir_in_env": in_env,
         "names": list(dict.fromkeys([*DEFAULT_NAMES, *names])),
         "servers": [server_stem(model) for model in models],
         "valid_days": VALID_DAYS,
@@ -259,22 +299,37 @@ def _allowed_names(kept: str | None, names: Sequence[str]) -> str:
     return ",".join(dict.fromkeys(entries))
 
 
-def _record_in_env(env_path: Path, key: str, value: Callable[[str | None], str]) -> None:
-    """Set ``key`` in the .env to ``value(what it holds now, or None)``, keeping every
-    other line; the file is replaced whole, mode 600, never seen half-written."""
-    lines = env_path.read_text(encoding="utf-8").splitlines()
-    held = [i for i, line in enumerate(lines) if line.split("=", 1)[0].strip() == key]
-    kept = lines[held[-1]].split("=", 1)[1] if held and "=" in lines[held[-1]] else None
-    new = f"{key}={value(kept)}"
+def _record_in_env(env_path: Path, key: str, value: Callable[[str | None], str]) -> str:
+    """Set ``key`` in the .env to ``value(what it holds now, or None)`` and return it,
+    keeping every other line as it was (and the file's line endings); the file is
+    replaced whole, mode 600, never seen half-written. A line ``export KEY=...`` counts,
+    and a quoted value is read without its quotes (as compose reads the file)."""
+    text = env_path.read_text(encoding="utf-8")
+    newline = "\r\n" if "\r\n" in text else "\n"
+    lines = text.splitlines()
+
+    def named(line: str) -> bool:
+        left = line.split("=", 1)[0].strip()
+        return "=" in line and left.removeprefix("export").strip() == key
+
+    held = [i for i, line in enumerate(lines) if named(line)]
+    kept = None
     if held:
-        lines[held[-1]] = new
+        kept = lines[held[-1]].split("=", 1)[1].strip()
+        if len(kept) >= 2 and kept[0] == kept[-1] and kept[0] in "'\"":
+            kept = kept[1:-1]
+    written = value(kept or None)
+    if held:
+        prefix = "export " if lines[held[-1]].lstrip().startswith("export") else ""
+        lines[held[-1]] = f"{prefix}{key}={written}"
     else:
-        lines.append(new)
+        lines.append(f"{key}={written}")
     fd, staged = tempfile.mkstemp(prefix=".env-", dir=env_path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as out:  # mkstemp: mode 600
-            out.write("\n".join(lines) + "\n")
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as out:  # mkstemp: mode 600
+            out.write(newline.join(lines) + newline)
         os.replace(staged, env_path)
     except BaseException:
         Path(staged).unlink(missing_ok=True)
         raise
+    return written

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from mlops_pack.ca_bundles import SERVER_CA_VARIABLE
-from mlops_pack.errors import BadInputError, ServiceUnavailableError
+from mlops_pack.errors import BadInputError
 from mlops_pack.server_client import ServerClient
 from services import tls_files
 from support import CHURN_SPEC, ROOT, free_port
@@ -74,16 +74,39 @@ def test_the_server_answers_https_to_a_client_that_trusts_its_ca(https_server, m
     assert version["model"] == "churn", version
 
 
-def test_a_client_without_the_ca_is_refused_with_the_fix(https_server, monkeypatch):
+def test_a_client_without_the_ca_is_refused_with_the_fix(https_server, monkeypatch, tmp_path):
+    """Refused by the certificate: bad input (no retry makes it pass), saying what to
+    set; with another CA named, saying that one did not sign it."""
     monkeypatch.delenv(SERVER_CA_VARIABLE, raising=False)
-    with pytest.raises(ServiceUnavailableError) as refused:
+    with pytest.raises(BadInputError) as refused:
         ServerClient(https_server["url"], https_server["key"], retries=0).call("GET", "/version")
     said = str(refused.value)
     assert "CERTIFICATE_VERIFY_FAILED" in said and f"set {SERVER_CA_VARIABLE}" in said, said
     assert https_server["key"] not in said
+    other = tls_files(tmp_path / "other")  # a CA that signed another server
+    monkeypatch.setenv(SERVER_CA_VARIABLE, str(other.ca))
+    with pytest.raises(BadInputError, match="names a CA that did not sign"):
+        ServerClient(https_server["url"], https_server["key"], retries=0).call("GET", "/version")
     # Plain HTTP gets no answer from it.
     with pytest.raises((urllib.error.URLError, ConnectionError)):
         urllib.request.urlopen(f"http://127.0.0.1:{https_server['port']}/version", timeout=10)
+
+
+def test_with_the_ca_set_plain_http_to_another_host_is_refused_before_sending(monkeypatch, tls):
+    """A Connection without "schema": "https" beside MLOPS_PACK_SERVER_CA: the token
+    would cross the network in the clear before the server dropped the request."""
+    monkeypatch.setenv(SERVER_CA_VARIABLE, str(tls.ca))
+    for url in ("http://model-server-churn:8181", "HTTP://serving.example.internal:8181"):
+        with pytest.raises(BadInputError, match='Connection "schema": "https"'):
+            ServerClient(url, "never-sent")
+    # On this host (the embedded default's servers) plain HTTP stays possible.
+    assert ServerClient("http://127.0.0.1:8181", "k").url == "http://127.0.0.1:8181"
+    assert ServerClient("HTTPS://127.0.0.1:8181", "k").url == "HTTPS://127.0.0.1:8181"
+
+
+@pytest.fixture
+def tls(tmp_path):
+    return tls_files(tmp_path / "tls")
 
 
 def test_a_ca_bundle_that_cannot_be_used_is_refused_naming_the_variable(tmp_path, monkeypatch):

@@ -8,6 +8,7 @@ import base64
 import json
 import os
 import re
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -401,9 +402,23 @@ def test_the_tls_override_puts_every_client_on_https_with_the_stack_s_ca(stack_e
             ]
         )
         assert (connection["schema"], connection["host"]) == ("https", f"model-server-{model}")
-    assert services["airflow-worker"]["environment"]["MLOPS_PACK_SERVER_CA"] == (
-        "/run/stack-tls/ca.pem"
-    )
+    worker_env = services["airflow-worker"]["environment"]
+    assert worker_env["MLOPS_PACK_SERVER_CA"] == "/run/stack-tls/ca.pem"
+    # Every server Connection is https (a plain one would send its token in the clear),
+    # and the override's restated values are the main file's but for what it changes.
+    plain = yaml.safe_load(compose_config(stack_env).stdout)["services"]
+    connections = [k for k in worker_env if k.startswith("AIRFLOW_CONN_MLOPS_PACK_SERVER_")]
+    assert len(connections) == len(SERVED), connections
+    for name in connections:
+        before = json.loads(plain["airflow-worker"]["environment"][name])
+        assert json.loads(worker_env[name]) == {**before, "schema": "https"}, name
+    for model in SERVED:
+        service = f"model-server-{model}"
+        before, after = plain[service]["command"], services[service]["command"]
+        tls_args = after[after.index("--tls-cert-file") :]
+        assert len(tls_args) == 4, after
+        expected = [a.replace("http://mlflow", "https://mlflow") for a in before]
+        assert after[: -len(tls_args)] == expected, service
     prometheus = services["prometheus"]
     assert "./include/prometheus/prometheus.yml" not in " ".join(prometheus["volumes"])
     assert any(v.endswith("include/prometheus/prometheus.tls.yml:/etc/prometheus/prometheus.yml:ro")
@@ -421,13 +436,19 @@ def test_the_tls_override_puts_every_client_on_https_with_the_stack_s_ca(stack_e
     assert "/run/mlops-secrets" in mount_targets(churn)
 
 
-def test_the_shipped_prometheus_tls_twin_is_the_generated_one():
+def test_the_shipped_prometheus_tls_twin_is_the_generated_one(tmp_path):
     """prometheus.tls.yml is prometheus.yml with the model servers' jobs on https and
     the CA: nothing else differs, and `mlops-pack stack dashboards` writes it."""
-    from mlops_pack.prometheus_tls import CA_IN_CONTAINER, twin_text
+    from mlops_pack.prometheus_tls import CA_IN_CONTAINER
 
+    include = tmp_path / "include"
+    shutil.copytree(ROOT / "include" / "models", include / "models")
+    shutil.copytree(ROOT / "include" / "prometheus", include / "prometheus")
+    (include / "prometheus" / "prometheus.tls.yml").unlink()
+    code, _ = run_cli("stack", "dashboards", "--include", include)
+    assert code == 0
     shipped = (ROOT / "include" / "prometheus" / "prometheus.tls.yml").read_text()
-    assert shipped == twin_text(ROOT / "include"), (
+    assert shipped == (include / "prometheus" / "prometheus.tls.yml").read_text(), (
         "prometheus.tls.yml is stale: run `mlops-pack stack dashboards`"
     )
     plain = yaml.safe_load((ROOT / "include" / "prometheus" / "prometheus.yml").read_text())
@@ -453,7 +474,8 @@ def test_stack_tls_writes_a_ca_and_a_certificate_for_the_server_s_names_once(sta
     include = ROOT / "include"
     code, _ = run_cli("stack", "tls", "--dir", project, "--include", include,
                       "--name", "mlflow.example.internal", "--name", "10.0.0.7",
-                      "--name", "fd00::7")  # fmt: skip
+                      "--name", "fd00::7",
+                      "--server-name", "churn=serving.example.internal")  # fmt: skip
     assert code == 0
     assert "into .env's MLFLOW_ALLOWED_NAMES" in capsys.readouterr().out
     folder = project / ".stack" / "tls"
@@ -480,15 +502,16 @@ def test_stack_tls_writes_a_ca_and_a_certificate_for_the_server_s_names_once(sta
     # The CA's private key is not kept: nothing else can be signed with it.
     assert "PRIVATE KEY" not in (folder / "ca.pem").read_text()
     assert "PRIVATE KEY" in (folder / "mlflow-key.pem").read_text()
-    # Each model server: signed by the same CA, for its service name, with its own key.
+    # Each model server: signed by the same CA, for its service name and its own
+    # --server-name values only (never MLflow's names: a stolen server key cannot pass
+    # for MLflow), with its own key.
     keys = {(folder / "mlflow-key.pem").read_text()}
+    own = {"model-server-churn": ["serving.example.internal"], "model-server-diabetes": []}
     for stem in servers:
         server = x509.load_pem_x509_certificate((folder / f"{stem}.pem").read_bytes())
         ca.public_key().verify(server.signature, server.tbs_certificate_bytes, _ecdsa(server))
         alt = server.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-        assert [str(n.value) for n in alt] == [
-            stem, "localhost", "127.0.0.1", "mlflow.example.internal", "10.0.0.7", "fd00::7"
-        ]  # fmt: skip
+        assert [str(n.value) for n in alt] == [stem, "localhost", "127.0.0.1", *own[stem]]
         keys.add((folder / f"{stem}-key.pem").read_text())
     assert len(keys) == 1 + len(servers)
     before = {p.name: p.read_bytes() for p in folder.iterdir()}
@@ -507,10 +530,15 @@ def test_stack_tls_writes_a_ca_and_a_certificate_for_the_server_s_names_once(sta
     code, _ = run_cli("stack", "tls", "--dir", other, "--name", "mlflow.example.internal")
     assert code != 0  # no include folder: it would write no model server's certificate
     assert "Fix: give --include the include folder" in capsys.readouterr().err
-    code, _ = run_cli("stack", "tls", "--dir", other, "--include", include,
-                      "--name", "http://mlflow")  # fmt: skip
-    assert code != 0
-    assert "--name 'http://mlflow' is not a host name" in capsys.readouterr().err
+    for bad in ("http://mlflow", "*", "a.example,b.example", "$HOME"):
+        code, _ = run_cli("stack", "tls", "--dir", other, "--include", include, "--name", bad)
+        assert code != 0
+        assert f"--name {bad!r} is not a host name" in capsys.readouterr().err
+    for bad in ("serving.example.internal", "nomodel=serving.example", "churn=*"):
+        code, _ = run_cli("stack", "tls", "--dir", other, "--include", include,
+                          "--server-name", bad)  # fmt: skip
+        assert code != 0
+        assert f"--server-name {bad!r}: give MODEL=NAME" in capsys.readouterr().err
     assert not (other / ".stack" / "tls").exists()
     assert (other / ".env").read_text() == "X=1\n"
 
@@ -518,7 +546,7 @@ def test_stack_tls_writes_a_ca_and_a_certificate_for_the_server_s_names_once(sta
 def _assert_mlflow_answers_the_names(stack_env: Path) -> None:
     """The --name values reach MLflow's allowed Host headers in the merged file, with any
     port, as MLflow itself matches them (fnmatch; an IPv6 bracket escaped); other names
-    stay refused. A name the .env listed before is kept."""
+    stay refused."""
     from mlflow.server.security_utils import is_allowed_host_header
 
     result = compose_config(stack_env)
@@ -544,19 +572,62 @@ def _assert_mlflow_answers_the_names(stack_env: Path) -> None:
     )
 
 
+def test_the_one_machine_file_takes_its_tls_override(stack_env, tmp_path):
+    """docker-compose.local-tls.yaml over docker-compose.local.yaml (the files the
+    Celery stack test runs) is accepted after stack tls and refused before; MLflow and
+    the churn server get their own files, every MLflow client the https URL."""
+    local = [ROOT / "docker-compose.local.yaml", ROOT / "docker-compose.local-tls.yaml"]
+    files = [arg for path in local for arg in ("-f", str(path))]
+    env = {**os.environ, "LOCAL_INCLUDE_DIR": str(tmp_path), "LOCAL_DATA_DIR": str(tmp_path),
+           "LOCAL_LABELS_DIR": str(tmp_path), "LOCAL_DOCKER_GID": "0",
+           "LOCAL_PROMETHEUS_CONFIG": str(tmp_path / "prometheus.yml")}  # fmt: skip
+
+    def config() -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [docker_compose(), "--env-file", str(stack_env), *files, "--profile", "airflow",
+             "config"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+            check=False,
+        )  # fmt: skip
+
+    assert "run mlops-pack stack tls" in config().stderr
+    code, _ = run_cli("stack", "tls", "--dir", stack_env.parent, "--include", ROOT / "include",
+                      "--name", "mlflow.example.internal")  # fmt: skip
+    assert code == 0
+    result = config()
+    assert result.returncode == 0, result.stderr
+    services = yaml.safe_load(result.stdout)["services"]
+    assert "http://127.0.0.1:25000" not in result.stdout
+    for worker in ("airflow-worker-1", "airflow-worker-2", "airflow-apiserver"):
+        assert services[worker]["environment"]["MLFLOW_TRACKING_URI"].startswith("https://")
+    churn = services["model-server-churn"]
+    assert any(v.endswith("model-server-churn-key.pem:/run/stack-tls/server-key.pem:ro")
+               for v in churn["volumes"])  # fmt: skip
+    assert not [v for v in services["mlflow"]["volumes"] if "model-server" in v]
+    allowed = services["mlflow"]["environment"]["MLFLOW_SERVER_ALLOWED_HOSTS"].split(",")
+    assert "mlflow.example.internal:*" in allowed, allowed
+
+
 def test_stack_tls_keeps_the_names_the_env_lists_already(stack_env):
     """MLFLOW_ALLOWED_NAMES set by hand (a name of the site's own) survives stack tls,
     which adds its --name values beside it, once each."""
-    with stack_env.open("a") as env:
-        env.write("MLFLOW_ALLOWED_NAMES=mlflow.corp,mlflow.corp:*\n")
+    with stack_env.open("a") as env:  # quoted, with export: as compose reads it too
+        env.write('export MLFLOW_ALLOWED_NAMES="mlflow.corp,mlflow.corp:*"\n')
     code, _ = run_cli("stack", "tls", "--dir", stack_env.parent, "--include", ROOT / "include",
                       "--name", "mlflow.corp",
                       "--name", "mlflow.example.internal")  # fmt: skip
     assert code == 0
-    assert env_values(stack_env)["MLFLOW_ALLOWED_NAMES"] == (
+    lines = [line for line in stack_env.read_text().splitlines() if "MLFLOW_ALLOWED_NAMES" in line]
+    assert lines == [
+        "export MLFLOW_ALLOWED_NAMES="
         "mlflow.corp,mlflow.corp:*,mlflow.example.internal,mlflow.example.internal:*"
-    )
-    assert stack_env.read_text().count("MLFLOW_ALLOWED_NAMES=") == 1
+    ]
+    # Compose reads it so: MLflow answers both names.
+    result = compose_config(stack_env)
+    assert result.returncode == 0, result.stderr
+    allowed = yaml.safe_load(result.stdout)["services"]["mlflow"]["environment"][
+        "MLFLOW_SERVER_ALLOWED_HOSTS"
+    ].split(",")
+    assert {"mlflow.corp:*", "mlflow.example.internal:*"} <= set(allowed), allowed
 
 
 def _ecdsa(cert):

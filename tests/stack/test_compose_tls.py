@@ -26,7 +26,7 @@ import urllib.request
 import uuid
 
 import pytest
-from mlops_pack.errors import ServiceUnavailableError
+from mlops_pack.errors import BadInputError
 from mlops_pack.server_client import ServerClient
 from services import mlflow_signin
 from stack_support import (
@@ -192,7 +192,7 @@ def test_the_model_server_fetches_a_version_over_https(tls_stack, data_dir, monk
     assert admin.ok("GET", "/admin/stats")["model_source"] == "registry"
     # Without the CA the pack's client refuses the server, and says what to set.
     monkeypatch.delenv("MLOPS_PACK_SERVER_CA")
-    with pytest.raises(ServiceUnavailableError, match="Fix: when a private CA signed"):
+    with pytest.raises(BadInputError, match="Fix: when a private CA signed"):
         ServerClient(url, "not-sent", retries=0).call("GET", "/version")
     server = service_container(tls_stack["project"], "model-server-churn")
     shown = subprocess.run(["docker", "inspect", "--format", "{{json .Config.Env}}", server],

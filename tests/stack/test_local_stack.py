@@ -3,10 +3,10 @@ images built locally, host networking, free ports; then everything stopped and r
 
 What runs is the shipped material: include/postgres/init-databases.sh in Postgres, Redis
 with its password, the MLflow image on its Postgres backend with proxied artifacts behind
-its basic authentication, answering HTTPS only (docker-compose.local-tls.yaml, with the
-certificate ``mlops-pack stack tls`` wrote; every client verifies it), the
-churn model server with the compose file's hardening, Prometheus
-on include/prometheus/prometheus.yml (targets moved to 127.0.0.1), secrets from
+its basic authentication, the churn model server with the compose file's hardening,
+both answering HTTPS only (docker-compose.local-tls.yaml, with the certificates
+``mlops-pack stack tls`` wrote; every client verifies them), Prometheus on
+include/prometheus/prometheus.tls.yml (targets moved to 127.0.0.1), secrets from
 ``mlops-pack stack init``, and Airflow 3 on Celery (airflow-init, api-server, scheduler,
 dag-processor, triggerer, two workers) running the pack's DAGs against all of it.
 """

@@ -265,7 +265,7 @@ class MlopsStepOperator(BaseOperator):
         if conn_id is None:
             return []
         url, secrets = self._server_secrets(conn_id)
-        bundle = _worker_bundle(server_ca) if url.startswith("https://") else None
+        bundle = _worker_bundle(server_ca) if url.lower().startswith("https://") else None
         if bundle is not None:  # the step verifies the server against its copy
             secrets[SERVER_CA_FILE] = bundle
         self._secrets = _private_secrets_dir()

@@ -95,6 +95,13 @@ def _tls_options(cert: Path | None, key: Path | None) -> dict[str, str]:
             "and its private key, PEM). Fix: give both, or neither for plain HTTP"
         )
     for option, path in (("--tls-cert-file", cert), ("--tls-key-file", key)):
+        if path.is_dir():  # what Docker makes when a bind mount's file is missing
+            raise SystemExit(
+                f"error: {option} {path} is a folder, not the file: the file the compose "
+                "file mounts there was missing on the host (a .stack/tls written before this "
+                "model was served, or by an older stack tls). Fix: remove the folders Docker "
+                "made and .stack/tls, run `mlops-pack stack tls` again and restart the stack"
+            )
         if not path.is_file() or not os.access(path, os.R_OK):
             raise SystemExit(
                 f"error: {option} {path} is not a readable file. Fix: mount the server's "
