@@ -372,7 +372,9 @@ def mlflow_client(stack: dict, monkeypatch, user: str = "mlops-pack"):
 
     for name, value in mlflow_signin(user, stack["secrets"]).items():
         monkeypatch.setenv(name, value)
-    url, ca = stack["mlflow_url"], stack["ca"]
+    # The one-machine stack says its URL and CA; the shipped file's serves plain HTTP.
+    url = stack.get("mlflow_url") or f"http://127.0.0.1:{stack['ports']['mlflow']}"
+    ca = stack.get("ca")
     if ca is not None:
         monkeypatch.setenv("MLFLOW_TRACKING_SERVER_CERT_PATH", str(ca))
     wait_until(lambda: http_status(f"{url}/health", ca=ca) == 200, "mlflow", timeout=400)
